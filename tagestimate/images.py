@@ -1,0 +1,122 @@
+"""Image listing and the one image-loading function shared by training and inference.
+
+Every pixel the model sees comes from `load_image`: decode with Pillow, apply the EXIF
+orientation, flatten any colour mode to 8-bit RGB, resize to a square with bilinear
+interpolation, put the channels in the model's order. The model takes 0-255 pixels and
+rescales inside itself, so there is no other scaling step to forget.
+"""
+
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jp2"}
+)
+CHANNEL_ORDERS = ("RGB", "BGR")
+# Transparent areas become paper-white rather than black.
+BACKGROUND = (255, 255, 255)
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an image; str() names the file and the reason."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def is_image_name(name):
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder):
+    """All image files under `folder` (recursively, by extension), sorted, hidden ones skipped."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(root, f) for f in files if not f.startswith(".") and is_image_name(f))
+    return sorted(found)
+
+
+def _to_rgb(image):
+    """Any Pillow mode -> 8-bit RGB (16-bit scaled down, alpha composited on white)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        if image.mode == "F":
+            peak = max(float(values.max(initial=0)), 1.0)
+        gray = np.clip(values * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+_COEF_SCALE = 2048  # OpenCV's INTER_RESIZE_COEF_SCALE: 11-bit fixed-point weights
+
+
+def _axis_coefficients(n_in, n_out):
+    """Source indices and fixed-point weights along one axis, as OpenCV computes them."""
+    position = ((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5).astype(np.float32)
+    first = np.floor(position).astype(np.int64)
+    fraction = position - first
+    fraction[first < 0] = 0.0
+    first = np.maximum(first, 0)
+    fraction[first >= n_in - 1] = 0.0
+    first = np.minimum(first, n_in - 1)
+    second = np.minimum(first + 1, n_in - 1)
+    weight = np.rint((1.0 - fraction) * _COEF_SCALE).astype(np.int32)
+    return first, second, weight, _COEF_SCALE - weight
+
+
+def resize_bilinear(pixels, size):
+    """Resize an (H, W, 3) uint8 array to (size, size, 3): bilinear, no antialiasing.
+
+    Bit-exact with OpenCV's cv2.resize(..., INTER_LINEAR), which NDL's original script
+    used: its published weights were trained on pixels made this way. Pillow's resize()
+    antialiases and would shift a sensitive model's outputs by a few hundredths.
+    """
+    height, width = pixels.shape[:2]
+    if (height, width) == (size, size):
+        return pixels
+    x0, x1, wx0, wx1 = _axis_coefficients(width, size)
+    y0, y1, wy0, wy1 = _axis_coefficients(height, size)
+    source = pixels.astype(np.int32)
+    rows = source[:, x0] * wx0[None, :, None] + source[:, x1] * wx1[None, :, None]
+    top, bottom = rows[y0] >> 4, rows[y1] >> 4
+    out = ((wy0[:, None, None] * top) >> 16) + ((wy1[:, None, None] * bottom) >> 16) + 2 >> 2
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def load_image(path, size, channel_order="RGB"):
+    """Read one image as a (size, size, 3) uint8 array; ImageError if it cannot be used."""
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel order must be one of {CHANNEL_ORDERS}, not {channel_order!r}")
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageError(path, "empty file (0 bytes); delete it or fetch it again")
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                # Let libjpeg decode large scans at 1/2..1/8 scale, never below `size`.
+                image.draft("RGB", (size, size))
+            image = ImageOps.exif_transpose(image)
+            pixels = resize_bilinear(np.asarray(_to_rgb(image), dtype=np.uint8), size)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageError(path, f"too many pixels for a safe decode ({error})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(path, "not an image Pillow can read (wrong extension, text or HTML?)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(path, f"corrupt or truncated image ({error})") from None
+    if channel_order == "BGR":
+        pixels = pixels[..., ::-1]
+    return np.ascontiguousarray(pixels)
