@@ -109,16 +109,17 @@ def read_legacy_weights(path):
         return result
 
 
-def load_legacy_weights(model, path, require_all=True):
+def load_legacy_weights(model, path, require_all=True, include_head=True):
     """Load a legacy HDF5 file into `model` by layer name; returns the names loaded.
 
     With require_all, every weighted layer of the model (but the input normalisation)
     must be in the file with the same shapes: a partial load would tag silently wrong.
+    include_head=False loads the backbone only (e.g. NDL's file into a model with other labels).
     """
     stored = read_legacy_weights(path)
     loaded, missing = [], []
     for layer in model.layers:
-        if not layer.weights:
+        if not layer.weights or (not include_head and layer.name in HEAD_LAYERS):
             continue
         if layer.name not in stored:
             if layer.name not in _OPTIONAL_LEGACY_LAYERS:
