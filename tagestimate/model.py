@@ -14,8 +14,14 @@ import numpy as np
 from labelmap import LABELS
 from tagestimate import quiet_tensorflow
 
-quiet_tensorflow()
-import keras  # noqa: E402  (after the logging switch above)
+
+def _keras():
+    # Imported on first use: reading configs and weight files needs no TensorFlow, and a
+    # cached fast-backend model lets inference start without it.
+    quiet_tensorflow()
+    import keras
+
+    return keras
 
 BACKBONE = "EfficientNetB0"
 CONFIG_NAME = "model.json"
@@ -56,6 +62,7 @@ def build_model(num_labels, image_size=224, dropout=0.0):
     Always built with weights=None so that the graph is identical whatever the weights'
     origin; ImageNet or saved weights are loaded afterwards. Layer names match NDL's file.
     """
+    keras = _keras()
     backbone = keras.applications.EfficientNetB0(
         include_top=False, weights=None, input_shape=(image_size, image_size, 3)
     )
@@ -166,6 +173,7 @@ def load_imagenet_weights(model, image_size):
 
     Downloads once into the Keras cache (~/.keras/models). Offline: WeightsError.
     """
+    keras = _keras()
     try:
         reference = keras.applications.EfficientNetB0(
             include_top=False, weights="imagenet", input_shape=(image_size, image_size, 3)
@@ -218,23 +226,28 @@ def read_config(folder):
     return config
 
 
+def describe_weights(path):
+    """(config, kind) for a weight file, from its structure and model.json; builds nothing."""
+    kind = detect_weights_kind(path)
+    if kind == KERAS:
+        return read_config(os.path.dirname(os.path.abspath(path))), kind
+    count = legacy_output_count(path)
+    if count is None:
+        raise WeightsError(f"{path} has no 'dense_2' output layer; it is not a tag model file "
+                           "(a backbone-only file can start training, not tag images)")
+    if count != len(LABELS):
+        raise WeightsError(f"{path} has {count} outputs, NDL's tag model has {len(LABELS)}; "
+                           "for a model trained here, use its best.weights.h5 with model.json")
+    return legacy_config(), kind
+
+
 def open_model(path):
     """Build the model for a weight file and load it; returns (model, config, kind)."""
-    kind = detect_weights_kind(path)
+    config, kind = describe_weights(path)
+    model = build_model(len(config["labels"]), config["image_size"], config.get("dropout", 0.0))
     if kind == LEGACY:
-        count = legacy_output_count(path)
-        if count is None:
-            raise WeightsError(f"{path} has no 'dense_2' output layer; it is not a tag model file "
-                               "(a backbone-only file can start training, not tag images)")
-        if count != len(LABELS):
-            raise WeightsError(f"{path} has {count} outputs, NDL's tag model has {len(LABELS)}; "
-                               "for a model trained here, use its best.weights.h5 with model.json")
-        config = legacy_config()
-        model = build_model(count, config["image_size"])
         load_legacy_weights(model, path, require_all=True)
         return model, config, kind
-    config = read_config(os.path.dirname(os.path.abspath(path)))
-    model = build_model(len(config["labels"]), config["image_size"], config.get("dropout", 0.0))
     try:
         model.load_weights(path)
     except Exception as error:  # Keras raises ValueError/KeyError for mismatched files
