@@ -1,0 +1,155 @@
+"""Grow a labelled data set, one folder per tag, from the NDL Lab API and the NDL IIIF server.
+
+    python newdataclawer.py --tag graphic_map --tag stamp --per-class 500
+    python newdataclawer.py --from-metadata metadata.csv --label stamp --limit 100
+
+Images land in {out}/{tag}/{id}.jpg, where the trainer reads them, and every saved image
+gets a row in {out}/manifest.csv. Re-running a command only fetches what is missing.
+"""
+
+import argparse
+import logging
+import re
+import sys
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from labelmap import LABELS
+from tagestimate import crawl, ndl
+
+_BYTE_SIZE = re.compile(r"(\d+)\s*([kmg]?)(i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+
+
+def byte_size(text):
+    """Bytes from '20971520', '500KB' or '20MB' (K, M, G are powers of 1024)."""
+    match = _BYTE_SIZE.fullmatch(text.strip())
+    if match is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive size such as 20MB, 500KB or 1048576")
+    return int(match[1]) * _UNITS[match[2].lower()]
+
+
+def _bounded(kind, low, high=None, low_open=False):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        too_low = value <= low if low_open else value < low
+        if too_low or (high is not None and value > high):
+            bound = f"{'over' if low_open else 'at least'} {low}" + (f" and at most {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use a value {bound}")
+        return value
+    return parse
+
+
+def _base_url(text):
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL")
+    return text.rstrip("/")
+
+
+def _iiif_size(text):
+    if not ndl.valid_size(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IIIF size such as ,256 or 512, or !300,300 or full")
+    return text
+
+
+def _folder_name(text):
+    if not ndl.valid_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name of [0-9A-Za-z_-]")
+    return text
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the real defaults, except None, which each help text words itself."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def build_parser():
+    defaults = crawl.CrawlOptions
+    parser = argparse.ArgumentParser(
+        description="Download NDL illustrations into one folder per tag ({out}/{tag}/{id}.jpg) with a "
+                    "manifest of where each came from. Tagged mode calls the NDL Lab API's randomwithfacet "
+                    "for each tag; --from-metadata rebuilds the human-labelled NDL-ImageLabel set from its "
+                    "index. Re-running a command only fetches what is missing.",
+        formatter_class=_HelpFormatter,
+    )
+    tagged = parser.add_argument_group("tagged mode (NDL Lab API)")
+    tagged.add_argument("--tag", action="append", choices=LABELS, default=None, metavar="TAG",
+                        help=f"a tag to crawl, one of {', '.join(LABELS)}; repeat for several (default: all)")
+    tagged.add_argument("--per-class", type=_bounded(int, 1), default=500,
+                        help="stop a tag once its folder holds this many images")
+    tagged.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=0.0,
+                        help="keep only records whose requested tag has NDL's confidence >= this (0-1)")
+    tagged.add_argument("--max-idle", type=_bounded(int, 1), default=defaults.max_idle,
+                        help="give up on a tag after this many API calls in a row bring nothing new")
+    tagged.add_argument("--batch", type=_bounded(int, 1, ndl.MAX_API_BATCH), default=defaults.batch,
+                        help="records asked for per API call (the API's size parameter)")
+    tagged.add_argument("--delay", type=_bounded(float, 0.0), default=defaults.delay,
+                        help="seconds between API calls")
+    tagged.add_argument("--api-base", type=_base_url, default=defaults.api_base, help="NDL Lab API base URL")
+    rebuild = parser.add_argument_group("rebuild mode (NDL-ImageLabel index)")
+    rebuild.add_argument("--from-metadata", metavar="CSV", default=None,
+                         help="NDL-ImageLabel metadata.csv: download its crops into one folder per label, "
+                              "at --size instead of the index's full size")
+    rebuild.add_argument("--label", action="append", type=_folder_name, default=None,
+                         help="only this label of the index; repeat for several (default: all)")
+    rebuild.add_argument("--limit", type=_bounded(int, 1), default=None,
+                         help="only the first N rows of each label in the index (default: all)")
+    common = parser.add_argument_group("both modes")
+    common.add_argument("--out", default=defaults.out,
+                        help="data set folder: {out}/{tag}/{id}.jpg and {out}/manifest.csv")
+    common.add_argument("--iiif-base", type=_base_url, default=defaults.iiif_base,
+                        help="IIIF Image API base; in rebuild mode it replaces the base of the index's URLs "
+                             "(everything before /{pid}/R), e.g. for a mirror")
+    common.add_argument("--size", type=_iiif_size, default=defaults.size,
+                        help="IIIF size of each image: ,256 is 256 px high; full is the original crop")
+    common.add_argument("--workers", type=_bounded(int, 1, 64), default=defaults.workers,
+                        help="parallel image downloads")
+    common.add_argument("--timeout", type=_bounded(float, 0.0, low_open=True), default=defaults.timeout,
+                        help="seconds to wait for a server to answer")
+    common.add_argument("--retries", type=_bounded(int, 0), default=defaults.retries,
+                        help="retries of a request after a connection error, timeout, 429 or 5xx")
+    common.add_argument("--backoff", type=_bounded(float, 0.0), default=defaults.backoff,
+                        help="first retry waits this many seconds, doubling each time")
+    common.add_argument("--max-wait", type=_bounded(float, 0.0), default=defaults.max_wait,
+                        help="longest wait before a retry, including one asked for by Retry-After")
+    common.add_argument("--max-bytes", type=byte_size, default="20MB",
+                        help="drop an image larger than this (K, M, G = 1024, 1024^2, 1024^3 bytes)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.from_metadata and args.tag:
+        parser.error("--tag is for tagged mode and --from-metadata for rebuild mode; give one of them")
+    if not args.from_metadata and (args.label or args.limit):
+        parser.error("--label and --limit select rows of an index: use them with --from-metadata")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    options = crawl.CrawlOptions(
+        out=args.out, api_base=args.api_base, iiif_base=args.iiif_base, size=args.size, batch=args.batch,
+        workers=args.workers, delay=args.delay, timeout=args.timeout, retries=args.retries,
+        backoff=args.backoff, max_wait=args.max_wait, max_bytes=args.max_bytes, max_idle=args.max_idle,
+    )
+    try:
+        with logging_redirect_tqdm():
+            if args.from_metadata:
+                summary = crawl.rebuild_from_metadata(options, args.from_metadata, labels=args.label,
+                                                      limit=args.limit)
+            else:
+                summary = crawl.crawl_tagged(options, args.tag or list(LABELS), args.per_class,
+                                             min_confidence=args.min_confidence)
+    except crawl.CrawlError as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted; run the same command again to resume")
+    print(summary.format())
+    return 130 if summary.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,532 @@
+"""Grow `{out}/{folder}/{id}.jpg` from the NDL API (tagged mode) or an NDL-ImageLabel index
+(rebuild mode), recording every saved image in `{out}/manifest.csv`.
+
+Invariants, kept across crashes and Ctrl-C:
+- an image is only visible under its final name once complete (temp name in the same
+  folder, fsync, os.replace); temp names end in `.part` and are removed on start;
+- a manifest row is appended (flushed and fsynced) only after its file's rename;
+- on start, `Manifest.open` reconciles the two: rows whose file is missing are dropped,
+  and `{id}.jpg` files with no row (a crash between rename and append, or images the user
+  put there) are adopted with the provenance their name gives, never deleted.
+An id is filed at most once, whatever the folder.
+"""
+
+import concurrent.futures
+import csv
+import dataclasses
+import datetime
+import hashlib
+import io
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+
+from tqdm import tqdm
+
+from tagestimate import ndl
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_FIELDS = ("id", "pid", "page", "x", "y", "w", "h", "title", "folder", "confidence",
+                   "source_url", "sha256", "bytes", "time")
+UNKNOWN_FOLDER = "unknown"
+IMAGE_SUFFIX = ".jpg"
+TEMP_SUFFIX = ".part"
+INDEX_COLUMNS = 6  # file name, label, Windows path, title, item URL, IIIF URL (ndl-api.md §3)
+_ID_PARTS = re.compile(r"(?P<pid>[0-9A-Za-z-]+(?:_[0-9A-Za-z-]+)*)_(?P<page>\d{1,7})_(?P<n>\d+)")
+
+
+class CrawlError(Exception):
+    """A fatal problem, stated in one sentence that names what to fix."""
+
+
+@dataclasses.dataclass
+class CrawlOptions:
+    """Settings shared by both modes; the CLI takes its defaults from here."""
+
+    out: str = "datasetpdm"
+    api_base: str = ndl.DEFAULT_API_BASE
+    iiif_base: str = ndl.DEFAULT_IIIF_BASE
+    size: str = ndl.DEFAULT_SIZE
+    batch: int = 20
+    workers: int = 4
+    delay: float = 1.0
+    timeout: float = 30.0
+    retries: int = 5
+    backoff: float = 1.0
+    max_wait: float = 60.0
+    max_bytes: int = 20 * 1024 * 1024
+    max_idle: int = 20
+
+
+@dataclasses.dataclass
+class FolderStats:
+    """What happened to one tag (tagged mode) or label (rebuild mode) in this run."""
+
+    saved: int = 0        # new files written this run
+    duplicates: int = 0   # already filed (this or an earlier run) or already tried this run
+    rejected: int = 0     # unusable record or index row (missing fields, hostile id, ...)
+    skipped: int = 0      # below --min-confidence, or not carrying the requested tag
+    failed: int = 0       # download given up, not a JPEG, or over --max-bytes
+    api_errors: int = 0   # API calls that failed or answered garbage
+    total: int = 0        # files in the folder at the end
+    status: str = ""
+
+
+@dataclasses.dataclass
+class CrawlSummary:
+    folders: dict = dataclasses.field(default_factory=dict)  # name -> FolderStats
+    interrupted: bool = False
+    elapsed: float = 0.0
+
+    def stats(self, name):
+        return self.folders.setdefault(name, FolderStats())
+
+    @property
+    def saved(self):
+        return sum(stats.saved for stats in self.folders.values())
+
+    def format(self):
+        """A fixed-width table, one row per folder."""
+        columns = ("saved", "duplicates", "rejected", "skipped", "failed", "api_errors", "total")
+        width = max([len(name) for name in self.folders] + [6])
+        lines = [f"{'folder':<{width}}  " + "  ".join(f"{c:>10}" for c in columns) + "  status"]
+        for name, stats in self.folders.items():
+            values = "  ".join(f"{getattr(stats, c):>10}" for c in columns)
+            lines.append(f"{name:<{width}}  {values}  {stats.status}")
+        rate = self.saved / self.elapsed if self.elapsed > 0 else 0.0
+        lines.append(f"{self.saved} images saved in {self.elapsed:.1f} s ({rate:.2f} images/s)"
+                     + ("; interrupted: run the same command again to resume" if self.interrupted else ""))
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One image to fetch and file."""
+
+    id: str
+    folder: str
+    url: str
+    pid: str
+    page: int
+    box: tuple
+    title: str = ""
+    confidence: float = None
+    stats_key: str = ""  # the summary row the outcome is counted in
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _fsync_write(path, data, mode):
+    """Write `data` to a new file `path` (O_EXCL) and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_atomic(path, data):
+    """Make `path` hold `data`, visible only once complete; no temp file survives a failure."""
+    temp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+    try:
+        _fsync_write(temp, data, 0o666)
+        os.replace(temp, path)
+        temp = None
+    finally:
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Manifest:
+    """`{out}/manifest.csv`: one row per saved image, appended with fsync, thread-safe."""
+
+    def __init__(self, out):
+        self.out = out
+        self.path = os.path.join(out, MANIFEST_NAME)
+        self.ids = set()
+        self.counts = {}  # folder -> rows
+        self._lock = threading.Lock()
+        self._handle = None
+        self._writer = None
+
+    def image_path(self, folder, image_id):
+        """`{out}/{folder}/{id}.jpg`; ValueError for names that could leave `out`."""
+        if not (ndl.valid_id(folder) and ndl.valid_id(image_id)):
+            raise ValueError(f"unsafe folder or id: {folder!r}, {image_id!r}")
+        return os.path.join(self.out, folder, image_id + IMAGE_SUFFIX)
+
+    def open(self):
+        """Reconcile manifest and folders after any crash or kill, then open for appending."""
+        os.makedirs(self.out, exist_ok=True)
+        removed = self._remove_temp_files()
+        rows, dropped, needs_rewrite = self._read_rows()
+        kept, keys = [], set()
+        for row in rows:
+            key = (row["folder"], row["id"])
+            if key in keys or not os.path.isfile(self.image_path(*key)):
+                dropped += 1
+                continue
+            keys.add(key)
+            kept.append(row)
+        adopted = [self._adopt(folder, image_id)
+                   for folder, image_id in self._scan_files() if (folder, image_id) not in keys]
+        kept.extend(adopted)
+        if dropped or adopted or needs_rewrite:
+            self._rewrite(kept)
+        for row in kept:
+            self.ids.add(row["id"])
+            self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
+        self._handle = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._handle, fieldnames=MANIFEST_FIELDS)
+        if dropped or adopted or removed:
+            log.info("reconciled %s: dropped %d rows (file missing, torn or repeated), adopted %d files "
+                     "it lacked, removed %d temporary files", self.path, dropped, len(adopted), removed)
+
+    def _remove_temp_files(self):
+        removed = 0
+        for directory in [self.out] + [entry.path for entry in self._subfolders()]:
+            for entry in os.scandir(directory):
+                if entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    def _subfolders(self):
+        return sorted((entry for entry in os.scandir(self.out)
+                       if entry.is_dir(follow_symlinks=False) and ndl.valid_id(entry.name)),
+                      key=lambda entry: entry.name)
+
+    def _scan_files(self):
+        for folder in self._subfolders():
+            for entry in sorted(os.scandir(folder.path), key=lambda e: e.name):
+                stem, suffix = os.path.splitext(entry.name)
+                if suffix == IMAGE_SUFFIX and ndl.valid_id(stem) and entry.is_file(follow_symlinks=False):
+                    yield folder.name, stem
+
+    def _read_rows(self):
+        """(valid rows, unusable rows, whether the file must be rewritten)."""
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return [], 0, True
+        text = raw.decode("utf-8", errors="replace")
+        reader = csv.DictReader(io.StringIO(text, newline=""), restkey="_extra")
+        if reader.fieldnames is None:
+            return [], 0, True
+        if tuple(reader.fieldnames) != MANIFEST_FIELDS:
+            raise CrawlError(f"{self.path} does not have the manifest columns {','.join(MANIFEST_FIELDS)}; "
+                             f"move it away or choose another --out")
+        rows, bad = [], 0
+        for row in reader:
+            if "_extra" in row or any(row[field] is None for field in MANIFEST_FIELDS) \
+                    or not (ndl.valid_id(row["folder"]) and ndl.valid_id(row["id"])):
+                bad += 1  # e.g. a line torn by a crash
+                continue
+            rows.append(row)
+        # Without a final newline the next append would glue onto the last line.
+        return rows, bad, not raw.endswith(b"\n")
+
+    def _adopt(self, folder, image_id):
+        path = self.image_path(folder, image_id)
+        parts = _ID_PARTS.fullmatch(image_id)
+        stat = os.stat(path)
+        return {field: "" for field in MANIFEST_FIELDS} | {
+            "id": image_id, "folder": folder,
+            "pid": parts["pid"] if parts else "", "page": str(int(parts["page"])) if parts else "",
+            "sha256": _sha256_file(path), "bytes": str(stat.st_size),
+            "time": datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _rewrite(self, rows):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows({field: row[field] for field in MANIFEST_FIELDS} for row in rows)
+        write_atomic(self.path, text.getvalue().encode("utf-8"))
+
+    def append(self, row):
+        """Record one saved image; durable when this returns."""
+        with self._lock:
+            self._writer.writerow(row)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self.ids.add(row["id"])
+            self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
+
+    def close(self):
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class _Crawler:
+    """What both modes share: the HTTP client, the manifest, the download pool."""
+
+    def __init__(self, options):
+        if not ndl.valid_size(options.size):
+            raise ValueError(f"size {options.size!r} is not an IIIF size such as ,256 or full")
+        self.options = options
+        self.stop_event = threading.Event()  # set on the way out: in-flight downloads stop, unsaved
+        self.client = ndl.HttpClient(timeout=options.timeout, retries=options.retries, backoff=options.backoff,
+                                     max_wait=options.max_wait, pool_size=options.workers + 2,
+                                     stop_event=self.stop_event)
+        self.manifest = Manifest(options.out)
+        self.pool = None
+        self.summary = CrawlSummary()
+        self.saved_any = False
+        self._started = time.monotonic()
+
+    def __enter__(self):
+        try:
+            self.manifest.open()
+        except OSError as error:
+            raise CrawlError(f"cannot use {error.filename or self.options.out} as the data set folder: "
+                             f"{error.strerror}; check --out") from None
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.options.workers,
+                                                          thread_name_prefix="download")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        # Stop workers before waiting on them, so Ctrl-C or an error is not held up by retries.
+        self.stop_event.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.manifest.close()
+        self.client.close()
+        for name, stats in self.summary.folders.items():
+            stats.total = self.manifest.counts.get(name, 0)
+        self.summary.elapsed = time.monotonic() - self._started
+        if exc_type is KeyboardInterrupt:
+            self.summary.interrupted = True
+            return True  # the summary says so; the caller decides the exit status
+        return False
+
+    def fetch_all(self, jobs, on_saved):
+        """Download `jobs` in parallel; counts outcomes and calls on_saved(job) for each file written."""
+        futures = {self.pool.submit(self._download, job): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            job = futures[future]
+            outcome, reason = future.result()
+            stats = self.summary.stats(job.stats_key)
+            if outcome == "saved":
+                self.saved_any = True
+                self.summary.stats(job.folder).saved += 1
+                on_saved(job)
+            elif outcome == "unreachable" and not self.saved_any:
+                raise CrawlError(f"cannot reach the IIIF server at {self.options.iiif_base} ({reason}); "
+                                 f"check --iiif-base and the network")
+            elif outcome != "interrupted":
+                stats.failed += 1
+                log.warning("%s not saved: %s", job.id, reason)
+
+    def _download(self, job):
+        try:
+            data = self.client.get(job.url, max_bytes=self.options.max_bytes, accept="image/jpeg")
+            ndl.check_jpeg(data)
+        except ndl.Interrupted:
+            return "interrupted", ""
+        except ndl.Unreachable as error:
+            return "unreachable", str(error)
+        except (ndl.FetchError, ndl.NotAnImage) as error:
+            return "failed", str(error)
+        if self.stop_event.is_set():
+            return "interrupted", ""
+        path = self.manifest.image_path(job.folder, job.id)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_atomic(path, data)
+        except OSError as error:
+            raise CrawlError(f"cannot write {path}: {error.strerror}; "
+                             f"check free space and permissions of --out") from None
+        x, y, w, h = job.box
+        self.manifest.append({
+            "id": job.id, "pid": job.pid, "page": job.page,
+            "x": ndl.format_number(x), "y": ndl.format_number(y), "w": ndl.format_number(w), "h": ndl.format_number(h),
+            "title": job.title, "folder": job.folder,
+            "confidence": "" if job.confidence is None else ndl.format_number(job.confidence),
+            "source_url": job.url, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "time": _now(),
+        })
+        return "saved", ""
+
+
+def crawl_tagged(options, tags, per_class, min_confidence=0.0):
+    """Call randomwithfacet per tag until its folder holds `per_class` images or it runs dry."""
+    crawler = _Crawler(options)
+    api_answered = False
+    last_call = None
+    with crawler:
+        for tag in tags:
+            stats = crawler.summary.stats(tag)
+            count = crawler.manifest.counts.get(tag, 0)
+            tried = set()
+            idle = 0
+            stats.status = "interrupted"
+            with tqdm(total=per_class, initial=min(count, per_class), desc=tag, unit="img", disable=None) as bar:
+                def on_saved(job):
+                    if job.folder == tag:
+                        bar.update(1)
+
+                while count < per_class:
+                    if idle >= options.max_idle:
+                        stats.status = f"ran dry: {idle} calls in a row brought nothing new"
+                        log.warning("tag %s ran dry at %d images: %d API calls in a row brought nothing new",
+                                    tag, count, idle)
+                        break
+                    if last_call is not None:
+                        time.sleep(max(0.0, last_call + options.delay - time.monotonic()))
+                    last_call = time.monotonic()
+                    try:
+                        raw_records = ndl.random_illustrations(crawler.client, options.api_base, tag, options.batch)
+                    except ndl.FetchError as error:
+                        if not api_answered:
+                            raise CrawlError(f"cannot reach the NDL API at {options.api_base} ({error}); "
+                                             f"check --api-base and the network") from None
+                        stats.api_errors += 1
+                        idle += 1
+                        log.warning("tag %s: API call failed: %s", tag, error)
+                        continue
+                    except ndl.RecordError as error:
+                        api_answered = True
+                        stats.api_errors += 1
+                        idle += 1
+                        log.warning("tag %s: API answer skipped: %s", tag, error)
+                        continue
+                    api_answered = True
+                    jobs = _select(raw_records, tag, per_class - count, min_confidence, crawler, tried, stats)
+                    before = crawler.manifest.counts.get(tag, 0)
+                    crawler.fetch_all(jobs, on_saved)
+                    count = crawler.manifest.counts.get(tag, 0)
+                    idle = 0 if count > before else idle + 1
+                else:
+                    stats.status = "full"
+    return crawler.summary
+
+
+def _select(raw_records, tag, wanted, min_confidence, crawler, tried, stats):
+    """The jobs worth downloading from one API answer, counting the rest."""
+    jobs = []
+    for raw in raw_records:
+        try:
+            record = ndl.parse_record(raw)
+        except ndl.RecordError as error:
+            stats.rejected += 1
+            log.warning("tag %s: record rejected: %s", tag, error)
+            continue
+        if record.id in crawler.manifest.ids or record.id in tried:
+            stats.duplicates += 1
+            continue
+        if not record.tags:
+            folder, confidence = UNKNOWN_FOLDER, None
+            keep = min_confidence <= 0
+        else:
+            folder, confidence = tag, record.confidence(tag)
+            keep = record.has_tag(tag) and (min_confidence <= 0 or (confidence or 0.0) >= min_confidence)
+        if not keep:
+            stats.skipped += 1
+            continue
+        if folder == tag:
+            if wanted <= 0:
+                continue  # enough in flight; a later call can bring it again if a download fails
+            wanted -= 1
+        tried.add(record.id)
+        jobs.append(Job(record.id, folder, record.url(crawler.options.iiif_base, crawler.options.size),
+                        record.pid, record.page, (record.x, record.y, record.w, record.h),
+                        record.title, confidence, stats_key=tag))
+    return jobs
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexRow:
+    id: str
+    label: str
+    pid: str
+    page: int
+    box: tuple
+    title: str
+
+
+def read_index(path):
+    """(rows, rejected per label) from an NDL-ImageLabel metadata.csv (ndl-api.md §3)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            lines = list(csv.reader(handle))
+    except OSError as error:
+        raise CrawlError(f"cannot read the index {path}: {error.strerror}; check --from-metadata") from None
+    except UnicodeDecodeError:
+        raise CrawlError(f"the index {path} is not UTF-8 text; pass NDL-ImageLabel's metadata.csv") from None
+    if lines and len(lines[0]) >= INDEX_COLUMNS:
+        try:
+            ndl.parse_iiif_url(lines[0][INDEX_COLUMNS - 1])
+        except ndl.RecordError:
+            lines = lines[1:]  # the header row
+    rows, rejected = [], {}
+    for number, line in enumerate(lines, start=2):
+        label = line[1] if len(line) > 1 and ndl.valid_id(line[1]) else "-"
+        try:
+            if len(line) < INDEX_COLUMNS:
+                raise ndl.RecordError(f"{len(line)} columns instead of {INDEX_COLUMNS}")
+            if label == "-":
+                raise ndl.RecordError(f"label {line[1][:80]!r} is not {ndl.ID_RULE}")
+            stem, suffix = os.path.splitext(line[0].strip())
+            image_id = stem if suffix.lower() in (".jpg", ".jpeg") else line[0].strip()
+            if not ndl.valid_id(image_id):
+                raise ndl.RecordError(f"file name {line[0][:80]!r} is not an id {ndl.ID_RULE} plus .jpg")
+            _, pid, page, box = ndl.parse_iiif_url(line[INDEX_COLUMNS - 1])
+        except ndl.RecordError as error:
+            rejected[label] = rejected.get(label, 0) + 1
+            log.warning("%s line %d rejected: %s", path, number, error)
+            continue
+        rows.append(IndexRow(image_id, label, pid, page, box, ndl.clean_text(line[3])))
+    return rows, rejected
+
+
+def rebuild_from_metadata(options, metadata_path, labels=None, limit=None):
+    """Download the index's crops (at options.size, from options.iiif_base) into one folder per label."""
+    rows, rejected = read_index(metadata_path)
+    present = sorted({row.label for row in rows})
+    if labels:
+        missing = [label for label in labels if label not in present]
+        if missing:
+            raise CrawlError(f"label {missing[0]!r} is not in {metadata_path}; its labels are {', '.join(present)}")
+        present = [label for label in present if label in labels]
+    crawler = _Crawler(options)
+    with crawler:
+        for label in present:
+            stats = crawler.summary.stats(label)
+            stats.rejected = rejected.get(label, 0)
+            selected = [row for row in rows if row.label == label][:limit]
+            jobs, seen = [], set()
+            for row in selected:
+                if row.id in crawler.manifest.ids or row.id in seen:
+                    stats.duplicates += 1
+                    continue
+                seen.add(row.id)
+                url = ndl.iiif_url(options.iiif_base, row.pid, row.page, ndl.pct_region(*row.box), options.size)
+                jobs.append(Job(row.id, label, url, row.pid, row.page, row.box, row.title, stats_key=label))
+            stats.status = "interrupted"
+            with tqdm(total=len(selected), initial=len(selected) - len(jobs), desc=label, unit="img",
+                      disable=None) as bar:
+                crawler.fetch_all(jobs, lambda job: bar.update(1))
+            stats.status = "done" if not stats.failed else "done, with failures: re-run to retry them"
+        if "-" in rejected:
+            crawler.summary.stats("-").rejected = rejected["-"]
+    return crawler.summary

@@ -1,0 +1,384 @@
+"""The crawler against a loopback emulator of the NDL API and IIIF server (tests/ndl_emulator.py)."""
+
+import csv
+import hashlib
+import os
+import re
+import socket
+import time
+import _thread
+
+import pytest
+from PIL import Image
+
+import newdataclawer
+from labelmap import LABELS
+from tagestimate import crawl, ndl
+from tests.ndl_emulator import NdlEmulator
+
+SHARED_METADATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+                               "ndl-imagelabel-samples", "metadata.csv")
+INDEX_HEADER = ["ファイル名", "ラベル名", "ファイルのディレクトリパス", "タイトル", "資料のURL",
+                "当該画像のフルサイズのURL(IIIF Image API)"]
+IIIF_PATH = re.compile(r"/api/iiif/[0-9A-Za-z_-]+/R\d{7}/pct:[\d.]+,[\d.]+,[\d.]+,[\d.]+/,256/0/default\.jpg")
+
+
+def make_records(tag, count, start=0, confidence=0.9, extra_tags=()):
+    """`count` distinct API records carrying `tag`, pids from `start`."""
+    records = []
+    for n in range(start, start + count):
+        pid = str(1000000 + n)
+        records.append({
+            "id": f"{pid}_{n % 50 + 1}_0", "pid": pid, "page": n % 50 + 1, "title": f"本 {n}",
+            "x": 10.0 + n % 7, "y": 20.5, "w": 40.0, "h": 50.25,
+            "graphictags": [{"tagname": tag, "confidence": confidence}]
+                           + [{"tagname": t, "confidence": 0.5} for t in extra_tags],
+            "unexpected": {"ignored": True},
+        })
+    return records
+
+
+FAST = ["--delay", "0", "--timeout", "1", "--retries", "2", "--backoff", "0.01", "--max-wait", "0.5"]
+
+
+def run_cli(emulator, out, *args):
+    return newdataclawer.main(["--out", str(out), "--api-base", emulator.api_base,
+                               "--iiif-base", emulator.iiif_base, *FAST, *args])
+
+
+def options(emulator, out, **changes):
+    values = dict(out=str(out), api_base=emulator.api_base, iiif_base=emulator.iiif_base, delay=0.0,
+                  timeout=1.0, retries=2, backoff=0.01, max_wait=0.5)
+    values.update(changes)
+    return crawl.CrawlOptions(**values)
+
+
+def read_manifest(out):
+    with open(os.path.join(out, crawl.MANIFEST_NAME), encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == crawl.MANIFEST_FIELDS
+        return list(reader)
+
+
+def image_files(out):
+    """{(folder, id)} of every .jpg under out, and fail on any leftover temp file."""
+    found = set()
+    for folder, _, names in os.walk(out):
+        for name in names:
+            assert not name.endswith(crawl.TEMP_SUFFIX), f"leftover temp file {name}"
+            if name.endswith(".jpg"):
+                found.add((os.path.basename(folder), name[:-4]))
+    return found
+
+
+def assert_consistent(out):
+    """Manifest and folders agree, ids are unique, every file is a complete JPEG with its recorded hash."""
+    rows = read_manifest(out)
+    assert {(row["folder"], row["id"]) for row in rows} == image_files(out)
+    assert len({row["id"] for row in rows}) == len(rows)
+    for row in rows:
+        path = os.path.join(out, row["folder"], row["id"] + ".jpg")
+        with open(path, "rb") as handle:
+            data = handle.read()
+        ndl.check_jpeg(data)
+        if row["source_url"]:
+            assert row["sha256"] == hashlib.sha256(data).hexdigest() and int(row["bytes"]) == len(data)
+    return rows
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "dataset"
+
+
+def test_tagged_crawl_fills_folders_and_manifest(out, capsys):
+    records = make_records("graphic_map", 15) + make_records("stamp", 15, start=100, confidence=0.8)
+    with NdlEmulator(records) as emulator:
+        assert run_cli(emulator, out, "--tag", "graphic_map", "--tag", "stamp", "--per-class", "6") == 0
+        api_paths = [path for service, path in emulator.requests if service == "api"]
+        iiif_paths = [path for service, path in emulator.requests if service == "iiif"]
+    rows = assert_consistent(out)
+    assert sorted(os.listdir(out)) == ["graphic_map", "manifest.csv", "stamp"]
+    assert len(os.listdir(out / "graphic_map")) == 6 and len(os.listdir(out / "stamp")) == 6
+    assert all("f-graphictags.tagname=" in path and "size=20" in path for path in api_paths)
+    assert iiif_paths and all(IIIF_PATH.fullmatch(path) for path in iiif_paths)
+    by_id = {record["id"]: record for record in records}
+    for row in rows:
+        record = by_id[row["id"]]
+        assert row["folder"] == record["graphictags"][0]["tagname"]
+        assert float(row["confidence"]) == record["graphictags"][0]["confidence"]
+        assert (row["pid"], int(row["page"]), row["title"]) == (record["pid"], record["page"], record["title"])
+        assert row["source_url"].startswith(emulator.iiif_base + "/" + record["pid"] + "/R")
+        with Image.open(out / row["folder"] / (row["id"] + ".jpg")) as image:
+            assert image.format == "JPEG" and image.height == 256
+    summary = capsys.readouterr().out
+    assert re.search(r"graphic_map\s+6\s+\d+\s+0\s+0\s+0\s+0\s+6\s+full", summary)
+
+
+def test_resume_adds_nothing_twice(out):
+    with NdlEmulator(make_records("stamp", 12)) as emulator:
+        assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "5") == 0
+        first = read_manifest(out)
+        requests_before = len(emulator.requests)
+        assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "5") == 0
+        assert len(emulator.requests) == requests_before  # already full: no call at all
+        assert read_manifest(out) == first
+        assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "9") == 0
+    rows = assert_consistent(out)
+    assert len(rows) == 9 and rows[:5] == first
+
+
+def test_start_reconciles_after_a_crash(out):
+    with NdlEmulator(make_records("stamp", 12)) as emulator:
+        assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "4") == 0
+        rows = read_manifest(out)
+        os.remove(out / "stamp" / (rows[0]["id"] + ".jpg"))       # row without file
+        (out / "stamp" / ".1_1_0.jpg.abc.part").write_bytes(b"partial")  # killed mid-write
+        os.replace(out / "stamp" / (rows[1]["id"] + ".jpg"), out / "stamp" / "5_5_0.jpg")  # file without row
+        with open(out / crawl.MANIFEST_NAME, "a", encoding="utf-8") as handle:
+            handle.write("9_9_0,9,9,1.0")                         # torn last line
+        summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=4)
+    rows_after = assert_consistent(out)
+    assert len(rows_after) == 4 and summary.folders["stamp"].total == 4
+    adopted = [row for row in rows_after if row["id"] == "5_5_0"]
+    assert adopted and adopted[0]["source_url"] == "" and (adopted[0]["pid"], adopted[0]["page"]) == ("5", "5")
+    assert {rows[2]["id"], rows[3]["id"]} <= {row["id"] for row in rows_after}
+    assert summary.folders["stamp"].saved == 1  # 2 kept + 1 adopted + 1 new
+
+
+def write_index(path, rows):
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(INDEX_HEADER)
+        for name, label, pid, page, box in rows:
+            url = f"https://www.dl.ndl.go.jp/api/iiif/{pid}/R{page:07d}/pct:{box}/full/0/default.jpg"
+            writer.writerow([name, label, f"{label}\\{name}", "題名, 第1巻",
+                             f"https://dl.ndl.go.jp/info:ndljp/pid/{pid}", url])
+
+
+def test_rebuild_from_metadata(out, tmp_path):
+    index = tmp_path / "metadata.csv"
+    write_index(index, [
+        ("1017141_454_0.jpg", "graphic_graph", "1017141", 454, "15.0,20.1,28.5,66.7"),
+        ("1017141_455_0.jpg", "graphic_graph", "1017141", 455, "50.6,27.2,27.2,60.3"),
+        ("1032125_21_0.jpg", "graphic_graph", "1032125", 21, "23.4,31.6,20.1,17.6"),
+        ("808179_7_0.jpg", "stamp", "808179", 7, "0.0,0.0,100.0,100.0"),
+        ("825268_2_0.jpg", "stamp", "825268", 2, "5,5,10,10"),
+        ("900_1_0.jpg", "picture_indoor", "900", 1, "1,1,50,50"),
+        ("../../evil.jpg", "stamp", "1", 1, "1,1,5,5"),
+        ("ok_1_0.jpg", "../escape", "1", 1, "1,1,5,5"),
+        ("bad_1_0.jpg", "stamp", "..", 1, "1,1,5,5"),
+    ])
+    with NdlEmulator() as emulator:
+        summary = crawl.rebuild_from_metadata(options(emulator, out), str(index), labels=["graphic_graph", "stamp"],
+                                              limit=2)
+        iiif_paths = [path for service, path in emulator.requests if service == "iiif"]
+        assert run_cli(emulator, out, "--from-metadata", str(index), "--label", "graphic_graph", "--label", "stamp",
+                       "--limit", "2") == 0
+        assert len(emulator.requests) == len(iiif_paths)  # the re-run fetched nothing
+    rows = assert_consistent(out)
+    assert sorted((row["folder"], row["id"]) for row in rows) == [
+        ("graphic_graph", "1017141_454_0"), ("graphic_graph", "1017141_455_0"),
+        ("stamp", "808179_7_0"), ("stamp", "825268_2_0")]
+    assert sorted(iiif_paths) == sorted([
+        "/api/iiif/1017141/R0000454/pct:15.0,20.1,28.5,66.7/,256/0/default.jpg",
+        "/api/iiif/1017141/R0000455/pct:50.6,27.2,27.2,60.3/,256/0/default.jpg",
+        "/api/iiif/808179/R0000007/pct:0.0,0.0,100.0,100.0/,256/0/default.jpg",
+        "/api/iiif/825268/R0000002/pct:5.0,5.0,10.0,10.0/,256/0/default.jpg"])
+    assert summary.folders["stamp"].rejected == 2 and summary.folders["-"].rejected == 1
+    assert all(row["title"] == "題名, 第1巻" and row["confidence"] == "" for row in rows)
+    assert not os.path.exists(tmp_path / "evil.jpg") and not os.path.exists(tmp_path / "escape")
+
+
+def test_rebuild_names_an_unknown_label(out, tmp_path):
+    index = tmp_path / "metadata.csv"
+    write_index(index, [("1_1_0.jpg", "stamp", "1", 1, "1,1,5,5")])
+    with NdlEmulator() as emulator, pytest.raises(SystemExit) as exit_info:
+        run_cli(emulator, out, "--from-metadata", str(index), "--label", "stmp")
+    assert "'stmp' is not in" in str(exit_info.value.code)
+
+
+@pytest.mark.skipif(not os.path.isfile(SHARED_METADATA), reason="../shared/data is absent (only in the dev checkout)")
+def test_the_real_index_parses_completely():
+    rows, rejected = crawl.read_index(SHARED_METADATA)
+    assert len(rows) == 6405 and not rejected
+    assert rows[0] == crawl.IndexRow("1017141_454_0", "graphic_graph", "1017141", 454, (15.0, 20.1, 28.5, 66.7),
+                                     "経済学全集")
+
+
+@pytest.mark.parametrize("fault, params", [
+    ("status", {"status": 503}), ("status", {"status": 500}), ("status", {"status": 429, "retry_after": "0"}),
+    ("cut", {}), ("stall", {"seconds": 3.0}),
+])
+def test_transient_image_faults_are_retried(out, fault, params):
+    with NdlEmulator(make_records("stamp", 3)) as emulator:
+        emulator.fail(fault, times=2, **params)
+        summary = crawl.crawl_tagged(options(emulator, out, timeout=0.3), ["stamp"], per_class=3)
+        assert emulator.pending_faults() == 0
+    assert summary.folders["stamp"].saved == 3 and summary.folders["stamp"].failed == 0
+    assert len(assert_consistent(out)) == 3
+
+
+def test_image_given_up_after_retries_is_counted_and_the_crawl_goes_on(out):
+    records = make_records("stamp", 4)
+    with NdlEmulator(records) as emulator:
+        emulator.fail("status", times=3, match=f"/{records[0]['pid']}/", status=502)
+        summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+    stats = summary.folders["stamp"]
+    assert stats.failed == 1 and stats.saved == 3
+    assert records[0]["id"] not in {row["id"] for row in assert_consistent(out)}
+
+
+@pytest.mark.parametrize("fault", ["truncated_jpeg", "html200"])
+def test_a_200_that_is_not_an_image_is_not_saved(out, fault):
+    records = make_records("stamp", 4)
+    with NdlEmulator(records) as emulator:
+        emulator.fail(fault, match=f"/{records[0]['pid']}/")
+        summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+    assert summary.folders["stamp"].failed == 1
+    assert records[0]["id"] not in {row["id"] for row in assert_consistent(out)}
+
+
+@pytest.mark.parametrize("content_length", [False, True])
+def test_oversize_image_is_dropped_without_reading_it_whole(out, content_length):
+    records = make_records("stamp", 3)
+    size = 64 * 1024 * 1024
+    with NdlEmulator(records) as emulator:
+        emulator.fail("oversize", match=f"/{records[0]['pid']}/", size=size, content_length=content_length)
+        summary = crawl.crawl_tagged(options(emulator, out, max_bytes=1024 * 1024), ["stamp"], per_class=2)
+        deadline = time.monotonic() + 5
+        while not emulator.oversize_sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert emulator.oversize_sent and emulator.oversize_sent[0] < size
+    assert summary.folders["stamp"].failed == 1 and summary.folders["stamp"].saved == 2
+    assert records[0]["id"] not in {row["id"] for row in assert_consistent(out)}
+
+
+def test_retry_after_is_honoured_and_capped(out):
+    with NdlEmulator(make_records("stamp", 2)) as emulator:
+        emulator.fail("status", service="api", status=429, retry_after="1")
+        started = time.monotonic()
+        crawl.crawl_tagged(options(emulator, out, max_wait=5.0), ["stamp"], per_class=1)
+        assert time.monotonic() - started >= 1.0
+        emulator.fail("status", service="api", status=503, retry_after="3600")
+        started = time.monotonic()
+        summary = crawl.crawl_tagged(options(emulator, out, max_wait=0.2), ["stamp"], per_class=2)
+        assert time.monotonic() - started < 5
+    assert summary.folders["stamp"].saved == 1
+
+
+@pytest.mark.parametrize("fault", ["invalid_json", "non_list"])
+def test_bad_api_answers_are_skipped_with_a_warning(out, fault, caplog):
+    with NdlEmulator(make_records("stamp", 5)) as emulator:
+        emulator.fail(fault, service="api", times=2)
+        summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+    assert summary.folders["stamp"].api_errors == 2 and summary.folders["stamp"].saved == 3
+    assert "API answer skipped" in caplog.text
+
+
+def test_hostile_and_incomplete_records_are_rejected(out, tmp_path):
+    good = make_records("stamp", 2)
+    template = dict(good[0], pid="1", page=1)
+    hostile = [dict(template, id=bad) for bad in ("../../evil", "..", "a/b", "x" * 65, "a\0b", "/abs")]
+    hostile += [dict(template, id="1_1_0", pid="../up"), {k: v for k, v in template.items() if k != "x"}, "nonsense"]
+    with NdlEmulator(good + hostile) as emulator:
+        summary = crawl.crawl_tagged(options(emulator, out, max_idle=5), ["stamp"], per_class=3)
+        iiif_paths = [path for service, path in emulator.requests if service == "iiif"]
+    stats = summary.folders["stamp"]
+    assert stats.saved == 2 and stats.rejected > 0 and stats.status.startswith("ran dry")
+    assert all(path.startswith(("/api/iiif/1000000/", "/api/iiif/1000001/")) for path in iiif_paths)
+    assert sorted(os.listdir(tmp_path)) == ["dataset"] and sorted(os.listdir(out)) == ["manifest.csv", "stamp"]
+    assert len(assert_consistent(out)) == 2
+
+
+def test_min_confidence_keeps_only_confident_records(out):
+    records = make_records("picture_person", 6, confidence=0.3) + make_records("picture_person", 6, start=50,
+                                                                              confidence=0.9)
+    with NdlEmulator(records) as emulator:
+        summary = crawl.crawl_tagged(options(emulator, out), ["picture_person"], per_class=4, min_confidence=0.5)
+    rows = assert_consistent(out)
+    assert len(rows) == 4 and all(float(row["confidence"]) == 0.9 for row in rows)
+    assert summary.folders["picture_person"].skipped > 0
+
+
+def test_records_without_tags_go_to_unknown(out):
+    untagged = [dict(record, graphictags=[]) for record in make_records("stamp", 3, start=200)]
+    with NdlEmulator(make_records("stamp", 3) + untagged, filter_tags=False) as emulator:
+        summary = crawl.crawl_tagged(options(emulator, out, max_idle=4), ["stamp"], per_class=3)
+    rows = assert_consistent(out)
+    assert {row["folder"] for row in rows} == {"stamp", crawl.UNKNOWN_FOLDER}
+    assert all(row["confidence"] == "" for row in rows if row["folder"] == crawl.UNKNOWN_FOLDER)
+    assert summary.folders["stamp"].saved == 3
+
+
+def test_a_tag_that_runs_dry_is_reported(out, caplog):
+    with NdlEmulator(make_records("graphic_map", 3)) as emulator:
+        summary = crawl.crawl_tagged(options(emulator, out, max_idle=3), ["graphic_map"], per_class=10)
+    assert summary.folders["graphic_map"].total == 3
+    assert summary.folders["graphic_map"].status == "ran dry: 3 calls in a row brought nothing new"
+    assert "graphic_map ran dry" in caplog.text
+
+
+def _closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_api_unreachable_at_start_is_one_sentence(out, capsys):
+    base = f"http://127.0.0.1:{_closed_port()}/dl/api"
+    with pytest.raises(SystemExit) as exit_info:
+        newdataclawer.main(["--out", str(out), "--api-base", base, "--tag", "stamp", *FAST])
+    message = str(exit_info.value.code)
+    assert message.startswith(f"error: cannot reach the NDL API at {base}") and "\n" not in message
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_iiif_unreachable_at_start_is_one_sentence(out, tmp_path):
+    index = tmp_path / "metadata.csv"
+    write_index(index, [("1_1_0.jpg", "stamp", "1", 1, "1,1,5,5"), ("2_1_0.jpg", "stamp", "2", 1, "1,1,5,5")])
+    base = f"http://127.0.0.1:{_closed_port()}/iiif"
+    with pytest.raises(SystemExit) as exit_info:
+        newdataclawer.main(["--out", str(out), "--from-metadata", str(index), "--iiif-base", base, *FAST])
+    assert str(exit_info.value.code).startswith(f"error: cannot reach the IIIF server at {base}")
+
+
+def test_ctrl_c_leaves_no_partial_file(out):
+    seen = []
+
+    def interrupt_mid_download(service, path):
+        seen.append(service)
+        if seen.count("iiif") == 6:  # downloads 5 and 6 are in flight (0.1 s each)
+            _thread.interrupt_main()
+
+    with NdlEmulator(make_records("stamp", 40), latency=0.1, on_request=interrupt_mid_download) as emulator:
+        code = run_cli(emulator, out, "--tag", "stamp", "--per-class", "40")
+        requested = emulator.count("iiif")
+    assert code == 130
+    rows = assert_consistent(out)
+    assert 2 <= len(rows) < requested
+
+
+def test_cli_defaults_are_the_documented_ones():
+    args = newdataclawer.build_parser().parse_args([])
+    assert (args.out, args.api_base, args.iiif_base, args.size) == (
+        "datasetpdm", "https://lab.ndl.go.jp/dl/api", "https://www.dl.ndl.go.jp/api/iiif", ",256")
+    assert (args.batch, args.workers, args.delay, args.timeout, args.retries, args.max_bytes, args.max_idle) == (
+        20, 4, 1.0, 30.0, 5, 20 * 1024 * 1024, 20)
+    assert args.tag is None and args.from_metadata is None
+    help_text = " ".join(newdataclawer.build_parser().format_help().split())
+    assert "default: ,256" in help_text and "instead of the index's full size" in help_text
+
+
+@pytest.mark.parametrize("argv", [["--tag", "stmp"], ["--batch", "101"], ["--workers", "0"], ["--size", "256"],
+                                  ["--min-confidence", "1.5"], ["--max-bytes", "lots"], ["--api-base", "lab.ndl"],
+                                  ["--from-metadata", "m.csv", "--tag", "stamp"], ["--limit", "3"]])
+def test_cli_rejects_bad_flags(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        newdataclawer.main(argv)
+    assert exit_info.value.code == 2
+
+
+def test_cli_tag_choices_are_the_known_labels():
+    assert newdataclawer.build_parser().parse_args(["--tag", LABELS[-1]]).tag == [LABELS[-1]]
+    assert newdataclawer.byte_size("500KB") == 500 * 1024 and newdataclawer.byte_size("7") == 7
