@@ -30,9 +30,6 @@ DEFAULT_THRESHOLD = 0.4
 LEGACY = "legacy-hdf5"  # NDL's Keras 2 save_weights layout, loaded by layer name
 KERAS = "keras-weights"  # this project's Keras 3 .weights.h5, needs model.json beside it
 
-# Layers whose values a legacy file may lack: keras.applications' input normalisation
-# (NDL's old backbone had none; identity when built with weights=None).
-_OPTIONAL_LEGACY_LAYERS = {"normalization"}
 HEAD_LAYERS = ("dense", "dense_1", "dense_2")
 
 
@@ -124,13 +121,13 @@ def load_legacy_weights(model, path, require_all=True, include_head=True):
     include_head=False loads the backbone only (e.g. NDL's file into a model with other labels).
     """
     stored = read_legacy_weights(path)
+    normalization = input_normalization(model)
     loaded, missing = [], []
     for layer in model.layers:
-        if not layer.weights or (not include_head and layer.name in HEAD_LAYERS):
+        if layer is normalization or not layer.weights or (not include_head and layer.name in HEAD_LAYERS):
             continue
         if layer.name not in stored:
-            if layer.name not in _OPTIONAL_LEGACY_LAYERS:
-                missing.append(layer.name)
+            missing.append(layer.name)
             continue
         arrays = stored[layer.name]
         expected = [tuple(w.shape) for w in layer.weights]
@@ -146,17 +143,24 @@ def load_legacy_weights(model, path, require_all=True, include_head=True):
                            f"(e.g. {', '.join(missing[:3])}); it is not an EfficientNetB0 tag model file")
     if not loaded:
         raise WeightsError(f"{path} has no layer in common with EfficientNetB0; wrong file")
+    # NDL's old backbone had no input normalisation (identity when built with weights=None);
+    # Keras' ImageNet notop files have one, saved under its auto-generated name.
     if "normalization" in stored:
-        _fix_imagenet_normalization(model)
+        _set_imagenet_normalization(normalization, stored["normalization"])
+        loaded.append(normalization.name)
     return loaded
 
 
-def _fix_imagenet_normalization(model):
+def input_normalization(model):
+    """keras.applications' Normalization layer (its name varies: normalization_N)."""
+    return next(layer for layer in model.layers if type(layer).__name__ == "Normalization")
+
+
+def _set_imagenet_normalization(layer, values):
     # Keras' ImageNet EfficientNet files store the std as the Normalization "variance";
     # keras.applications compensates with an extra Rescaling layer that a weights=None
     # build lacks. Squaring the variance here gives the same (x - mean) / std.
-    layer = model.get_layer("normalization")
-    mean, variance, count = layer.get_weights()
+    mean, variance, count = values
     layer.set_weights([mean, np.square(variance), count])
 
 
@@ -184,10 +188,11 @@ def load_imagenet_weights(model, image_size):
             "use --weights none to train from scratch or --weights PATH with a local weight file "
             f"({type(error).__name__})"
         ) from None
+    target = input_normalization(model)
     for layer in backbone_layers(model):
-        if layer.weights:
+        if layer.weights and layer is not target:
             layer.set_weights(reference.get_layer(layer.name).get_weights())
-    _fix_imagenet_normalization(model)
+    _set_imagenet_normalization(target, input_normalization(reference).get_weights())
 
 
 def write_config(folder, config):

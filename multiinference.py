@@ -1,0 +1,107 @@
+"""Tag every image under input/ and write one JSON per item into output/.
+
+    python multiinference.py                       # input/ -> output/, weights found or fetched
+    python multiinference.py --weights weights_ndllabelimage.hdf5 --inputpath scans --outputpath tags
+
+Each direct sub-folder of the input folder is one item (e.g. a book's pid) and becomes
+output/{folder}.json: {"image name without extension": [{"tag": ..., "confidence": ...}]}.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from tagestimate.backends import BACKENDS, BackendError, choose_backend, make_runner
+from tagestimate.images import IMAGE_EXTENSIONS
+from tagestimate.model import DEFAULT_THRESHOLD, WeightsError, describe_weights
+from tagestimate.results import FORMATS
+from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Tag the illustrations under an input folder with NDL's tag model or one "
+                    "trained by multitrain_efficientnet.py.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--inputpath", default="input",
+                        help="folder whose sub-folders (items) hold the images; loose images in it "
+                             "form one more item named after the folder. Extensions read: "
+                             + " ".join(sorted(IMAGE_EXTENSIONS)))
+    parser.add_argument("--outputpath", default="output",
+                        help="folder for {item}.json (or .csv) and errors.json")
+    parser.add_argument("--weights", metavar="PATH", default=None,
+                        help=f"weight file: NDL's {NDL_WEIGHTS_NAME} or a best.weights.h5 with its "
+                             f"model.json. Default: ./{NDL_WEIGHTS_NAME}, else {TRAINED_WEIGHTS}, "
+                             "else NDL's file downloaded once into ~/.keras/models")
+    parser.add_argument("--weights-url", default=None,
+                        help=f"where to download NDL's file from when no local file is found "
+                             f"(also ${URL_ENVIRONMENT}); default: NDL Lab's published URL")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"keep tags whose confidence is above this, for every label. Default: "
+                             f"the per-label thresholds in model.json, else {DEFAULT_THRESHOLD} "
+                             "(the original's)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads decoding images in parallel with the model (default: CPU count, at most 8)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: OpenVINO (fp32) on a CPU when installed, TensorFlow on a GPU or otherwise")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="tag items again even when their output file exists (default: skip them, "
+                             "so an interrupted run resumes)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="json",
+                        help="json: NDL's format; csv: rows of image,tag,confidence")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def check_arguments(parser, args):
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        parser.error(f"--threshold must be in [0, 1), not {args.threshold}")
+    if not os.path.isdir(args.inputpath):
+        parser.exit(2, f"error: input folder {args.inputpath} does not exist; put item folders of "
+                       "images there or pass --inputpath\n")
+
+
+def main(argv=None):
+    from tagestimate.inference import ERRORS_NAME, Tagger, find_items
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    items, duplicates = find_items(args.inputpath)
+    if not items:
+        print(f"no images found in {args.inputpath}; put one folder of images per item there", file=sys.stderr)
+        return 1
+    try:
+        weights = resolve_weights(args.weights, args.weights_url)
+        config, kind = describe_weights(weights)
+        backend = choose_backend(args.backend)
+        runner = make_runner(backend, weights, config)
+    except (WeightsError, BackendError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    logging.info("weights %s (%s), backend %s, %d labels, %d px %s",
+                 weights, kind, backend, len(config["labels"]), config["image_size"], config["channel_order"])
+    tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size, workers=args.workers)
+    summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
+                         progress=not args.quiet, errors=duplicates)
+    skipped = f"{summary['skipped_images']} files skipped"
+    if summary["skipped_images"]:
+        skipped += f" (see {os.path.join(args.outputpath, ERRORS_NAME)})"
+    print(f"{summary['images']} images tagged in {summary['items']} items, {skipped}, "
+          f"{summary['skipped_items']} items already done; {summary['images_per_second']:.1f} images/s")
+    if summary["attempted"] and not summary["images"]:
+        print("error: none of the files could be read as images", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

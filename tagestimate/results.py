@@ -1,0 +1,72 @@
+"""Turning model outputs into NDL's JSON (or CSV) and writing files atomically."""
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+
+
+def natural_key(text):
+    """Sort key that puts page 2 before page 10 ("1054192_2_0" < "1054192_10_0")."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def thresholds_for(config, override=None):
+    """Per-label thresholds: --threshold for all labels if given, else model.json's, else 0.4."""
+    labels = config["labels"]
+    if override is not None:
+        return [float(override)] * len(labels)
+    tuned = config.get("thresholds") or {}
+    default = float(config.get("default_threshold", 0.4))
+    return [float(tuned.get(label, default)) for label in labels]
+
+
+def tags_above(probabilities, labels, thresholds):
+    """[{"tag", "confidence"}] for outputs strictly above their threshold, in label order."""
+    return [
+        {"tag": label, "confidence": round(float(value), 3)}
+        for label, value, threshold in zip(labels, probabilities, thresholds)
+        if value > threshold
+    ]
+
+
+def write_atomic(path, text):
+    """Write text to path via a temporary file in the same folder and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def item_json(tags_by_key):
+    """NDL's format, one image per line: {"key": [{"tag": ..., "confidence": ...}], ...}."""
+    if not tags_by_key:
+        return "{}\n"
+    lines = [
+        f"{json.dumps(key, ensure_ascii=False)}: {json.dumps(tags_by_key[key], ensure_ascii=False)}"
+        for key in sorted(tags_by_key, key=natural_key)
+    ]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def item_csv(tags_by_key):
+    """Long CSV: one row per (image, tag); an image with no tag gets one row with an empty tag."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "tag", "confidence"])
+    for key in sorted(tags_by_key, key=natural_key):
+        tags = tags_by_key[key] or [{"tag": "", "confidence": ""}]
+        for tag in tags:
+            writer.writerow([key, tag["tag"], tag["confidence"]])
+    return buffer.getvalue()
+
+
+FORMATS = {"json": item_json, "csv": item_csv}

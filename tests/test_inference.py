@@ -1,0 +1,313 @@
+"""multiinference.py as a user runs it: format, keying, resume, bad files, weight kinds, backends."""
+
+import glob
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import multiinference
+from conftest import ROOT, SHARED_DATA
+from labelmap import LABELS
+from modelfiles import set_head_bias, write_legacy_weights, write_trained_weights
+from tagestimate import weights as weights_module
+from tagestimate.backends import openvino_available
+from tagestimate.model import WeightsError, build_model, describe_weights, open_model
+
+REPLICA = os.path.join(SHARED_DATA, "legacy-weights", "replica_ndllabelimage.hdf5")
+# graphic and stamp clearly on, picture_map just below 0.4, the rest clearly off
+LOGITS = np.full(len(LABELS), -4.0, np.float32)
+LOGITS[LABELS.index("graphic")] = 3.0
+LOGITS[LABELS.index("stamp")] = 1.0
+LOGITS[LABELS.index("graphic_map")] = -0.45
+SIGMOID = 1 / (1 + np.exp(-LOGITS))
+
+
+def image(path, color=(120, 60, 30), size=(48, 40)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def constant_weights(tmp_path_factory):
+    path, _ = write_trained_weights(str(tmp_path_factory.mktemp("weights")), logits=LOGITS)
+    return path
+
+
+def run(*args):
+    return multiinference.main([*map(str, args), "--quiet", "--backend", "tensorflow"])
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_format_keys_and_items(tmp_path, constant_weights):
+    source = tmp_path / "input"
+    image(source / "1054192" / "1054192_10_1.jpg")
+    image(source / "1054192" / "1054192_2_0.png")
+    image(source / "1054192" / "scans" / "p1.jpg")  # deeper: keyed by relative path
+    image(source / "loose.jpg")  # directly in input/: item named after the folder
+    (source / "1054192" / "notes.txt").write_text("not an image extension, ignored")
+    assert run("--inputpath", source, "--outputpath", tmp_path / "out", "--weights", constant_weights) == 0
+
+    result = read_json(tmp_path / "out" / "1054192.json")
+    assert list(result) == ["1054192_2_0", "1054192_10_1", "scans/p1"]  # natural order, deterministic
+    expected = [{"tag": "graphic", "confidence": round(float(SIGMOID[0]), 3)},
+                {"tag": "stamp", "confidence": round(float(SIGMOID[-1]), 3)}]
+    assert all(tags == expected for tags in result.values())
+    assert read_json(tmp_path / "out" / "input.json") == {"loose": expected}
+    assert not (tmp_path / "out" / "errors.json").exists()
+
+
+def test_threshold_flag_and_per_label_thresholds(tmp_path):
+    thresholds = {"graphic": 0.99, "stamp": 0.5}
+    weights, _ = write_trained_weights(str(tmp_path / "w"), logits=LOGITS, thresholds=thresholds)
+    image(tmp_path / "in" / "item" / "a.jpg")
+    run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "tuned", "--weights", weights)
+    assert [t["tag"] for t in read_json(tmp_path / "tuned" / "item.json")["a"]] == ["stamp"]
+    run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "flat", "--weights", weights,
+        "--threshold", "0.35")
+    assert [t["tag"] for t in read_json(tmp_path / "flat" / "item.json")["a"]] == ["graphic", "graphic_map", "stamp"]
+    run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "none", "--weights", weights,
+        "--threshold", "0.999")
+    assert read_json(tmp_path / "none" / "item.json") == {"a": []}
+
+
+def test_resume_skips_done_items_and_overwrite_redoes_them(tmp_path, constant_weights):
+    image(tmp_path / "in" / "a" / "1.jpg")
+    image(tmp_path / "in" / "b" / "1.jpg")
+    out = tmp_path / "out"
+    run("--inputpath", tmp_path / "in", "--outputpath", out, "--weights", constant_weights)
+    (out / "a.json").write_text('{"marker": []}')
+    (out / "b.json").unlink()  # as if the run had stopped before item b
+    run("--inputpath", tmp_path / "in", "--outputpath", out, "--weights", constant_weights)
+    assert read_json(out / "a.json") == {"marker": []}
+    assert list(read_json(out / "b.json")) == ["1"]
+    run("--inputpath", tmp_path / "in", "--outputpath", out, "--weights", constant_weights, "--overwrite")
+    assert list(read_json(out / "a.json")) == ["1"]
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+
+
+def test_csv_format(tmp_path, constant_weights):
+    image(tmp_path / "in" / "item" / "a.jpg")
+    run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "out", "--weights", constant_weights,
+        "--format", "csv")
+    lines = (tmp_path / "out" / "item.csv").read_text().splitlines()
+    assert lines[0] == "image,tag,confidence"
+    assert lines[1:] == [f"a,graphic,{round(float(SIGMOID[0]), 3)}", f"a,stamp,{round(float(SIGMOID[-1]), 3)}"]
+
+
+def bad_files(folder, monkeypatch):
+    os.makedirs(folder, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("just text")
+    (folder / "page.png").write_text("<html><body>error</body></html>")
+    image(str(folder / "full.jpg"), size=(400, 400))
+    data = (folder / "full.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "full.jpg").unlink()
+    Image.new("L", (300, 300)).save(folder / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20000)  # 90,000 px > 2 x limit: refused
+    return {"empty", "text", "page", "truncated", "bomb"}
+
+
+def test_bad_files_are_skipped_reported_and_the_run_goes_on(tmp_path, constant_weights, monkeypatch, capsys):
+    folder = tmp_path / "in" / "item"
+    bad = bad_files(folder, monkeypatch)
+    image(str(folder / "good.jpg"))
+    rgba = Image.new("RGBA", (50, 50), (10, 200, 10, 128))
+    rgba.save(folder / "alpha.png")
+    Image.fromarray(np.full((50, 50), 40000, np.uint16)).save(folder / "deep.png")
+    Image.new("CMYK", (50, 50), (0, 50, 100, 0)).save(folder / "cmyk.jpg")
+    Image.new("L", (50, 50), 90).save(folder / "gray.tif")
+    Image.new("RGB", (50, 50), 90).save(folder / "bitmap.bmp")
+    Image.new("RGB", (50, 50), 90).save(folder / "web.webp")
+    out = tmp_path / "out"
+    assert run("--inputpath", tmp_path / "in", "--outputpath", out, "--weights", constant_weights) == 0
+    tagged = read_json(out / "item.json")
+    assert set(tagged) == {"good", "alpha", "deep", "cmyk", "gray", "bitmap", "web"}
+    errors = read_json(out / "errors.json")
+    assert {os.path.splitext(os.path.basename(e["path"]))[0] for e in errors} == bad
+    assert all(e["item"] == "item" and e["reason"] for e in errors)
+    stderr = capsys.readouterr().err
+    assert all(f"{name}." in stderr for name in bad)
+
+
+def test_exit_code_is_1_when_nothing_could_be_read(tmp_path, constant_weights, monkeypatch):
+    bad_files(tmp_path / "in" / "item", monkeypatch)
+    assert run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "out", "--weights", constant_weights) == 1
+    assert read_json(tmp_path / "out" / "item.json") == {}
+
+
+def test_legacy_layout_loads_by_layer_name(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    source = build_model(len(LABELS), 224)
+    set_head_bias(source, np.linspace(-3, 3, len(LABELS)))
+    path = write_legacy_weights(str(tmp_path / "legacy.hdf5"), source)
+    model, config, kind = open_model(path)
+    assert kind == "legacy-hdf5" and config["channel_order"] == "BGR" and config["image_size"] == 224
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), source.predict(pixels, verbose=0), atol=1e-6)
+
+
+def test_wrong_files_give_one_clear_error(tmp_path, capsys):
+    import keras
+
+    image(tmp_path / "in" / "item" / "a.jpg")
+    text = tmp_path / "weights.hdf5"
+    text.write_text("not hdf5")
+    with pytest.raises(WeightsError, match="not an HDF5 weight file"):
+        describe_weights(str(text))
+    keras.utils.set_random_seed(0)
+    five = write_legacy_weights(str(tmp_path / "five.hdf5"), build_model(5, 64))
+    with pytest.raises(WeightsError, match="5 outputs"):
+        describe_weights(five)
+    lonely = tmp_path / "lonely"
+    path, _ = write_trained_weights(str(lonely))
+    os.unlink(lonely / "model.json")
+    assert run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "o", "--weights", path) == 1
+    assert "model.json" in capsys.readouterr().err
+    mismatched = tmp_path / "mismatch"
+    path, _ = write_trained_weights(str(mismatched))
+    data = json.loads((mismatched / "model.json").read_text())
+    data["labels"] = data["labels"][:4]
+    (mismatched / "model.json").write_text(json.dumps(data))
+    with pytest.raises(WeightsError, match="does not fit"):
+        open_model(path)
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
+def test_openvino_and_tensorflow_agree(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAGESTIMATE_CACHE", str(tmp_path / "cache"))
+    weights, _ = write_trained_weights(str(tmp_path / "w"), seed=7)
+    for index in range(6):
+        color = tuple(int(c) for c in np.random.default_rng(index).integers(0, 255, 3))
+        image(tmp_path / "in" / "item" / f"{index}.jpg", color=color, size=(90, 70))
+    outputs = {}
+    for backend in ("tensorflow", "openvino"):
+        assert multiinference.main(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / backend),
+                                    "--weights", weights, "--backend", backend, "--threshold", "0.5",
+                                    "--quiet"]) == 0
+        outputs[backend] = read_json(tmp_path / backend / "item.json")
+    assert any(outputs["tensorflow"].values())  # some tags, so the comparison means something
+    for key, tags in outputs["tensorflow"].items():
+        other = outputs["openvino"][key]
+        assert [t["tag"] for t in tags] == [t["tag"] for t in other]
+        assert all(abs(a["confidence"] - b["confidence"]) <= 0.0011 for a, b in zip(tags, other))
+    assert glob.glob(str(tmp_path / "cache" / "openvino" / "*.xml"))  # the converted model is cached
+
+
+def original_predictions(paths):
+    """NDL's original script (OpenCV BGR read, INTER_LINEAR to 224x224, /255), evaluated in fp64.
+
+    fp64 is the yardstick: this random-backbone replica amplifies fp32 rounding, so any two
+    fp32 implementations (TensorFlow, OpenVINO, the original) differ by up to ~0.015 each
+    from fp64 and can differ from each other by more than 0.02.
+    """
+    import keras
+
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (requirements-dev.txt) not installed")
+    batch = np.stack([cv2.resize(cv2.imread(p), (224, 224), interpolation=cv2.INTER_LINEAR) for p in paths])
+    policy, floatx = keras.config.dtype_policy(), keras.config.floatx()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        model, _, _ = open_model(REPLICA)
+        return model.predict(batch.astype(np.float64), verbose=0, batch_size=20)
+    finally:
+        keras.config.set_dtype_policy(policy)
+        keras.config.set_floatx(floatx)
+
+
+@pytest.mark.skipif(not os.path.exists(REPLICA), reason="shared/data replica weights absent")
+def test_replica_matches_the_original_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAGESTIMATE_CACHE", str(tmp_path / "cache"))
+    source = os.path.join(SHARED_DATA, "ndl-input")
+    assert multiinference.main(["--inputpath", source, "--outputpath", str(tmp_path / "out"),
+                                "--weights", REPLICA, "--quiet"]) == 0
+    result = read_json(tmp_path / "out" / "1054192.json")
+    paths = sorted(glob.glob(os.path.join(source, "1054192", "*.jpg")))
+    assert len(result) == len(paths) == 60
+    for path, values in zip(paths, original_predictions(paths)):
+        ours = {t["tag"]: t["confidence"] for t in result[os.path.splitext(os.path.basename(path))[0]]}
+        for label, value in zip(LABELS, values):
+            if label in ours:
+                assert abs(ours[label] - value) <= 0.02, (path, label)
+            elif abs(value - 0.4) > 0.02:
+                assert value <= 0.4, (path, label, value)
+
+
+class _WeightServer(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def weight_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WeightServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def test_download_checks_and_caches_the_file(tmp_path, monkeypatch, weight_server):
+    import keras
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(weights_module, "PROJECT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    url = f"http://127.0.0.1:{weight_server.server_port}/weights_ndllabelimage.hdf5"
+    cached = tmp_path / "keras" / "models" / "weights_ndllabelimage.hdf5"
+
+    _WeightServer.body = b"<html>moved</html>"
+    with pytest.raises(WeightsError, match="not a usable tag model"):
+        weights_module.resolve_weights(url=url)
+    assert not cached.exists() and not os.listdir(cached.parent)
+
+    keras.utils.set_random_seed(0)
+    legacy = write_legacy_weights(str(tmp_path / "served.hdf5"), build_model(len(LABELS), 64))
+    _WeightServer.body = open(legacy, "rb").read()
+    assert weights_module.resolve_weights(url=url) == str(cached)
+    assert cached.read_bytes() == _WeightServer.body
+    _WeightServer.body = b""  # a second call uses the cached file
+    assert weights_module.resolve_weights(url=url) == str(cached)
+
+
+def test_offline_main_job_prints_one_sentence(tmp_path):
+    if any(os.path.exists(p) for p in weights_module.local_candidates()):
+        pytest.skip("a local weight file exists in this checkout; the offline path is not reached")
+    environment = dict(os.environ, KERAS_HOME=str(tmp_path / "keras"),
+                       TAGESTIMATE_WEIGHTS_URL="http://127.0.0.1:9/weights_ndllabelimage.hdf5")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "multiinference.py"), "--quiet"],
+                          cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "could not download NDL's weights" in done.stderr and "weights_ndllabelimage.hdf5" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_explains_every_flag():
+    text = multiinference.build_parser().format_help()
+    for flag in ("--inputpath", "--outputpath", "--weights", "--threshold", "--batch-size", "--overwrite",
+                 "--format", "--backend", "--workers", "--weights-url"):
+        assert flag in text
+    assert "default: input" in text and "default: output" in text
