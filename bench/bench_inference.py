@@ -1,0 +1,132 @@
+"""Inference speed: model-only and end-to-end images/s, small crops and large scans, per backend.
+
+    python bench/bench_inference.py                      # all backends available
+    python bench/bench_inference.py --backend openvino --repeat 20 --scans 100
+
+Small crops: the 60 demo crops of input/1054192 repeated to 1,200 files. Large scans:
+generated 3000x2200 JPEG pages (what a full-page scan looks like to the decoder).
+Uses NDL's replica weights from ../shared when present, else a randomly initialised model
+(speed does not depend on the weights' values).
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tagestimate.backends import choose_backend, make_runner, openvino_available  # noqa: E402
+from tagestimate.images import load_image  # noqa: E402
+from tagestimate.inference import Tagger, find_items  # noqa: E402
+from tagestimate.model import describe_weights  # noqa: E402
+
+REPLICA = os.path.join(os.path.dirname(ROOT), "shared", "data", "legacy-weights", "replica_ndllabelimage.hdf5")
+
+
+def weights_file(workdir):
+    if os.path.exists(REPLICA):
+        return REPLICA
+    from labelmap import LABELS
+    from tagestimate.model import build_model, legacy_config, write_config
+
+    folder = os.path.join(workdir, "weights")
+    os.makedirs(folder)
+    path = os.path.join(folder, "best.weights.h5")
+    build_model(len(LABELS), 224).save_weights(path)
+    write_config(folder, dict(legacy_config(), channel_order="RGB"))
+    return path
+
+
+def small_crops(workdir, repeat):
+    crops = sorted(glob.glob(os.path.join(ROOT, "input", "1054192", "*.jpg")))
+    root = os.path.join(workdir, "crops")
+    for copy in range(repeat):
+        folder = os.path.join(root, f"item{copy:03d}")
+        os.makedirs(folder)
+        for path in crops:
+            shutil.copy(path, folder)
+    return root, len(crops) * repeat
+
+
+def large_scans(workdir, count):
+    root = os.path.join(workdir, "scans", "book")
+    os.makedirs(root)
+    rng = np.random.default_rng(0)
+    page = Image.new("RGB", (3000, 2200), (235, 228, 210))
+    draw = ImageDraw.Draw(page)
+    for _ in range(400):  # text-like strokes and a picture block give JPEG real work
+        x, y = rng.integers(0, 2900), rng.integers(0, 2150)
+        draw.rectangle([x, y, x + rng.integers(20, 90), y + 12], fill=(40, 40, 40))
+    page.paste(Image.fromarray(rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8)), (900, 600))
+    first = os.path.join(root, "page_0.jpg")
+    page.save(first, quality=85)
+    for index in range(1, count):
+        shutil.copy(first, os.path.join(root, f"page_{index}.jpg"))
+    return os.path.dirname(root), count
+
+
+def model_only(runner, config, batch_size, seconds=8.0):
+    sample = glob.glob(os.path.join(ROOT, "input", "1054192", "*.jpg"))[:batch_size]
+    batch = np.stack([load_image(p, config["image_size"], config["channel_order"]) for p in sample])
+    batch = np.resize(batch, (batch_size, *batch.shape[1:])).astype(np.float32)
+    runner.predict(batch)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        runner.predict(batch)
+        done += batch_size
+    return done / (time.perf_counter() - started)
+
+
+def end_to_end(runner, config, source, workdir, batch_size, name):
+    items, _ = find_items(source)
+    tagger = Tagger(runner, config, batch_size=batch_size)
+    summary = tagger.run(items, os.path.join(workdir, f"out-{name}"), overwrite=True, progress=False)
+    return summary["images"] / summary["seconds"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=("all", "openvino", "tensorflow"), default="all",
+                        help="backend(s) to measure (default: all)")
+    parser.add_argument("--repeat", type=int, default=20, help="copies of the 60 demo crops (default: 20)")
+    parser.add_argument("--scans", type=int, default=100, help="number of large scans (default: 100)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default: 32)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    backends = ["openvino", "tensorflow"] if args.backend == "all" else [args.backend]
+    if "openvino" in backends and not openvino_available():
+        backends.remove("openvino")
+    workdir = tempfile.mkdtemp(prefix="bench-inference-")
+    try:
+        weights = weights_file(workdir)
+        config, _ = describe_weights(weights)
+        crops, crop_count = small_crops(workdir, args.repeat)
+        scans, scan_count = large_scans(workdir, args.scans)
+        print(f"weights: {weights}\ncpu cores: {os.cpu_count()}, batch size {args.batch_size}")
+        print(f"{'backend':<11} {'model only':>11} {'crops e2e':>10} {'scans e2e':>10}  (images/s; "
+              f"{crop_count} crops of 256 px, {scan_count} scans of 3000x2200)")
+        for name in backends:
+            runner = make_runner(choose_backend(name), weights, config)
+            model_rate = model_only(runner, config, args.batch_size)
+            crop_rate = end_to_end(runner, config, crops, workdir, args.batch_size, name)
+            scan_rate = end_to_end(runner, config, scans, workdir, args.batch_size, name)
+            print(f"{name:<11} {model_rate:>11.1f} {crop_rate:>10.1f} {scan_rate:>10.1f}   "
+                  f"e2e/model: crops {crop_rate / model_rate:.0%}, scans {scan_rate / model_rate:.0%}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
