@@ -121,7 +121,7 @@ def from_dict(data, source="label map"):
         raise LabelMapError(f"{source}: 'parents' must map a label to its parent label")
     for child, parent in parents.items():
         for name in (child, parent):
-            if name not in known:
+            if not isinstance(name, str) or name not in known:
                 raise LabelMapError(f"{source}: 'parents' names {name!r}, which is not in 'labels'")
     for label in labels:
         chain, node = [label], label
@@ -137,7 +137,7 @@ def from_dict(data, source="label map"):
     for tag, values in raw_tags.items():
         if not isinstance(values, list) or not values:
             raise LabelMapError(f"{source}: folder {tag!r} has an empty or non-list label list")
-        unknown = [v for v in values if v not in known]
+        unknown = [v for v in values if not isinstance(v, str) or v not in known]
         if unknown:
             raise LabelMapError(f"{source}: folder {tag!r} names unknown label(s) {unknown}; add them to 'labels'")
         tags[tag] = list(values)
@@ -147,7 +147,9 @@ def from_dict(data, source="label map"):
     if not isinstance(aliases, dict):
         raise LabelMapError(f"{source}: 'aliases' must map a name to a folder name")
     for alias, target in aliases.items():
-        if target not in tags:
+        if alias in tags:
+            raise LabelMapError(f"{source}: alias {alias!r} is also a folder name; remove one of them")
+        if not isinstance(target, str) or target not in tags:
             raise LabelMapError(f"{source}: alias {alias!r} points to {target!r}, which is not a folder in the map")
     return LabelMap(labels, tags, aliases)
 
@@ -161,6 +163,8 @@ def load_labelmap(path=None):
             data = json.load(handle)
     except OSError as error:
         raise LabelMapError(f"cannot read label map {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise LabelMapError(f"label map {path} is not UTF-8 text; save it as UTF-8 JSON") from None
     except json.JSONDecodeError as error:
         raise LabelMapError(f"label map {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
     return from_dict(data, source=str(path))

@@ -1,0 +1,116 @@
+"""Training speed: input pipeline images/s (decode + resize + augment, no model) and training images/s.
+
+    python bench/bench_train.py                          # 224 px, batch 32
+    python bench/bench_train.py --image-size 224 --batch-size 64 --steps 30 --mixed-precision
+
+Images: the 60 demo crops of input/1054192 (NDL crops, 256 px high, like the crawler's)
+repeated to --images files, or every image under --data. The model starts from random
+weights (speed does not depend on their values); the first training steps, which build the
+graph, are not timed.
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from labelmap import LABELS  # noqa: E402
+from tagestimate import training  # noqa: E402
+from tagestimate.images import list_images  # noqa: E402
+from tagestimate.model import build_model  # noqa: E402
+
+
+def demo_images(workdir, count):
+    crops = sorted(glob.glob(os.path.join(ROOT, "input", "1054192", "*.jpg")))
+    if not crops:
+        sys.exit("error: input/1054192 has no demo crops; pass --data with a folder of images")
+    paths = []
+    for i in range(count):
+        path = os.path.join(workdir, f"{i // len(crops)}_{i}_0.jpg")
+        shutil.copy(crops[i % len(crops)], path)
+        paths.append(path)
+    return paths
+
+
+def pipeline_rate(paths, args, augment):
+    """Images/s of make_dataset over `paths` (one pass after a warm-up batch)."""
+    augmenter = training.build_augmenter(seed=0) if augment else None
+    targets = [[0.0] * len(LABELS)] * len(paths)
+    dataset = training.make_dataset(paths, args.image_size, "RGB", args.batch_size, targets,
+                                    augmenter=augmenter, shuffle_seed=0)
+    iterator = iter(dataset)
+    next(iterator)  # builds the graph and fills the prefetch buffer
+    start, seen = time.perf_counter(), 0
+    for images, _ in iterator:
+        seen += int(images.shape[0])
+    return seen / (time.perf_counter() - start)
+
+
+class _StepTimer(training.keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+
+def training_rate(paths, args):
+    """Images/s of model.fit on the augmented pipeline, steps after the first --warmup-steps."""
+    keras = training.keras
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy(training.mixed_precision_policy())
+    model = build_model(len(LABELS), args.image_size, 0.2)
+    training.compile_model(model, 1e-4)
+    targets = [[float(i % 2)] * len(LABELS) for i in range(len(paths))]
+    dataset = training.make_dataset(paths, args.image_size, "RGB", args.batch_size, targets,
+                                    augmenter=training.build_augmenter(seed=0), shuffle_seed=0).repeat()
+    timer = _StepTimer()
+    model.fit(dataset, steps_per_epoch=args.warmup_steps + args.steps, epochs=1, callbacks=[timer],
+              shuffle=False, verbose=0)
+    timed = timer.times[args.warmup_steps - 1:]
+    return args.batch_size * (len(timed) - 1) / (timed[-1] - timed[0])
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", default=None, help="folder of images to read instead of the demo crops")
+    parser.add_argument("--images", type=int, default=640, help="number of demo-crop copies to read")
+    parser.add_argument("--image-size", type=int, default=224, help="model input size in pixels")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    parser.add_argument("--steps", type=int, default=10, help="training steps timed")
+    parser.add_argument("--warmup-steps", type=int, default=3, help="training steps run before timing")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="time training with mixed precision (float16 on GPU, bfloat16 on CPU)")
+    parser.add_argument("--no-train", dest="train", action="store_false", help="time the input pipeline only")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="bench_train_")
+    try:
+        paths = list_images(args.data) if args.data else demo_images(workdir, args.images)
+        gpus = len(training.tf.config.list_logical_devices("GPU"))
+        print(f"{len(paths)} images, {args.image_size} px, batch {args.batch_size}, "
+              f"{os.cpu_count()} CPU cores, {gpus} GPU(s)")
+        print(f"input pipeline, decode + resize:           {pipeline_rate(paths, args, False):8.1f} images/s")
+        print(f"input pipeline, decode + resize + augment: {pipeline_rate(paths, args, True):8.1f} images/s")
+        if args.train:
+            rate = training_rate(paths, args)
+            print(f"training (forward + backward + update):    {rate:8.1f} images/s "
+                  f"({'mixed precision' if args.mixed_precision else 'float32'})")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Train the multi-label EfficientNetB0 illustration tagger from one folder of images per tag.
+
+    python multitrain_efficientnet.py --data datasetpdm --out weights_pdm_multi
+    python multitrain_efficientnet.py --out weights_pdm_multi --resume --epochs 40
+
+Writes best.weights.h5 + model.json (what inference needs), last.weights.h5 + state.json
+(for --resume), history.csv, report.json (validation scores and tuned thresholds) and
+split.csv. The work is done by tagestimate.training.
+"""
+
+import argparse
+import logging
+import sys
+
+from labelmap import LabelMapError
+from tagestimate.model import WeightsError
+from tagestimate.training import (BALANCE_CHOICES, DISTRIBUTE_CHOICES, TrainingError, TrainSettings,
+                                  format_summary, train)
+
+DEFAULTS = TrainSettings()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Train the multi-label EfficientNetB0 tagger on per-tag image folders and report "
+                    "its validation scores honestly (item-grouped split, per-label F1).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--data", default=DEFAULTS.data,
+        help="folder with one sub-folder of images per tag (folder names as in labelmap.py)")
+    add("--out", default=DEFAULTS.out, help="folder for weights, model.json, history, report and split")
+    add("--epochs", type=int, default=DEFAULTS.epochs,
+        help="total epochs, warm-up included (with --resume: the total to reach)")
+    add("--batch-size", type=int, default=DEFAULTS.batch_size,
+        help="images per step (across all GPUs when several are used)")
+    add("--lr", type=float, default=DEFAULTS.lr,
+        help="Adam learning rate for the whole network (use about 1e-3 with --weights none)")
+    add("--warmup-epochs", type=int, default=DEFAULTS.warmup_epochs,
+        help="epochs that train only the head on a frozen backbone first (ignored with --weights none)")
+    add("--warmup-lr", type=float, default=DEFAULTS.warmup_lr, help="learning rate of the head warm-up")
+    add("--image-size", type=int, default=DEFAULTS.image_size, help="square input size in pixels")
+    add("--weights", default=DEFAULTS.weights, metavar="imagenet|none|PATH",
+        help="starting weights: Keras' ImageNet backbone (downloaded once), none (random), or a file: "
+             "Keras' notop EfficientNetB0 .h5, NDL's weights_ndllabelimage.hdf5, or a best.weights.h5 "
+             "of an earlier run (with its model.json) to continue from")
+    add("--val-split", type=float, default=DEFAULTS.val_split,
+        help="fraction of item ids (books) held out for validation; the split is written to split.csv")
+    add("--seed", type=int, default=DEFAULTS.seed, help="seed of the split, shuffling and augmentation")
+    add("--labelmap", default=DEFAULTS.labelmap, metavar="JSON",
+        help="JSON label map replacing the built-in NDL tag table (see labelmap.py)")
+    add("--resume", action="store_true",
+        help="continue the run in --out from last.weights.h5 with its labels, image size and split")
+    add("--overwrite", action="store_true", help="replace a previous run found in --out")
+    add("--mixed-precision", action="store_true",
+        help="compute in float16 on GPUs (bfloat16 on CPUs); weights stay float32")
+    add("--distribute", choices=DISTRIBUTE_CHOICES, default=DEFAULTS.distribute,
+        help="auto: MirroredStrategy over all GPUs when several are visible; mirrored: always; none: never")
+    add("--patience", type=int, default=DEFAULTS.patience,
+        help="epochs without a lower validation loss before stopping (the learning rate is cut "
+             "5-fold after half as many)")
+    add("--balance", choices=BALANCE_CHOICES, default=DEFAULTS.balance,
+        help="loss weight per image from its folder's size: 1/sqrt(n), 1/n, or none")
+    add("--no-augment", dest="augment", action="store_false",
+        help="turn off the random colour/flip/rotation/shift/zoom changes of training images "
+             "(augment: %(default)s)")
+    add("--dropout", type=float, default=DEFAULTS.dropout,
+        help="dropout rate before the head (no weights: any value loads NDL's file)")
+    add("--verbose", action="store_true", help="log debugging detail")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(message)s")
+    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k != "verbose"})
+    try:
+        report = train(settings)
+    except (TrainingError, LabelMapError, WeightsError) as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted; continue with: --out {settings.out} --resume")
+    print(format_summary(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Trainer tests on CPU: tiny synthetic folders, 64 px, --weights none, 1-3 epochs."""
+
+import csv
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import f1_score
+
+import multitrain_efficientnet
+from conftest import SHARED_DATA
+from labelmap import LABELS, LabelMapError, default_labelmap, from_dict
+from tagestimate import model as tag_model
+from tagestimate import training
+from tagestimate.images import load_image
+
+# Four folders (12 of the 11 outputs stay without examples: support 0 must not crash).
+COLOURS = {"graphic_map": (200, 40, 40), "picture_indoor": (40, 190, 60),
+           "stamp": (40, 40, 210), "picture_landmark": (210, 200, 40)}
+ITEMS_PER_FOLDER, PAGES_PER_ITEM = 4, 2
+BAD_TEXT = "stamp/9999_1_0.jpg"          # not an image at all: the pre-scan finds it
+BAD_TRUNCATED = "graphic_map/9998_1_0.jpg"  # half a JPEG: only a full decode finds it
+FAST = ["--weights", "none", "--image-size", "64", "--batch-size", "8", "--val-split", "0.25",
+        "--lr", "1e-3", "--patience", "3"]
+
+
+def make_folders(root, corrupt=True):
+    """Synthetic NDL-style folders: {pid}_{frame}_0.jpg, one colour per folder plus noise."""
+    rng = np.random.default_rng(0)
+    for k, (folder, colour) in enumerate(COLOURS.items()):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        for item in range(ITEMS_PER_FOLDER):
+            for page in range(PAGES_PER_ITEM):
+                noise = rng.normal(0, 30, (48 + 8 * page, 40, 3))
+                pixels = np.clip(np.array(colour)[None, None, :] + noise, 0, 255).astype(np.uint8)
+                name = f"{1000 * (k + 1) + item}_{page + 1}_0.jpg"
+                Image.fromarray(pixels).save(os.path.join(root, folder, name))
+    if corrupt:
+        with open(os.path.join(root, BAD_TEXT), "w") as handle:
+            handle.write("<html>not an image</html>")
+        with open(os.path.join(root, "graphic_map", "1000_1_0.jpg"), "rb") as handle:
+            whole = handle.read()
+        with open(os.path.join(root, BAD_TRUNCATED), "wb") as handle:
+            handle.write(whole[: len(whole) // 2])
+    return root
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One 2-epoch training run shared by the tests that inspect its outputs."""
+    root = tmp_path_factory.mktemp("trainer")
+    data, out = make_folders(str(root / "data")), str(root / "out")
+    records = _Records()
+    logging.getLogger("tagestimate").addHandler(records)
+    try:
+        code = multitrain_efficientnet.main(["--data", data, "--out", out, "--epochs", "2", *FAST])
+    finally:
+        logging.getLogger("tagestimate").removeHandler(records)
+    assert code == 0
+    return {"data": data, "out": out, "log": "\n".join(records.messages)}
+
+
+# ---------------------------------------------------------------- pure parts
+
+def test_item_id_is_the_pid_before_the_first_underscore():
+    assert training.item_id("/x/picture_indoor/1054192_10_1.jpg") == "1054192"
+    assert training.item_id("scan.png") == "scan"
+    assert training.item_id("R1_b_12_0.jpg") == "R1_b"  # crawler ids may hold '_'
+    assert training.item_id("abc_def.jpg") == "abc"
+
+
+def test_split_never_puts_one_item_on_both_sides():
+    rng = np.random.default_rng(1)
+    folders = [f"f{rng.integers(4)}" for _ in range(300)]
+    groups = [f"{rng.integers(40)}" for _ in range(300)]  # items spread over several folders
+    samples = training.Samples([f"{g}_{i}.jpg" for i, g in enumerate(groups)], folders, groups,
+                               np.zeros((300, 1), np.float32))
+    val = training.split_samples(samples, 0.2, seed=3)
+    val_items = {g for g, v in zip(groups, val) if v}
+    train_items = {g for g, v in zip(groups, val) if not v}
+    assert val_items and train_items and not val_items & train_items
+    assert set(np.asarray(folders)[val]) == set(folders)  # stratified: every folder validates
+    assert (training.split_samples(samples, 0.2, seed=3) == val).all()  # seeded
+
+
+def test_split_refuses_too_few_items():
+    samples = training.Samples(["1_1.jpg", "2_1.jpg"], ["a", "a"], ["1", "2"], np.zeros((2, 1)))
+    with pytest.raises(training.TrainingError, match="too few"):
+        training.split_samples(samples, 0.1, seed=0)
+
+
+def test_folder_weights_even_out_folder_sizes():
+    folders = ["big"] * 16 + ["small"] * 4
+    weights, table = training.folder_weights(folders, "inverse")
+    assert weights.mean() == pytest.approx(1.0)
+    assert table["big"] * 16 == pytest.approx(table["small"] * 4)  # each folder weighs the same
+    _, table = training.folder_weights(folders, "sqrt")
+    assert table["small"] / table["big"] == pytest.approx(2.0)
+    weights, _ = training.folder_weights(folders, "none")
+    assert (weights == 1).all()
+
+
+def test_evaluate_equals_scikit_learn_and_survives_absent_labels():
+    rng = np.random.default_rng(2)
+    labels = ["a", "b", "c"]
+    targets = rng.integers(0, 2, (50, 3)).astype(float)
+    targets[:, 2] = 0  # no positives for c
+    probabilities = rng.random((50, 3))
+    result = training.evaluate(targets, probabilities, labels)
+    predicted = (probabilities > 0.4).astype(int)
+    assert result["macro_f1"] == pytest.approx(f1_score(targets[:, :2], predicted[:, :2], average="macro"))
+    assert result["micro_f1"] == pytest.approx(f1_score(targets, predicted, average="micro"))
+    assert result["per_class"]["c"]["support"] == 0
+    assert result["macro_f1_labels"] == ["a", "b"]
+
+
+def test_tune_thresholds_finds_the_gap_and_keeps_default_when_support_is_small():
+    targets = np.array([[1, 1]] * 12 + [[0, 0]] * 12, dtype=float)
+    probabilities = np.array([[0.7, 0.9]] * 12 + [[0.6, 0.1]] * 12)
+    tuned = training.tune_thresholds(targets, probabilities, ["a", "b"])
+    assert 0.6 <= tuned["a"]["threshold"] < 0.7 and tuned["a"]["f1"] == 1.0 and tuned["a"]["tuned"]
+    assert tuned["b"]["threshold"] == pytest.approx(0.4)  # every cut in (0.1, 0.9) ties: nearest default
+    few = training.tune_thresholds(targets[10:14], probabilities[10:14], ["a", "b"])
+    assert few["a"] == {"threshold": 0.4, "f1": pytest.approx(2 / 3), "support": 2, "tuned": False}
+    none = training.tune_thresholds(np.zeros((3, 1)), np.full((3, 1), 0.9), ["a"])
+    assert none["a"]["support"] == 0 and none["a"]["f1"] is None
+
+
+def test_unknown_folder_is_a_clear_error(tmp_path):
+    make_folders(str(tmp_path), corrupt=False)
+    os.makedirs(tmp_path / "postcards")
+    with pytest.raises(LabelMapError, match="postcards.*--labelmap"):
+        training.list_samples(str(tmp_path), default_labelmap())
+
+
+def test_pipeline_is_load_image_and_skips_unreadable_files(tmp_path):
+    root = make_folders(str(tmp_path))
+    paths = [os.path.join(root, BAD_TRUNCATED), os.path.join(root, "stamp", "3000_1_0.jpg"),
+             os.path.join(root, BAD_TEXT), os.path.join(root, "graphic_map", "1001_2_0.jpg")]
+    skipped = {}
+    batches = list(training.make_dataset(paths, 64, "BGR", batch_size=8, skipped=skipped))
+    images, rows = batches[0][0].numpy(), batches[0][1].numpy()
+    assert sorted(rows) == [1, 3]
+    for image, row in zip(images, rows):
+        assert np.array_equal(image, load_image(paths[row], 64, "BGR").astype(np.float32))
+    assert set(skipped) == {paths[0], paths[2]}
+
+
+def test_augmenter_keeps_shape_and_range():
+    rng = np.random.default_rng(3)
+    batch = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
+    out = training.augment_batch(training.build_augmenter(seed=1), batch, "BGR").numpy()
+    assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, batch)
+
+
+def test_parser_explains_every_flag_and_uses_the_settings_defaults():
+    parser = multitrain_efficientnet.build_parser()
+    defaults = training.TrainSettings()
+    for action in parser._actions:
+        if action.dest not in ("help", "verbose"):
+            assert action.help, action.dest
+            assert action.default == getattr(defaults, action.dest), action.dest
+
+
+# ---------------------------------------------------------------- a training run
+
+def test_run_writes_everything_and_the_loss_falls(run):
+    for name in training.RUN_FILES:
+        assert os.path.isfile(os.path.join(run["out"], name)), name
+    history = read_csv(os.path.join(run["out"], training.HISTORY))
+    assert len(history) == 2
+    assert float(history[1]["loss"]) < float(history[0]["loss"])
+    assert {"val_loss", "macro_f1", "micro_f1", "val_macro_f1", "learning_rate"} <= set(history[0])
+    state = read_json(os.path.join(run["out"], training.STATE))
+    assert state["epochs_done"] == 2
+
+
+def test_model_json_says_what_inference_needs(run):
+    config = tag_model.read_config(run["out"])
+    assert config["labels"] == list(LABELS) and config["image_size"] == 64
+    assert config["channel_order"] == "RGB" and config["pixel_range"] == [0, 255]
+    assert config["backbone"] == "EfficientNetB0" and config["resize"] == "bilinear"
+    assert set(config["thresholds"]) == set(LABELS) and config["default_threshold"] == 0.4
+    assert from_dict(config["labelmap"]).labels_for("picture_landmark") == (
+        "picture", "picture_outdoor", "picture_landmark")
+
+
+def test_corrupt_images_are_skipped_by_name(run):
+    report = read_json(os.path.join(run["out"], training.REPORT))
+    skipped = {os.path.relpath(entry["path"], run["data"]) for entry in report["skipped_images"]}
+    assert skipped == {BAD_TEXT, BAD_TRUNCATED}
+    for bad in (BAD_TEXT, BAD_TRUNCATED):
+        assert os.path.join(run["data"], bad) in run["log"]
+    assert BAD_TEXT not in {row["path"] for row in read_csv(os.path.join(run["out"], training.SPLIT))}
+
+
+def test_split_file_keeps_items_on_one_side(run):
+    rows = read_csv(os.path.join(run["out"], training.SPLIT))
+    sides = {}
+    for row in rows:
+        sides.setdefault(row["item_id"], set()).add(row["subset"])
+        assert row["item_id"] == row["path"].split("/")[1].split("_")[0]
+    assert all(len(side) == 1 for side in sides.values())
+    assert {row["folder"] for row in rows if row["subset"] == "val"} == set(COLOURS)
+
+
+def test_reopened_model_predicts_the_same_and_report_equals_scikit_learn(run):
+    model, config, kind = tag_model.open_model(os.path.join(run["out"], training.BEST_WEIGHTS))
+    assert kind == tag_model.KERAS
+    rows = read_csv(os.path.join(run["out"], training.PREDICTIONS))
+    paths = [os.path.join(run["data"], row["path"]) for row in rows]
+    pixels = np.stack([load_image(p, config["image_size"], config["channel_order"]) for p in paths])
+    again = model.predict(pixels.astype(np.float32), verbose=0)
+    stored = np.array([[float(row[label]) for label in LABELS] for row in rows])
+    np.testing.assert_allclose(again, stored, atol=1e-4)
+    labels_map = default_labelmap()
+    truth = np.array([labels_map.vector(row["folder"]) for row in rows])
+    predicted = (stored > 0.4).astype(int)
+    present = [j for j in range(len(LABELS)) if truth[:, j].any()]
+    report = read_json(os.path.join(run["out"], training.REPORT))
+    assert report["macro_f1"] == pytest.approx(
+        f1_score(truth, predicted, labels=present, average="macro", zero_division=0), abs=1e-6)
+    assert report["micro_f1"] == pytest.approx(f1_score(truth, predicted, average="micro", zero_division=0),
+                                               abs=1e-6)
+    assert report["per_class"]["picture_person"]["support"] == 0
+    assert report["evaluated_images"] == len(rows) == report["split"]["val_images"] - 1  # truncated file
+
+
+def test_resume_continues_from_the_last_epoch(run, tmp_path):
+    out = str(tmp_path / "out")
+    shutil.copytree(run["out"], out)
+    assert multitrain_efficientnet.main(["--data", run["data"], "--out", out, "--epochs", "3",
+                                         "--resume", *FAST]) == 0
+    history = read_csv(os.path.join(out, training.HISTORY))
+    assert [row["epoch"] for row in history] == ["0", "1", "2"]
+    assert read_json(os.path.join(out, training.STATE))["epochs_done"] == 3
+    with open(os.path.join(run["out"], training.SPLIT)) as before, open(os.path.join(out, training.SPLIT)) as after:
+        assert before.read() == after.read()
+
+
+def test_refuses_to_replace_a_run_without_a_flag(run, tmp_path):
+    with pytest.raises(SystemExit, match="--resume.*--overwrite"):
+        multitrain_efficientnet.main(["--data", run["data"], "--out", run["out"], *FAST])
+    with pytest.raises(SystemExit, match="no run to continue"):
+        multitrain_efficientnet.main(["--data", run["data"], "--out", str(tmp_path), "--resume", *FAST])
+
+
+def test_imagenet_offline_is_one_clear_sentence(tmp_path, monkeypatch):
+    import keras
+
+    original = keras.applications.EfficientNetB0
+
+    def offline(*args, weights=None, **kwargs):
+        if weights == "imagenet":
+            raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+        return original(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "EfficientNetB0", offline)
+    data, out = make_folders(str(tmp_path / "data"), corrupt=False), tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        multitrain_efficientnet.main(["--data", data, "--out", str(out), "--weights", "imagenet",
+                                      "--image-size", "64", "--val-split", "0.25"])
+    message = str(exit_info.value.code)
+    assert "--weights none" in message and "\n" not in message
+    assert not out.exists() or not any(out.iterdir())  # a failed start writes nothing
+
+
+REPLICA = os.path.join(SHARED_DATA, "legacy-weights", "replica_ndllabelimage.hdf5")
+
+
+@pytest.mark.skipif(not os.path.isfile(REPLICA), reason="shared/data/legacy-weights replica absent")
+def test_ndl_legacy_file_starts_a_bgr_model_with_its_head():
+    model = tag_model.build_model(len(LABELS), 64)
+    order, description = training.init_weights(model, REPLICA, 64, LABELS)
+    assert order == "BGR" and "head" in description
+    stored = tag_model.read_legacy_weights(REPLICA)
+    np.testing.assert_array_equal(model.get_layer("dense_2").get_weights()[0], stored["dense_2"][0])
+    other = tag_model.build_model(2, 64)
+    order, description = training.init_weights(other, REPLICA, 64, ["a", "b"])
+    assert order == "BGR" and "head" not in description
+    np.testing.assert_array_equal(other.get_layer("stem_conv").get_weights()[0], stored["stem_conv"][0])
+
+
+def test_continue_from_a_tag_model_with_warmup_mixed_precision_and_mirrored(run, tmp_path):
+    previous = tmp_path / "previous"
+    shutil.copytree(run["out"], previous)
+    config = read_json(previous / "model.json")
+    config["channel_order"] = "BGR"  # a continued model keeps its predecessor's channel order
+    tag_model.write_config(str(previous), config)
+    out = str(tmp_path / "out")
+    assert multitrain_efficientnet.main([
+        "--data", run["data"], "--out", out, *FAST, "--weights", str(previous / training.BEST_WEIGHTS),
+        "--epochs", "2", "--warmup-epochs", "1", "--mixed-precision", "--distribute", "mirrored"]) == 0
+    assert training.keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert tag_model.read_config(out)["channel_order"] == "BGR"
+    assert len(read_csv(os.path.join(out, training.HISTORY))) == 2
+    model, _, _ = tag_model.open_model(os.path.join(out, training.BEST_WEIGHTS))
+    assert model.output_shape == (None, len(LABELS))
