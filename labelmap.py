@@ -46,6 +46,10 @@ TAG_LABELS = {
     "picture_landmark": ("picture", "picture_outdoor", "picture_landmark"),
 }
 
+# The crawler files records that carry no tag at all here; it is never trained (a user
+# looks at these images and moves them into a tag folder, or deletes them).
+UNTAGGED_FOLDER = "unknown"
+
 # Names used in NDL's paper and data set releases for the same folders.
 ALIASES = {
     "graphic_illustration": "graphic_illust",
@@ -212,10 +216,15 @@ def main(argv=None):
     if not os.path.isdir(args.check):
         sys.exit(f"error: {args.check} is not a folder; pass the data set folder, e.g. --check datasetpdm")
     rows = check_folder(labelmap, args.check)
-    unknown = [name for name, labels, _ in rows if labels is None]
+    unknown = [name for name, labels, _ in rows if labels is None and name != UNTAGGED_FOLDER]
     width = max([len(name) for name, _, _ in rows] + [6])
     for name, labels, count in rows:
-        shown = ", ".join(labels) if labels else "UNKNOWN (not trained)"
+        if labels:
+            shown = ", ".join(labels)
+        elif name == UNTAGGED_FOLDER:
+            shown = "not trained (records without tags from the crawler; move them into tag folders)"
+        else:
+            shown = "UNKNOWN (not in the label map)"
         print(f"{name:<{width}}  {count:>6} images  -> {shown}")
     print(f"{len(rows)} folders, {sum(c for _, _, c in rows)} images")
     if unknown:

@@ -26,6 +26,7 @@ import uuid
 
 from tqdm import tqdm
 
+from labelmap import UNTAGGED_FOLDER
 from tagestimate import ndl
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("id", "pid", "page", "x", "y", "w", "h", "title", "folder", "confidence",
                    "source_url", "sha256", "bytes", "time")
-UNKNOWN_FOLDER = "unknown"
+UNKNOWN_FOLDER = UNTAGGED_FOLDER  # defined in labelmap.py, which the trainer reads too
 IMAGE_SUFFIX = ".jpg"
 TEMP_SUFFIX = ".part"
 INDEX_COLUMNS = 6  # file name, label, Windows path, title, item URL, IIIF URL (ndl-api.md §3)

@@ -25,11 +25,13 @@ from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 import labelmap as labelmap_module
-from labelmap import LABELS, LabelMapError
+from labelmap import LABELS, UNTAGGED_FOLDER, LabelMapError
 from tagestimate import model as tag_model
+from tagestimate import quiet_tensorflow
 from tagestimate.images import ImageError, is_image_name, list_images, load_image
 
-import keras  # noqa: E402  (tagestimate.model has quietened TensorFlow's start-up logging)
+quiet_tensorflow()
+import keras  # noqa: E402  (after the logging switch above)
 import tensorflow as tf  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,10 @@ def list_samples(data_dir, labels_map):
     if loose:
         log.warning("%d image(s) directly in %s belong to no tag folder and are ignored (e.g. %s)",
                     len(loose), data_dir, loose[0])
+    if UNTAGGED_FOLDER in folders and labels_map.resolve(UNTAGGED_FOLDER) is None:
+        folders.remove(UNTAGGED_FOLDER)
+        log.warning("%s holds images the crawler found without any tag; they are not trained "
+                    "(move them into tag folders to use them)", os.path.join(data_dir, UNTAGGED_FOLDER))
     unknown = [name for name in folders if labels_map.resolve(name) is None]
     if unknown:
         raise LabelMapError(

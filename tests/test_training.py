@@ -156,6 +156,16 @@ def test_unknown_folder_is_a_clear_error(tmp_path):
         training.list_samples(str(tmp_path), default_labelmap())
 
 
+def test_crawlers_untagged_folder_is_left_out_not_an_error(tmp_path, caplog):
+    make_folders(str(tmp_path), corrupt=False)
+    before = training.list_samples(str(tmp_path), default_labelmap())
+    os.makedirs(tmp_path / "unknown")
+    Image.new("RGB", (40, 40)).save(tmp_path / "unknown" / "9_1_0.jpg")
+    after = training.list_samples(str(tmp_path), default_labelmap())
+    assert after.paths == before.paths and "unknown" not in after.folders
+    assert "without any tag" in caplog.text
+
+
 def test_pipeline_is_load_image_and_skips_unreadable_files(tmp_path):
     root = make_folders(str(tmp_path))
     paths = [os.path.join(root, BAD_TRUNCATED), os.path.join(root, "stamp", "3000_1_0.jpg"),
