@@ -4,7 +4,7 @@
     python bench/bench_inference.py --backend openvino --repeat 20 --scans 100
 
 Small crops: the 60 demo crops of input/1054192 repeated to 1,200 files. Large scans:
-generated 3000x2200 JPEG pages (what a full-page scan looks like to the decoder).
+generated 3000x2200 JPEG pages with paper grain, text and a photograph.
 Uses NDL's replica weights from ../shared when present, else a randomly initialised model
 (speed does not depend on the weights' values).
 """
@@ -56,21 +56,43 @@ def small_crops(workdir, repeat):
     return root, len(crops) * repeat
 
 
-def large_scans(workdir, count):
-    root = os.path.join(workdir, "scans", "book")
+def large_scans(workdir, count, grain):
+    """Page-like 3000x2200 JPEGs: paper (with scanner grain of this std), text, a photograph."""
+    root = os.path.join(workdir, f"scans-{grain}", "book")
     os.makedirs(root)
     rng = np.random.default_rng(0)
-    page = Image.new("RGB", (3000, 2200), (235, 228, 210))
+    paper = np.empty((2200, 3000, 3), np.float32)
+    paper[:] = (232, 224, 205)
+    if grain:
+        paper += rng.normal(0, grain, paper.shape[:2])[..., None]
+    page = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(page)
-    for _ in range(400):  # text-like strokes and a picture block give JPEG real work
-        x, y = rng.integers(0, 2900), rng.integers(0, 2150)
-        draw.rectangle([x, y, x + rng.integers(20, 90), y + 12], fill=(40, 40, 40))
-    page.paste(Image.fromarray(rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8)), (900, 600))
+    for line in range(60):
+        y = 120 + line * 34
+        for x in range(150, 2850, 26):
+            if rng.random() < 0.85:
+                draw.rectangle([x, y, x + rng.integers(12, 22), y + 20], fill=(45, 40, 38))
+    crop = sorted(glob.glob(os.path.join(ROOT, "input", "1054192", "*.jpg")))[0]
+    page.paste(Image.open(crop).convert("RGB").resize((1300, 1300), Image.BICUBIC), (850, 450))
     first = os.path.join(root, "page_0.jpg")
     page.save(first, quality=85)
     for index in range(1, count):
         shutil.copy(first, os.path.join(root, f"page_{index}.jpg"))
-    return os.path.dirname(root), count
+    return os.path.dirname(root), count, os.path.getsize(first)
+
+
+def decode_ms(folder, naive=False):
+    """ms per image for load_image, or (naive) for a full-size decode and resize."""
+    import cv2
+
+    path = sorted(glob.glob(os.path.join(folder, "*", "*.jpg")))[0]
+    started = time.perf_counter()
+    for _ in range(10):
+        if naive:
+            cv2.resize(np.asarray(Image.open(path).convert("RGB")), (224, 224), interpolation=cv2.INTER_LINEAR)
+        else:
+            load_image(path, 224)
+    return (time.perf_counter() - started) * 100
 
 
 def model_only(runner, config, batch_size, seconds=8.0):
@@ -111,18 +133,26 @@ def main(argv=None):
     try:
         weights = weights_file(workdir)
         config, _ = describe_weights(weights)
-        crops, crop_count = small_crops(workdir, args.repeat)
-        scans, scan_count = large_scans(workdir, args.scans)
-        print(f"weights: {weights}\ncpu cores: {os.cpu_count()}, batch size {args.batch_size}")
-        print(f"{'backend':<11} {'model only':>11} {'crops e2e':>10} {'scans e2e':>10}  (images/s; "
-              f"{crop_count} crops of 256 px, {scan_count} scans of 3000x2200)")
-        for name in backends:
-            runner = make_runner(choose_backend(name), weights, config)
+        sets = [("crops", *small_crops(workdir, args.repeat))]
+        for grain in (0, 4):
+            folder, count, size = large_scans(workdir, args.scans, grain)
+            sets.append((f"scans-{'grain' if grain else 'clean'}", folder, count))
+            print(f"scans-{'grain' if grain else 'clean'}: {count} pages of 3000x2200, {size / 1e6:.2f} MB each")
+        print(f"crops: {sets[0][2]} demo crops of 256 px")
+        for name, folder, _ in sets:
+            print(f"decode + resize, {name}: {decode_ms(folder):.1f} ms per image on one core "
+                  f"(a full-size decode: {decode_ms(folder, naive=True):.1f} ms)")
+        print(f"weights: {weights}\ncpu cores: {os.cpu_count()}, batch size {args.batch_size}\n")
+        print(f"{'backend':<11} {'model only':>11}" + "".join(f" {name:>12}" for name, _, _ in sets)
+              + "   (end-to-end images/s)")
+        for backend in backends:
+            runner = make_runner(choose_backend(backend), weights, config)
             model_rate = model_only(runner, config, args.batch_size)
-            crop_rate = end_to_end(runner, config, crops, workdir, args.batch_size, name)
-            scan_rate = end_to_end(runner, config, scans, workdir, args.batch_size, name)
-            print(f"{name:<11} {model_rate:>11.1f} {crop_rate:>10.1f} {scan_rate:>10.1f}   "
-                  f"e2e/model: crops {crop_rate / model_rate:.0%}, scans {scan_rate / model_rate:.0%}")
+            rates = [end_to_end(runner, config, folder, workdir, args.batch_size, f"{backend}-{name}")
+                     for name, folder, _ in sets]
+            print(f"{backend:<11} {model_rate:>11.1f}" + "".join(f" {rate:>12.1f}" for rate in rates)
+                  + "   e2e/model " + f"{rates[0] / model_rate:.0%}; scans/crops "
+                  + ", ".join(f"{rate / rates[0]:.0%}" for rate in rates[1:]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

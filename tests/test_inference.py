@@ -217,7 +217,7 @@ def original_predictions(paths):
     """
     import keras
 
-    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (requirements-dev.txt) not installed")
+    import cv2
     batch = np.stack([cv2.resize(cv2.imread(p), (224, 224), interpolation=cv2.INTER_LINEAR) for p in paths])
     policy, floatx = keras.config.dtype_policy(), keras.config.floatx()
     keras.config.set_floatx("float64")
