@@ -762,8 +762,10 @@ def format_summary(report):
         row, tuned = report["per_class"][label], report["thresholds"][label]
         tuned_f1 = "-" if tuned["f1"] is None else f"{tuned['f1']:.3f}"
         mark = "" if tuned["tuned"] else "*"
-        lines.append(f"{label:<20} {row['support']:>7} {row['precision']:>6.3f} {row['recall']:>6.3f} "
-                     f"{row['f1']:>6.3f}   {tuned['threshold']:>5.2f}{mark:1}{tuned_f1:>6}")
+        # A label without validation examples is not scored: show dashes, not zeros.
+        scores = (f"{row['precision']:>6.3f} {row['recall']:>6.3f} {row['f1']:>6.3f}" if row["support"]
+                  else f"{'-':>6} {'-':>6} {'-':>6}")
+        lines.append(f"{label:<20} {row['support']:>7} {scores}   {tuned['threshold']:>5.2f}{mark:1}{tuned_f1:>6}")
     split = report["split"]
     macro = "n/a" if report["macro_f1"] is None else f"{report['macro_f1']:.3f}"
     macro_tuned = "n/a" if report["tuned"]["macro_f1"] is None else f"{report['tuned']['macro_f1']:.3f}"
