@@ -13,6 +13,7 @@ import os
 import sys
 
 from tagestimate.backends import BACKENDS, BackendError, choose_backend, make_runner
+from tagestimate.files import HelpFormatter
 from tagestimate.images import IMAGE_EXTENSIONS
 from tagestimate.model import DEFAULT_THRESHOLD, WeightsError, describe_weights
 from tagestimate.results import FORMATS
@@ -23,7 +24,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         description="Tag the illustrations under an input folder with NDL's tag model or one "
                     "trained by multitrain_efficientnet.py.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--inputpath", default="input",
                         help="folder whose sub-folders (items) hold the images; loose images in it "

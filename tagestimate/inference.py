@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tagestimate.images import ImageError, is_image_name, list_images, load_image
-from tagestimate.results import FORMATS, natural_key, thresholds_for, tags_above, write_atomic
+from tagestimate.files import write_atomic
+from tagestimate.results import FORMATS, natural_key, thresholds_for, tags_above
 
 log = logging.getLogger(__name__)
 ERRORS_NAME = "errors.json"

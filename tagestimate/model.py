@@ -12,7 +12,9 @@ import h5py
 import numpy as np
 
 from labelmap import LABELS
+from tagestimate.images import CHANNEL_ORDERS
 from tagestimate import quiet_tensorflow
+from tagestimate.files import write_json
 
 
 def _keras():
@@ -85,7 +87,9 @@ def detect_weights_kind(path):
         raise WeightsError(f"weight file {path} does not exist")
     try:
         with h5py.File(path, "r") as handle:
-            if "layer_names" in handle.attrs:
+            # Keras 2 save_weights puts layer_names at the root; Keras 2 model.save under model_weights.
+            full_model = "model_weights" in handle and "layer_names" in handle["model_weights"].attrs
+            if "layer_names" in handle.attrs or full_model:
                 return LEGACY
             if "layers" in handle or "vars" in handle:
                 return KERAS
@@ -197,13 +201,7 @@ def load_imagenet_weights(model, image_size):
 
 def write_config(folder, config):
     """Write model.json atomically."""
-    path = os.path.join(folder, CONFIG_NAME)
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(config, handle, indent=2, ensure_ascii=False, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
-    return path
+    return write_json(os.path.join(folder, CONFIG_NAME), config)
 
 
 def read_config(folder):
@@ -220,7 +218,7 @@ def read_config(folder):
     labels = config.get("labels")
     if not isinstance(labels, list) or not labels:
         raise WeightsError(f"{path} has no 'labels' list")
-    if config.get("channel_order") not in ("RGB", "BGR"):
+    if config.get("channel_order") not in CHANNEL_ORDERS:
         raise WeightsError(f"{path}: 'channel_order' must be RGB or BGR")
     if not isinstance(config.get("image_size"), int) or config["image_size"] < 32:
         raise WeightsError(f"{path}: 'image_size' must be an integer of at least 32")

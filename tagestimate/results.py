@@ -3,9 +3,7 @@
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 
 
 def natural_key(text):
@@ -30,20 +28,6 @@ def tags_above(probabilities, labels, thresholds):
         for label, value, threshold in zip(labels, probabilities, thresholds)
         if value > threshold
     ]
-
-
-def write_atomic(path, text):
-    """Write text to path via a temporary file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def item_json(tags_by_key):
