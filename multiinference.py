@@ -53,6 +53,10 @@ def build_parser():
                              "so an interrupted run resumes)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="json",
                         help="json: NDL's format; csv: rows of image,tag,confidence")
+    parser.add_argument("--full-decode", action="store_true",
+                        help="decode JPEGs at full size, exactly as NDL's original script did, instead "
+                             "of letting libjpeg shrink large scans while decoding (5-8x faster on pages "
+                             "of 2,000 px and more; crops under 448 px are decoded in full either way)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -90,7 +94,8 @@ def main(argv=None):
         return 1
     logging.info("weights %s (%s), backend %s, %d labels, %d px %s",
                  weights, kind, backend, len(config["labels"]), config["image_size"], config["channel_order"])
-    tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size, workers=args.workers)
+    tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size, workers=args.workers,
+                    draft=not args.full_decode)
     summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
                          progress=not args.quiet, errors=duplicates)
     skipped = f"{summary['skipped_images']} files skipped"

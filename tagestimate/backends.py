@@ -81,7 +81,7 @@ class TensorFlowRunner:
 
     name = "tensorflow"
 
-    def __init__(self, weights_path, config=None):
+    def __init__(self, weights_path):
         quiet_tensorflow()
         import tensorflow as tf
 
@@ -159,7 +159,8 @@ def _convert_for_openvino(weights_path, ov, xml_path):
     import tensorflow as tf
 
     model, _, _ = open_model(weights_path)
-    with tempfile.TemporaryDirectory(prefix="tagestimate-") as staging:
+    # Staged beside the cache so that the final renames never cross file systems.
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=os.path.dirname(xml_path)) as staging:
         saved = os.path.join(staging, "saved_model")
         model.export(saved, format="tf_saved_model", verbose=False)
         flatbuffer = os.path.join(staging, "model.tflite")
@@ -175,4 +176,4 @@ def make_runner(backend, weights_path, config):
     """A ready runner for `backend` (from choose_backend)."""
     if backend == "openvino":
         return OpenVINORunner(weights_path, config)
-    return TensorFlowRunner(weights_path, config)
+    return TensorFlowRunner(weights_path)

@@ -10,12 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tagestimate.images import ImageError, is_image_name, list_images, load_image
+from tagestimate.images import ImageError, is_image_name, is_utf8_name, list_images, load_image
 from tagestimate.files import write_atomic
 from tagestimate.results import FORMATS, natural_key, thresholds_for, tags_above
 
 log = logging.getLogger(__name__)
 ERRORS_NAME = "errors.json"
+RESERVED_ITEMS = {os.path.splitext(ERRORS_NAME)[0]}
 
 Item = collections.namedtuple("Item", "name images")  # images: [(key, path)]
 
@@ -24,9 +25,10 @@ def find_items(input_dir):
     """Items to tag: each direct sub-folder, plus the input folder's own loose images.
 
     An image's key is its path relative to its item folder, without extension.
-    Returns (items, duplicates) where duplicates are (item, path, reason) of keys seen twice.
+    Returns (items, problems): problems are (item, path, reason) for files or folders left
+    out (two images with one key, names that are not UTF-8, item names that would collide).
     """
-    items, duplicates = [], []
+    items, problems = [], []
     input_dir = os.path.abspath(input_dir)
     entries = sorted(os.scandir(input_dir), key=lambda e: natural_key(e.name))
     loose = [e.path for e in entries if e.is_file() and not e.name.startswith(".") and is_image_name(e.name)]
@@ -34,32 +36,56 @@ def find_items(input_dir):
     groups = [(os.path.basename(path), path, list_images(path)) for path in folders]
     if loose:
         groups.append((os.path.basename(input_dir), input_dir, sorted(loose)))
+    taken = set()
     for name, root, paths in groups:
+        reason = _item_name_problem(name, taken)
+        if reason:
+            problems += [(_printable(name), _printable(path), reason) for path in paths]
+            continue
+        taken.add(name)
         seen, images = {}, []
         for path in paths:
             key = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
-            if key in seen:
-                duplicates.append((name, path, f"same name as {seen[key]} without extension; rename one"))
-                continue
-            seen[key] = path
-            images.append((key, path))
+            if not is_utf8_name(key):
+                problems.append((name, _printable(path), "file name is not valid UTF-8; rename the file"))
+            elif key in seen:
+                problems.append((name, path, f"same name as {seen[key]} without extension; rename one"))
+            else:
+                seen[key] = path
+                images.append((key, path))
         if images:
             items.append(Item(name, images))
-    return items, duplicates
+    return items, problems
+
+
+def _item_name_problem(name, taken):
+    if not is_utf8_name(name):
+        return "item folder name is not valid UTF-8; rename the folder"
+    if name in RESERVED_ITEMS:
+        return f"an item named {name!r} would overwrite {ERRORS_NAME}; rename the folder"
+    if name in taken:
+        return (f"loose images in the input folder would share the output file of the sub-folder {name!r}; "
+                "move them into a sub-folder")
+    return None
+
+
+def _printable(path):
+    """A path for messages and JSON: undecodable bytes shown as escapes, never a crash."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def output_path(output_dir, item_name, output_format):
     return os.path.join(output_dir, f"{item_name}.{output_format}")
 
 
-def load_batches(images, size, channel_order, batch_size, workers):
+def load_batches(images, size, channel_order, batch_size, workers, draft=True):
     """Yield lists of (key, path, pixels or ImageError), in order, decoding in a thread pool.
 
     At most a few batches are in flight, so memory stays flat however many images there are.
     """
     def load(path):
         try:
-            return load_image(path, size, channel_order)
+            return load_image(path, size, channel_order, draft)
         except ImageError as error:
             return error
 
@@ -93,13 +119,14 @@ def _finish(pending_entry):
 class Tagger:
     """Holds a runner, config and thresholds; tags items into an output folder."""
 
-    def __init__(self, runner, config, threshold=None, batch_size=32, workers=None):
+    def __init__(self, runner, config, threshold=None, batch_size=32, workers=None, draft=True):
         self.runner = runner
         self.config = config
         self.labels = config["labels"]
         self.thresholds = thresholds_for(config, threshold)
         self.batch_size = batch_size
         self.workers = workers or min(8, os.cpu_count() or 2)
+        self.draft = draft
 
     def run(self, items, output_dir, output_format="json", overwrite=False, progress=True, errors=()):
         """Tag items; returns a summary dict. Items already in output_dir are skipped unless overwrite."""
@@ -111,12 +138,15 @@ class Tagger:
         flat = [(item.name, key, path) for item in todo for key, path in item.images]
         remaining = collections.Counter(name for name, _, _ in flat)
         tags = collections.defaultdict(dict)
-        errors = list(errors)
+        processed = {item.name for item in todo}
+        # Problems of items skipped as done were recorded by the run that tagged them.
+        skipped_names = {item.name for item in items} - processed
+        errors = [error for error in errors if error[0] not in skipped_names]
         read = 0
         started = time.perf_counter()
         bar = tqdm(total=len(flat), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         size, order = self.config["image_size"], self.config["channel_order"]
-        for batch in load_batches(flat, size, order, self.batch_size, self.workers):
+        for batch in load_batches(flat, size, order, self.batch_size, self.workers, self.draft):
             good = [entry for entry in batch if not isinstance(entry[3], ImageError)]
             for name, key, path, result in batch:
                 if isinstance(result, ImageError):
@@ -134,12 +164,11 @@ class Tagger:
             bar.update(len(batch))
         bar.close()
         elapsed = time.perf_counter() - started
-        processed = {item.name for item in todo}
-        write_errors(output_dir, errors, processed)
+        write_errors(output_dir, errors, processed | {error[0] for error in errors})
         return {
             "images": read,
             "items": len(todo),
-            "skipped_images": len([e for e in errors if e[0] in processed]),
+            "skipped_images": len(errors),
             "skipped_items": skipped_items,
             "attempted": len(flat),
             "seconds": elapsed,

@@ -222,6 +222,9 @@ def read_config(folder):
         raise WeightsError(f"{path}: 'channel_order' must be RGB or BGR")
     if not isinstance(config.get("image_size"), int) or config["image_size"] < 32:
         raise WeightsError(f"{path}: 'image_size' must be an integer of at least 32")
+    if config.get("pixel_range", [0, 255]) != [0, 255] or config.get("resize", "bilinear") != "bilinear":
+        raise WeightsError(f"{path}: only pixel_range [0, 255] and resize 'bilinear' are supported "
+                           "(the model rescales inside itself)")
     thresholds = config.get("thresholds")
     if thresholds is not None and (not isinstance(thresholds, dict) or set(thresholds) - set(labels)):
         raise WeightsError(f"{path}: 'thresholds' must map the model's labels to numbers")

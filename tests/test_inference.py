@@ -308,6 +308,48 @@ def test_offline_main_job_prints_one_sentence(tmp_path):
 def test_help_explains_every_flag():
     text = multiinference.build_parser().format_help()
     for flag in ("--inputpath", "--outputpath", "--weights", "--threshold", "--batch-size", "--overwrite",
-                 "--format", "--backend", "--workers", "--weights-url"):
+                 "--format", "--backend", "--workers", "--weights-url", "--full-decode"):
         assert flag in text
-    assert "default: input" in text and "default: output" in text
+    assert "default: input" in text and "default: output" in text and "default: None" not in text
+
+
+def test_errors_json_does_not_grow_on_resume(tmp_path, constant_weights):
+    image(tmp_path / "in" / "item" / "a.jpg")
+    image(tmp_path / "in" / "item" / "a.png")  # same key "a": reported, one of them tagged
+    for _ in range(3):
+        run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "out", "--weights", constant_weights)
+        errors = read_json(tmp_path / "out" / "errors.json")
+        assert len(errors) == 1 and "same name" in errors[0]["reason"]
+
+
+def test_colliding_and_undecodable_names_are_reported_not_fatal(tmp_path, constant_weights):
+    source = tmp_path / "in"
+    image(source / "errors" / "1.jpg")  # would overwrite errors.json
+    image(source / "book" / "ok.jpg")
+    undecodable = os.fsdecode(b"\x83e\x83X\x83g.jpg")  # Shift_JIS bytes, not UTF-8
+    image(os.path.join(str(source / "book"), undecodable))
+    assert run("--inputpath", source, "--outputpath", tmp_path / "out", "--weights", constant_weights) == 0
+    assert list(read_json(tmp_path / "out" / "book.json")) == ["ok"]
+    reasons = {e["item"]: e["reason"] for e in read_json(tmp_path / "out" / "errors.json")}
+    assert "errors.json" in reasons["errors"] and "UTF-8" in reasons["book"]
+
+
+def test_output_files_keep_the_usual_permissions(tmp_path, constant_weights):
+    image(tmp_path / "in" / "item" / "a.jpg")
+    run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "out", "--weights", constant_weights)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "out" / "item.json").st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_full_decode_reads_large_jpegs_as_the_original(tmp_path):
+    import cv2
+
+    from tagestimate.images import load_image
+
+    path = str(tmp_path / "scan.jpg")
+    noise = np.random.default_rng(0).integers(0, 255, (1200, 1000, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, quality=90)
+    original = cv2.resize(cv2.imread(path), (224, 224), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(load_image(path, 224, "BGR", draft=False), original)
+    assert not np.array_equal(load_image(path, 224, "BGR"), original)  # the fast path differs here
