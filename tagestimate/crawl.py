@@ -2,8 +2,9 @@
 (rebuild mode), recording every saved image in `{out}/manifest.csv`.
 
 Invariants, kept across crashes and Ctrl-C:
-- an image is only visible under its final name once complete (temp name in the same
-  folder, fsync, os.replace); temp names end in `.part` and are removed on start;
+- an image is only visible under its final name once complete (`files.write_atomic`:
+  hidden temp name in the same folder, fsync, os.replace); temp names end in
+  `files.TEMP_SUFFIX` (`.part`) and are removed on start;
 - a manifest row is appended (flushed and fsynced) only after its file's rename;
 - on start, `Manifest.open` reconciles the two: rows whose file is missing are dropped,
   and `{id}.jpg` files with no row (a crash between rename and append, or images the user
@@ -22,12 +23,12 @@ import os
 import re
 import threading
 import time
-import uuid
 
 from tqdm import tqdm
 
 from labelmap import UNTAGGED_FOLDER
-from tagestimate import ndl
+from tagestimate import files, ndl
+from tagestimate.files import TEMP_SUFFIX  # files.write_atomic's temporary names end with it
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ MANIFEST_FIELDS = ("id", "pid", "page", "x", "y", "w", "h", "title", "folder", "
                    "source_url", "sha256", "bytes", "time")
 UNKNOWN_FOLDER = UNTAGGED_FOLDER  # defined in labelmap.py, which the trainer reads too
 IMAGE_SUFFIX = ".jpg"
-TEMP_SUFFIX = ".part"
 INDEX_COLUMNS = 6  # file name, label, Windows path, title, item URL, IIIF URL (ndl-api.md §3)
 _ID_PARTS = re.compile(r"(?P<pid>[0-9A-Za-z-]+(?:_[0-9A-Za-z-]+)*)_(?P<page>\d{1,7})_(?P<n>\d+)")
 
@@ -122,30 +122,6 @@ class Job:
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_write(path, data, mode):
-    """Write `data` to a new file `path` (O_EXCL) and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def write_atomic(path, data):
-    """Make `path` hold `data`, visible only once complete; no temp file survives a failure."""
-    temp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
-    try:
-        _fsync_write(temp, data, 0o666)
-        os.replace(temp, path)
-        temp = None
-    finally:
-        if temp is not None:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
 
 
 def _sha256_file(path):
@@ -262,7 +238,7 @@ class Manifest:
         writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS)
         writer.writeheader()
         writer.writerows({field: row[field] for field in MANIFEST_FIELDS} for row in rows)
-        write_atomic(self.path, text.getvalue().encode("utf-8"))
+        files.write_atomic(self.path, text.getvalue())
 
     def append(self, row):
         """Record one saved image; durable when this returns."""
@@ -354,7 +330,7 @@ class _Crawler:
         path = self.manifest.image_path(job.folder, job.id)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_atomic(path, data)
+            files.write_atomic(path, data)
         except OSError as error:
             raise CrawlError(f"cannot write {path}: {error.strerror}; "
                              f"check free space and permissions of --out") from None

@@ -13,7 +13,7 @@ from PIL import Image
 
 import newdataclawer
 from labelmap import LABELS
-from tagestimate import crawl, ndl
+from tagestimate import crawl, files, ndl
 from tests.ndl_emulator import NdlEmulator
 
 SHARED_METADATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
@@ -144,6 +144,23 @@ def test_start_reconciles_after_a_crash(out):
     assert adopted and adopted[0]["source_url"] == "" and (adopted[0]["pid"], adopted[0]["page"]) == ("5", "5")
     assert {rows[2]["id"], rows[3]["id"]} <= {row["id"] for row in rows_after}
     assert summary.folders["stamp"].saved == 1  # 2 kept + 1 adopted + 1 new
+
+
+def test_files_are_written_with_the_shared_atomic_helper(out, monkeypatch):
+    written = []
+    shared = files.write_atomic
+
+    def spy(path, data):
+        written.append(os.path.relpath(path, out))
+        return shared(path, data)
+
+    monkeypatch.setattr(files, "write_atomic", spy)
+    with NdlEmulator(make_records("stamp", 6)) as emulator:
+        crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+    rows = assert_consistent(out)
+    assert written[0] == crawl.MANIFEST_NAME  # a new manifest is written whole, atomically
+    assert sorted(written[1:]) == sorted(os.path.join("stamp", row["id"] + ".jpg") for row in rows)
+    assert crawl.TEMP_SUFFIX == files.TEMP_SUFFIX
 
 
 def write_index(path, rows):
