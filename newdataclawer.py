@@ -79,7 +79,10 @@ def build_parser():
     )
     tagged = parser.add_argument_group("tagged mode (NDL Lab API)")
     tagged.add_argument("--tag", action="append", choices=LABELS, default=None, metavar="TAG",
-                        help=f"a tag to crawl, one of {', '.join(LABELS)}; repeat for several (default: all)")
+                        help=f"a tag to crawl, one of {', '.join(LABELS)}; repeat for several (default: all, "
+                             f"the most specific first). Each image goes into the folder of the tag it was "
+                             f"requested for; records that also carry a more specific tag are left for that "
+                             f"tag's folder (a picture_landmark record is not filed under picture_outdoor)")
     tagged.add_argument("--per-class", type=_bounded(int, 1), default=500,
                         help="stop a tag once its folder holds this many images")
     tagged.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=0.0,
@@ -141,7 +144,7 @@ def main(argv=None):
                 summary = crawl.rebuild_from_metadata(options, args.from_metadata, labels=args.label,
                                                       limit=args.limit)
             else:
-                summary = crawl.crawl_tagged(options, args.tag or list(LABELS), args.per_class,
+                summary = crawl.crawl_tagged(options, args.tag or crawl.most_specific_first(LABELS), args.per_class,
                                              min_confidence=args.min_confidence)
     except crawl.CrawlError as error:
         sys.exit(f"error: {error}")

@@ -9,7 +9,10 @@ Invariants, kept across crashes and Ctrl-C:
 - on start, `Manifest.open` reconciles the two: rows whose file is missing are dropped,
   and `{id}.jpg` files with no row (a crash between rename and append, or images the user
   put there) are adopted with the provenance their name gives, never deleted.
-An id is filed at most once, whatever the folder.
+An id is filed at most once, whatever the folder. In tagged mode a record that also carries
+a more specific tag than the requested one (`picture_landmark` when `picture_outdoor` was
+requested) is left for that tag's folder: filed under the parent, the trainer would read it
+as a negative for the child's labels.
 """
 
 import concurrent.futures
@@ -26,7 +29,7 @@ import time
 
 from tqdm import tqdm
 
-from labelmap import UNTAGGED_FOLDER
+from labelmap import UNTAGGED_FOLDER, default_labelmap
 from tagestimate import files, ndl
 from tagestimate.files import TEMP_SUFFIX  # files.write_atomic's temporary names end with it
 
@@ -71,7 +74,8 @@ class FolderStats:
     saved: int = 0        # new files written this run
     duplicates: int = 0   # already filed (this or an earlier run) or already tried this run
     rejected: int = 0     # unusable record or index row (missing fields, hostile id, ...)
-    skipped: int = 0      # below --min-confidence, or not carrying the requested tag
+    skipped: int = 0      # below --min-confidence, not carrying the requested tag, or also
+                          # carrying a more specific tag (left for that tag's folder)
     failed: int = 0       # download given up, not a JPEG, or over --max-bytes
     api_errors: int = 0   # API calls that failed or answered garbage
     total: int = 0        # files in the folder at the end
@@ -345,9 +349,30 @@ class _Crawler:
         return "saved", ""
 
 
+def more_specific_tags(tag, labelmap=None):
+    """The known tags that train every label `tag` trains and more: picture_outdoor -> {picture_landmark}."""
+    labelmap = labelmap or default_labelmap()
+    canonical = labelmap.resolve(tag)
+    if canonical is None:
+        return frozenset()
+    own = set(labelmap.tag_labels[canonical])
+    return frozenset(other for other, labels in labelmap.tag_labels.items() if own < set(labels))
+
+
+def most_specific_first(tags, labelmap=None):
+    """`tags` sorted by how many labels each trains, most first; ties keep their order."""
+    labelmap = labelmap or default_labelmap()
+    return sorted(tags, key=lambda tag: -len(labelmap.tag_labels.get(labelmap.resolve(tag), ())))
+
+
 def crawl_tagged(options, tags, per_class, min_confidence=0.0):
-    """Call randomwithfacet per tag until its folder holds `per_class` images or it runs dry."""
+    """Call randomwithfacet per tag until its folder holds `per_class` images or it runs dry.
+
+    A record that also carries a tag more specific than the requested one is skipped (left
+    for that tag's folder); crawl the most specific tags first (`most_specific_first`).
+    """
     crawler = _Crawler(options)
+    labelmap = default_labelmap()
     api_answered = False
     last_call = None
     with crawler:
@@ -388,7 +413,8 @@ def crawl_tagged(options, tags, per_class, min_confidence=0.0):
                         log.warning("tag %s: API answer skipped: %s", tag, error)
                         continue
                     api_answered = True
-                    jobs = _select(raw_records, tag, per_class - count, min_confidence, crawler, tried, stats)
+                    jobs = _select(raw_records, tag, per_class - count, min_confidence, crawler, tried, stats,
+                                   labelmap)
                     before = crawler.manifest.counts.get(tag, 0)
                     crawler.fetch_all(jobs, on_saved)
                     count = crawler.manifest.counts.get(tag, 0)
@@ -398,9 +424,10 @@ def crawl_tagged(options, tags, per_class, min_confidence=0.0):
     return crawler.summary
 
 
-def _select(raw_records, tag, wanted, min_confidence, crawler, tried, stats):
+def _select(raw_records, tag, wanted, min_confidence, crawler, tried, stats, labelmap):
     """The jobs worth downloading from one API answer, counting the rest."""
     jobs = []
+    specific = more_specific_tags(tag, labelmap)
     for raw in raw_records:
         try:
             record = ndl.parse_record(raw)
@@ -416,7 +443,8 @@ def _select(raw_records, tag, wanted, min_confidence, crawler, tried, stats):
             keep = min_confidence <= 0
         else:
             folder, confidence = tag, record.confidence(tag)
-            keep = record.has_tag(tag) and (min_confidence <= 0 or (confidence or 0.0) >= min_confidence)
+            keep = (record.has_tag(tag) and (min_confidence <= 0 or (confidence or 0.0) >= min_confidence)
+                    and not any(labelmap.resolve(name) in specific for name, _ in record.tags))
         if not keep:
             stats.skipped += 1
             continue
