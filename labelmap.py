@@ -188,9 +188,11 @@ def check_folder(labelmap, root):
 
 
 def build_parser():
+    from tagestimate.files import HelpFormatter
+
     parser = argparse.ArgumentParser(
         description="Print the tag -> labels table, or check a data set folder against it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--labelmap", metavar="JSON", default=None,
                         help="a JSON label map to use instead of the built-in NDL table")

@@ -328,6 +328,59 @@ def test_records_without_tags_go_to_unknown(out):
     assert summary.folders["stamp"].saved == 3
 
 
+# Tags whose label sets strictly contain the key's (labelmap.TAG_LABELS), written out by hand.
+MORE_SPECIFIC = {
+    "graphic": {"graphic_graph", "graphic_map", "graphic_illustcolor"},
+    "picture": {"picture_indoor", "picture_object", "picture_person", "picture_outdoor", "picture_landmark"},
+    "picture_outdoor": {"picture_landmark"},
+}
+
+
+def test_more_specific_tags_and_order():
+    assert {tag: set(crawl.more_specific_tags(tag)) for tag in LABELS if crawl.more_specific_tags(tag)} == \
+        MORE_SPECIFIC
+    assert crawl.more_specific_tags("graphic_illust") == crawl.more_specific_tags("graphic")
+    assert crawl.more_specific_tags("no_such_tag") == frozenset()
+    assert crawl.most_specific_first(["stamp", "picture", "picture_outdoor", "picture_landmark", "graphic_map"]) == \
+        ["picture_landmark", "picture_outdoor", "graphic_map", "stamp", "picture"]
+
+
+def test_a_parent_tag_leaves_records_with_a_more_specific_tag_to_that_tag(out):
+    parent_only = make_records("graphic", 5)
+    maps = make_records("graphic", 5, start=100, extra_tags=("graphic_map",))
+    outdoor_only = make_records("picture", 5, start=200, extra_tags=("picture_outdoor",))
+    landmarks = make_records("picture", 5, start=300, extra_tags=("picture_outdoor", "picture_landmark"))
+    records = parent_only + maps + outdoor_only + landmarks
+    with NdlEmulator(records) as emulator:  # parents first, the order that used to misfile them
+        summary = crawl.crawl_tagged(options(emulator, out, max_idle=4),
+                                     ["graphic", "picture", "picture_outdoor", "graphic_map", "picture_landmark"],
+                                     per_class=5)
+    folders = {}
+    for row in assert_consistent(out):
+        folders.setdefault(row["folder"], set()).add(row["id"])
+    assert folders == {"graphic": {r["id"] for r in parent_only}, "graphic_map": {r["id"] for r in maps},
+                       "picture_outdoor": {r["id"] for r in outdoor_only},
+                       "picture_landmark": {r["id"] for r in landmarks}}
+    assert summary.folders["graphic"].skipped > 0 and summary.folders["picture_outdoor"].skipped > 0
+    assert summary.folders["picture"].saved == 0 and summary.folders["picture"].status.startswith("ran dry")
+    assert summary.folders["graphic_map"].duplicates == 0 and summary.folders["picture_landmark"].duplicates == 0
+    assert [summary.folders[tag].status for tag in ("graphic", "picture_outdoor", "graphic_map", "picture_landmark")] \
+        == ["full"] * 4
+
+
+def test_without_tag_the_most_specific_tags_are_crawled_first(out):
+    records = []
+    for number, tag in enumerate(LABELS):
+        records += make_records(tag, 1, start=100 * number)
+    with NdlEmulator(records) as emulator:
+        assert run_cli(emulator, out, "--per-class", "1") == 0
+        order = [re.search(r"f-graphictags\.tagname=(\w+)", path)[1]
+                 for service, path in emulator.requests if service == "api"]
+    assert order == ["picture_landmark", "graphic_graph", "graphic_map", "graphic_illustcolor", "picture_indoor",
+                     "picture_object", "picture_person", "picture_outdoor", "graphic", "picture", "stamp"]
+    assert len(assert_consistent(out)) == len(LABELS)
+
+
 def test_a_tag_that_runs_dry_is_reported(out, caplog):
     with NdlEmulator(make_records("graphic_map", 3)) as emulator:
         summary = crawl.crawl_tagged(options(emulator, out, max_idle=3), ["graphic_map"], per_class=10)
@@ -385,6 +438,7 @@ def test_cli_defaults_are_the_documented_ones():
     assert args.tag is None and args.from_metadata is None
     help_text = " ".join(newdataclawer.build_parser().format_help().split())
     assert "default: ,256" in help_text and "instead of the index's full size" in help_text
+    assert "records that also carry a more specific tag are left for that tag's folder" in help_text
 
 
 @pytest.mark.parametrize("argv", [["--tag", "stmp"], ["--batch", "101"], ["--workers", "0"], ["--size", "256"],
