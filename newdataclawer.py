@@ -113,7 +113,8 @@ def build_parser():
     common.add_argument("--workers", type=_bounded(int, 1, 64), default=defaults.workers,
                         help="parallel image downloads")
     common.add_argument("--timeout", type=_bounded(float, 0.0, low_open=True), default=defaults.timeout,
-                        help="seconds to wait for a server to answer")
+                        help="seconds to wait for a server to answer; a whole body must have arrived within "
+                             "twice that of the request, or the download is cut off there and retried")
     common.add_argument("--retries", type=_bounded(int, 0), default=defaults.retries,
                         help="retries of a request after a connection error, timeout, 429 or 5xx")
     common.add_argument("--backoff", type=_bounded(float, 0.0), default=defaults.backoff,

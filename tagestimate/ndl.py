@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import socket
 import threading
 import time
 import unicodedata
@@ -262,6 +263,7 @@ class HttpClient:
 
     Retries connection errors, timeouts, 429 and 5xx; a Retry-After pauses every thread
     using this client, since the server asked the client, not one request, to wait.
+    A body must be complete within twice the timeout of the request's start (`_Deadline`).
     """
 
     def __init__(self, *, timeout=30.0, retries=5, backoff=1.0, max_wait=60.0, pool_size=10,
@@ -329,6 +331,10 @@ class HttpClient:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > max_bytes:
                 raise TooLarge(f"the body is {int(length)} bytes, over the {max_bytes} byte cap")
+            # A server trickling bytes never trips the per-read timeout, and one read of a chunk
+            # can last for ever: a timer stops the reads at the deadline, wherever they are.
+            too_slow = f"the body took over {2 * self.timeout:g} s"
+            deadline = _Deadline(response.raw, started + 2 * self.timeout)
             chunks, total = [], 0
             try:
                 for chunk in response.iter_content(_CHUNK):
@@ -337,14 +343,72 @@ class HttpClient:
                         raise TooLarge(f"the body is over the {max_bytes} byte cap")
                     if self.stop_event.is_set():
                         raise Interrupted()
-                    # A server trickling bytes never trips the read timeout: bound the whole body too.
-                    if time.monotonic() - started > 2 * self.timeout:
-                        raise _Retry(f"the body took over {2 * self.timeout:g} s")
+                    if deadline.passed():
+                        raise _Retry(too_slow)
                     chunks.append(chunk)
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
-                raise _Retry(f"the body was cut off or stalled: {_cause(error)}") from None
+                raise _Retry(too_slow if deadline.fired else f"the body was cut off or stalled: {_cause(error)}") \
+                    from None
+            finally:
+                deadline.cancel()
+            if deadline.fired:  # the cut may look like the end of a body sent without a length
+                raise _Retry(too_slow)
             return b"".join(chunks)
+
+
+class _Deadline:
+    """Shuts the reading side of `raw` (a urllib3 response) at `deadline` (time.monotonic()).
+
+    The shutdown wakes a read blocked in another thread, which then sees the body end or
+    break off; `fired` says the deadline did it. After `cancel()` returns nothing more
+    happens, so a connection that was not cut can go back to the pool.
+    """
+
+    def __init__(self, raw, deadline):
+        self.deadline = deadline
+        self.fired = False
+        self._raw = raw
+        self._done = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def passed(self):
+        return self.fired or time.monotonic() > self.deadline
+
+    def _fire(self):
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            _shutdown_reads(self._raw)
+
+    def cancel(self):
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+
+def _shutdown_reads(raw):
+    """Make reads of `raw` return at once, from any thread (the connection is then closed)."""
+    try:
+        raw.shutdown()  # urllib3 >= 2.3
+        return
+    except (AttributeError, NotImplementedError):
+        pass  # an older urllib3: shut the socket under http.client's response ourselves
+    except (ValueError, RuntimeError, OSError):
+        return  # already closed or back in the pool: the body is over
+    if getattr(raw, "connection", None) is None:
+        return
+    stream = getattr(getattr(raw, "_fp", None), "fp", None)  # http.client's socket file, None once read
+    sock = getattr(getattr(stream, "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 class _Retry(Exception):

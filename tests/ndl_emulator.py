@@ -32,7 +32,7 @@ _IIIF_PATH = re.compile(
 )
 _PCT_REGION = re.compile(r"pct:(%s),(%s),(%s),(%s)" % ((_NUMBER,) * 4))
 _PIXEL_REGION = re.compile(r"(\d+),(\d+),(\d+),(\d+)")
-FAULTS = ("status", "stall", "cut", "truncated_jpeg", "html200", "invalid_json", "non_list", "oversize")
+FAULTS = ("status", "stall", "cut", "trickle", "truncated_jpeg", "html200", "invalid_json", "non_list", "oversize")
 ERROR_PAGE = b"<!DOCTYPE html><html><body><h1>Service Unavailable</h1></body></html>"
 
 
@@ -161,6 +161,8 @@ class NdlEmulator:
         """Make the next `times` matching requests misbehave as `kind` (see FAULTS).
 
         Parameters: status (int) and retry_after (str) for "status"; seconds for "stall";
+        interval (seconds between bytes), count (bytes sent one by one before the rest at
+        once; default all) and content_length (bool, default True) for "trickle";
         size (bytes) and content_length (bool) for "oversize"; match, a substring of the path.
         """
         if kind not in FAULTS:
@@ -278,6 +280,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
+        elif kind == "trickle":
+            self._trickle(params.get("interval", 0.5), params.get("count"), params.get("content_length", True))
         elif kind == "truncated_jpeg":
             body = jpeg_bytes(synthetic_page("truncated", 1))
             self._send(200, body[: len(body) // 2], "image/jpeg")
@@ -289,6 +293,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, b'{"error": "index unavailable"}', "application/json")
         elif kind == "oversize":
             self._oversize(params.get("size", 64 * 1024 * 1024), params.get("content_length", False))
+
+    def _trickle(self, interval, count, content_length):
+        """A complete JPEG, one byte every `interval` seconds: each read succeeds, the body never ends."""
+        body = jpeg_bytes(synthetic_page("trickle", 1))
+        count = len(body) if count is None else min(count, len(body))
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        if content_length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()
+        for index in range(count):
+            if self.server.emulator._stopping.wait(interval):
+                break
+            self.wfile.write(body[index:index + 1])
+            self.wfile.flush()
+        else:
+            self.wfile.write(body[count:])
+        self.close_connection = True
 
     def _oversize(self, size, content_length):
         head = jpeg_bytes(synthetic_page("big", 1))
