@@ -9,6 +9,7 @@ floats: the model rescales inside itself, so nothing here divides by 255.
 import csv
 import dataclasses
 import datetime
+import itertools
 import json
 import logging
 import os
@@ -256,36 +257,54 @@ def build_augmenter(seed=None):
 
     In the spirit of NDL's original (albumentations) recipe: hue/saturation/brightness
     jitter, grayscale p=0.5, horizontal flips, small rotations (+-10 deg), shifts (6.25%)
-    and zoom (+-10%) with reflected borders. Gamma is `random_gamma` (no Keras layer).
+    and zoom (+-10%) with reflected borders, then gamma (`RandomGamma`, p=0.5).
+
+    Each layer draws from its own seed (seed, seed + 1, ...): layers given one seed draw the
+    same numbers, so "grayscale" and "flip" would pick the same images.
     """
     layers = keras.layers
     value_range = (0, 255)
+    seeds = itertools.repeat(None) if seed is None else itertools.count(seed)
     return keras.Sequential([
-        layers.RandomHue(0.06, value_range=value_range, seed=seed, dtype="float32"),
-        layers.RandomSaturation((0.45, 0.55), value_range=value_range, seed=seed, dtype="float32"),
-        layers.RandomBrightness(0.15, value_range=value_range, seed=seed, dtype="float32"),
-        layers.RandomGrayscale(0.5, seed=seed, dtype="float32"),
-        layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
-        layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed, dtype="float32"),
-        layers.RandomTranslation(0.0625, 0.0625, fill_mode="reflect", seed=seed, dtype="float32"),
-        layers.RandomZoom(0.1, fill_mode="reflect", seed=seed, dtype="float32"),
+        layers.RandomHue(0.06, value_range=value_range, seed=next(seeds), dtype="float32"),
+        layers.RandomSaturation((0.45, 0.55), value_range=value_range, seed=next(seeds), dtype="float32"),
+        layers.RandomBrightness(0.15, value_range=value_range, seed=next(seeds), dtype="float32"),
+        layers.RandomGrayscale(0.5, seed=next(seeds), dtype="float32"),
+        layers.RandomFlip("horizontal", seed=next(seeds), dtype="float32"),
+        layers.RandomRotation(10 / 360, fill_mode="reflect", seed=next(seeds), dtype="float32"),
+        layers.RandomTranslation(0.0625, 0.0625, fill_mode="reflect", seed=next(seeds), dtype="float32"),
+        layers.RandomZoom(0.1, fill_mode="reflect", seed=next(seeds), dtype="float32"),
+        RandomGamma(0.8, 1.2, 0.5, seed=next(seeds), dtype="float32"),
     ], name="augmentation")
 
 
-def random_gamma(images, low=0.8, high=1.2, probability=0.5):
-    """Per-image gamma in [low, high] on half the images; 0-255 in, 0-255 out."""
-    count = tf.shape(images)[0]
-    gamma = tf.random.uniform([count, 1, 1, 1], low, high)
-    gamma = tf.where(tf.random.uniform([count, 1, 1, 1]) < probability, gamma, 1.0)
-    # The curve is defined on 0-1 intensities; the result is back on the 0-255 scale.
-    return 255.0 * tf.pow(tf.clip_by_value(images, 0.0, 255.0) * (1.0 / 255.0), gamma)
+class RandomGamma(keras.layers.Layer):
+    """Per-image gamma in [low, high] on `probability` of the images; 0-255 in, 0-255 out.
+
+    Keras has no such layer. Its value and its coin are separate draws of its own seed.
+    """
+
+    def __init__(self, low=0.8, high=1.2, probability=0.5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high, self.probability = low, high, probability
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = (keras.ops.shape(images)[0], 1, 1, 1)
+        gamma = keras.random.uniform(shape, self.low, self.high, seed=self.generator)
+        chosen = keras.random.uniform(shape, seed=self.generator) < self.probability
+        gamma = keras.ops.where(chosen, gamma, 1.0)
+        # The curve is defined on 0-1 intensities; the result is back on the 0-255 scale.
+        return 255.0 * keras.ops.power(keras.ops.clip(images, 0.0, 255.0) * (1.0 / 255.0), gamma)
 
 
 def augment_batch(augmenter, images, channel_order):
     """Apply the augmenter to a batch in the model's channel order (colour ops expect RGB)."""
     if channel_order == "BGR":
         images = images[..., ::-1]
-    images = random_gamma(augmenter(images, training=True))
+    images = augmenter(images, training=True)
     if channel_order == "BGR":
         images = images[..., ::-1]
     return tf.clip_by_value(images, 0.0, 255.0)

@@ -187,6 +187,34 @@ def test_augmenter_keeps_shape_and_range():
     assert not np.allclose(out, batch)
 
 
+@pytest.mark.parametrize("seed", [1, 777])
+def test_augmentation_layers_decide_independently(seed):
+    """Grayscale and flip pick their own images (layers sharing a seed picked the same ones)."""
+    import keras
+
+    augmenter = training.build_augmenter(seed=seed)
+    by_type = {type(layer).__name__: layer for layer in augmenter.layers}
+    count, width = 64, 16
+    rng = np.random.default_rng(4)
+    # Distinct, colourful, left-right asymmetric images: grayscale and flips are both visible.
+    ramp = np.linspace(0, 1, width)[None, None, :, None]
+    batch = (rng.uniform(60, 255, (count, 1, 1, 3)) * ramp + rng.uniform(0, 40, (count, 8, width, 3)))
+    batch = batch.astype(np.float32)
+    gray = keras.ops.convert_to_numpy(by_type["RandomGrayscale"](batch, training=True))
+    flipped = keras.ops.convert_to_numpy(by_type["RandomFlip"](batch, training=True))
+    made_gray = np.array([np.allclose(g[..., 0], g[..., 1]) and np.allclose(g[..., 0], g[..., 2]) for g in gray])
+    was_flipped = np.array([np.allclose(f, b[:, ::-1]) for f, b in zip(flipped, batch)])
+    assert all(made_gray | np.array([np.allclose(g, b) for g, b in zip(gray, batch)]))
+    assert all(was_flipped | np.array([np.allclose(f, b) for f, b in zip(flipped, batch)]))
+    assert 16 <= made_gray.sum() <= 48 and 16 <= was_flipped.sum() <= 48
+    # Independent coins agree on about half of 64 images (32 +- 4); one shared draw agreed on all.
+    assert 16 <= (made_gray == was_flipped).sum() <= 48
+    # No two random layers (gamma included) start from the same stream of numbers.
+    first = [keras.ops.convert_to_numpy(keras.random.uniform((count,), seed=layer.generator))
+             for layer in augmenter.layers]
+    assert len({row.tobytes() for row in first}) == len(augmenter.layers)
+
+
 def test_parser_explains_every_flag_and_uses_the_settings_defaults():
     parser = multitrain_efficientnet.build_parser()
     defaults = training.TrainSettings()
