@@ -9,6 +9,7 @@ floats: the model rescales inside itself, so nothing here divides by 255.
 import csv
 import dataclasses
 import datetime
+import io
 import itertools
 import json
 import logging
@@ -29,6 +30,7 @@ import labelmap as labelmap_module
 from labelmap import LABELS, UNTAGGED_FOLDER, LabelMapError
 from tagestimate import model as tag_model
 from tagestimate import quiet_tensorflow
+from tagestimate.files import write_atomic, write_json
 from tagestimate.images import ImageError, is_image_name, list_images, load_image
 
 quiet_tensorflow()
@@ -202,24 +204,22 @@ def write_split(path, samples, val_mask, data_dir):
     rows = sorted(
         (os.path.relpath(p, data_dir).replace(os.sep, "/"), folder, group, VAL if is_val else TRAIN)
         for p, folder, group, is_val in zip(samples.paths, samples.folders, samples.groups, val_mask))
-    temporary = path + ".tmp"
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "folder", "item_id", "subset"])
-        writer.writerows(rows)
-    os.replace(temporary, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["path", "folder", "item_id", "subset"])
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def write_predictions(path, paths, folders, probabilities, labels, data_dir):
     """val_predictions.csv: each validation image's folder and output probabilities (best weights)."""
-    temporary = path + ".tmp"
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "folder", *labels])
-        for image_path, folder, row in zip(paths, folders, probabilities):
-            writer.writerow([os.path.relpath(image_path, data_dir).replace(os.sep, "/"), folder,
-                             *(f"{value:.6f}" for value in row)])
-    os.replace(temporary, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["path", "folder", *labels])
+    for image_path, folder, row in zip(paths, folders, probabilities):
+        writer.writerow([os.path.relpath(image_path, data_dir).replace(os.sep, "/"), folder,
+                         *(f"{value:.6f}" for value in row)])
+    write_atomic(path, text.getvalue())
 
 
 def read_split(path, samples, data_dir):
@@ -533,16 +533,6 @@ class _SaveState(keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------- files
-
-def write_json(path, data):
-    """Write JSON atomically (temporary name, then rename), keys sorted."""
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
-    return path
-
 
 def read_json(path):
     with open(path, encoding="utf-8") as handle:

@@ -149,6 +149,22 @@ def test_tune_thresholds_finds_the_gap_and_keeps_default_when_support_is_small()
     assert none["a"]["support"] == 0 and none["a"]["f1"] is None
 
 
+def test_csv_files_are_replaced_whole_or_not_at_all(tmp_path):
+    path = tmp_path / training.PREDICTIONS
+    path.write_text("old\n")
+    images = [str(tmp_path / "f" / "1_1_0.jpg"), str(tmp_path / "f" / "2_1_0.jpg")]
+    with pytest.raises(ValueError):  # the second row cannot be formatted
+        training.write_predictions(str(path), images, ["f", "f"], [[0.25], ["bad"]], ["a"], str(tmp_path))
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == [training.PREDICTIONS]
+    training.write_predictions(str(path), images, ["f", "f"], np.array([[0.25], [0.5]]), ["a"], str(tmp_path))
+    assert read_csv(path) == [{"path": "f/1_1_0.jpg", "folder": "f", "a": "0.250000"},
+                              {"path": "f/2_1_0.jpg", "folder": "f", "a": "0.500000"}]
+    samples = training.Samples(images, ["f", "f"], ["1", "2"], np.zeros((2, 1), np.float32))
+    training.write_split(str(tmp_path / training.SPLIT), samples, np.array([False, True]), str(tmp_path))
+    assert [row["subset"] for row in read_csv(tmp_path / training.SPLIT)] == ["train", "val"]
+    assert sorted(os.listdir(tmp_path)) == sorted([training.PREDICTIONS, training.SPLIT])  # no temporaries
+
+
 def test_unknown_folder_is_a_clear_error(tmp_path):
     make_folders(str(tmp_path), corrupt=False)
     os.makedirs(tmp_path / "postcards")
