@@ -512,6 +512,34 @@ def compile_model(model, learning_rate):
     )
 
 
+def save_weights_atomic(model, path):
+    """model.save_weights to a hidden temporary name beside `path`, then rename: a run killed
+    mid-save leaves the previous file whole. (Keras wants names ending in .weights.h5.)"""
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, "." + name.replace(".weights.h5", "") + ".tmp.weights.h5")
+    try:
+        model.save_weights(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+class _SaveBest(keras.callbacks.Callback):
+    """best.weights.h5 after each epoch whose finite val_loss is below `best` and every earlier one."""
+
+    def __init__(self, path, best=None):
+        super().__init__()
+        self.path, self.best = path, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get("val_loss")
+        if current is None or not np.isfinite(current) or (self.best is not None and not current < self.best):
+            return
+        save_weights_atomic(self.model, self.path)
+        self.best = float(current)
+
+
 class _SaveState(keras.callbacks.Callback):
     """After each epoch: last.weights.h5 and state.json (what --resume continues from)."""
 
@@ -520,9 +548,7 @@ class _SaveState(keras.callbacks.Callback):
         self.out, self.checkpoint, self.phase, self.extra = out, checkpoint, phase, extra
 
     def on_epoch_end(self, epoch, logs=None):
-        temporary = os.path.join(self.out, "last.tmp.weights.h5")
-        self.model.save_weights(temporary)
-        os.replace(temporary, os.path.join(self.out, LAST_WEIGHTS))
+        save_weights_atomic(self.model, os.path.join(self.out, LAST_WEIGHTS))
         best = self.checkpoint.best
         if best is not None and logs and logs.get("val_loss") == best:
             self.extra["best_epoch"] = epoch + 1
@@ -672,9 +698,7 @@ def _train(settings):
     val_data = make_dataset(val_set.paths, image_size, channel_order, settings.batch_size,
                             val_set.targets, val_weights, skipped=skipped)
     extra = {"pretrained": pretrained, "seed": seed, "val_split": val_split, "best_epoch": state.get("best_epoch")}
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        os.path.join(out, BEST_WEIGHTS), monitor="val_loss", save_best_only=True, save_weights_only=True,
-        initial_value_threshold=state.get("best_val_loss"))
+    checkpoint = _SaveBest(os.path.join(out, BEST_WEIGHTS), state.get("best_val_loss"))
     _fit_phases(model, strategy, settings, state, pretrained, train_data, val_data, checkpoint, extra)
     if not os.path.exists(os.path.join(out, BEST_WEIGHTS)):
         raise TrainingError(f"no epoch reached a finite validation loss, so {out} has no {BEST_WEIGHTS}; "

@@ -231,6 +231,34 @@ def test_augmentation_layers_decide_independently(seed):
     assert len({row.tobytes() for row in first}) == len(augmenter.layers)
 
 
+def test_best_weights_are_saved_whole_on_improvement_only(tmp_path, monkeypatch):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = str(tmp_path / training.BEST_WEIGHTS)
+    saver = training._SaveBest(path, best=2.0)
+    saver.set_model(model)
+    saver.on_epoch_end(0, {"val_loss": 3.0})  # not below the resumed run's best
+    saver.on_epoch_end(1, {"val_loss": float("nan")})
+    assert not os.path.exists(path)
+    saver.on_epoch_end(2, {"val_loss": 1.5})
+    assert saver.best == 1.5 and os.path.isfile(path)
+    with open(path, "rb") as handle:
+        saved = handle.read()
+
+    def killed_mid_save(filepath, *args, **kwargs):
+        with open(filepath, "wb") as handle:
+            handle.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "save_weights", killed_mid_save)
+    with pytest.raises(KeyboardInterrupt):
+        saver.on_epoch_end(3, {"val_loss": 1.0})
+    with open(path, "rb") as handle:
+        assert handle.read() == saved
+    assert os.listdir(tmp_path) == [training.BEST_WEIGHTS] and saver.best == 1.5
+
+
 def test_parser_explains_every_flag_and_uses_the_settings_defaults():
     parser = multitrain_efficientnet.build_parser()
     defaults = training.TrainSettings()
@@ -314,6 +342,36 @@ def test_resume_continues_from_the_last_epoch(run, tmp_path):
     assert read_json(os.path.join(out, training.STATE))["epochs_done"] == 3
     with open(os.path.join(run["out"], training.SPLIT)) as before, open(os.path.join(out, training.SPLIT)) as after:
         assert before.read() == after.read()
+
+
+def test_resume_killed_while_saving_best_weights_keeps_the_run_usable(run, tmp_path, monkeypatch):
+    import keras
+
+    out = str(tmp_path / "out")
+    shutil.copytree(run["out"], out)
+    state = read_json(os.path.join(out, training.STATE))
+    state["best_val_loss"] = 1e9  # so that the next epoch saves best weights
+    training.write_json(os.path.join(out, training.STATE), state)
+    before = {}
+    for name in (training.BEST_WEIGHTS,):
+        with open(os.path.join(out, name), "rb") as handle:
+            before[name] = handle.read()
+    original = keras.Model.save_weights
+
+    def killed_mid_save(self, filepath, *args, **kwargs):
+        if "best" in os.path.basename(filepath):
+            with open(filepath, "wb") as handle:
+                handle.write(b"half a file")
+            raise KeyboardInterrupt
+        return original(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", killed_mid_save)
+    with pytest.raises(SystemExit, match="interrupted"):
+        multitrain_efficientnet.main(["--data", run["data"], "--out", out, "--epochs", "3", "--resume", *FAST])
+    for name, content in before.items():
+        with open(os.path.join(out, name), "rb") as handle:
+            assert handle.read() == content, name
+    assert not [name for name in os.listdir(out) if "tmp" in name]
 
 
 def test_refuses_to_replace_a_run_without_a_flag(run, tmp_path):
