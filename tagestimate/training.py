@@ -691,7 +691,10 @@ def _train(settings):
                      "val_split": val_split, "balance": settings.balance,
                      "augment": settings.augment, "split_file": SPLIT},
     }
-    tag_model.write_config(out, config)
+    if not settings.resume:
+        # best.weights.h5 is usable mid-run (at the default threshold). On --resume the old
+        # model.json, with its tuned thresholds, stays until this run's replace it at the end.
+        tag_model.write_config(out, config)
 
     train_data = make_dataset(train_set.paths, image_size, channel_order, settings.batch_size,
                               train_set.targets, sample_weights, augmenter, shuffle_seed=seed, skipped=skipped)

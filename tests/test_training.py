@@ -340,6 +340,7 @@ def test_resume_continues_from_the_last_epoch(run, tmp_path):
     history = read_csv(os.path.join(out, training.HISTORY))
     assert [row["epoch"] for row in history] == ["0", "1", "2"]
     assert read_json(os.path.join(out, training.STATE))["epochs_done"] == 3
+    assert set(tag_model.read_config(out)["thresholds"]) == set(LABELS)
     with open(os.path.join(run["out"], training.SPLIT)) as before, open(os.path.join(out, training.SPLIT)) as after:
         assert before.read() == after.read()
 
@@ -353,7 +354,7 @@ def test_resume_killed_while_saving_best_weights_keeps_the_run_usable(run, tmp_p
     state["best_val_loss"] = 1e9  # so that the next epoch saves best weights
     training.write_json(os.path.join(out, training.STATE), state)
     before = {}
-    for name in (training.BEST_WEIGHTS,):
+    for name in (training.BEST_WEIGHTS, tag_model.CONFIG_NAME):  # model.json keeps its thresholds
         with open(os.path.join(out, name), "rb") as handle:
             before[name] = handle.read()
     original = keras.Model.save_weights
