@@ -125,7 +125,7 @@ def list_samples(data_dir, labels_map):
     loose = [e.name for e in entries if e.is_file() and is_image_name(e.name)]
     if loose:
         log.warning("%d image(s) directly in %s belong to no tag folder and are ignored (e.g. %s)",
-                    len(loose), data_dir, loose[0])
+                    len(loose), data_dir, shown_path(loose[0]))
     if UNTAGGED_FOLDER in folders and labels_map.resolve(UNTAGGED_FOLDER) is None:
         folders.remove(UNTAGGED_FOLDER)
         log.warning("%s holds images the crawler found without any tag; they are not trained "
@@ -136,18 +136,41 @@ def list_samples(data_dir, labels_map):
             f"{data_dir} has folder(s) the label map does not know: {', '.join(unknown)}; rename or "
             f"remove them, or pass --labelmap with a map that has them "
             f"(python labelmap.py --check {data_dir} shows every folder's labels)")
-    paths, names, targets = [], [], []
+    paths, names, targets, undecodable = [], [], [], []
     for name in folders:
         images = list_images(os.path.join(data_dir, name))
         if not images:
             log.warning("folder %s has no images; it is ignored", os.path.join(data_dir, name))
+        # Names that are not UTF-8 (Shift_JIS from Windows, say) reach Python as surrogate
+        # escapes, which TensorFlow's string tensors cannot hold.
+        undecodable += [path for path in images if not _is_utf8(path)]
+        images = [path for path in images if _is_utf8(path)]
         paths += images
         names += [name] * len(images)
         targets += [labels_map.vector(name)] * len(images)
+    for path in undecodable:
+        log.warning("left out, its name is not valid UTF-8: %s", shown_path(path))
+    if undecodable:
+        log.warning("%d image(s) left out because their names are not UTF-8 (listed above); rename "
+                    "them to UTF-8 to train on them (e.g. convmv -r -f shift_jis -t utf8 --notest %s)",
+                    len(undecodable), shown_path(data_dir))
     if not paths:
         raise TrainingError(f"{data_dir} holds no images in its sub-folders; nothing to train on")
     return Samples(paths, names, [item_id(p) for p in paths],
                    np.asarray(targets, dtype=np.float32).reshape(len(paths), len(labels_map.labels)))
+
+
+def _is_utf8(path):
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_path(path):
+    """A path for messages: bytes that are not UTF-8 appear as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _quick_check(path):

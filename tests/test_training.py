@@ -182,6 +182,22 @@ def test_crawlers_untagged_folder_is_left_out_not_an_error(tmp_path, caplog):
     assert "without any tag" in caplog.text
 
 
+def test_file_names_that_are_not_utf8_are_left_out_by_name(tmp_path, caplog):
+    make_folders(str(tmp_path), corrupt=False)
+    before = training.list_samples(str(tmp_path), default_labelmap())
+    name = os.fsdecode(b"\x83e\x83X\x83g.jpg")  # "テスト.jpg" in Shift_JIS, as Linux hands it over
+    try:
+        shutil.copy(before.paths[0], os.path.join(tmp_path, "stamp", name))
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    caplog.set_level(logging.WARNING, logger="tagestimate")
+    after = training.list_samples(str(tmp_path), default_labelmap())
+    assert after.paths == before.paths
+    assert "stamp/\\x83e\\x83X\\x83g.jpg" in caplog.text.replace(os.sep, "/") and "not UTF-8" in caplog.text
+    dataset = training.make_dataset(after.paths, 32, "RGB", batch_size=64)  # tf.constant takes them all
+    assert sum(int(images.shape[0]) for images, _ in dataset) == len(before.paths)
+
+
 def test_pipeline_is_load_image_and_skips_unreadable_files(tmp_path):
     root = make_folders(str(tmp_path))
     paths = [os.path.join(root, BAD_TRUNCATED), os.path.join(root, "stamp", "3000_1_0.jpg"),
