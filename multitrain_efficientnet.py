@@ -13,6 +13,7 @@ import logging
 import sys
 
 from labelmap import LabelMapError
+from tagestimate.files import HelpFormatter
 from tagestimate.model import WeightsError
 from tagestimate.training import (BALANCE_CHOICES, DISTRIBUTE_CHOICES, TrainingError, TrainSettings,
                                   format_summary, train)
@@ -24,7 +25,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         description="Train the multi-label EfficientNetB0 tagger on per-tag image folders and report "
                     "its validation scores honestly (item-grouped split, per-label F1).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add = parser.add_argument
     add("--data", default=DEFAULTS.data,

@@ -22,6 +22,7 @@ sys.path.insert(0, ROOT)
 
 from labelmap import LABELS  # noqa: E402
 from tagestimate import training  # noqa: E402
+from tagestimate.files import HelpFormatter  # noqa: E402
 from tagestimate.images import list_images  # noqa: E402
 from tagestimate.model import build_model  # noqa: E402
 
@@ -80,7 +81,7 @@ def training_rate(paths, args):
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--data", default=None, help="folder of images to read instead of the demo crops")
     parser.add_argument("--images", type=int, default=640, help="number of demo-crop copies to read")
     parser.add_argument("--image-size", type=int, default=224, help="model input size in pixels")

@@ -282,6 +282,8 @@ def test_parser_explains_every_flag_and_uses_the_settings_defaults():
         if action.dest not in ("help", "verbose"):
             assert action.help, action.dest
             assert action.default == getattr(defaults, action.dest), action.dest
+    text = " ".join(parser.format_help().split())
+    assert "(default: None)" not in text and "(default: 30)" in text  # None is worded, not shown
 
 
 # ---------------------------------------------------------------- a training run
