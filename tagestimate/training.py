@@ -662,7 +662,9 @@ def _train(settings):
         val_split = settings.val_split
         pretrained = settings.weights != "none"
     labels = list(labels_map.labels)
-    keras.utils.set_random_seed(seed + state.get("epochs_done", 0))
+    # A resumed run draws new shuffles and augmentations rather than replaying epoch 0's.
+    run_seed = seed + state.get("epochs_done", 0)
+    keras.utils.set_random_seed(run_seed)
 
     samples = list_samples(data, labels_map)
     skipped = find_unreadable(samples.paths)
@@ -684,7 +686,7 @@ def _train(settings):
     val_weights = np.array([weight_table.get(f, 1.0) for f in val_set.folders], dtype=np.float32)
 
     # Built before any mixed-precision policy: augmentation stays float32 on 0-255 values.
-    augmenter = build_augmenter(seed) if settings.augment else None
+    augmenter = build_augmenter(run_seed) if settings.augment else None
     if settings.mixed_precision:
         keras.mixed_precision.set_global_policy(mixed_precision_policy())
         log.info("mixed precision: %s", keras.mixed_precision.global_policy().name)
@@ -720,7 +722,7 @@ def _train(settings):
         tag_model.write_config(out, config)
 
     train_data = make_dataset(train_set.paths, image_size, channel_order, settings.batch_size,
-                              train_set.targets, sample_weights, augmenter, shuffle_seed=seed, skipped=skipped)
+                              train_set.targets, sample_weights, augmenter, shuffle_seed=run_seed, skipped=skipped)
     val_data = make_dataset(val_set.paths, image_size, channel_order, settings.batch_size,
                             val_set.targets, val_weights, skipped=skipped)
     extra = {"pretrained": pretrained, "seed": seed, "val_split": val_split, "best_epoch": state.get("best_epoch")}
