@@ -16,6 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from labelmap import LABELS
 from tagestimate import crawl, ndl
+from tagestimate.files import HelpFormatter
 
 _BYTE_SIZE = re.compile(r"(\d+)\s*([kmg]?)(i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
@@ -61,13 +62,6 @@ def _folder_name(text):
     return text
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows the real defaults, except None, which each help text words itself."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser():
     defaults = crawl.CrawlOptions
     parser = argparse.ArgumentParser(
@@ -75,7 +69,7 @@ def build_parser():
                     "manifest of where each came from. Tagged mode calls the NDL Lab API's randomwithfacet "
                     "for each tag; --from-metadata rebuilds the human-labelled NDL-ImageLabel set from its "
                     "index. Re-running a command only fetches what is missing.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     tagged = parser.add_argument_group("tagged mode (NDL Lab API)")
     tagged.add_argument("--tag", action="append", choices=LABELS, default=None, metavar="TAG",
