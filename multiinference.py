@@ -49,8 +49,8 @@ def build_parser():
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: OpenVINO (fp32) on a CPU when installed, TensorFlow on a GPU or otherwise")
     parser.add_argument("--overwrite", action="store_true",
-                        help="tag items again even when their output file exists (default: skip them, "
-                             "so an interrupted run resumes)")
+                        help="tag items again even when their output file exists; without it they are "
+                             "skipped, so an interrupted run resumes")
     parser.add_argument("--format", choices=sorted(FORMATS), default="json",
                         help="json: NDL's format; csv: rows of image,tag,confidence")
     parser.add_argument("--full-decode", action="store_true",

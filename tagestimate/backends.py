@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from tagestimate import quiet_tensorflow
+from tagestimate.files import sha256_file
 from tagestimate.model import open_model
 
 BACKENDS = ("auto", "openvino", "tensorflow")
@@ -31,14 +32,6 @@ def cache_dir():
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tagestimate"
     )
     return base
-
-
-def file_digest(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def openvino_available():
@@ -122,7 +115,7 @@ class OpenVINORunner:
 
     def _cached_model(self, weights_path, config, ov):
         key = hashlib.sha256()
-        key.update(file_digest(weights_path).encode())
+        key.update(sha256_file(weights_path).encode())
         key.update(json.dumps(config, sort_keys=True).encode())
         key.update(ov.__version__.encode())
         folder = os.path.join(cache_dir(), "openvino")

@@ -23,7 +23,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import threading
 import time
 
@@ -41,7 +40,6 @@ MANIFEST_FIELDS = ("id", "pid", "page", "x", "y", "w", "h", "title", "folder", "
 UNKNOWN_FOLDER = UNTAGGED_FOLDER  # defined in labelmap.py, which the trainer reads too
 IMAGE_SUFFIX = ".jpg"
 INDEX_COLUMNS = 6  # file name, label, Windows path, title, item URL, IIIF URL (ndl-api.md §3)
-_ID_PARTS = re.compile(r"(?P<pid>[0-9A-Za-z-]+(?:_[0-9A-Za-z-]+)*)_(?P<page>\d{1,7})_(?P<n>\d+)")
 
 
 class CrawlError(Exception):
@@ -126,14 +124,6 @@ class Job:
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Manifest:
@@ -228,12 +218,12 @@ class Manifest:
 
     def _adopt(self, folder, image_id):
         path = self.image_path(folder, image_id)
-        parts = _ID_PARTS.fullmatch(image_id)
+        parts = files.NDL_NAME.fullmatch(image_id)
         stat = os.stat(path)
         return {field: "" for field in MANIFEST_FIELDS} | {
             "id": image_id, "folder": folder,
             "pid": parts["pid"] if parts else "", "page": str(int(parts["page"])) if parts else "",
-            "sha256": _sha256_file(path), "bytes": str(stat.st_size),
+            "sha256": files.sha256_file(path), "bytes": str(stat.st_size),
             "time": datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
         }
 

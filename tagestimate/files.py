@@ -1,11 +1,24 @@
-"""Small shared helpers: atomic file writes and the command-line help formatter."""
+"""Small shared helpers: atomic writes, file hashes, NDL file names, the help formatter."""
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import uuid
 
 TEMP_SUFFIX = ".part"
+# NDL's crop names: {pid}_{frame}_{n}, the n-th illustration of page (frame) of item pid.
+NDL_NAME = re.compile(r"(?P<pid>[0-9A-Za-z-]+(?:_[0-9A-Za-z-]+)*)_(?P<page>\d{1,7})_(?P<n>\d+)")
+
+
+def sha256_file(path, chunk=1 << 20):
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path, data):

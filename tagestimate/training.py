@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import threading
 import warnings
 from collections import Counter
@@ -30,7 +29,7 @@ import labelmap as labelmap_module
 from labelmap import LABELS, UNTAGGED_FOLDER, LabelMapError
 from tagestimate import model as tag_model
 from tagestimate import quiet_tensorflow
-from tagestimate.files import write_atomic, write_json
+from tagestimate.files import NDL_NAME, write_atomic, write_json
 from tagestimate.images import ImageError, is_image_name, list_images, load_image
 
 quiet_tensorflow()
@@ -58,7 +57,6 @@ TRAIN, VAL = "train", "val"
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 MIN_TUNING_SUPPORT = 10
 # NDL crop names: pid, frame, n-th crop. Numeric pids have no '_'; the crawler allows ids that do.
-_NDL_NAME = re.compile(r"(?P<pid>.+)_\d{1,7}_\d+")
 
 
 class TrainingError(ValueError):
@@ -111,7 +109,7 @@ class Samples:
 def item_id(path):
     """The item (book) id of an NDL crop `{pid}_{frame}_{n}.jpg`; else the name up to the first '_'."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    match = _NDL_NAME.fullmatch(stem)
+    match = NDL_NAME.fullmatch(stem)
     return match["pid"] if match else stem.split("_", 1)[0]
 
 
