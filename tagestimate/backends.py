@@ -28,10 +28,9 @@ class BackendError(RuntimeError):
 
 
 def cache_dir():
-    base = os.environ.get("TAGESTIMATE_CACHE") or os.path.join(
+    return os.environ.get("TAGESTIMATE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tagestimate"
     )
-    return base
 
 
 def openvino_available():
@@ -72,14 +71,12 @@ def choose_backend(requested):
 class TensorFlowRunner:
     """Keras model behind one traced function (no retracing per batch size)."""
 
-    name = "tensorflow"
-
     def __init__(self, weights_path):
         quiet_tensorflow()
         import tensorflow as tf
 
-        self.model, self.config, self.kind = open_model(weights_path)
-        size = self.config["image_size"]
+        self.model, config, _ = open_model(weights_path)
+        size = config["image_size"]
         self._predict = tf.function(
             lambda batch: self.model(batch, training=False),
             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
@@ -93,18 +90,12 @@ class TensorFlowRunner:
 class OpenVINORunner:
     """OpenVINO CPU runner; parallel streams through an async queue, fp32 throughout."""
 
-    name = "openvino"
-
-    def __init__(self, weights_path, config, threads=None):
+    def __init__(self, weights_path, config):
         import openvino as ov
 
-        self.config = config
-        self.core = ov.Core()
         xml_path = self._cached_model(weights_path, config, ov)
         properties = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
-        if threads:
-            properties["INFERENCE_NUM_THREADS"] = int(threads)
-        compiled = self.core.compile_model(xml_path, "CPU", properties)
+        compiled = ov.Core().compile_model(xml_path, "CPU", properties)
         self.queue = ov.AsyncInferQueue(compiled, 0)
         self.output = compiled.output(0)
         self._results = {}

@@ -90,30 +90,28 @@ def load_batches(images, size, channel_order, batch_size, workers, draft=True):
             return error
 
     window = max(2 * batch_size, 4 * workers)
+    batch = []
+    for entry in _in_order(images, load, workers, window):
+        batch.append(entry)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _in_order(images, load, workers, window):
+    """(item, key, path, load(path)) for each image, in order, at most `window` in flight."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending = collections.deque()
-        batch = []
-        iterator = iter(images)
-        for entry in iterator:
+        for entry in images:
             pending.append((entry, pool.submit(load, entry[2])))
-            if len(pending) < window:
-                continue
-            batch.append(_finish(pending.popleft()))
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
+            if len(pending) >= window:
+                (item, key, path), future = pending.popleft()
+                yield item, key, path, future.result()
         while pending:
-            batch.append(_finish(pending.popleft()))
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-
-def _finish(pending_entry):
-    (item, key, path), future = pending_entry
-    return item, key, path, future.result()
+            (item, key, path), future = pending.popleft()
+            yield item, key, path, future.result()
 
 
 class Tagger:
@@ -147,11 +145,14 @@ class Tagger:
         bar = tqdm(total=len(flat), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         size, order = self.config["image_size"], self.config["channel_order"]
         for batch in load_batches(flat, size, order, self.batch_size, self.workers, self.draft):
-            good = [entry for entry in batch if not isinstance(entry[3], ImageError)]
-            for name, key, path, result in batch:
+            good = []
+            for entry in batch:
+                name, _, path, result = entry
                 if isinstance(result, ImageError):
                     errors.append((name, path, result.reason))
                     tqdm.write(f"skipped {path}: {result.reason}", file=sys.stderr)
+                else:
+                    good.append(entry)
             if good:
                 probabilities = self.runner.predict(np.stack([entry[3] for entry in good]).astype(np.float32))
                 for (name, key, _, _), values in zip(good, probabilities):

@@ -169,11 +169,17 @@ def _set_imagenet_normalization(layer, values):
 
 
 def legacy_output_count(path):
-    """Number of outputs of a legacy file's last Dense layer (dense_2), or None."""
-    stored = read_legacy_weights(path)
-    if "dense_2" in stored:
-        return int(stored["dense_2"][-1].shape[0])
-    return None
+    """Number of outputs of a legacy file's last Dense layer (dense_2), or None.
+
+    Reads only that layer's shapes: describe_weights runs before every load.
+    """
+    with h5py.File(path, "r") as handle:
+        group_root = handle["model_weights"] if "model_weights" in handle else handle
+        if "dense_2" not in group_root:
+            return None
+        group = group_root["dense_2"]
+        names = [_decode(n) for n in group.attrs.get("weight_names", [])]
+        return int(group[names[-1]].shape[0]) if names else None
 
 
 def load_imagenet_weights(model, image_size):

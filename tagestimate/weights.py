@@ -21,17 +21,15 @@ def keras_cache_dir():
 
 
 def local_candidates():
-    """Files tried, in order, when --weights is not given."""
-    seen, paths = set(), []
-    for folder in (os.getcwd(), PROJECT_ROOT):
-        for relative in (NDL_WEIGHTS_NAME, TRAINED_WEIGHTS):
+    """Files tried, in order, when --weights is not given: NDL's file where the original
+    told users to put it (current folder, then the project's), then this project's weights."""
+    paths = []
+    for relative in (NDL_WEIGHTS_NAME, TRAINED_WEIGHTS):
+        for folder in (os.getcwd(), PROJECT_ROOT):
             path = os.path.abspath(os.path.join(folder, relative))
-            if path not in seen:
-                seen.add(path)
+            if path not in paths:
                 paths.append(path)
-    # Current folder first for each kind: NDL's file where the original told users to put it,
-    # then this project's trained weights.
-    return sorted(paths, key=lambda p: (not p.endswith(NDL_WEIGHTS_NAME), paths.index(p)))
+    return paths
 
 
 def resolve_weights(path=None, url=None, download=True, timeout=60):
