@@ -1,0 +1,220 @@
+"""Mutation testing of the modules where a silent bug costs users most (a developer tool, not CI).
+
+    pip install "mutmut>=3.8,<4"
+    python bench/mutation.py                    # every module below, one after the other
+    python bench/mutation.py results files      # some of them
+    python bench/mutation.py labels --show      # also print the diff of each surviving mutant
+    python bench/mutation.py --list             # the modules, their functions and tests
+
+For each module this copies the working tree (without .git, .venv, data) into a private folder
+(default /tmp/tagestimate-mutation/<module>), writes mutmut's setup.cfg there, and runs
+`mutmut run` on that module's functions with only that module's fast tests (no model fits),
+so nothing in the checkout is touched. Each mutant is a small change to one function
+(a flipped comparison, a changed constant, a dropped argument...); "killed" means a test went
+red. Survivors listed in EQUIVALENT (with the reason) cannot change behaviour and are left
+out of the score; the score is killed / (total - equivalent). Exit status 1 when a module
+is below 90 %.
+"""
+
+import argparse
+import dataclasses
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_SCORE = 90.0
+# Paths never copied into the private tree: big, generated, or mutmut's own output.
+IGNORED = {".git", ".venv", ".ci-venv", "mutants", "__pycache__", ".pytest_cache", "datasetpdm", "output",
+           "weights_pdm_multi", "input"}
+
+
+@dataclasses.dataclass
+class Target:
+    source: str  # the file to mutate, relative to the repository root
+    functions: list  # mutmut's mangled names: "x_name" for functions, "xǁClassǁmethod" for methods
+    tests: list  # pytest arguments: test files, then optionally "-k", "expression"
+    about: str = ""
+
+
+MODULES = {
+    "images": Target("tagestimate/images.py", ["*"],
+                     ["tests/test_images.py", "tests/test_images_mutants.py"],
+                     "listing and loading images (every pixel the model sees)"),
+    "results": Target("tagestimate/results.py", ["*"], ["tests/test_results.py"],
+                      "thresholds, tags above them, NDL JSON and CSV output"),
+    "files": Target("tagestimate/files.py", ["*"], ["tests/test_files.py"],
+                    "atomic writes, file hashes, NDL names, help formatter"),
+    "labels": Target("labelmap.py", ["*"], ["tests/test_labelmap.py"],
+                     "the label table, label map loading and validation, its CLI"),
+    "split_metrics": Target("tagestimate/training.py",
+                            ["x_item_id", "x_list_samples", "x__is_utf8", "x_shown_path", "x__quick_check",
+                             "x_find_unreadable", "x_split_samples", "x_write_split", "x_write_predictions",
+                             "x_folder_weights", "x_evaluate", "x_tune_thresholds", "x__split_summary",
+                             "x_format_summary", "xǁSamplesǁsubset"],
+                            ["tests/test_split_metrics.py"],
+                            "data listing, grouped split, folder weights, F1 and threshold tuning"),
+    "resume": Target("tagestimate/training.py",
+                     ["x_read_json", "x_prepare_output", "x__clear_run", "x_read_split", "x_save_weights_atomic",
+                      "xǁ_SaveBestǁon_epoch_end", "xǁ_SaveStateǁon_epoch_end"],
+                     ["tests/test_split_metrics.py"],
+                     "--resume/--overwrite checks, state.json, split.csv re-reading, weight checkpoints"),
+    "manifest": Target("tagestimate/crawl.py", ["xǁManifestǁ*"], ["tests/test_manifest.py"],
+                       "the crawler's manifest.csv and its reconciliation with the folders"),
+}
+
+# Survivors judged equivalent: (module, mutant name, a fragment of the mutated code that must still
+# be in the mutant's diff, reason). The fragment guards against mutmut renumbering the mutants
+# after a code change: when it no longer matches, the survivor counts against the score again.
+EQUIVALENT = [
+    ("results", "tagestimate.results.x_item_json__mutmut_5", "ensure_ascii=None)}: {json",
+     "ensure_ascii=None is falsy, the same as False"),
+    ("results", "tagestimate.results.x_item_json__mutmut_10", "ensure_ascii=None)}\"",
+     "ensure_ascii=None is falsy, the same as False"),
+]
+
+
+def module_prefix(target):
+    return os.path.splitext(target.source)[0].replace("/", ".") + "."
+
+
+def patterns(target):
+    return [module_prefix(target) + f + "__mutmut_*" for f in target.functions]
+
+
+def copy_tree(destination):
+    def ignore(folder, names):
+        top = os.path.abspath(folder) == ROOT
+        return [n for n in names if n in {"mutants", "__pycache__", ".pytest_cache", ".git", ".venv"}
+                or (top and n in IGNORED) or n == "setup.cfg"]
+
+    if os.path.exists(destination):
+        shutil.rmtree(destination)
+    shutil.copytree(ROOT, destination, ignore=ignore, symlinks=True)
+    # tests/conftest.py finds the shared test data beside the checkout (../shared/data); the
+    # mutated copy runs from destination/mutants, so give it the same neighbour.
+    shared = os.path.join(os.path.dirname(ROOT), "shared")
+    if os.path.isdir(shared):
+        os.symlink(shared, os.path.join(destination, "shared"))
+
+
+def write_config(destination, target):
+    tests = [t for t in target.tests if not t.endswith(".py") or os.path.exists(os.path.join(ROOT, t))]
+    top_level = sorted(n for n in os.listdir(ROOT) if n.endswith(".py"))
+    lines = [
+        "[mutmut]",
+        "source_paths =\n    tagestimate/\n    labelmap.py",
+        f"only_mutate =\n    {target.source}",
+        "also_copy =\n" + "\n".join(f"    {n}" for n in top_level + ["pytest.ini"]),
+        "pytest_add_cli_args_test_selection =\n" + "\n".join(f"    {t}" for t in tests),
+        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q",
+        "timeout_multiplier = 5.0",
+        "timeout_constant = 2.0",
+        "use_git_change_detection = false",
+    ]
+    with open(os.path.join(destination, "setup.cfg"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return tests
+
+
+def collect(destination, target):
+    """{mutant name: status} for this target's functions, from mutmut's .meta file."""
+    from mutmut.stats import status_by_exit_code
+
+    with open(os.path.join(destination, "mutants", target.source + ".meta"), encoding="utf-8") as handle:
+        meta = json.load(handle)
+    wanted = patterns(target)
+    return {name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()
+            if any(fnmatch.fnmatchcase(name, p) for p in wanted)}
+
+
+def mutant_diff(destination, name, mutmut):
+    result = subprocess.run([mutmut, "show", name], cwd=destination, capture_output=True, text=True)
+    return result.stdout
+
+
+def run_module(name, target, args, mutmut):
+    destination = os.path.join(args.workdir, name)
+    copy_tree(destination)
+    tests = write_config(destination, target)
+    started = time.monotonic()
+    command = [mutmut, "run", "--max-children", str(args.jobs), *patterns(target)]
+    print(f"== {name}: mutating {target.source} ({', '.join(target.functions)}) with {' '.join(tests)}",
+          flush=True)
+    try:
+        completed = subprocess.run(command, cwd=destination, capture_output=True, text=True,
+                                   timeout=args.timeout)
+        log = completed.stdout + completed.stderr
+    except subprocess.TimeoutExpired as error:
+        log = f"timed out after {args.timeout} s\n{error.stdout or ''}"
+    with open(os.path.join(destination, "mutmut.log"), "w", encoding="utf-8") as handle:
+        handle.write(log if isinstance(log, str) else log.decode())
+    try:
+        statuses = collect(destination, target)
+    except FileNotFoundError:
+        print(f"   mutmut produced no results; see {destination}/mutmut.log", flush=True)
+        return None
+    killed = [m for m, s in statuses.items() if s in ("killed", "timeout", "caught by type check")]
+    other = sorted(m for m, s in statuses.items() if m not in killed)
+    equivalent, survivors = [], []
+    for mutant in other:
+        known = [e for e in EQUIVALENT if e[0] == name and e[1] == mutant]
+        diff = mutant_diff(destination, mutant, mutmut) if (known or args.show) else ""
+        added = "\n".join(line for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++"))
+        if known and statuses[mutant] == "survived" and known[0][2] in added:
+            equivalent.append((mutant, known[0][3]))
+        else:
+            survivors.append((mutant, statuses[mutant], diff))
+    scored = len(statuses) - len(equivalent)
+    score = 100.0 * len(killed) / scored if scored else 100.0
+    print(f"   {len(statuses)} mutants: {len(killed)} killed, {len(survivors)} survived, "
+          f"{len(equivalent)} equivalent; score {score:.1f} % of non-equivalent "
+          f"({time.monotonic() - started:.0f} s)", flush=True)
+    for mutant, status, diff in survivors:
+        print(f"   {status}: {mutant}")
+        if args.show and diff:
+            print("      " + diff.strip().replace("\n", "\n      "))
+    if args.show:
+        for mutant, reason in equivalent:
+            print(f"   equivalent: {mutant}: {reason}")
+    return dict(module=name, total=len(statuses), killed=len(killed), survived=len(survivors),
+                equivalent=len(equivalent), score=round(score, 1))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of {', '.join(MODULES)} (default: all)")
+    parser.add_argument("--workdir", default="/tmp/tagestimate-mutation",
+                        help="where the private copies are made (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default: %(default)s)")
+    parser.add_argument("--timeout", type=int, default=1800,
+                        help="seconds allowed per module (default: %(default)s)")
+    parser.add_argument("--show", action="store_true", help="print the diff of each survivor")
+    parser.add_argument("--list", action="store_true", help="list the modules and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, target in MODULES.items():
+            print(f"{name:14} {target.source}: {target.about}\n{'':14} functions {', '.join(target.functions)}"
+                  f"\n{'':14} tests {' '.join(target.tests)}")
+        return 0
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    mutmut = shutil.which("mutmut") or os.path.join(os.path.dirname(sys.executable), "mutmut")
+    if not os.path.exists(mutmut):
+        sys.exit('error: mutmut is not installed; run pip install "mutmut>=3.8,<4" in this environment')
+    rows = [run_module(name, MODULES[name], args, mutmut) for name in (args.modules or MODULES)]
+    print(f"\n{'module':14} {'total':>6} {'killed':>6} {'survived':>8} {'equiv':>6} {'score':>7}")
+    for row in rows:
+        if row:
+            print(f"{row['module']:14} {row['total']:>6} {row['killed']:>6} {row['survived']:>8} "
+                  f"{row['equivalent']:>6} {row['score']:>6.1f}%")
+    return 0 if all(row and row["score"] >= TARGET_SCORE for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Output formats and thresholds (tagestimate/results.py): pure functions, exact expected text."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from tagestimate.results import FORMATS, item_csv, item_json, natural_key, tags_above, thresholds_for
+
+
+def test_natural_key_puts_page_2_before_page_10():
+    names = ["1054192_10_0", "1054192_2_1", "1054192_2_0", "999_1_0", "1054192_1_0"]
+    assert sorted(names, key=natural_key) == ["999_1_0", "1054192_1_0", "1054192_2_0", "1054192_2_1", "1054192_10_0"]
+    assert sorted(["a10b", "b1", "a9c", "a10a"], key=natural_key) == ["a9c", "a10a", "a10b", "b1"]
+    # names that differ only in leading zeros still get one order, whatever the listing order
+    assert sorted(["p1", "p01"], key=natural_key) == sorted(["p01", "p1"], key=natural_key)
+
+
+def test_natural_key_sorts_any_unicode_name_without_error():
+    # '①' and '²' are str.isdigit() but not int(); full-width digits are decimal and may sort as numbers.
+    names = ["p①.jpg", "p²_3.jpg", "p１０.jpg", "p２.jpg", "写真_2.jpg", "写真_10.jpg", "p3.jpg"]
+    ordered = sorted(names, key=natural_key)
+    assert sorted(ordered) == sorted(names)
+    assert ordered.index("写真_2.jpg") < ordered.index("写真_10.jpg")
+
+
+def test_thresholds_override_model_json_then_default():
+    config = {"labels": ["a", "b", "c"], "thresholds": {"a": 0.7, "b": 0.2}, "default_threshold": 0.3}
+    assert thresholds_for(config) == [0.7, 0.2, 0.3]
+    assert thresholds_for(config, override="0.55") == [0.55, 0.55, 0.55]
+    assert thresholds_for(config, override=0) == [0.0, 0.0, 0.0]  # 0 is a threshold, not "no override"
+    assert thresholds_for({"labels": ["a", "b"]}) == [0.4, 0.4]
+    assert thresholds_for({"labels": ["a"], "thresholds": None, "default_threshold": 0.6}) == [0.6]
+    assert all(type(t) is float for t in thresholds_for({"labels": ["a"], "thresholds": {"a": 1}}))
+
+
+def test_tags_above_is_strict_rounds_and_keeps_label_order():
+    labels = ["graphic", "picture", "stamp"]
+    result = tags_above([0.5, 0.81234, 0.4], labels, [0.5, 0.8, 0.3])
+    assert result == [{"tag": "picture", "confidence": 0.812}, {"tag": "stamp", "confidence": 0.4}]
+    assert type(result[0]["confidence"]) is float
+    assert tags_above([0.1, 0.2, 0.3], labels, [0.5, 0.5, 0.5]) == []
+
+
+TAGS = {
+    "1054192_10_0": [{"tag": "picture", "confidence": 0.9}],
+    "1054192_2_0": [],
+    "写真_1": [{"tag": "stamp", "confidence": 0.5}, {"tag": "graphic", "confidence": 0.45}],
+}
+
+
+def test_item_json_is_ndl_format_one_image_per_line_in_page_order():
+    text = item_json(TAGS)
+    assert text == (
+        '{\n'
+        '"1054192_2_0": [],\n'
+        '"1054192_10_0": [{"tag": "picture", "confidence": 0.9}],\n'
+        '"写真_1": [{"tag": "stamp", "confidence": 0.5}, {"tag": "graphic", "confidence": 0.45}]\n'
+        '}\n'
+    )
+    assert json.loads(text) == TAGS
+    assert item_json({}) == "{}\n" and json.loads(item_json({})) == {}
+    # a label map's own labels may be Japanese: written as text, not \uXXXX escapes
+    assert item_json({"a": [{"tag": "挿絵", "confidence": 0.5}]}) == '{\n"a": [{"tag": "挿絵", "confidence": 0.5}]\n}\n'
+
+
+def test_item_csv_has_one_row_per_tag_and_an_empty_row_for_untagged_images():
+    text = item_csv(TAGS)
+    assert text == (
+        "image,tag,confidence\n"
+        "1054192_2_0,,\n"
+        "1054192_10_0,picture,0.9\n"
+        "写真_1,stamp,0.5\n"
+        "写真_1,graphic,0.45\n"
+    )
+    assert item_csv({}) == "image,tag,confidence\n"
+    rows = list(csv.reader(io.StringIO(item_csv({'a,"b"': [{"tag": "x", "confidence": 1.0}]}))))
+    assert rows[1] == ['a,"b"', "x", "1.0"]  # names with commas and quotes survive
+
+
+@pytest.mark.parametrize("name", ["json", "csv"])
+def test_formats_table_names_the_writers(name):
+    assert FORMATS[name] is {"json": item_json, "csv": item_csv}[name]
