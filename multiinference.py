@@ -13,7 +13,7 @@ import os
 import sys
 
 from tagestimate.backends import BACKENDS, BackendError, choose_backend, make_runner
-from tagestimate.files import HelpFormatter
+from tagestimate.files import HelpFormatter, printable_path
 from tagestimate.images import IMAGE_EXTENSIONS
 from tagestimate.model import DEFAULT_THRESHOLD, WeightsError, describe_weights
 from tagestimate.results import FORMATS
@@ -69,8 +69,31 @@ def check_arguments(parser, args):
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         parser.error(f"--threshold must be in [0, 1), not {args.threshold}")
     if not os.path.isdir(args.inputpath):
-        parser.exit(2, f"error: input folder {args.inputpath} does not exist; put item folders of "
-                       "images there or pass --inputpath\n")
+        parser.exit(2, f"error: input folder {printable_path(args.inputpath)} does not exist; put item folders "
+                       "of images there or pass --inputpath\n")
+    problem = output_folder_problem(args.outputpath)
+    if problem:
+        parser.exit(2, f"error: {problem}; pass --outputpath a folder you can write to\n")
+
+
+def output_folder_problem(folder):
+    """Why `folder` cannot take the output (None if it can), found before any model work.
+
+    Creates the folder and writes a probe file in it: permission bits alone do not tell
+    (root ignores them; a read-only mount or /proc refuses even root).
+    """
+    import tempfile
+
+    shown = printable_path(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"output folder {shown} is an existing file, not a folder"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        return f"cannot write in output folder {shown} ({error.strerror or error})"
+    return None
 
 
 def main(argv=None):
@@ -80,29 +103,43 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    output = printable_path(args.outputpath)
     items, duplicates = find_items(args.inputpath)
     if not items:
-        print(f"no images found in {args.inputpath}; put one folder of images per item there", file=sys.stderr)
+        print(f"no images found in {printable_path(args.inputpath)}; put one folder of images per item there",
+              file=sys.stderr)
         return 1
     try:
         weights = resolve_weights(args.weights, args.weights_url)
         config, kind = describe_weights(weights)
         backend = choose_backend(args.backend)
         runner = make_runner(backend, weights, config)
+        logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
+                     len(config["labels"]), config["image_size"], config["channel_order"])
+        tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size,
+                        workers=args.workers, draft=not args.full_decode)
+        summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
+                             progress=not args.quiet, errors=duplicates)
     except (WeightsError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    logging.info("weights %s (%s), backend %s, %d labels, %d px %s",
-                 weights, kind, backend, len(config["labels"]), config["image_size"], config["channel_order"])
-    tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size, workers=args.workers,
-                    draft=not args.full_decode)
-    summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
-                         progress=not args.quiet, errors=duplicates)
-    skipped = f"{summary['skipped_images']} files skipped"
-    if summary["skipped_images"]:
-        skipped += f" (see {os.path.join(args.outputpath, ERRORS_NAME)})"
-    print(f"{summary['images']} images tagged in {summary['items']} items, {skipped}, "
-          f"{summary['skipped_items']} items already done; {summary['images_per_second']:.1f} images/s")
+    except KeyboardInterrupt:
+        print("interrupted before any image was tagged; run the same command again", file=sys.stderr)
+        return 130
+    errors_note = f" (see {os.path.join(output, ERRORS_NAME)})" if summary["skipped_images"] else ""
+    if summary["interrupted"]:
+        print(f"interrupted: {summary['finished_items']} of {summary['items']} items finished "
+              f"({summary['images']} images tagged) in {output}{errors_note}; run the same command again "
+              "to tag the rest", file=sys.stderr)
+        return 130
+    if not summary["items"]:
+        skipped = f" ({summary['skipped_images']} files skipped{errors_note})" if summary["skipped_images"] else ""
+        print(f"{summary['skipped_items']} items already done in {output}, nothing to tag{skipped}; "
+              "pass --overwrite to tag them again")
+        return 0
+    print(f"{summary['images']} images tagged in {summary['items']} items, {summary['skipped_images']} files "
+          f"skipped{errors_note}, {summary['skipped_items']} items already done; "
+          f"{summary['images_per_second']:.1f} images/s")
     if summary["attempted"] and not summary["images"]:
         print("error: none of the files could be read as images", file=sys.stderr)
         return 1

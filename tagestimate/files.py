@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, file hashes, NDL file names, the help formatter."""
+"""Small shared helpers: atomic writes, printable paths, file hashes, NDL file names, the help formatter."""
 
 import argparse
 import hashlib
@@ -21,6 +21,24 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
+def printable_path(path):
+    """`path` (str or bytes) as text that can always be printed and written into JSON.
+
+    Bytes that are not UTF-8 (kept by Python as lone surrogates in str paths) are shown as
+    backslash escapes (b"\\x83" -> "\\x83") instead of raising UnicodeEncodeError later.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def temporary_path(path):
+    """A hidden, unique name beside `path` for writing it before the final rename.
+
+    Unique per call, so two processes writing the same file never share a temporary file.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+
+
 def write_atomic(path, data):
     """Make `path` hold `data` (str or bytes), visible only once complete and fsynced.
 
@@ -29,8 +47,7 @@ def write_atomic(path, data):
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
-    folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+    temporary = temporary_path(path)
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(descriptor, "wb") as handle:

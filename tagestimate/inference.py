@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tagestimate.images import ImageError, is_image_name, is_utf8_name, list_images, load_image
-from tagestimate.files import write_atomic
+from tagestimate.files import printable_path, write_atomic
 from tagestimate.results import FORMATS, natural_key, thresholds_for, tags_above
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ def find_items(input_dir):
 
     An image's key is its path relative to its item folder, without extension.
     Returns (items, problems): problems are (item, path, reason) for files or folders left
-    out (two images with one key, names that are not UTF-8, item names that would collide).
+    out (two images with one key, names that are not UTF-8, item names that would collide),
+    with item and path made printable.
     """
     items, problems = [], []
     input_dir = os.path.abspath(input_dir)
@@ -40,16 +41,17 @@ def find_items(input_dir):
     for name, root, paths in groups:
         reason = _item_name_problem(name, taken)
         if reason:
-            problems += [(_printable(name), _printable(path), reason) for path in paths]
+            problems += [(printable_path(name), printable_path(path), reason) for path in paths]
             continue
         taken.add(name)
         seen, images = {}, []
         for path in paths:
             key = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
             if not is_utf8_name(key):
-                problems.append((name, _printable(path), "file name is not valid UTF-8; rename the file"))
+                problems.append((name, printable_path(path), "file name is not valid UTF-8; rename the file"))
             elif key in seen:
-                problems.append((name, path, f"same name as {seen[key]} without extension; rename one"))
+                problems.append((name, printable_path(path),
+                                 f"same name as {printable_path(seen[key])} without extension; rename one"))
             else:
                 seen[key] = path
                 images.append((key, path))
@@ -67,11 +69,6 @@ def _item_name_problem(name, taken):
         return (f"loose images in the input folder would share the output file of the sub-folder {name!r}; "
                 "move them into a sub-folder")
     return None
-
-
-def _printable(path):
-    """A path for messages and JSON: undecodable bytes shown as escapes, never a crash."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def output_path(output_dir, item_name, output_format):
@@ -102,7 +99,8 @@ def load_batches(images, size, channel_order, batch_size, workers, draft=True):
 
 def _in_order(images, load, workers, window):
     """(item, key, path, load(path)) for each image, in order, at most `window` in flight."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    try:
         pending = collections.deque()
         for entry in images:
             pending.append((entry, pool.submit(load, entry[2])))
@@ -112,6 +110,9 @@ def _in_order(images, load, workers, window):
         while pending:
             (item, key, path), future = pending.popleft()
             yield item, key, path, future.result()
+    finally:
+        # On Ctrl-C (or the consumer stopping early) loads not yet started are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Tagger:
@@ -127,73 +128,114 @@ class Tagger:
         self.draft = draft
 
     def run(self, items, output_dir, output_format="json", overwrite=False, progress=True, errors=()):
-        """Tag items; returns a summary dict. Items already in output_dir are skipped unless overwrite."""
+        """Tag items; returns a summary dict. Items already in output_dir are skipped unless overwrite.
+
+        Ctrl-C stops the run between two images: what is finished stays written (errors.json
+        included) and the summary says "interrupted"; a rerun tags the rest.
+        """
         from tqdm import tqdm
 
         os.makedirs(output_dir, exist_ok=True)
         todo = [item for item in items if overwrite or not os.path.exists(output_path(output_dir, item.name, output_format))]
-        skipped_items = len(items) - len(todo)
         flat = [(item.name, key, path) for item in todo for key, path in item.images]
         remaining = collections.Counter(name for name, _, _ in flat)
-        tags = collections.defaultdict(dict)
-        processed = {item.name for item in todo}
+        todo_names = {item.name for item in todo}
         # Problems of items skipped as done were recorded by the run that tagged them.
-        skipped_names = {item.name for item in items} - processed
-        errors = [error for error in errors if error[0] not in skipped_names]
-        read = 0
+        skipped_names = {item.name for item in items} - todo_names
+        problems = [error for error in errors if error[0] not in skipped_names]
+        for _, path, reason in problems:
+            tqdm.write(f"skipped {printable_path(path)}: {reason}", file=sys.stderr)
+        pending = collections.defaultdict(list)  # errors of items still being tagged
+        for error in problems:
+            if error[0] in todo_names:
+                pending[error[0]].append(error)
+        error_log = ErrorLog(output_dir)
+        error_log.finish({error[0] for error in problems} - todo_names,
+                   [error for error in problems if error[0] not in todo_names])
+        summary = {"images": 0, "items": len(todo), "finished_items": 0, "skipped_images": len(problems),
+                   "skipped_items": len(items) - len(todo), "attempted": len(flat), "seconds": 0.0,
+                   "images_per_second": 0.0, "interrupted": False}
+        if not todo:
+            return summary
+        tags = collections.defaultdict(dict)
         started = time.perf_counter()
         bar = tqdm(total=len(flat), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         size, order = self.config["image_size"], self.config["channel_order"]
-        for batch in load_batches(flat, size, order, self.batch_size, self.workers, self.draft):
-            good = []
-            for entry in batch:
-                name, _, path, result = entry
-                if isinstance(result, ImageError):
-                    errors.append((name, path, result.reason))
-                    tqdm.write(f"skipped {path}: {result.reason}", file=sys.stderr)
-                else:
-                    good.append(entry)
-            if good:
-                probabilities = self.runner.predict(np.stack([entry[3] for entry in good]).astype(np.float32))
-                for (name, key, _, _), values in zip(good, probabilities):
-                    tags[name][key] = tags_above(values, self.labels, self.thresholds)
-                read += len(good)
-            for name, _, _, _ in batch:
-                remaining[name] -= 1
-                if remaining[name] == 0:
-                    self._write(output_dir, name, tags.pop(name, {}), output_format)
-            bar.update(len(batch))
-        bar.close()
-        elapsed = time.perf_counter() - started
-        write_errors(output_dir, errors, processed | {error[0] for error in errors})
-        return {
-            "images": read,
-            "items": len(todo),
-            "skipped_images": len(errors),
-            "skipped_items": skipped_items,
-            "attempted": len(flat),
-            "seconds": elapsed,
-            "images_per_second": read / elapsed if elapsed > 0 else 0.0,
-        }
+        batches = load_batches(flat, size, order, self.batch_size, self.workers, self.draft)
+        try:
+            for batch in batches:
+                good = []
+                for entry in batch:
+                    name, _, path, result = entry
+                    if isinstance(result, ImageError):
+                        pending[name].append((name, printable_path(path), result.reason))
+                        summary["skipped_images"] += 1
+                        tqdm.write(f"skipped {printable_path(path)}: {result.reason}", file=sys.stderr)
+                    else:
+                        good.append(entry)
+                if good:
+                    probabilities = self.runner.predict(np.stack([entry[3] for entry in good]).astype(np.float32))
+                    for (name, key, _, _), values in zip(good, probabilities):
+                        tags[name][key] = tags_above(values, self.labels, self.thresholds)
+                    summary["images"] += len(good)
+                for name, _, _, _ in batch:
+                    remaining[name] -= 1
+                    if remaining[name] == 0:
+                        # errors.json first: if the run stops between the two writes, the item
+                        # has no output yet, so the next run tags it again and replaces its errors.
+                        error_log.finish({name}, pending.pop(name, []))
+                        self._write(output_dir, name, tags.pop(name, {}), output_format)
+                        summary["finished_items"] += 1
+                bar.update(len(batch))
+            error_log.write()
+        except KeyboardInterrupt:
+            summary["interrupted"] = True
+        finally:
+            batches.close()
+            bar.close()
+        summary["seconds"] = time.perf_counter() - started
+        if summary["seconds"] > 0:
+            summary["images_per_second"] = summary["images"] / summary["seconds"]
+        return summary
 
     def _write(self, output_dir, name, tags_by_key, output_format):
         write_atomic(output_path(output_dir, name, output_format), FORMATS[output_format](tags_by_key))
 
 
-def write_errors(output_dir, errors, processed_items):
-    """Merge this run's errors into errors.json; entries of items not re-run are kept."""
-    path = os.path.join(output_dir, ERRORS_NAME)
-    kept = []
-    if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                kept = [e for e in json.load(handle) if e.get("item") not in processed_items]
-        except (OSError, ValueError, AttributeError, TypeError):
-            kept = []
-    entries = kept + [{"item": item, "path": path_, "reason": reason} for item, path_, reason in errors]
-    if not entries:
-        if os.path.exists(path):
-            os.unlink(path)
-        return
-    entries.sort(key=lambda e: (natural_key(e["item"]), natural_key(e["path"])))
-    write_atomic(path, json.dumps(entries, ensure_ascii=False, indent=1) + "\n")
+class ErrorLog:
+    """errors.json, rewritten atomically as items finish.
+
+    Entries of items this run has not (yet) finished are kept from the existing file, so
+    after Ctrl-C it holds the errors of every finished item, and of earlier runs' items.
+    """
+
+    def __init__(self, output_dir):
+        self.path = os.path.join(output_dir, ERRORS_NAME)
+        self.old = []
+        if os.path.exists(self.path):
+            try:
+                with open(self.path, encoding="utf-8") as handle:
+                    self.old = [entry for entry in json.load(handle) if isinstance(entry, dict)]
+            except (OSError, ValueError, TypeError):
+                self.old = []
+        self.new = []
+        self.replaced = set()
+
+    def finish(self, item_names, errors):
+        """The items' entries become `errors`; the file is rewritten when that changes it."""
+        changed = bool(errors) or any(entry.get("item") in item_names - self.replaced for entry in self.old)
+        self.replaced |= set(item_names)
+        self.new += errors
+        if changed:
+            self.write()
+
+    def write(self):
+        entries = [entry for entry in self.old if entry.get("item") not in self.replaced]
+        entries += [{"item": printable_path(item), "path": printable_path(path), "reason": printable_path(reason)}
+                    for item, path, reason in self.new]
+        if not entries:
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+            return
+        entries.sort(key=lambda e: (natural_key(str(e.get("item"))), natural_key(str(e.get("path")))))
+        write_atomic(self.path, json.dumps(entries, ensure_ascii=False, indent=1) + "\n")

@@ -6,9 +6,20 @@ import json
 import re
 
 
+DIGITS = re.compile(r"(\d+)")  # runs of decimal digits (Nd) in any script; int() reads them all
+
+
 def natural_key(text):
-    """Sort key that puts page 2 before page 10 ("1054192_2_0" < "1054192_10_0")."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+    """Sort key that puts page 2 before page 10 ("1054192_2_0" < "1054192_10_0"), for any name.
+
+    Splitting on digit runs alternates text and number, so two keys compare text with text
+    and number with number, never one with the other. Characters that are digit-like but not
+    decimal (①, ², Ⅻ) stay text. The name itself breaks ties ("p01" and "p1"), so the
+    order is total and never depends on the listing order.
+    """
+    parts = DIGITS.split(text)
+    parts[1::2] = [int(run) for run in parts[1::2]]
+    return parts, text
 
 
 def thresholds_for(config, override=None):
