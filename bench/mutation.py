@@ -75,6 +75,11 @@ EQUIVALENT = [
      "ensure_ascii=None is falsy, the same as False"),
     ("results", "tagestimate.results.x_item_json__mutmut_10", "ensure_ascii=None)}\"",
      "ensure_ascii=None is falsy, the same as False"),
+    ("files", "tagestimate.files.x_write_json__mutmut_9", "ensure_ascii=None", "None is falsy, the same as False"),
+    ("files", "tagestimate.files.x_printable_path__mutmut_7", '"UTF-8"', "codec names ignore case"),
+    ("files", "tagestimate.files.x_write_atomic__mutmut_4", '"UTF-8"', "codec names ignore case"),
+    ("files", "tagestimate.files.x_write_atomic__mutmut_29", 'temporary = ""',
+     "os.path.exists('') is False, so the clean-up is skipped exactly as for None"),
 ]
 
 
