@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -88,21 +89,30 @@ class TensorFlowRunner:
 
 
 class OpenVINORunner:
-    """OpenVINO CPU runner; parallel streams through an async queue, fp32 throughout."""
+    """OpenVINO CPU runner; parallel streams through an async queue, fp32 throughout.
+
+    One predict call uses every stream of the queue, so calls from several threads are
+    served one at a time (a lock), each with its own results.
+    """
 
     def __init__(self, weights_path, config):
         import openvino as ov
 
         xml_path = self._cached_model(weights_path, config, ov)
         properties = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
-        compiled = ov.Core().compile_model(xml_path, "CPU", properties)
+        self._start(ov.Core().compile_model(xml_path, "CPU", properties))
+
+    def _start(self, compiled):
+        import openvino as ov
+
         self.queue = ov.AsyncInferQueue(compiled, 0)
         self.output = compiled.output(0)
-        self._results = {}
+        self._lock = threading.Lock()
         self.queue.set_callback(self._collect)
 
-    def _collect(self, request, index):
-        self._results[index] = request.get_tensor(self.output).data.copy()
+    def _collect(self, request, userdata):
+        results, index = userdata
+        results[index] = request.get_tensor(self.output).data.copy()
 
     def _cached_model(self, weights_path, config, ov):
         key = hashlib.sha256()
@@ -122,11 +132,13 @@ class OpenVINORunner:
         batch = np.asarray(batch, dtype=np.float32)
         jobs = max(1, len(self.queue))
         slices = [part for part in np.array_split(np.arange(len(batch)), jobs) if len(part)]
-        self._results = {}
-        for index, part in enumerate(slices):
-            self.queue.start_async({0: batch[part[0]:part[-1] + 1]}, index)
-        self.queue.wait_all()
-        return np.concatenate([self._results[i] for i in range(len(slices))])
+        results = {}
+        # wait_all waits for every request of the shared queue: one call at a time.
+        with self._lock:
+            for index, part in enumerate(slices):
+                self.queue.start_async({0: batch[part[0]:part[-1] + 1]}, (results, index))
+            self.queue.wait_all()
+        return np.concatenate([results[i] for i in range(len(slices))])
 
 
 def _convert_for_openvino(weights_path, ov, xml_path):

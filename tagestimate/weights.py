@@ -3,6 +3,7 @@
 import logging
 import os
 
+from tagestimate.files import temporary_path
 from tagestimate.model import LEGACY, WeightsError, describe_weights
 
 NDL_WEIGHTS_URL = "https://lab.ndl.go.jp/dataset/tagestimatemodel/weights_ndllabelimage.hdf5"
@@ -55,7 +56,7 @@ def download_weights(url, destination, timeout=60, max_bytes=MAX_DOWNLOAD_BYTES)
     import requests
 
     os.makedirs(os.path.dirname(destination), exist_ok=True)
-    temporary = destination + ".part"
+    temporary = temporary_path(destination)  # unique: two runs may download at once
     try:
         try:
             _stream_to_file(requests, url, temporary, timeout, max_bytes)

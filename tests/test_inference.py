@@ -17,7 +17,6 @@ from conftest import ROOT, SHARED_DATA
 from labelmap import LABELS
 from modelfiles import set_head_bias, write_legacy_weights, write_trained_weights
 from tagestimate import weights as weights_module
-from tagestimate.backends import openvino_available
 from tagestimate.model import WeightsError, build_model, describe_weights, open_model
 
 REPLICA = os.path.join(SHARED_DATA, "legacy-weights", "replica_ndllabelimage.hdf5")
@@ -94,7 +93,7 @@ def test_resume_skips_done_items_and_overwrite_redoes_them(tmp_path, constant_we
     assert list(read_json(out / "b.json")) == ["1"]
     run("--inputpath", tmp_path / "in", "--outputpath", out, "--weights", constant_weights, "--overwrite")
     assert list(read_json(out / "a.json")) == ["1"]
-    assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+    assert sorted(os.listdir(out)) == ["a.json", "b.json"]  # nothing else: no temporary file left
 
 
 def test_csv_format(tmp_path, constant_weights):
@@ -207,8 +206,11 @@ def spread_model_weights(folder, pixels):
     return path
 
 
-@pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 def test_openvino_and_tensorflow_agree(tmp_path, monkeypatch):
+    """A random-backbone 64-px model, head set so outputs spread over (0, 1), on 12 noise images.
+
+    OpenVINO is a requirement: this test fails, never skips, when it is missing.
+    """
     from tagestimate.backends import OpenVINORunner, TensorFlowRunner
     from tagestimate.images import load_image
 
@@ -368,6 +370,7 @@ def test_output_files_keep_the_usual_permissions(tmp_path, constant_weights):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(tmp_path / "out" / "item.json").st_mode & 0o777 == 0o666 & ~umask
+    assert os.listdir(tmp_path / "out") == ["item.json"]
 
 
 def test_full_decode_reads_large_jpegs_as_the_original(tmp_path):
@@ -381,3 +384,279 @@ def test_full_decode_reads_large_jpegs_as_the_original(tmp_path):
     original = cv2.resize(cv2.imread(path), (224, 224), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(load_image(path, 224, "BGR", draft=False), original)
     assert not np.array_equal(load_image(path, 224, "BGR"), original)  # the fast path differs here
+
+
+# Names as libraries write them: Japanese, Arabic-Indic and fullwidth digits, roman numerals,
+# circled numbers, superscripts and mixes of them with ASCII digits.
+UNICODE_NAMES = ["p2", "p10", "p01", "p1", "①", "1①", "①1", "第2巻", "第10巻", "Ⅻ", "ⅻ巻", "²", "x²3", "٣",
+                 "ص٢", "ص١٠", "ص2", "１２", "p①_2", "p①_10", "৩", "𝟗", "", "a", "B", "₃"]
+
+
+def test_natural_key_orders_any_name_totally():
+    from tagestimate.results import natural_key
+
+    ordered = sorted(UNICODE_NAMES, key=natural_key)  # raises TypeError/ValueError on a partial key
+    assert sorted(reversed(UNICODE_NAMES), key=natural_key) == ordered  # total: not the listing order
+    assert ordered.index("p2") < ordered.index("p10") and ordered.index("第2巻") < ordered.index("第10巻")
+    assert ordered.index("ص٢") < ordered.index("ص١٠")  # Arabic-Indic digits count as numbers too
+    assert ordered.index("p①_2") < ordered.index("p①_10")
+    assert ordered.index("p01") < ordered.index("p1")  # same number: the name decides
+    assert natural_key("1054192_2_0") < natural_key("1054192_10_0") < natural_key("1054192_10_1")
+
+
+def test_unicode_names_are_sorted_and_tagged(tmp_path, constant_weights):
+    source, out = tmp_path / "in", tmp_path / "out"
+    folders = ["①", "1①", "²", "第2巻", "٣", "Ⅻ"]
+    files = ["①", "1①", "x²", "٢", "p①_10", "p①_2", "２"]
+    for folder in folders:
+        for name in files:
+            image(source / folder / f"{name}.jpg")
+    assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 0
+    assert sorted(os.listdir(out)) == sorted(f"{folder}.json" for folder in folders)
+    for folder in folders:
+        result = read_json(out / f"{folder}.json")
+        assert list(result) == ["1①", "٢", "２", "p①_2", "p①_10", "x²", "①"]  # ٢ and ２ are 2
+        assert all(tags for tags in result.values())
+
+
+def test_documented_defaults():
+    """The README's flag table is the contract: literal values, not the parser's own constants."""
+    from tagestimate.results import thresholds_for
+
+    args = multiinference.build_parser().parse_args([])
+    assert vars(args) == {
+        "inputpath": "input", "outputpath": "output", "weights": None, "weights_url": None, "threshold": None,
+        "batch_size": 32, "workers": None, "backend": "auto", "overwrite": False, "format": "json",
+        "full_decode": False, "quiet": False,
+    }
+    assert thresholds_for({"labels": LABELS}) == [0.4] * len(LABELS)  # no --threshold, no model.json values
+    assert multiinference.DEFAULT_THRESHOLD == 0.4
+    assert weights_module.NDL_WEIGHTS_URL == \
+        "https://lab.ndl.go.jp/dataset/tagestimatemodel/weights_ndllabelimage.hdf5"
+
+
+def test_readme_lists_the_extensions_read():
+    import re
+
+    from tagestimate.images import IMAGE_EXTENSIONS
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    listed = re.search(r"Files\s+without an image extension \(`([^`]*)`\)", text).group(1).split()
+    assert sorted(listed) == sorted(IMAGE_EXTENSIONS)
+
+
+def test_csv_row_of_an_untagged_image(tmp_path, constant_weights):
+    image(tmp_path / "in" / "item" / "a.jpg")
+    run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "out", "--weights", constant_weights,
+        "--format", "csv", "--threshold", "0.999")
+    assert (tmp_path / "out" / "item.csv").read_text() == "image,tag,confidence\na,,\n"
+
+
+def test_rerun_on_finished_items_says_nothing_to_tag(tmp_path, constant_weights, capsys):
+    image(tmp_path / "in" / "a" / "1.jpg")
+    image(tmp_path / "in" / "b" / "1.jpg")
+    arguments = ["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"),
+                 "--weights", constant_weights, "--backend", "tensorflow"]
+    assert multiinference.main(arguments + ["--quiet"]) == 0
+    capsys.readouterr()
+    assert multiinference.main(arguments) == 0  # progress bar on: none must be drawn
+    captured = capsys.readouterr()
+    assert captured.out == (f"2 items already done in {tmp_path / 'out'}, nothing to tag; "
+                            "pass --overwrite to tag them again\n")
+    assert "img" not in captured.err and "images/s" not in captured.out
+
+
+def test_output_path_problems_are_found_before_loading_weights(tmp_path, capsys):
+    image(tmp_path / "in" / "item" / "a.jpg")
+    (tmp_path / "file").write_text("x")
+    cases = [(tmp_path / "file", "is an existing file, not a folder"),
+             (tmp_path / "file" / "sub", "cannot write in output folder"),
+             ("/proc/self", "cannot write in output folder")]  # exists, refuses new files even to root
+    if os.getuid() != 0:
+        (tmp_path / "locked").mkdir(mode=0o555)
+        cases.append((tmp_path / "locked", "cannot write in output folder"))
+    for out, words in cases:
+        with pytest.raises(SystemExit) as stopped:
+            multiinference.main(["--inputpath", str(tmp_path / "in"), "--outputpath", str(out),
+                                 "--weights", str(tmp_path / "missing.h5"), "--quiet"])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and words in error and str(out) in error and "--outputpath" in error
+        assert "missing.h5" not in error  # stopped before looking at the weights
+
+
+def test_non_utf8_bytes_in_input_and_output_paths(tmp_path, constant_weights, capsys):
+    source = os.path.join(str(tmp_path), os.fsdecode(b"scans\x83e"))  # Shift_JIS bytes, not UTF-8
+    out = os.path.join(str(tmp_path), os.fsdecode(b"tags\xff"))
+    image(os.path.join(source, "book", "ok.jpg"))
+    with open(os.path.join(source, "book", "empty.jpg"), "wb"):
+        pass
+    image(os.path.join(source, "loose.jpg"))  # item named after the input folder: not UTF-8
+    assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 0
+    assert read_json(os.path.join(out, "book.json")).keys() == {"ok"}
+    errors = read_json(os.path.join(out, "errors.json"))
+    assert [(e["item"], os.path.basename(e["path"])) for e in errors] == [("book", "empty.jpg"),
+                                                                           ("scans\\x83e", "loose.jpg")]
+    assert all("scans\\x83e" in e["path"] for e in errors)
+    captured = capsys.readouterr()
+    assert "tags\\xff" in captured.out and "scans\\x83e" in captured.err
+
+
+def test_listing_problems_are_printed_and_recorded(tmp_path, constant_weights, capsys):
+    source = tmp_path / "in"
+    image(source / "book" / "a.jpg")
+    image(source / "book" / "a.png")  # two files, one stem
+    image(os.path.join(str(source / "book"), os.fsdecode(b"\x83e.jpg")))  # not UTF-8
+    image(source / "errors" / "1.jpg")  # would overwrite errors.json
+    image(source / "in" / "sub.jpg")
+    image(source / "loose.jpg")  # loose images form item "in", as does the sub-folder "in"
+    assert run("--inputpath", source, "--outputpath", tmp_path / "out", "--weights", constant_weights) == 0
+    stderr = capsys.readouterr().err
+    expected = {"a.png": "same name as", "\\x83e.jpg": "not valid UTF-8", "1.jpg": "would overwrite errors.json",
+                "loose.jpg": "would share the output file"}
+    lines = [line for line in stderr.splitlines() if line.startswith("skipped ")]
+    assert len(lines) == len(expected)
+    for name, reason in expected.items():
+        assert any(f"{os.sep}{name}: " in line and reason in line for line in lines), name
+    recorded = {os.path.basename(e["path"]): e["reason"] for e in read_json(tmp_path / "out" / "errors.json")}
+    assert recorded.keys() == expected.keys()
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+import multiinference
+from tagestimate import backends
+predict = backends.TensorFlowRunner.predict
+def slow(self, batch):  # slow enough for the parent to stop the run between items
+    time.sleep(0.25)
+    return predict(self, batch)
+backends.TensorFlowRunner.predict = slow
+sys.exit(multiinference.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, constant_weights):
+    import signal
+    import time
+
+    names = [f"item{n}" for n in range(10)]
+    for name in names:
+        image(tmp_path / "in" / name / "good.jpg")
+        (tmp_path / "in" / name / "empty.jpg").write_bytes(b"")  # one error per item
+    out = tmp_path / "out"
+    arguments = ["--inputpath", str(tmp_path / "in"), "--outputpath", str(out), "--weights", constant_weights,
+                 "--backend", "tensorflow", "--batch-size", "1", "--quiet"]
+    # pytest may run with SIGINT ignored (a background job); the child needs Python's handler.
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=ROOT), *arguments], cwd=str(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while len(glob.glob(str(out / "item*.json"))) < 2 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr and stdout == ""
+    said = [line for line in stderr.splitlines() if "interrupted" in line]
+    assert len(said) == 1 and "run the same command again" in said[0] and str(out) in said[0]
+    finished = {os.path.splitext(name)[0] for name in os.listdir(out) if name != "errors.json"}
+    assert 2 <= len(finished) < len(names)
+    assert sorted(os.listdir(out)) == sorted([f"{name}.json" for name in finished] + ["errors.json"])
+    assert all(read_json(out / f"{name}.json").keys() == {"good"} for name in finished)
+    errored = {e["item"] for e in read_json(out / "errors.json")}
+    assert finished <= errored and len(errored - finished) <= 1  # the item stopped between its two writes
+    assert f"{len(finished)} of {len(names)} items finished" in said[0]
+
+    assert run(*arguments[:6]) == 0  # the rerun tags the rest
+    assert sorted(os.listdir(out)) == sorted([f"{name}.json" for name in names] + ["errors.json"])
+    errors = read_json(out / "errors.json")
+    assert sorted(e["item"] for e in errors) == sorted(names) and all("empty" in e["path"] for e in errors)
+
+
+def test_help_and_parser_import_no_model_library():
+    heavy = ("tensorflow", "keras", "openvino", "torch")
+    code = ("import sys, multiinference; multiinference.build_parser().format_help(); "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "[]\n", done.stderr
+    done = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, "multiinference.py"), "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--outputpath" in done.stdout
+    imported = [line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert "tagestimate.backends" in imported  # the check saw the real imports
+    assert not [name for name in imported if name.split(".")[0] in heavy]
+
+
+class _SlowWeightServer(_WeightServer):
+    """Sends half the file, then waits until every expected request got its half."""
+
+    barrier = None
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        half = len(self.body) // 2
+        self.wfile.write(self.body[:half])
+        self.wfile.flush()
+        self.barrier.wait(timeout=20)
+        self.wfile.write(self.body[half:])
+
+
+def test_two_downloads_at_once_each_use_their_own_temporary_file(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    legacy = write_legacy_weights(str(tmp_path / "served.hdf5"), build_model(len(LABELS), 64))
+    _SlowWeightServer.body = open(legacy, "rb").read()
+    _SlowWeightServer.barrier = threading.Barrier(2)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowWeightServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/weights_ndllabelimage.hdf5"
+    cached = tmp_path / "models" / "weights_ndllabelimage.hdf5"
+    outcomes = []
+
+    def download():
+        try:
+            outcomes.append(weights_module.download_weights(url, str(cached)))
+        except Exception as error:  # noqa: BLE001 (the test reports what went wrong)
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=download) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    server.shutdown()
+    assert outcomes == [str(cached), str(cached)]
+    assert cached.read_bytes() == _SlowWeightServer.body
+    assert os.listdir(cached.parent) == [cached.name]
+
+
+def test_openvino_runner_serves_threads_one_call_at_a_time():
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from tagestimate.backends import OpenVINORunner
+
+    pixels = ops.parameter([-1, 4], np.float32)
+    model = ov.Model([ops.multiply(pixels, ops.constant(np.float32(2)))], [pixels])
+    runner = OpenVINORunner.__new__(OpenVINORunner)  # the runner around a tiny model, no conversion
+    runner._start(ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"}))
+    failures = []
+
+    def call(value):
+        batch = np.full((16, 4), value, np.float32) + np.arange(16, dtype=np.float32)[:, None]
+        for _ in range(30):
+            result = runner.predict(batch)
+            if not np.array_equal(result, 2 * batch):
+                failures.append(value)
+
+    threads = [threading.Thread(target=call, args=(100 * n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures
