@@ -7,10 +7,13 @@ rescales inside itself, so there is no other scaling step to forget.
 """
 
 import os
+import struct
+import threading
+import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 # Images are decoded in our own thread pool, beside a model that uses every core; OpenCV's
 # own worker threads would only compete with both.
@@ -22,6 +25,17 @@ IMAGE_EXTENSIONS = frozenset(
 CHANNEL_ORDERS = ("RGB", "BGR")
 # Transparent areas become paper-white rather than black.
 BACKGROUND = (255, 255, 255)
+# Modes that Image.reduce() averages as they are; the others (alpha, palette, 16-bit) are
+# flattened to RGB first, in bands of about _BAND_PIXELS.
+_REDUCIBLE_MODES = frozenset({"L", "RGB", "CMYK", "I", "F"})
+_BAND_PIXELS = 1 << 22
+# EXIF orientation -> the transposition that displays the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+# At most one full-size decode of a large image at a time: eight workers meeting eight
+# 100-megapixel scans would otherwise need eight times 400 MB.
+_LARGE_DECODE = threading.Lock()
 
 
 class ImageError(ValueError):
@@ -74,6 +88,69 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
+def pixel_limits():
+    """(large, refused): images over `large` pixels are decoded reduced, over `refused` refused.
+
+    Both follow Pillow's decompression-bomb guard, read at call time: `large` is
+    Image.MAX_IMAGE_PIXELS (where Pillow would warn), `refused` twice that (where it
+    refuses); None when the guard is switched off.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    return (None, None) if limit is None else (limit, 2 * limit)
+
+
+def _open(handle, path):
+    """Identify an image as Image.open does, without its decompression-bomb check.
+
+    Image.open warns about large images before the caller sees their size; load_image
+    applies the same limits itself (`pixel_limits`), with the size in hand, and decodes
+    large images reduced instead of warning. Silencing the warning instead would mean
+    swapping the process-wide warning filters from several threads.
+    """
+    Image.init()
+    prefix = handle.read(16)
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        accepted = accept(prefix) if accept else True
+        if isinstance(accepted, str) or not accepted:
+            continue
+        handle.seek(0)
+        try:
+            return factory(handle, path)
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise Image.UnidentifiedImageError(f"cannot identify image file {path!r}")
+
+
+def _decode_reduced(image, size):
+    """A large non-JPEG image decoded, box-averaged to at least `size` on each side, upright.
+
+    Pillow cannot decode these formats at a smaller scale, so the full-size pixels exist
+    once, under a lock; colour modes are flattened band by band, so no second full-size
+    copy is made. The EXIF orientation is applied here because the reduced copy loses
+    a TIFF's tags.
+    """
+    factor = max(1, min(image.width // size, image.height // size))
+    with _LARGE_DECODE:
+        with warnings.catch_warnings():
+            # TIFF repeats Pillow's size warning when it allocates its pixels; the size was
+            # checked above. catch_warnings is process-wide, hence only here, under the lock.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+        upright = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
+        if factor == 1:
+            reduced = image
+        elif image.mode in _REDUCIBLE_MODES:
+            reduced = image.reduce(factor)
+        else:
+            rows = factor * max(1, _BAND_PIXELS // (image.width * factor))
+            reduced = Image.new("RGB", (-(-image.width // factor), -(-image.height // factor)))
+            for top in range(0, image.height, rows):
+                band = image.crop((0, top, image.width, min(top + rows, image.height)))
+                reduced.paste(_to_rgb(band).reduce(factor), (0, top // factor))
+    return reduced if upright is None else reduced.transpose(upright)
+
+
 def resize_bilinear(pixels, size):
     """Resize an (H, W, 3) uint8 array to (size, size, 3) with OpenCV's INTER_LINEAR.
 
@@ -91,17 +168,29 @@ def load_image(path, size, channel_order="RGB", draft=True):
 
     draft=True lets libjpeg decode a JPEG at least twice `size` at 1/2..1/8 scale: 5-8x
     faster on page scans, but not the full-size decode NDL's original script made.
+    Images over Pillow's decompression-bomb warning limit (89 megapixels by default) are
+    decoded reduced whatever `draft` says, and images over twice that are refused.
     """
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel order must be one of {CHANNEL_ORDERS}, not {channel_order!r}")
     try:
         if os.path.getsize(path) == 0:
             raise ImageError(path, "empty file (0 bytes); delete it or fetch it again")
-        with Image.open(path) as image:
-            if draft and image.format == "JPEG":
+        with open(path, "rb") as handle, _open(handle, path) as image:
+            large, refused = pixel_limits()
+            count = image.width * image.height
+            if refused is not None and count > refused:
+                raise ImageError(path, f"too many pixels to decode safely ({image.width} x {image.height}, over "
+                                       f"Pillow's decompression-bomb limit of {refused:,}); scale the image down")
+            is_large = large is not None and count > large
+            is_jpeg = image.format in ("JPEG", "MPO")
+            if is_jpeg and (draft or is_large):
                 # Let libjpeg decode large scans at 1/2..1/8 scale, never below `size`.
                 image.draft("RGB", (size, size))
-            image = ImageOps.exif_transpose(image)
+            if is_large and not is_jpeg:
+                image = _decode_reduced(image, size)
+            else:
+                image = ImageOps.exif_transpose(image)
             pixels = resize_bilinear(np.asarray(_to_rgb(image), dtype=np.uint8), size)
     except ImageError:
         raise

@@ -1,14 +1,18 @@
 """The shared image loader: every colour mode, orientation, bad files, and OpenCV parity."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
+from tagestimate import images
 from tagestimate.images import ImageError, list_images, load_image, resize_bilinear
 
 SIZE = 32
+# The loader decodes large images reduced instead of letting Pillow warn about them.
+pytestmark = pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 
 
 def save(path, image, **options):
@@ -139,3 +143,203 @@ def test_large_jpeg_is_decoded_small_but_keeps_its_content(tmp_path):
     pixels = load_image(path, 224).astype(int)
     reference = resize_bilinear(np.asarray(Image.open(path).convert("RGB")), 224).astype(int)
     assert np.abs(pixels - reference).mean() < 2  # draft decoding changes pixels only slightly
+
+
+# Known colours at known places: a loader that turns every non-RGB image grey, forgets the
+# EXIF orientation, drops alpha instead of compositing it on white, or swaps R and B fails.
+RED, GREEN, BLUE, YELLOW = (220, 20, 30), (20, 200, 40), (30, 40, 210), (240, 230, 20)
+QUADRANTS = {"top_left": RED, "top_right": GREEN, "bottom_left": BLUE, "bottom_right": YELLOW}
+CENTRES = {"top_left": (8, 8), "top_right": (8, 24), "bottom_left": (24, 8), "bottom_right": (24, 24)}
+
+
+def quadrants(colours, mode="RGB", size=64):
+    image = Image.new(mode, (size, size))
+    half = size // 2
+    boxes = {"top_left": (0, 0, half, half), "top_right": (half, 0, size, half),
+             "bottom_left": (0, half, half, size), "bottom_right": (half, half, size, size)}
+    for place, colour in colours.items():
+        image.paste(colour, boxes[place])
+    return image
+
+
+def colours_at_centres(pixels):
+    """The colour at the centre of each quadrant of a 32 x 32 result."""
+    return {place: tuple(int(v) for v in pixels[row, column]) for place, (row, column) in CENTRES.items()}
+
+
+def on_white(colour, alpha):
+    """Pillow's compositing of one channel on paper-white, rounded as Pillow rounds."""
+    return round((colour * alpha + 255 * (255 - alpha)) / 255)
+
+
+@pytest.fixture(params=["whole", "reduced"])
+def decode_path(request, monkeypatch):
+    """Run a test on the usual decode and on the reduced decode of large images.
+
+    "reduced" lowers Pillow's limit so the 64 x 64 test images count as large (over the
+    limit, under twice it), and checks that the reduced decode really ran.
+    """
+    if request.param == "whole":
+        yield
+        return
+    calls = []
+    reduce, draft = images._decode_reduced, JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
+    monkeypatch.setattr(images, "_decode_reduced", lambda *a: calls.append(a) or reduce(*a))
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", lambda *a: calls.append(a) or draft(*a))
+    yield
+    assert calls, "the reduced decode did not run"
+
+
+def stored_image(path):
+    """(mode, info, raw mode) of a saved test image, opened without the lowered limit's warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            return image.mode, image.info, image.tile[0].args[0]
+
+
+def assert_close(found, expected, tolerance):
+    for place in expected:
+        assert max(abs(a - b) for a, b in zip(found[place], expected[place])) <= tolerance, (place, found, expected)
+
+
+def test_rgb_png_colours_are_exact_and_in_rgb_order(tmp_path, decode_path):
+    path = save(tmp_path / "rgb.png", quadrants(QUADRANTS))
+    assert colours_at_centres(load_image(path, 32)) == QUADRANTS
+    assert colours_at_centres(load_image(path, 32, "BGR")) == {p: c[::-1] for p, c in QUADRANTS.items()}
+
+
+@pytest.mark.parametrize("extension", [".jpg", ".tif"])
+def test_cmyk_colours(tmp_path, extension, decode_path):
+    # Pillow's naive CMYK -> RGB: R = (255 - C) * (255 - K) / 255, etc.
+    cmyk = {"top_left": (0, 255, 255, 0), "top_right": (255, 0, 255, 0), "bottom_left": (255, 255, 0, 0),
+            "bottom_right": (0, 0, 0, 128)}
+    expected = {"top_left": (255, 0, 0), "top_right": (0, 255, 0), "bottom_left": (0, 0, 255),
+                "bottom_right": (127, 127, 127)}
+    path = save(tmp_path / ("cmyk" + extension), quadrants(cmyk, "CMYK"), quality=95)
+    if extension == ".jpg":  # Pillow writes Adobe's inverted CMYK; this covers it
+        mode, info, raw_mode = stored_image(path)
+        assert mode == "CMYK" and "adobe" in info and raw_mode == "CMYK;I"
+    assert_close(colours_at_centres(load_image(path, 32)), expected, 0 if extension == ".tif" else 3)
+
+
+def test_grayscale_l_colours(tmp_path, decode_path):
+    grey = {"top_left": 0, "top_right": 77, "bottom_left": 180, "bottom_right": 255}
+    path = save(tmp_path / "gray.png", quadrants(grey, "L"))
+    assert colours_at_centres(load_image(path, 32)) == {p: (v, v, v) for p, v in grey.items()}
+
+
+def test_sixteen_bit_values_map_to_eight_bit(tmp_path, decode_path):
+    values = np.zeros((64, 64), np.uint16)  # quadrants of 0, 25700, 32768, 65535
+    values[:32, 32:], values[32:, :32], values[32:, 32:] = 25700, 32768, 65535
+    path = save(tmp_path / "deep.png", Image.fromarray(values))
+    assert stored_image(path)[0] == "I;16"
+    # 25700 = 100 * 257; 32768 * 255 / 65535 = 127.5 -> 128
+    expected = {"top_left": 0, "top_right": 100, "bottom_left": 128, "bottom_right": 255}
+    assert colours_at_centres(load_image(path, 32)) == {p: (v, v, v) for p, v in expected.items()}
+
+
+@pytest.mark.parametrize("extension", [".png", ".gif"])
+@pytest.mark.parametrize("transparent", [False, True])
+def test_palette_colours_and_transparency(tmp_path, extension, transparent, decode_path):
+    image = quadrants({"top_left": 1, "top_right": 2, "bottom_left": 3, "bottom_right": 4}, "P")
+    image.putpalette([0, 0, 0, *RED, *GREEN, *BLUE, *YELLOW])
+    options = {"transparency": 4} if transparent else {}
+    path = save(tmp_path / ("palette" + extension), image, **options)
+    assert stored_image(path)[0] == "P"
+    expected = dict(QUADRANTS, bottom_right=(255, 255, 255) if transparent else YELLOW)
+    assert colours_at_centres(load_image(path, 32)) == expected
+
+
+def test_rgba_is_composited_on_white(tmp_path, decode_path):
+    alphas = {"top_left": 255, "top_right": 128, "bottom_left": 0, "bottom_right": 1}
+    image = quadrants({place: (*RED, alpha) for place, alpha in alphas.items()}, "RGBA")
+    path = save(tmp_path / "alpha.png", image)
+    expected = {place: tuple(on_white(c, alpha) for c in RED) for place, alpha in alphas.items()}
+    assert expected["top_right"] == (237, 137, 142)  # 220 * 128/255 + 127 = 237.4, 20 -> 137.0, 30 -> 142.1
+    assert colours_at_centres(load_image(path, 32)) == expected
+
+
+def test_la_is_composited_on_white(tmp_path, decode_path):
+    image = quadrants({"top_left": (100, 255), "top_right": (100, 128), "bottom_left": (100, 0),
+                       "bottom_right": (0, 128)}, "LA")
+    path = save(tmp_path / "gray_alpha.png", image)
+    # 100 * 128/255 + 255 * 127/255 = 177.2; 0 * 128/255 + 127 = 127
+    expected = {"top_left": 100, "top_right": 177, "bottom_left": 255, "bottom_right": 127}
+    assert colours_at_centres(load_image(path, 32)) == {p: (v, v, v) for p, v in expected.items()}
+
+
+# Where each stored quadrant is seen once the EXIF orientation is applied.
+ROTATIONS = {
+    3: {"top_left": "bottom_right", "top_right": "bottom_left", "bottom_left": "top_right", "bottom_right": "top_left"},
+    6: {"top_left": "top_right", "top_right": "bottom_right", "bottom_right": "bottom_left", "bottom_left": "top_left"},
+    8: {"top_left": "bottom_left", "bottom_left": "bottom_right", "bottom_right": "top_right", "top_right": "top_left"},
+}
+
+
+@pytest.mark.parametrize("extension", [".jpg", ".png", ".tif"])
+@pytest.mark.parametrize("orientation", sorted(ROTATIONS))
+def test_exif_orientation_puts_each_corner_where_it_is_seen(tmp_path, orientation, extension, decode_path):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = save(tmp_path / ("rotated" + extension), quadrants(QUADRANTS), exif=exif, quality=95)
+    expected = {ROTATIONS[orientation][place]: colour for place, colour in QUADRANTS.items()}
+    assert_close(colours_at_centres(load_image(path, 32)), expected, 12 if extension == ".jpg" else 0)
+
+
+@pytest.fixture(scope="module")
+def hundred_megapixels(tmp_path_factory):
+    """A 100-megapixel grey JPEG and PNG: over Pillow's 89-megapixel warning limit, under its refusal."""
+    folder = tmp_path_factory.mktemp("large")
+    ramp = np.linspace(0, 255, 10000).astype(np.uint8)
+    values = np.add.outer(ramp // 2, ramp // 2).astype(np.uint8)  # 10000 x 10000
+    image = Image.fromarray(values)
+    paths = {"jpg": save(folder / "large.jpg", image, quality=85), "png": save(folder / "large.png", image,
+                                                                             compress_level=1)}
+    del image, values
+    return paths
+
+
+@pytest.mark.parametrize("draft", [True, False])
+def test_a_hundred_megapixel_jpeg_loads_reduced_without_a_warning(hundred_megapixels, draft, recwarn):
+    pixels = load_image(hundred_megapixels["jpg"], 224, draft=draft)
+    assert not recwarn.list
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(hundred_megapixels["jpg"]) as image:
+            image.draft("RGB", (224, 224))  # libjpeg's 1/8 scale: 1250 x 1250
+            assert image.size == (1250, 1250)
+            expected = resize_bilinear(np.asarray(image.convert("RGB")), 224)
+    assert np.array_equal(pixels, expected)
+
+
+def test_a_hundred_megapixel_png_loads_reduced_without_a_warning(hundred_megapixels, recwarn, monkeypatch):
+    pixels = load_image(hundred_megapixels["png"], 224)
+    assert not recwarn.list
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with Image.open(hundred_megapixels["png"]) as image:
+        reduced = image.reduce(10000 // 224)  # box-averaged to 228 x 228, then resized as usual
+    assert np.array_equal(pixels, resize_bilinear(np.asarray(reduced.convert("RGB")), 224))
+
+
+def png_header_only(width, height):
+    """A PNG that declares width x height grey pixels: enough for the size check, never decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_an_image_beyond_the_hard_limit_gets_one_clear_reason(tmp_path, recwarn):
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header_only(20000, 10000))  # 200 megapixels, over Pillow's 179
+    with pytest.raises(ImageError) as caught:
+        load_image(str(path), 224)
+    assert caught.value.reason == ("too many pixels to decode safely (20000 x 10000, over Pillow's "
+                                   "decompression-bomb limit of 178,956,970); scale the image down")
+    assert not recwarn.list and Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's guard left as it was
