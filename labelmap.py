@@ -145,8 +145,6 @@ def from_dict(data, source="label map"):
         if unknown:
             raise LabelMapError(f"{source}: folder {tag!r} names unknown label(s) {unknown}; add them to 'labels'")
         tags[tag] = list(values)
-    if not tags:
-        raise LabelMapError(f"{source}: no folders defined; give 'tags' or 'parents'")
     aliases = data.get("aliases", {})
     if not isinstance(aliases, dict):
         raise LabelMapError(f"{source}: 'aliases' must map a name to a folder name")
@@ -209,7 +207,7 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     if args.check is None:
         print("outputs: " + ", ".join(labelmap.labels))
-        width = max(len(tag) for tag in labelmap.tag_labels)
+        width = max(len(name) for name in [*labelmap.tag_labels, *labelmap.aliases])
         for tag in sorted(labelmap.tag_labels):
             print(f"{tag:<{width}}  -> {', '.join(labelmap.labels_for(tag))}")
         for alias, target in sorted(labelmap.aliases.items()):

@@ -80,6 +80,13 @@ EQUIVALENT = [
     ("files", "tagestimate.files.x_write_atomic__mutmut_4", '"UTF-8"', "codec names ignore case"),
     ("files", "tagestimate.files.x_write_atomic__mutmut_29", 'temporary = ""',
      "os.path.exists('') is False, so the clean-up is skipped exactly as for None"),
+    ("labels", "labelmap.x_load_labelmap__mutmut_7", '"UTF-8"', "codec names ignore case"),
+    ("labels", "labelmap.x_build_parser__mutmut_14", 'parser.add_argument("--labelmap", metavar="JSON", help=',
+     "default=None dropped: None is argparse's default"),
+    ("labels", "labelmap.x_build_parser__mutmut_28", 'parser.add_argument("--check", metavar="DIR", help=',
+     "default=None dropped: None is argparse's default"),
+    ("labels", "labelmap.x_build_parser__mutmut_5", "+        )",
+     "formatter_class dropped: both flags default to None, which HelpFormatter leaves out like argparse's own"),
 ]
 
 

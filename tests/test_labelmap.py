@@ -2,12 +2,17 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
 import labelmap
 from labelmap import LABELS, LabelMapError, default_labelmap, from_dict, load_labelmap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXPECTED = {
     "graphic_illust": ("graphic",),
@@ -39,6 +44,7 @@ def test_folders_expand_as_the_table_says(folder, labels):
 def test_vector_marks_the_labels_in_output_order():
     vector = default_labelmap().vector("picture_landmark")
     assert [LABELS[i] for i, v in enumerate(vector) if v] == ["picture", "picture_outdoor", "picture_landmark"]
+    assert vector == [0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0]  # 0/1 targets, nothing else
 
 
 def test_paper_aliases():
@@ -48,8 +54,9 @@ def test_paper_aliases():
 
 
 def test_unknown_folder_is_a_clear_error():
-    with pytest.raises(LabelMapError, match="'postcards' is not in the label map.*--labelmap"):
+    with pytest.raises(LabelMapError, match="'postcards' is not in the label map.*--labelmap") as error:
         default_labelmap().labels_for("postcards")
+    assert "one of graphic, graphic_graph, graphic_illust, graphic_illustcolor, graphic_map, picture," in str(error.value)
     assert default_labelmap().resolve("postcards") is None
 
 
@@ -72,6 +79,14 @@ def test_to_dict_round_trips():
 @pytest.mark.parametrize("data, message", [
     ({"labels": []}, "non-empty list"),
     ({"labels": ["a", "a"]}, "twice"),
+    ({"labels": ["a", ""]}, "non-empty list of label names"),
+    ({"labels": ["a", 5]}, "non-empty list of label names"),
+    ({"labels": "a"}, "non-empty list of label names"),
+    ({"labels": ["a"], "parents": ["a"]}, "'parents' must map a label to its parent label"),
+    ({"labels": ["a"], "tags": ["a"]}, "'tags' must map a folder name to a list of labels"),
+    ({"labels": ["a"], "tags": {"x": "a"}}, "folder 'x' has an empty or non-list label list"),
+    ({"labels": ["a"], "aliases": ["a"]}, "'aliases' must map a name to a folder name"),
+    ({"labels": ["a"], "aliases": {"y": 3}}, "alias 'y' points to 3, which is not a folder in the map"),
     ({"labels": ["a"], "parents": {"a": "zzz"}}, "'zzz', which is not in 'labels'"),
     ({"labels": ["a"], "parents": {"a": ["b"]}}, "not in 'labels'"),
     ({"labels": ["a", "b"], "parents": {"a": "b", "b": "a"}}, "cycle"),
@@ -83,8 +98,16 @@ def test_to_dict_round_trips():
     (["a"], "JSON object"),
 ])
 def test_bad_maps_are_clear_errors(data, message):
-    with pytest.raises(LabelMapError, match=message):
+    with pytest.raises(LabelMapError, match=message) as error:
         from_dict(data, source="my_map.json")
+    assert str(error.value).startswith("my_map.json: ")  # names the file
+
+
+def test_every_label_is_a_folder_of_its_own():
+    # so a map always has folders; the default source name is "label map"
+    assert from_dict({"labels": ["a", "b"]}).tag_labels == {"a": ("a",), "b": ("b",)}
+    with pytest.raises(LabelMapError, match="^label map: expected a JSON object"):
+        from_dict([])
 
 
 def test_load_labelmap_from_file(tmp_path):
@@ -92,6 +115,9 @@ def test_load_labelmap_from_file(tmp_path):
     path.write_text(json.dumps({"labels": ["a", "b"], "parents": {"b": "a"}}), encoding="utf-8")
     assert load_labelmap(str(path)).labels_for("b") == ("a", "b")
     assert load_labelmap().labels == LABELS
+    with pytest.raises(LabelMapError, match=f"^{re.escape(str(tmp_path))}.map.json: 'labels' lists a name twice"):
+        path.write_text(json.dumps({"labels": ["a", "a"]}), encoding="utf-8")
+        load_labelmap(str(path))  # errors in the map name its file
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(LabelMapError, match="not valid JSON"):
         load_labelmap(str(path))
@@ -102,11 +128,34 @@ def test_load_labelmap_from_file(tmp_path):
         load_labelmap(str(tmp_path / "missing.json"))
 
 
+def test_load_labelmap_reads_utf8_whatever_the_locale(tmp_path):
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"labels": ["挿絵", "写真"], "tags": {"挿絵": ["挿絵"]}}, ensure_ascii=False),
+                    encoding="utf-8")
+    assert load_labelmap(str(path)).labels_for("挿絵") == ("挿絵",)
+    # an ASCII locale (a bare server, a C locale): the map must still be read as UTF-8
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0", PYTHONIOENCODING="utf-8")
+    code = "import labelmap, sys; print(ascii(labelmap.load_labelmap(sys.argv[1]).labels_for('\\u633f\\u7d75')))"
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, encoding="utf-8")
+    assert result.stdout == "('\\u633f\\u7d75',)\n", result.stderr
+
+
 def test_cli_prints_the_table(capsys):
     assert labelmap.main([]) == 0
-    out = capsys.readouterr().out
-    assert "picture_landmark" in out and "picture, picture_outdoor, picture_landmark" in out
-    assert "graphic_illustration" in out
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "outputs: " + ", ".join(LABELS)
+    assert "picture_landmark      -> picture, picture_outdoor, picture_landmark" in out
+    assert "graphic_illustration  =  graphic_illust" in out  # aliases line up with the folders
+    assert len(out) == 1 + 12 + 2
+
+
+def test_cli_help_names_every_flag():
+    text = " ".join(labelmap.build_parser().format_help().split())
+    assert labelmap.build_parser().format_help().split("\n\n")[1] == (
+        "Print the tag -> labels table, or check a data set folder against it.")
+    assert "--labelmap JSON a JSON label map to use instead of the built-in NDL table" in text
+    assert "--check DIR list DIR's folders with their labels and image counts, and name unknown folders" in text
 
 
 def test_cli_check_counts_images_and_names_unknown_folders(tmp_path, capsys):
@@ -115,11 +164,43 @@ def test_cli_check_counts_images_and_names_unknown_folders(tmp_path, capsys):
         for i in range(count):
             Image.new("RGB", (8, 8)).save(tmp_path / folder / f"1_{i}_0.jpg")
     (tmp_path / "stamp" / "notes.txt").write_text("not counted")
+    for folder in (".cache", "unknown", "picture_outdoor", "zines"):
+        os.makedirs(tmp_path / folder)
+    (tmp_path / "README.txt").write_text("a file, not a folder")
     assert labelmap.main(["--check", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    assert "stamp" in captured.out and "2 images" in captured.out
-    assert "graphic_illustration" in captured.out and "-> graphic" in captured.out
-    assert "postcards" in captured.err and "UNKNOWN" in captured.out
+    assert captured.out.splitlines() == [
+        "graphic_illustration       1 images  -> graphic",
+        "picture_outdoor            0 images  -> picture, picture_outdoor",
+        "postcards                  1 images  -> UNKNOWN (not in the label map)",
+        "stamp                      2 images  -> stamp",
+        "unknown                    0 images  -> not trained (records without tags from the crawler; "
+        "move them into tag folders)",
+        "zines                      0 images  -> UNKNOWN (not in the label map)",
+        "6 folders, 4 images",
+    ]
+    assert captured.err == "unknown folders: postcards, zines\n"
+
+
+def test_cli_check_of_a_known_data_set_succeeds_quietly(tmp_path, capsys):
+    for folder in ("stamp", "map"):
+        os.makedirs(tmp_path / folder)
+    Image.new("RGB", (8, 8)).save(tmp_path / "stamp" / "1_1_0.jpg")
+    labelmap_file = tmp_path.parent / f"{tmp_path.name}_map.json"
+    labelmap_file.write_text(json.dumps({"labels": ["stamp"], "tags": {"stamp": ["stamp"], "map": ["stamp"]}}))
+    assert labelmap.main(["--check", str(tmp_path), "--labelmap", str(labelmap_file)]) == 0
+    captured = capsys.readouterr()
+    # short names: the name column is still 6 wide, like the "folder" it stands under
+    assert captured.out.splitlines() == ["map          0 images  -> stamp", "stamp        1 images  -> stamp",
+                                         "2 folders, 1 images"]
+    assert captured.err == ""
+
+
+def test_cli_check_of_a_missing_folder_is_one_sentence(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        labelmap.main(["--check", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == (f"error: {tmp_path / 'nowhere'} is not a folder; pass the data set folder, "
+                                    "e.g. --check datasetpdm")
 
 
 def test_cli_bad_map_exits_with_the_reason(tmp_path):
