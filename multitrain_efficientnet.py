@@ -5,18 +5,19 @@
 
 Writes best.weights.h5 + model.json (what inference needs), last.weights.h5 + state.json
 (for --resume), history.csv, report.json (validation scores and tuned thresholds) and
-split.csv. The work is done by tagestimate.training.
+split.csv. The work is done by tagestimate.training, imported only once the flags are
+parsed: TensorFlow takes seconds to load, and --help should not wait for it.
 """
 
 import argparse
 import logging
 import sys
 
-from labelmap import LabelMapError
 from tagestimate.files import HelpFormatter
-from tagestimate.model import WeightsError
-from tagestimate.training import (BALANCE_CHOICES, DISTRIBUTE_CHOICES, TrainingError, TrainSettings,
-                                  format_summary, train)
+from tagestimate.train_settings import (BALANCE_CHOICES, DISTRIBUTE_CHOICES, TrainingError, TrainSettings,
+                                        interrupted_message)
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C (and as the crawler exits)
 
 DEFAULTS = TrainSettings()
 
@@ -51,7 +52,8 @@ def build_parser():
     add("--labelmap", default=DEFAULTS.labelmap, metavar="JSON",
         help="JSON label map replacing the built-in NDL tag table (see labelmap.py)")
     add("--resume", action="store_true",
-        help="continue the run in --out from last.weights.h5 with its labels, image size and split")
+        help="continue the run in --out from last.weights.h5 with its labels, image size, split, data "
+             "folder, epochs and other flags (flags given with --resume replace the stored ones)")
     add("--overwrite", action="store_true", help="replace a previous run found in --out")
     add("--mixed-precision", action="store_true",
         help="compute in float16 on GPUs (bfloat16 on CPUs); weights stay float32")
@@ -71,18 +73,34 @@ def build_parser():
     return parser
 
 
+def given_flags(argv):
+    """Names of the settings given on the command line (as opposed to left at their defaults)."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS  # an option not given then leaves no attribute
+    return set(vars(probe.parse_args(argv)))
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s")
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k != "verbose"})
+    from labelmap import LabelMapError
+    from tagestimate.model import WeightsError
+
     try:
-        report = train(settings)
+        from tagestimate import training
+
+        report = training.train(settings, explicit=given_flags(argv))
+    except KeyboardInterrupt:
+        print(interrupted_message(settings), file=sys.stderr)
+        return INTERRUPTED
     except (TrainingError, LabelMapError, WeightsError) as error:
         sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        sys.exit(f"interrupted; continue with: --out {settings.out} --resume")
-    print(format_summary(report))
+    print(training.format_summary(report))
     return 0
 
 

@@ -1,8 +1,14 @@
 """Shared code of the NDL illustration tagger: labels, images, model, training, inference, crawling."""
 
-import os
+from tagestimate import tfenv
+
+# Before anything can import TensorFlow: its C++ logging reads this once, when it loads.
+tfenv.set_environment()
 
 
 def quiet_tensorflow():
-    """Hide TensorFlow's C++ start-up chatter unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow the project's one way (tagestimate.tfenv): quiet unless asked otherwise.
+
+    Call it before `import tensorflow` / `import keras`; those then find the loaded module.
+    """
+    tfenv.import_tensorflow()

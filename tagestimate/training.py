@@ -28,65 +28,29 @@ from tqdm import tqdm
 import labelmap as labelmap_module
 from labelmap import LABELS, UNTAGGED_FOLDER, LabelMapError
 from tagestimate import model as tag_model
-from tagestimate import quiet_tensorflow
+from tagestimate import quiet_tensorflow, train_state
 from tagestimate.files import NDL_NAME, write_atomic, write_json
 from tagestimate.images import ImageError, is_image_name, list_images, load_image
+from tagestimate.train_settings import (  # noqa: F401  (re-exported: callers import them from here)
+    BALANCE_CHOICES, BEST_WEIGHTS, DISTRIBUTE_CHOICES, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, RESUMABLE,
+    SPLIT, STATE, WEIGHT_CHOICES, TrainingError, TrainSettings, interrupted_message)
 
 quiet_tensorflow()
-import keras  # noqa: E402  (after the logging switch above)
+import keras  # noqa: E402  (TensorFlow loaded quietly above)
+from keras.src.saving import saving_lib  # noqa: E402  (weights without the optimizer)
 import tensorflow as tf  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 # What a run writes into --out; defined once so that checks, docs and tests agree.
-BEST_WEIGHTS = "best.weights.h5"
-LAST_WEIGHTS = "last.weights.h5"
-HISTORY = "history.csv"
-REPORT = "report.json"
-SPLIT = "split.csv"
-STATE = "state.json"
-PREDICTIONS = "val_predictions.csv"
 RUN_FILES = (tag_model.CONFIG_NAME, BEST_WEIGHTS, LAST_WEIGHTS, HISTORY, REPORT, SPLIT, STATE, PREDICTIONS)
 
-WEIGHT_CHOICES = ("imagenet", "none")  # or a path
-BALANCE_CHOICES = ("sqrt", "inverse", "none")
-DISTRIBUTE_CHOICES = ("auto", "mirrored", "none")
 TRAIN, VAL = "train", "val"
 # Per-label thresholds are searched on this grid; fewer validation positives than
 # MIN_TUNING_SUPPORT keep the default threshold, since a tuned value would fit noise.
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 MIN_TUNING_SUPPORT = 10
 # NDL crop names: pid, frame, n-th crop. Numeric pids have no '_'; the crawler allows ids that do.
-
-
-class TrainingError(ValueError):
-    """A problem with the data, flags or output folder; the message says what to do."""
-
-
-@dataclasses.dataclass
-class TrainSettings:
-    """Everything a run needs; the CLI's defaults are these."""
-
-    data: str = "datasetpdm"
-    out: str = "weights_pdm_multi"
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-3
-    image_size: int = 224
-    weights: str = "imagenet"
-    val_split: float = 0.1
-    seed: int = 777
-    labelmap: str = None
-    resume: bool = False
-    overwrite: bool = False
-    mixed_precision: bool = False
-    distribute: str = "auto"
-    patience: int = 5
-    balance: str = "sqrt"
-    augment: bool = True
-    dropout: float = 0.2
 
 
 @dataclasses.dataclass
@@ -195,23 +159,42 @@ def find_unreadable(paths, workers=8):
 def split_samples(samples, val_split, seed):
     """Boolean validation mask: stratified by folder, grouped by item id, seeded.
 
-    StratifiedGroupKFold with round(1/val_split) folds; the first fold is held out, so every
-    item id (a book's pages) sits on one side only.
+    StratifiedGroupKFold with round(1/val_split) folds, one held out, so every item id (a
+    book's pages) sits on one side only. A data set too small for that many folds gets fewer
+    (a larger share held out) with a warning; fewer than 2 item ids is a TrainingError.
     """
     if not 0 < val_split <= 0.5:
         raise TrainingError(f"--val-split {val_split} must be above 0 and at most 0.5")
-    folds = max(2, round(1 / val_split))
-    items = len(set(samples.groups))
-    if items < folds:
-        raise TrainingError(f"only {items} distinct item ids in the data, too few to hold out 1/{folds} "
-                            "of them for validation; add images or raise --val-split")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    wanted = max(2, round(1 / val_split))
+    groups = sorted(set(samples.groups))
+    if len(groups) < 2:
+        raise TrainingError(
+            f"all {len(samples.paths)} readable image(s) belong to one item id ({groups[0] if groups else '-'}), "
+            "but validation needs an item never seen in training; add images of at least one more item "
+            "(the item id is the file name up to its first '_': 1054192_10_1.jpg is item 1054192)")
     codes = np.unique(samples.folders, return_inverse=True)[1]
+    largest = int(np.bincount(codes).max())
+    # scikit-learn needs n_splits <= the largest folder's image count (and folds need items);
+    # when every folder has one image, stratifying is impossible and only grouping is kept.
+    stratified = largest >= 2
+    folds = min(wanted, len(groups), largest if stratified else len(groups))
+    if not stratified:
+        codes = np.zeros_like(codes)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class" warning; we check folders below
         warnings.simplefilter("ignore", UserWarning)
-        _, val_index = next(splitter.split(np.zeros(len(codes)), codes, samples.groups))
+        val_index = next((val for train, val in splitter.split(np.zeros(len(codes)), codes, samples.groups)
+                          if len(val) and len(train)), None)
+    if val_index is None:  # not seen in practice: the groups' folds are never all empty but one
+        raise TrainingError(f"could not split {len(samples.paths)} images of {len(groups)} items into "
+                            "training and validation; add images of more items")
     mask = np.zeros(len(codes), dtype=bool)
     mask[val_index] = True
+    if folds < wanted:
+        log.warning("the data set is too small to hold out 1/%d of its items (--val-split %s): %d images, "
+                    "%d item ids, at most %d image(s) per folder; holding out 1/%d of the items instead "
+                    "(%d validation images)%s", wanted, val_split, len(codes), len(groups), largest, folds,
+                    int(mask.sum()), "" if stratified else ", not stratified by folder")
     for folder in sorted(set(samples.folders)):
         chosen = mask[np.asarray(samples.folders) == folder]
         if chosen.all() or not chosen.any():
@@ -533,48 +516,74 @@ def compile_model(model, learning_rate):
     )
 
 
-def save_weights_atomic(model, path):
-    """model.save_weights to a hidden temporary name beside `path`, then rename: a run killed
-    mid-save leaves the previous file whole. (Keras wants names ending in .weights.h5.)"""
+def save_weights_atomic(model, path, optimizer=False):
+    """Save the model's weights (and, with optimizer=True, Adam's step count and moments) to a
+    hidden temporary name beside `path`, then rename: a run killed mid-save leaves the previous
+    file whole. (Keras wants names ending in .weights.h5.)"""
     folder, name = os.path.split(path)
     temporary = os.path.join(folder, "." + name.replace(".weights.h5", "") + ".tmp.weights.h5")
     try:
-        model.save_weights(temporary)
+        if optimizer or model.optimizer is None:
+            model.save_weights(temporary)
+        else:
+            # Keras' save_weights includes the compiled optimizer (twice the weights' size for
+            # Adam); the deliverable holds the weights alone.
+            saving_lib.save_weights_only(model, temporary, objects_to_skip=[model.optimizer])
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
 
 
-class _SaveBest(keras.callbacks.Callback):
-    """best.weights.h5 after each epoch whose finite val_loss is below `best` and every earlier one."""
+def load_weights_quietly(model, path):
+    """model.load_weights from a weights-only file into a compiled model, without Keras'
+    warning that the file has no optimizer state (the optimizer is left as it is)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
-    def __init__(self, path, best=None):
+
+def restore_optimizer(model, path):
+    """Build the compiled optimizer for the model's trainable weights and load its saved state
+    from `path` (weights are reloaded too: same values); returns the restored step count, or
+    None when the file's optimizer state does not fit (another phase or an older file)."""
+    model.optimizer.build(model.trainable_variables)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(path)
+    if any("Skipping variable loading for optimizer" in str(w.message) for w in caught):
+        return None
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class _SaveBest(keras.callbacks.Callback):
+    """best.weights.h5 (weights only) after each epoch whose finite val_loss is below `best`
+    and every earlier one; `best_epoch` (1-based) records which epoch that was."""
+
+    def __init__(self, path, best=None, best_epoch=None):
         super().__init__()
-        self.path, self.best = path, best
+        self.path, self.best, self.best_epoch = path, best, best_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         current = (logs or {}).get("val_loss")
         if current is None or not np.isfinite(current) or (self.best is not None and not current < self.best):
             return
         save_weights_atomic(self.model, self.path)
-        self.best = float(current)
+        self.best, self.best_epoch = float(current), epoch + 1
 
 
 class _SaveState(keras.callbacks.Callback):
-    """After each epoch: last.weights.h5 and state.json (what --resume continues from)."""
+    """After each epoch: last.weights.h5 (weights and optimizer) and state.json, for --resume."""
 
     def __init__(self, out, checkpoint, phase, extra):
         super().__init__()
         self.out, self.checkpoint, self.phase, self.extra = out, checkpoint, phase, extra
 
     def on_epoch_end(self, epoch, logs=None):
-        save_weights_atomic(self.model, os.path.join(self.out, LAST_WEIGHTS))
+        save_weights_atomic(self.model, os.path.join(self.out, LAST_WEIGHTS), optimizer=True)
         best = self.checkpoint.best
-        if best is not None and logs and logs.get("val_loss") == best:
-            self.extra["best_epoch"] = epoch + 1
-        state = dict(self.extra, epochs_done=epoch + 1, phase=self.phase,
-                     best_val_loss=None if best is None else float(best),
+        state = dict(self.extra, epochs_done=epoch + 1, phase=self.phase, finished=False,
+                     best_val_loss=None if best is None else float(best), best_epoch=self.checkpoint.best_epoch,
                      learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         write_json(os.path.join(self.out, STATE), state)
 
@@ -613,13 +622,25 @@ def _clear_run(out):
 
 # ---------------------------------------------------------------- the run
 
-def train(settings):
-    """Train (or continue) a tagger as `settings` says; returns the report dict."""
+def train(settings, explicit=None):
+    """Train (or continue) a tagger as `settings` says; returns the report dict.
+
+    With settings.resume, the flags not named in `explicit` (those given on the command
+    line; None: all) come from the run's state.json, so `--out DIR --resume` alone continues it.
+    """
     check_settings(settings)
     prepare_output(settings.out, settings.resume, settings.overwrite)
+    state = {}
+    if settings.resume:
+        state = train_state.read_state(settings.out)
+        if "settings" not in state:
+            log.warning("%s predates stored settings: --data %s, --epochs %d and the other flags come from "
+                        "the command line", os.path.join(settings.out, STATE), settings.data, settings.epochs)
+        settings = train_state.resumed_settings(settings, state, explicit)
+        check_settings(settings)
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        return _train(settings)
+        return _train(settings, state)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -641,19 +662,24 @@ def check_settings(settings):
                             "best.weights.h5 of an earlier run)")
 
 
-def _train(settings):
+def _train(settings, state):
     out, data = settings.out, settings.data
-    state = read_json(os.path.join(out, STATE)) if settings.resume else {}
+    # A run stopped after its last epoch but before its report (Ctrl-C) only needs evaluating.
+    evaluate_only = False
     if settings.resume:
-        config = tag_model.read_config(out)
-        labels_map = labelmap_module.from_dict(config["labelmap"], source=os.path.join(out, "model.json"))
+        config = train_state.read_config(out)
+        labels_map = labelmap_module.from_dict(config["labelmap"],
+                                               source=os.path.join(out, tag_model.CONFIG_NAME))
         image_size, channel_order, dropout = config["image_size"], config["channel_order"], config["dropout"]
         pretrained, seed, val_split = state["pretrained"], state["seed"], state["val_split"]
-        if state["epochs_done"] >= settings.epochs:
-            raise TrainingError(f"the run in {out} has already trained {state['epochs_done']} epochs; "
-                                f"pass --epochs above {state['epochs_done']} to train more")
-        log.info("resuming %s after epoch %d: labels, image size (%d px), channel order, dropout, split "
-                 "and seed come from that run", out, state["epochs_done"], image_size)
+        done = state["epochs_done"]
+        evaluate_only = done >= settings.epochs and state.get("finished") is False
+        if done >= settings.epochs and not evaluate_only:
+            raise TrainingError(f"the run in {out} has already trained {done} epochs; "
+                                f"pass --epochs above {done} to train more")
+        log.info("resuming %s after epoch %d of %d (data: %s): labels, image size (%d px), channel order, "
+                 "dropout, split and seed come from that run%s", out, done, settings.epochs, data, image_size,
+                 "; only the report is left to write" if evaluate_only else "")
     else:
         labels_map = labelmap_module.load_labelmap(settings.labelmap)
         image_size, dropout, seed = settings.image_size, settings.dropout, settings.seed
@@ -669,6 +695,9 @@ def _train(settings):
     for path, reason in sorted(skipped.items()):
         log.warning("skipping unreadable image %s: %s", path, reason)
     samples = samples.subset([p not in skipped for p in samples.paths])
+    if not samples.paths:
+        raise TrainingError(f"none of the images in {data} can be read (each is listed above); "
+                            "nothing to train on")
     if settings.resume:
         keep, val_mask = read_split(os.path.join(out, SPLIT), samples, data)
         samples, val_mask = samples.subset(keep), val_mask[keep]
@@ -676,7 +705,12 @@ def _train(settings):
         val_mask = split_samples(samples, val_split, seed)
     train_set, val_set = samples.subset(~val_mask), samples.subset(val_mask)
     if not len(train_set.paths) or not len(val_set.paths):
-        raise TrainingError("the split left no training or no validation images; add images or change --val-split")
+        if settings.resume:
+            raise TrainingError(f"none of the {'training' if not len(train_set.paths) else 'validation'} images "
+                                f"listed in {os.path.join(out, SPLIT)} are readable in --data {data}; pass "
+                                "the run's data folder with --data, or start a new run")
+        raise TrainingError(f"the split left no {'training' if not len(train_set.paths) else 'validation'} "
+                            f"images; add images of more items to {data}")
     unseen = [label for j, label in enumerate(labels) if not train_set.targets[:, j].any()]
     if unseen:
         log.warning("no training images for %s: the model learns never to predict them", ", ".join(unseen))
@@ -696,9 +730,10 @@ def _train(settings):
             source = config["training"]["initial_weights"]
         else:
             channel_order, source = init_weights(model, settings.weights, image_size, labels)
-    log.info("%d training and %d validation images (%d and %d items); %s replicas; weights: %s",
+    gpus = len(tf.config.list_logical_devices("GPU"))
+    log.info("%d training and %d validation images (%d and %d items); %s replicas on %s; weights: %s",
              len(train_set.paths), len(val_set.paths), len(set(train_set.groups)), len(set(val_set.groups)),
-             strategy.num_replicas_in_sync, source)
+             strategy.num_replicas_in_sync, f"{gpus} GPU(s)" if gpus else "the CPU (no GPU visible)", source)
 
     # Nothing is written before this point, so a failed start leaves --out as it was.
     if not settings.resume:
@@ -723,15 +758,18 @@ def _train(settings):
                               train_set.targets, sample_weights, augmenter, shuffle_seed=run_seed, skipped=skipped)
     val_data = make_dataset(val_set.paths, image_size, channel_order, settings.batch_size,
                             val_set.targets, val_weights, skipped=skipped)
-    extra = {"pretrained": pretrained, "seed": seed, "val_split": val_split, "best_epoch": state.get("best_epoch")}
-    checkpoint = _SaveBest(os.path.join(out, BEST_WEIGHTS), state.get("best_val_loss"))
-    _fit_phases(model, strategy, settings, state, pretrained, train_data, val_data, checkpoint, extra)
+    extra = {"version": train_state.STATE_VERSION, "pretrained": pretrained, "seed": seed, "val_split": val_split,
+             "settings": train_state.stored_settings(settings)}
+    checkpoint = _SaveBest(os.path.join(out, BEST_WEIGHTS), state.get("best_val_loss"), state.get("best_epoch"))
+    if not evaluate_only:
+        _fit_phases(model, strategy, settings, state, pretrained, train_data, val_data, checkpoint, extra)
     if not os.path.exists(os.path.join(out, BEST_WEIGHTS)):
         raise TrainingError(f"no epoch reached a finite validation loss, so {out} has no {BEST_WEIGHTS}; "
                             "lower --lr and start again with --overwrite")
-    model.load_weights(os.path.join(out, BEST_WEIGHTS))
+    load_weights_quietly(model, os.path.join(out, BEST_WEIGHTS))
     report = _write_results(model, settings, config, val_set, train_set, skipped, weight_table)
     tag_model.write_config(out, config)
+    write_json(os.path.join(out, STATE), dict(read_json(os.path.join(out, STATE)), finished=True))
     return report
 
 
@@ -750,6 +788,14 @@ def _fit_phases(model, strategy, settings, state, pretrained, train_data, val_da
         with strategy.scope():
             set_phase(model, phase, freeze_batchnorm=pretrained)
             compile_model(model, learning_rate)
+            if settings.resume and state.get("phase") == phase and first == done:
+                # Adam continues with its step count and moments (saved in last.weights.h5).
+                step = restore_optimizer(model, os.path.join(out, LAST_WEIGHTS))
+                if step is None:
+                    log.warning("%s holds no optimizer state for this model; Adam starts afresh",
+                                os.path.join(out, LAST_WEIGHTS))
+                else:
+                    log.info("optimizer state restored (Adam step %d)", step)
         log.info("%s: epochs %d-%d at learning rate %.2g", phase, first + 1, last, learning_rate)
         callbacks = [
             checkpoint,

@@ -5,6 +5,9 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 import multitrain_efficientnet
-from conftest import SHARED_DATA
+from conftest import ROOT, SHARED_DATA
 from labelmap import LABELS, LabelMapError, default_labelmap, from_dict
 from tagestimate import model as tag_model
 from tagestimate import training
@@ -106,10 +109,36 @@ def test_split_never_puts_one_item_on_both_sides():
     assert (training.split_samples(samples, 0.2, seed=3) == val).all()  # seeded
 
 
-def test_split_refuses_too_few_items():
-    samples = training.Samples(["1_1.jpg", "2_1.jpg"], ["a", "a"], ["1", "2"], np.zeros((2, 1)))
-    with pytest.raises(training.TrainingError, match="too few"):
-        training.split_samples(samples, 0.1, seed=0)
+def test_split_works_on_any_data_with_two_items_or_more(caplog):
+    """Any size and folder distribution: a grouped split with both sides, or (one item) a sentence."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        count, folder_count = int(rng.integers(1, 50)), int(rng.integers(1, 10))
+        folders = [f"f{rng.integers(folder_count)}" for _ in range(count)]
+        groups = [f"{rng.integers(1, count + 1)}" for _ in range(count)]
+        samples = training.Samples([f"{g}_{i}_0.jpg" for i, g in enumerate(groups)], folders, groups,
+                                   np.zeros((count, 1), np.float32))
+        val_split = float(rng.choice([0.01, 0.1, 0.25, 0.5]))
+        if len(set(groups)) < 2:
+            with pytest.raises(training.TrainingError, match="one item id") as error:
+                training.split_samples(samples, val_split, seed=0)
+            assert "--val-split" not in str(error.value) and "\n" not in str(error.value)
+            continue
+        val = training.split_samples(samples, val_split, seed=int(rng.integers(100)))
+        val_items = {g for g, v in zip(groups, val) if v}
+        assert val.any() and not val.all() and not val_items & {g for g, v in zip(groups, val) if not v}
+
+
+def test_small_data_holds_out_fewer_folds_and_says_so(caplog):
+    folders = [f"f{k}" for k in range(9) for _ in range(4)]  # 36 images in 9 folders, as a first try
+    groups = [str(1000 + i) for i in range(36)]
+    samples = training.Samples([f"{g}_1_0.jpg" for g in groups], folders, groups, np.zeros((36, 1), np.float32))
+    val = training.split_samples(samples, 0.1, seed=777)
+    assert val.sum() == 9  # 1/4 of the items: at most 4 images per folder allow 4 folds, not 10
+    assert "too small to hold out 1/10" in caplog.text and "1/4 of the items instead (9 validation" in caplog.text
+    one = training.Samples(["1_1_0.jpg"], ["f"], ["1"], np.zeros((1, 1), np.float32))
+    with pytest.raises(training.TrainingError, match="one item id .*add images of at least one more item"):
+        training.split_samples(one, 0.5, seed=0)  # not "raise --val-split": 0.5 is its maximum
 
 
 def test_folder_weights_even_out_folder_sizes():
@@ -275,15 +304,68 @@ def test_best_weights_are_saved_whole_on_improvement_only(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == [training.BEST_WEIGHTS] and saver.best == 1.5
 
 
-def test_parser_explains_every_flag_and_uses_the_settings_defaults():
+# The README's flag table is the contract: literal values, not TrainSettings read back.
+DOCUMENTED_DEFAULTS = {
+    "data": "datasetpdm", "out": "weights_pdm_multi", "epochs": 30, "batch_size": 32, "lr": 1e-4,
+    "warmup_epochs": 1, "warmup_lr": 1e-3, "image_size": 224, "weights": "imagenet", "val_split": 0.1,
+    "seed": 777, "labelmap": None, "resume": False, "overwrite": False, "mixed_precision": False,
+    "distribute": "auto", "patience": 5, "balance": "sqrt", "augment": True, "dropout": 0.2, "verbose": False,
+}
+
+
+def test_parser_defaults_are_the_documented_ones_and_every_flag_is_explained():
     parser = multitrain_efficientnet.build_parser()
-    defaults = training.TrainSettings()
-    for action in parser._actions:
-        if action.dest not in ("help", "verbose"):
-            assert action.help, action.dest
-            assert action.default == getattr(defaults, action.dest), action.dest
+    assert vars(parser.parse_args([])) == DOCUMENTED_DEFAULTS
+    assert all(action.help for action in parser._actions)
     text = " ".join(parser.format_help().split())
     assert "(default: None)" not in text and "(default: 30)" in text  # None is worded, not shown
+
+
+def test_help_does_not_load_tensorflow():
+    """--help must answer at once: nothing that loads TensorFlow runs before the flags are parsed."""
+    code = ("import sys, contextlib, io, multitrain_efficientnet as m\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as text, contextlib.suppress(SystemExit):\n"
+            "    m.main(['--help'])\n"
+            "print('--resume' in text.getvalue(), sorted({'tensorflow', 'keras'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["True", "[]"], result.stderr
+
+
+def test_tensorflow_start_up_noise_is_filtered_and_other_output_kept(capfd):
+    from tagestimate import tfenv
+
+    with tfenv.native_stderr_filtered():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1795609452.504456    4235 port.cc:153] oneDNN custom operations are on.\n"
+                    b"a real problem\n"
+                    b"E0000 00:00:1795609826.371266    8656 cuda_platform.cc:52] failed call to cuInit: x\n")
+    assert capfd.readouterr().err == "a real problem\n"
+
+
+def test_importing_the_trainer_prints_no_tensorflow_start_up_lines():
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", "import tagestimate.training"], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for noise in ("oneDNN", "cudart_stub", "absl::InitializeLog", "cuInit"):
+        assert noise not in result.stderr
+
+
+def test_best_epoch_is_recorded_not_matched_by_loss(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    checkpoint = training._SaveBest(str(tmp_path / training.BEST_WEIGHTS), best=2.0, best_epoch=1)
+    saver = training._SaveState(str(tmp_path), checkpoint, "finetune", {})
+    for callback in (checkpoint, saver):
+        callback.set_model(model)
+    for callback in (checkpoint, saver):  # a resumed epoch whose loss equals the best, not below it
+        callback.on_epoch_end(1, {"val_loss": 2.0})
+    assert read_json(tmp_path / training.STATE)["best_epoch"] == 1
+    for callback in (checkpoint, saver):
+        callback.on_epoch_end(2, {"val_loss": 1.0})
+    assert read_json(tmp_path / training.STATE)["best_epoch"] == 3
 
 
 # ---------------------------------------------------------------- a training run
