@@ -1,0 +1,545 @@
+"""The trainer's pure parts (tagestimate/training.py), no model fit: data listing, grouped split,
+folder weights, F1 and threshold tuning, the summary, and what --resume relies on (output folder
+checks, split.csv, state.json, weight checkpoints)."""
+
+import csv
+import json
+import logging
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+from labelmap import LABELS, LabelMapError, default_labelmap, from_dict
+from tagestimate import train_state, training
+from tagestimate.training import Samples, TrainingError
+
+
+def messages(caplog):
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def image(path, colour=(200, 30, 30), size=(12, 10)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def read_rows(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))
+
+
+# ---------------------------------------------------------------- listing
+
+@pytest.mark.parametrize("path, item", [
+    ("/d/picture_indoor/1054192_10_1.jpg", "1054192"),
+    ("R100000039-I000001_12_3.png", "R100000039-I000001"),
+    ("R1_b_12_0.jpg", "R1_b"),          # crawler ids may hold '_'
+    ("abc_def.jpg", "abc"),             # not an NDL name: up to the first '_'
+    ("a_b_c_d.jpg", "a"),
+    ("scan.v2.jpg", "scan.v2"),
+    (os.path.join("x_9", "scan.jpg"), "scan"),  # the folder never counts
+])
+def test_item_id(path, item):
+    assert training.item_id(path) == item
+
+
+def test_list_samples_reads_folders_in_order_with_their_label_vectors(tmp_path, caplog):
+    data = str(tmp_path)
+    for name in ("picture_landmark/2_1_0.jpg", "picture_landmark/1_1_0.jpg", "stamp/3_1_0.png",
+                 "stamp/sub/4_1_0.jpg", "stamp/.hidden.jpg"):
+        image(os.path.join(data, name))
+    os.makedirs(tmp_path / ".git")
+    os.makedirs(tmp_path / "graphic")  # empty: warned, ignored
+    image(os.path.join(data, "loose_1_0.jpg"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    samples = training.list_samples(data, default_labelmap())
+    assert samples.paths == [os.path.join(data, p) for p in ("picture_landmark/1_1_0.jpg", "picture_landmark/2_1_0.jpg",
+                                                             "stamp/3_1_0.png", "stamp/sub/4_1_0.jpg")]
+    assert samples.folders == ["picture_landmark", "picture_landmark", "stamp", "stamp"]
+    assert samples.groups == ["1", "2", "3", "4"]
+    landmark = [0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0]
+    stamp = [0] * 10 + [1]
+    assert samples.targets.dtype == np.float32 and samples.targets.shape == (4, 11)
+    assert samples.targets.tolist() == [landmark, landmark, stamp, stamp]
+    assert messages(caplog) == [
+        f"1 image(s) directly in {data} belong to no tag folder and are ignored (e.g. loose_1_0.jpg)",
+        f"folder {os.path.join(data, 'graphic')} has no images; it is ignored",
+    ]
+
+
+def test_list_samples_one_label_map_row_per_image(tmp_path):
+    table = from_dict({"labels": ["a", "b"], "tags": {"x": ["b"], "y": ["a", "b"]}})
+    image(str(tmp_path / "x" / "1_1_0.jpg"))
+    image(str(tmp_path / "y" / "2_1_0.jpg"))
+    samples = training.list_samples(str(tmp_path), table)
+    assert samples.targets.tolist() == [[0, 1], [1, 1]]
+
+
+def test_list_samples_errors_name_the_folder_and_the_fix(tmp_path):
+    with pytest.raises(TrainingError) as error:
+        training.list_samples(str(tmp_path / "nowhere"), default_labelmap())
+    assert str(error.value) == (f"--data {tmp_path / 'nowhere'} is not a folder; pass the folder that holds one "
+                                "sub-folder of images per tag (e.g. datasetpdm/picture_indoor/...)")
+    os.makedirs(tmp_path / "stamp")
+    with pytest.raises(TrainingError) as error:
+        training.list_samples(str(tmp_path), default_labelmap())
+    assert str(error.value) == f"{tmp_path} holds no images in its sub-folders; nothing to train on"
+    os.makedirs(tmp_path / "postcards")
+    os.makedirs(tmp_path / "zines")
+    with pytest.raises(LabelMapError) as error:
+        training.list_samples(str(tmp_path), default_labelmap())
+    assert str(error.value) == (f"{tmp_path} has folder(s) the label map does not know: postcards, zines; rename or "
+                                "remove them, or pass --labelmap with a map that has them "
+                                f"(python labelmap.py --check {tmp_path} shows every folder's labels)")
+
+
+def test_untagged_folder_is_left_out_unless_the_map_trains_it(tmp_path, caplog):
+    image(str(tmp_path / "stamp" / "1_1_0.jpg"))
+    image(str(tmp_path / "unknown" / "2_1_0.jpg"))
+    assert training.list_samples(str(tmp_path), default_labelmap()).folders == ["stamp"]
+    assert messages(caplog) == [f"{tmp_path / 'unknown'} holds images the crawler found without any tag; they are "
+                                "not trained (move them into tag folders to use them)"]
+    table = from_dict({"labels": ["stamp", "unknown"]})
+    assert training.list_samples(str(tmp_path), table).folders == ["stamp", "unknown"]
+
+
+def test_names_that_are_not_utf8_are_left_out_and_named(tmp_path, caplog):
+    image(str(tmp_path / "stamp" / "1_1_0.jpg"))
+    name = os.fsdecode(b"\x83e\x83X\x83g_1_0.jpg")
+    try:
+        image(os.path.join(str(tmp_path), "stamp", name))
+    except (OSError, UnicodeEncodeError):
+        pytest.fail("the test file system must accept names that are not UTF-8")
+    samples = training.list_samples(str(tmp_path), default_labelmap())
+    assert samples.paths == [str(tmp_path / "stamp" / "1_1_0.jpg")]
+    assert messages(caplog) == [
+        f"left out, its name is not valid UTF-8: {tmp_path / 'stamp'}/\\x83e\\x83X\\x83g_1_0.jpg",
+        "1 image(s) left out because their names are not UTF-8 (listed above); rename them to UTF-8 to "
+        f"train on them (e.g. convmv -r -f shift_jis -t utf8 --notest {tmp_path})",
+    ]
+
+
+def test_shown_path_and_utf8_check():
+    bad = os.fsdecode(b"a\x83.jpg")
+    assert training.shown_path(bad) == "a\\x83.jpg"
+    assert training.shown_path("写真.jpg") == "写真.jpg"
+    assert training._is_utf8("写真.jpg") is True and training._is_utf8(bad) is False
+
+
+def test_find_unreadable_names_each_bad_file_and_its_reason(tmp_path):
+    good = image(str(tmp_path / "good.jpg"))
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "page.jpg"
+    text.write_text("<html>")
+    truncated = tmp_path / "cut.png"
+    whole = open(image(str(tmp_path / "full.png"), size=(64, 64)), "rb").read()
+    truncated.write_bytes(whole[:60])
+    found = training.find_unreadable([good, str(empty), str(text), str(truncated)], workers=2)
+    assert set(found) == {str(empty), str(text), str(truncated)}
+    assert found[str(empty)] == "empty file (0 bytes)"
+    assert found[str(text)] == "not an image Pillow can read (wrong extension, text or HTML?)"
+    assert found[str(truncated)].startswith("corrupt image (") and found[str(truncated)].endswith(")")
+    assert training._quick_check(good) is None
+    assert training._quick_check(str(tmp_path / "missing.jpg")).startswith("corrupt image (FileNotFoundError: ")
+
+
+def test_samples_subset_keeps_rows_together():
+    samples = Samples(["a", "b", "c"], ["x", "y", "z"], ["1", "2", "3"], np.array([[1.0], [2.0], [3.0]]))
+    part = samples.subset(np.array([True, False, True]))
+    assert (part.paths, part.folders, part.groups, part.targets.tolist()) == (["a", "c"], ["x", "z"], ["1", "3"],
+                                                                              [[1.0], [3.0]])
+
+
+# ---------------------------------------------------------------- split
+
+def spread_samples(count=300, folders=4, items=40, seed=1):
+    rng = np.random.default_rng(seed)
+    names = [f"f{rng.integers(folders)}" for _ in range(count)]
+    groups = [f"{rng.integers(items)}" for _ in range(count)]
+    return Samples([f"{g}_{i}_0.jpg" for i, g in enumerate(groups)], names, groups, np.zeros((count, 1)))
+
+
+@pytest.mark.parametrize("val_split, folds", [(0.1, 10), (0.2, 5), (0.5, 2), (0.3, 3), (0.45, 2)])
+def test_split_holds_out_one_fold_of_items(val_split, folds):
+    samples = spread_samples()
+    val = training.split_samples(samples, val_split, seed=3)
+    assert val.dtype == bool and val.shape == (300,)
+    val_items = {g for g, v in zip(samples.groups, val) if v}
+    train_items = set(samples.groups) - val_items
+    assert val_items and not val_items & {g for g, v in zip(samples.groups, val) if not v}
+    assert len(val_items) == pytest.approx(40 / folds, abs=1.5)  # about 1/folds of the items
+    assert len(train_items) + len(val_items) == 40
+    assert set(np.asarray(samples.folders)[val]) == set(samples.folders)  # stratified
+    assert (training.split_samples(samples, val_split, seed=3) == val).all()  # seeded
+    assert not (training.split_samples(samples, val_split, seed=4) == val).all()
+
+
+@pytest.mark.parametrize("val_split", [0, -0.1, 0.51, 1.0])
+def test_split_refuses_a_fraction_outside_0_to_half(val_split):
+    with pytest.raises(TrainingError) as error:
+        training.split_samples(spread_samples(), val_split, seed=0)
+    assert str(error.value) == f"--val-split {val_split} must be above 0 and at most 0.5"
+
+
+def test_split_needs_two_item_ids_and_says_which_one_it_found():
+    samples = Samples(["1_1.jpg", "1_2.jpg"], ["a", "a"], ["1", "1"], np.zeros((2, 1)))
+    with pytest.raises(TrainingError) as error:
+        training.split_samples(samples, 0.5, seed=0)
+    assert str(error.value) == (
+        "all 2 readable image(s) belong to one item id (1), but validation needs an item never seen in "
+        "training; add images of at least one more item (the item id is the file name up to its first '_': "
+        "1054192_10_1.jpg is item 1054192)")
+    two = Samples(["1_1.jpg", "2_1.jpg"], ["a", "a"], ["1", "2"], np.zeros((2, 1)))
+    assert training.split_samples(two, 0.5, seed=0).sum() == 1
+
+
+def test_a_small_data_set_gets_fewer_folds_with_a_warning(caplog):
+    samples = Samples([f"{i}_1.jpg" for i in range(4)], ["a", "a", "b", "b"], ["1", "2", "3", "4"], np.zeros((4, 1)))
+    val = training.split_samples(samples, 0.1, seed=0)
+    assert val.sum() == 2 and set(np.asarray(samples.folders)[val]) == {"a", "b"}  # 1/2, still stratified
+    assert messages(caplog) == [
+        "the data set is too small to hold out 1/10 of its items (--val-split 0.1): 4 images, 4 item ids, at most "
+        "2 image(s) per folder; holding out 1/2 of the items instead (2 validation images)"]
+    caplog.clear()
+    single = Samples([f"{i}_1.jpg" for i in range(3)], ["a", "b", "c"], ["1", "2", "3"], np.zeros((3, 1)))
+    val = training.split_samples(single, 0.25, seed=0)
+    assert 0 < val.sum() < 3
+    assert messages(caplog)[0] == (
+        "the data set is too small to hold out 1/4 of its items (--val-split 0.25): 3 images, 3 item ids, at most "
+        f"1 image(s) per folder; holding out 1/3 of the items instead ({val.sum()} validation images), "
+        "not stratified by folder")
+
+
+def test_split_warns_about_folders_on_one_side(caplog):
+    groups = [str(i) for i in range(10)] + ["100", "100", "100"]
+    folders = ["big"] * 10 + ["one_item"] * 3
+    samples = Samples([f"{g}_1_0.jpg" for g in groups], folders, groups, np.zeros((13, 1)))
+    val = training.split_samples(samples, 0.5, seed=0)
+    side = "val" if val[-1] else "train"
+    assert messages(caplog) == [f"folder one_item has all its images on the {side} side (too few item ids to split it)"]
+    caplog.clear()
+    training.split_samples(spread_samples(), 0.2, seed=0)
+    assert messages(caplog) == []
+
+
+def test_split_warns_val_side_when_a_folder_is_only_validation(caplog):
+    for seed in range(20):
+        groups = [str(i) for i in range(10)] + ["100"]
+        samples = Samples([f"{g}_1_0.jpg" for g in groups], ["big"] * 10 + ["one"], groups, np.zeros((11, 1)))
+        caplog.clear()
+        if training.split_samples(samples, 0.5, seed=seed)[-1]:
+            assert messages(caplog) == ["folder one has all its images on the val side (too few item ids to split it)"]
+            return
+    pytest.fail("no seed put the one-item folder on the validation side")
+
+
+def test_split_file_round_trips_and_reports_changes(tmp_path, caplog):
+    data = str(tmp_path / "data")
+    paths = [os.path.join(data, p) for p in ("stamp/2_1_0.jpg", "graphic/1_1_0.jpg", "stamp/sub/3_1_0.jpg")]
+    samples = Samples(paths, ["stamp", "graphic", "stamp"], ["2", "1", "3"], np.zeros((3, 1)))
+    path = str(tmp_path / training.SPLIT)
+    training.write_split(path, samples, np.array([True, False, False]), data)
+    assert read_rows(path) == [["path", "folder", "item_id", "subset"], ["graphic/1_1_0.jpg", "graphic", "1", "train"],
+                               ["stamp/2_1_0.jpg", "stamp", "2", "val"], ["stamp/sub/3_1_0.jpg", "stamp", "3", "train"]]
+    assert open(path, "rb").read().count(b"\r\n") == 4  # csv's own line ends, not doubled
+    keep, val = training.read_split(path, samples, data)
+    assert keep.dtype == bool and keep.tolist() == [True, True, True] and val.tolist() == [True, False, False]
+    assert messages(caplog) == []
+    # an image added since, one removed since
+    grown = Samples(paths[1:] + [os.path.join(data, "stamp/4_1_0.jpg")], ["graphic", "stamp", "stamp"],
+                    ["1", "3", "4"], np.zeros((3, 1)))
+    keep, val = training.read_split(path, grown, data)
+    assert keep.tolist() == [True, True, False] and val.tolist() == [False, False, False]
+    assert messages(caplog) == [
+        f"1 image(s) are not in {path} and are left out; start a new run to train on them",
+        f"1 image(s) listed in {path} are no longer in {data}",
+    ]
+
+
+def test_predictions_file_has_six_decimals_per_label(tmp_path):
+    path = tmp_path / training.PREDICTIONS
+    training.write_predictions(str(path), [str(tmp_path / "d" / "s" / "1_1_0.jpg")], ["s"],
+                               np.array([[0.1234567, 1.0]]), ["a", "b"], str(tmp_path / "d"))
+    assert read_rows(path) == [["path", "folder", "a", "b"], ["s/1_1_0.jpg", "s", "0.123457", "1.000000"]]
+
+
+# ---------------------------------------------------------------- folder weights
+
+def test_folder_weights_per_mode():
+    folders = ["small"] * 4 + ["big"] * 16
+    weights, table = training.folder_weights(folders, "inverse")
+    assert weights.dtype == np.float32 and weights.shape == (20,)
+    assert list(table) == ["big", "small"]  # sorted
+    assert table == pytest.approx({"big": 0.625, "small": 2.5})  # 20 / (2 folders * n)
+    assert weights.tolist() == pytest.approx([2.5] * 4 + [0.625] * 16)
+    _, table = training.folder_weights(folders, "sqrt")
+    assert table == pytest.approx({"big": 20 / 24 * 4 / 4, "small": 20 / 24 * 2})  # n^-1/2 scaled to mean 1
+    weights, table = training.folder_weights(folders, "none")
+    assert weights.tolist() == [1.0] * 20 and table == {"big": 1.0, "small": 1.0}
+    with pytest.raises(KeyError):
+        training.folder_weights(folders, "log")
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_evaluate_equals_scikit_learn_at_the_default_and_given_thresholds():
+    rng = np.random.default_rng(2)
+    labels = ["a", "b", "c"]
+    targets = rng.integers(0, 2, (60, 3)).astype(float)
+    targets[:, 2] = 0  # no positives for c
+    probabilities = rng.random((60, 3))
+    probabilities[0] = [0.4, 0.4, 0.4]  # exactly at the threshold: not predicted
+    for thresholds in (None, {"a": 0.3, "b": 0.7, "c": 0.5}):
+        cut = np.array([0.4] * 3 if thresholds is None else [thresholds[x] for x in labels])
+        predicted = (probabilities > cut).astype(int)
+        result = training.evaluate(targets, probabilities, labels, thresholds)
+        precision, recall, f1, support = precision_recall_fscore_support(targets, predicted, zero_division=0)
+        assert result["macro_f1"] == pytest.approx(f1_score(targets[:, :2], predicted[:, :2], average="macro"))
+        assert result["micro_f1"] == pytest.approx(f1_score(targets, predicted, average="micro"))
+        assert result["macro_f1_labels"] == ["a", "b"]
+        for j, label in enumerate(labels):
+            assert result["per_class"][label] == pytest.approx(
+                {"precision": precision[j], "recall": recall[j], "f1": f1[j], "support": support[j]})
+        assert type(result["macro_f1"]) is float and type(result["per_class"]["a"]["support"]) is int
+
+
+def test_evaluate_without_any_positive_has_no_macro_f1():
+    result = training.evaluate(np.zeros((4, 2)), np.full((4, 2), 0.9), ["a", "b"])
+    assert result["macro_f1"] is None and result["macro_f1_labels"] == [] and result["micro_f1"] == 0.0
+    assert result["per_class"]["a"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_evaluate_reads_soft_targets_above_half_as_positive():
+    result = training.evaluate(np.array([[0.6, 1], [0.5, 1], [0.0, 0]]), np.array([[0.9, 1], [0.9, 1], [0.1, 0]]),
+                               ["a", "b"])
+    assert result["per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
+
+
+def test_threshold_grid_and_minimum_support():
+    assert training.THRESHOLD_GRID[0] == 0.05 and training.THRESHOLD_GRID[-1] == 0.95
+    assert len(training.THRESHOLD_GRID) == 91 and training.MIN_TUNING_SUPPORT == 10
+
+
+def test_tune_thresholds_picks_the_best_f1_nearest_the_default():
+    targets = np.array([[1, 1, 1]] * 12 + [[0, 0, 0]] * 12, dtype=float)
+    probabilities = np.array([[0.7, 0.9, 0.30]] * 12 + [[0.6, 0.1, 0.20]] * 12)
+    tuned = training.tune_thresholds(targets, probabilities, ["a", "b", "c"])
+    # a: cuts 0.60..0.69 separate the classes; 0.60 is nearest the default 0.4
+    assert tuned["a"] == {"threshold": 0.6, "f1": 1.0, "support": 12, "tuned": True}
+    # b: every cut from 0.10 to 0.89 ties; the default itself wins
+    assert tuned["b"] == {"threshold": 0.4, "f1": 1.0, "support": 12, "tuned": True}
+    # c: cuts 0.20..0.29 separate; 0.29 is nearest the default
+    assert tuned["c"] == {"threshold": 0.29, "f1": 1.0, "support": 12, "tuned": True}
+    assert all(type(tuned[x]["threshold"]) is float and type(tuned[x]["f1"]) is float for x in "abc")
+
+
+def test_tune_thresholds_best_f1_when_no_cut_is_perfect():
+    targets = np.array([[1]] * 10 + [[0]] * 10, dtype=float)
+    probabilities = np.array([[0.8]] * 9 + [[0.3]] + [[0.5]] * 2 + [[0.1]] * 8)
+    tuned = training.tune_thresholds(targets, probabilities, ["a"])
+    # above 0.5: 9 of 10 found, no false positive -> F1 18/19 (a cut below 0.3 costs two false positives)
+    assert tuned["a"] == {"threshold": 0.5, "f1": pytest.approx(18 / 19), "support": 10, "tuned": True}
+
+
+def test_tune_thresholds_keeps_the_default_below_the_minimum_support():
+    targets = np.array([[1, 0]] * 2 + [[0, 0]] * 2, dtype=float)
+    probabilities = np.array([[0.7, 0.9]] * 2 + [[0.6, 0.9]] * 2)
+    few = training.tune_thresholds(targets, probabilities, ["a", "b"])
+    assert few["a"] == {"threshold": 0.4, "f1": pytest.approx(2 / 3), "support": 2, "tuned": False}
+    assert type(few["a"]["f1"]) is float
+    assert few["b"] == {"threshold": 0.4, "f1": None, "support": 0, "tuned": False}
+    assert training.tune_thresholds(targets, probabilities, ["a", "b"], min_support=2)["a"]["tuned"] is True
+    assert training.tune_thresholds(targets, probabilities, ["a", "b"], min_support=3)["a"]["tuned"] is False
+    empty = training.tune_thresholds(np.zeros((0, 1)), np.zeros((0, 1)), ["a"])
+    assert empty["a"] == {"threshold": 0.4, "f1": None, "support": 0, "tuned": False}
+
+
+# ---------------------------------------------------------------- the summary
+
+def make_report():
+    train = Samples(["1_1_0.jpg", "1_2_0.jpg", "2_1_0.jpg"], ["stamp", "stamp", "graphic"], ["1", "1", "2"],
+                    np.zeros((3, 2)))
+    val = Samples(["3_1_0.jpg"], ["stamp"], ["3"], np.zeros((1, 2)))
+    split = training._split_summary(train, val, 0.25, 7)
+    return {
+        "labels": ["graphic", "stamp"], "default_threshold": 0.4, "macro_f1": 0.5, "micro_f1": 0.25,
+        "macro_f1_labels": ["stamp"], "tuned": {"macro_f1": 0.75, "micro_f1": 0.8125},
+        "per_class": {"graphic": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0},
+                      "stamp": {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 12}},
+        "thresholds": {"graphic": {"threshold": 0.4, "f1": None, "support": 0, "tuned": False},
+                       "stamp": {"threshold": 0.35, "f1": 0.75, "support": 12, "tuned": True}},
+        "split": split, "evaluated_images": 1, "best_epoch": 3, "epochs_done": 5, "skipped_images": [],
+        "out": "/runs/a",
+    }
+
+
+def test_split_summary_counts_images_items_and_folders():
+    assert make_report()["split"] == {
+        "train_images": 3, "val_images": 1, "train_items": 2, "val_items": 1,
+        "per_folder": {"graphic": {"train": 1, "val": 0}, "stamp": {"train": 2, "val": 1}},
+        "val_split": 0.25, "seed": 7, "file": "split.csv",
+    }
+
+
+def test_format_summary_is_the_documented_table():
+    report = make_report()
+    assert training.format_summary(report).splitlines() == [
+        "label                support   prec recall     F1     thr F1@thr",
+        "graphic                    0      -      -      -    0.40*     -",
+        "stamp                     12  0.500  1.000  0.667    0.35  0.750",
+        "validation: 1 images from 1 items never seen in training (best epoch 3 of 5)",
+        "at threshold 0.4: macro-F1 0.500 over 1 labels with examples, micro-F1 0.250",
+        "at tuned thresholds: macro-F1 0.750, micro-F1 0.812 (optimistic: tuned on this same validation "
+        "split; * = too few positives, default kept)",
+        "files in /runs/a: best.weights.h5 + model.json (for inference), last.weights.h5 + state.json "
+        "(--resume), history.csv, report.json, split.csv, val_predictions.csv",
+    ]
+    report.update(macro_f1=None, tuned={"macro_f1": None, "micro_f1": 0.0},
+                  skipped_images=[{"path": "x.jpg", "reason": "empty file (0 bytes)"}] * 2)
+    lines = training.format_summary(report).splitlines()
+    assert lines[4].startswith("at threshold 0.4: macro-F1 n/a over")
+    assert lines[5].startswith("at tuned thresholds: macro-F1 n/a, micro-F1 0.000 ")
+    assert lines[6] == "skipped 2 unreadable image(s), listed in report.json"
+
+
+# ---------------------------------------------------------------- what --resume relies on
+
+def test_run_file_names():
+    assert training.RUN_FILES == ("model.json", "best.weights.h5", "last.weights.h5", "history.csv",
+                                  "report.json", "split.csv", "state.json", "val_predictions.csv")
+
+
+def test_a_new_run_creates_the_folder_and_refuses_to_replace_a_run(tmp_path):
+    out = str(tmp_path / "a" / "run")
+    training.prepare_output(out, resume=False, overwrite=False)
+    assert os.path.isdir(out)
+    (tmp_path / "a" / "run" / "notes.txt").write_text("mine")
+    training.prepare_output(out, resume=False, overwrite=False)  # other files are no run
+    for name in ("history.csv", "best.weights.h5"):
+        (tmp_path / "a" / "run" / name).write_text("x")
+    with pytest.raises(TrainingError) as error:
+        training.prepare_output(out, resume=False, overwrite=False)
+    assert str(error.value) == (f"{out} already holds a training run (best.weights.h5, history.csv); pass --resume "
+                                "to continue it, --overwrite to replace it, or choose another --out")
+    training.prepare_output(out, resume=False, overwrite=True)
+    assert sorted(os.listdir(out)) == ["best.weights.h5", "history.csv", "notes.txt"]  # nothing deleted yet
+
+
+def test_resume_needs_a_whole_run_and_not_overwrite(tmp_path):
+    out = str(tmp_path)
+    with pytest.raises(TrainingError) as error:
+        training.prepare_output(out, resume=True, overwrite=True)
+    assert str(error.value) == "--resume and --overwrite contradict each other; pass one of them"
+    (tmp_path / "state.json").write_text("{}")
+    with pytest.raises(TrainingError) as error:
+        training.prepare_output(out, resume=True, overwrite=False)
+    assert str(error.value) == (f"--resume: {out} holds no run to continue (last.weights.h5, model.json, split.csv "
+                                "missing); drop --resume to start a new run")
+    for name in ("last.weights.h5", "model.json", "split.csv"):
+        (tmp_path / name).write_text("x")
+    assert training.prepare_output(out, resume=True, overwrite=False) is None
+    with pytest.raises(TrainingError, match="holds no run to continue"):
+        training.prepare_output(str(tmp_path / "missing"), resume=True, overwrite=False)
+    assert not os.path.exists(tmp_path / "missing")
+
+
+def test_clear_run_removes_only_the_run_files(tmp_path):
+    for name in (*training.RUN_FILES, "notes.txt"):
+        (tmp_path / name).write_text("x")
+    training._clear_run(str(tmp_path))
+    assert os.listdir(tmp_path) == ["notes.txt"]
+    training._clear_run(str(tmp_path))  # nothing to remove is fine
+
+
+def test_read_json_reads_utf8(tmp_path):
+    (tmp_path / "state.json").write_bytes(json.dumps({"data": "写真"}, ensure_ascii=False).encode("utf-8"))
+    assert training.read_json(str(tmp_path / "state.json")) == {"data": "写真"}
+
+
+@pytest.fixture
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.003), loss="mse")
+    return model
+
+
+def test_save_weights_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path, tiny_model):
+    tiny_model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, verbose=0)  # Adam now has state
+    best, last = str(tmp_path / "best.weights.h5"), str(tmp_path / "last.weights.h5")
+    training.save_weights_atomic(tiny_model, best)
+    training.save_weights_atomic(tiny_model, last, optimizer=True)
+    assert sorted(os.listdir(tmp_path)) == ["best.weights.h5", "last.weights.h5"]
+    # best holds the weights alone, last the optimizer too (what --resume restores)
+    assert os.path.getsize(last) > os.path.getsize(best) + 1000
+    again = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    again.compile(optimizer=keras.optimizers.Adam(learning_rate=0.003), loss="mse")
+    training.load_weights_quietly(again, best)
+    assert np.allclose(again.get_weights()[0], tiny_model.get_weights()[0])
+    assert training.restore_optimizer(again, last) == 1  # one step was taken
+    fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    fresh.compile(optimizer=keras.optimizers.Adam(learning_rate=0.003), loss="mse")
+    assert training.restore_optimizer(fresh, best) is None  # no optimizer state in best
+
+
+def test_save_weights_atomic_keeps_the_old_file_when_saving_fails(tmp_path, tiny_model, monkeypatch):
+    path = tmp_path / "best.weights.h5"
+    path.write_bytes(b"old weights")
+    seen = []
+
+    def broken(name):
+        seen.append(os.path.basename(name))
+        with open(name, "wb") as handle:
+            handle.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tiny_model, "save_weights", broken)
+    with pytest.raises(OSError, match="disk full"):
+        training.save_weights_atomic(tiny_model, str(path), optimizer=True)
+    assert path.read_bytes() == b"old weights"
+    assert os.listdir(tmp_path) == ["best.weights.h5"]
+    assert seen == [".best.tmp.weights.h5"]  # hidden, beside it, a name Keras accepts
+
+
+def test_save_best_saves_only_finite_improvements(tmp_path, tiny_model, monkeypatch):
+    saved = []
+    monkeypatch.setattr(training, "save_weights_atomic", lambda model, path: saved.append((model, path)))
+    callback = training._SaveBest(str(tmp_path / "best.weights.h5"), best=0.5, best_epoch=2)
+    callback.set_model(tiny_model)
+    for loss in (0.6, 0.5, float("nan"), float("inf"), None):
+        callback.on_epoch_end(3, {"val_loss": loss} if loss is not None else {"loss": 1.0})
+    callback.on_epoch_end(3, None)
+    assert saved == [] and (callback.best, callback.best_epoch) == (0.5, 2)
+    callback.on_epoch_end(4, {"val_loss": np.float32(0.25)})
+    assert saved == [(tiny_model, str(tmp_path / "best.weights.h5"))]
+    assert (callback.best, callback.best_epoch) == (0.25, 5) and type(callback.best) is float
+    first = training._SaveBest(str(tmp_path / "b.weights.h5"))
+    first.set_model(tiny_model)
+    first.on_epoch_end(0, {"val_loss": 9.0})  # no best yet: any finite loss is saved
+    assert (first.best, first.best_epoch) == (9.0, 1) and len(saved) == 2
+
+
+def test_save_state_writes_what_resume_reads(tmp_path, tiny_model):
+    checkpoint = training._SaveBest(str(tmp_path / "best.weights.h5"), best=0.25, best_epoch=3)
+    extra = {"pretrained": True, "seed": 5, "val_split": 0.2}
+    callback = training._SaveState(str(tmp_path), checkpoint, "finetune", extra)
+    tiny_model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, verbose=0)  # Adam now has state
+    callback.set_model(tiny_model)
+    callback.on_epoch_end(3, {"val_loss": 0.5})
+    state = training.read_json(str(tmp_path / "state.json"))
+    assert state == {"pretrained": True, "seed": 5, "val_split": 0.2, "best_epoch": 3, "epochs_done": 4,
+                     "phase": "finetune", "finished": False, "best_val_loss": 0.25,
+                     "learning_rate": pytest.approx(0.003)}
+    assert sorted(os.listdir(tmp_path)) == ["last.weights.h5", "state.json"]
+    assert training.restore_optimizer(tiny_model, str(tmp_path / "last.weights.h5")) == 1  # with the optimizer
+    assert train_state.read_state(str(tmp_path))["epochs_done"] == 4  # what --resume accepts
+    checkpoint.best, checkpoint.best_epoch = None, None
+    callback.on_epoch_end(4, None)
+    state = training.read_json(str(tmp_path / "state.json"))
+    assert state["best_val_loss"] is None and state["best_epoch"] is None and state["epochs_done"] == 5
