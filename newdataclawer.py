@@ -18,6 +18,7 @@ from labelmap import LABELS
 from tagestimate import crawl, ndl
 from tagestimate.files import HelpFormatter
 
+EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (128 + SIGINT)
 _BYTE_SIZE = re.compile(r"(\d+)\s*([kmg]?)(i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 
@@ -143,10 +144,12 @@ def main(argv=None):
                                              min_confidence=args.min_confidence)
     except crawl.CrawlError as error:
         sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted; run the same command again to resume")
+    except KeyboardInterrupt:  # before the crawl started, or a second Ctrl-C while it winds down
+        print("interrupted: every image saved so far is complete and recorded; run the same command "
+              "again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(summary.format())
-    return 130 if summary.interrupted else 0
+    return EXIT_INTERRUPTED if summary.interrupted else 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Invariants, kept across crashes and Ctrl-C:
 - a manifest row is appended (flushed and fsynced) only after its file's rename;
 - on start, `Manifest.open` reconciles the two: rows whose file is missing are dropped,
   and `{id}.jpg` files with no row (a crash between rename and append, or images the user
-  put there) are adopted with the provenance their name gives, never deleted.
+  put there) are adopted with the provenance their name gives, never deleted. The result
+  is written with the first new row or at the end of the run, so a run that fails before
+  any server answered creates nothing.
 An id is filed at most once, whatever the folder. In tagged mode a record that also carries
 a more specific tag than the requested one (`picture_landmark` when `picture_outdoor` was
 requested) is left for that tag's folder: filed under the parent, the trainer would read it
@@ -19,6 +21,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import datetime
+import errno
 import hashlib
 import io
 import logging
@@ -137,6 +140,7 @@ class Manifest:
         self._lock = threading.Lock()
         self._handle = None
         self._writer = None
+        self._pending = None  # reconciled rows not yet written, or None when the file is right
 
     def image_path(self, folder, image_id):
         """`{out}/{folder}/{id}.jpg`; ValueError for names that could leave `out`."""
@@ -145,8 +149,15 @@ class Manifest:
         return os.path.join(self.out, folder, image_id + IMAGE_SUFFIX)
 
     def open(self):
-        """Reconcile manifest and folders after any crash or kill, then open for appending."""
-        os.makedirs(self.out, exist_ok=True)
+        """Reconcile manifest and folders after any crash or kill, in memory; create nothing yet.
+
+        The reconciled manifest is written by `commit`, or with the first new row, so a run
+        that stops before any server answered leaves no new files behind.
+        """
+        self._check_writable()
+        if not os.path.isdir(self.out):
+            self._pending = []
+            return
         removed = self._remove_temp_files()
         rows, dropped, needs_rewrite = self._read_rows()
         kept, keys = [], set()
@@ -161,15 +172,35 @@ class Manifest:
                    for folder, image_id in self._scan_files() if (folder, image_id) not in keys]
         kept.extend(adopted)
         if dropped or adopted or needs_rewrite:
-            self._rewrite(kept)
+            self._pending = kept
         for row in kept:
             self.ids.add(row["id"])
             self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
-        self._handle = open(self.path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._handle, fieldnames=MANIFEST_FIELDS)
         if dropped or adopted or removed:
             log.info("reconciled %s: dropped %d rows (file missing, torn or repeated), adopted %d files "
                      "it lacked, removed %d temporary files", self.path, dropped, len(adopted), removed)
+
+    def _check_writable(self):
+        """OSError now, before any download, if `out` (or the folder that will hold it) cannot be written."""
+        existing = os.path.abspath(self.out)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", existing)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "no permission to write there", existing)
+
+    def commit(self):
+        """Write the reconciled manifest, unless that would only put a bare header into a new folder."""
+        with self._lock:
+            if self._pending or (self._pending is not None and os.path.exists(self.path)):
+                self._write_pending()
+
+    def _write_pending(self):
+        if self._pending is not None:
+            os.makedirs(self.out, exist_ok=True)
+            self._rewrite(self._pending)
+            self._pending = None
 
     def _remove_temp_files(self):
         removed = 0
@@ -237,6 +268,10 @@ class Manifest:
     def append(self, row):
         """Record one saved image; durable when this returns."""
         with self._lock:
+            if self._handle is None:
+                self._write_pending()
+                self._handle = open(self.path, "a", newline="", encoding="utf-8")
+                self._writer = csv.DictWriter(self._handle, fieldnames=MANIFEST_FIELDS)
             self._writer.writerow(row)
             self._handle.flush()
             os.fsync(self._handle.fileno())
@@ -281,6 +316,12 @@ class _Crawler:
         self.stop_event.set()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+        if exc_type is None or exc_type is KeyboardInterrupt:
+            try:
+                self.manifest.commit()  # a reconciliation that no new row has written yet
+            except OSError as error:
+                raise CrawlError(f"cannot write {self.manifest.path}: {error.strerror}; "
+                                 f"check free space and permissions of --out") from None
         self.manifest.close()
         self.client.close()
         for name, stats in self.summary.folders.items():

@@ -4,7 +4,10 @@ import csv
 import hashlib
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 import _thread
 
@@ -15,6 +18,7 @@ from PIL import Image
 import newdataclawer
 from labelmap import LABELS
 from tagestimate import crawl, files, ndl
+from conftest import ROOT, restore_default_sigint
 from tests.ndl_emulator import NdlEmulator
 
 SHARED_METADATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
@@ -62,12 +66,14 @@ def read_manifest(out):
 
 
 def image_files(out):
-    """{(folder, id)} of every .jpg under out, and fail on any leftover temp file."""
+    """{(folder, id)} of every .jpg under out; fail on anything but those and the manifest."""
     found = set()
     for folder, _, names in os.walk(out):
         for name in names:
-            assert not name.endswith(crawl.TEMP_SUFFIX), f"leftover temp file {name}"
-            if name.endswith(".jpg"):
+            if folder == str(out):
+                assert name == crawl.MANIFEST_NAME, f"unexpected file {name} in {out}"
+            else:
+                assert name.endswith(".jpg") and not name.startswith("."), f"unexpected file {folder}/{name}"
                 found.add((os.path.basename(folder), name[:-4]))
     return found
 
@@ -134,7 +140,9 @@ def test_start_reconciles_after_a_crash(out):
         assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "4") == 0
         rows = read_manifest(out)
         os.remove(out / "stamp" / (rows[0]["id"] + ".jpg"))       # row without file
-        (out / "stamp" / ".1_1_0.jpg.abc.part").write_bytes(b"partial")  # killed mid-write
+        for leftover in (out / "stamp" / "1_1_0.jpg", out / crawl.MANIFEST_NAME):  # killed mid-write
+            with open(files.temporary_path(leftover), "wb") as handle:
+                handle.write(b"partial")
         os.replace(out / "stamp" / (rows[1]["id"] + ".jpg"), out / "stamp" / "5_5_0.jpg")  # file without row
         with open(out / crawl.MANIFEST_NAME, "a", encoding="utf-8") as handle:
             handle.write("9_9_0,9,9,1.0")                         # torn last line
@@ -145,6 +153,17 @@ def test_start_reconciles_after_a_crash(out):
     assert adopted and adopted[0]["source_url"] == "" and (adopted[0]["pid"], adopted[0]["page"]) == ("5", "5")
     assert {rows[2]["id"], rows[3]["id"]} <= {row["id"] for row in rows_after}
     assert summary.folders["stamp"].saved == 1  # 2 kept + 1 adopted + 1 new
+
+
+def test_a_reconciliation_is_written_even_when_nothing_new_is_saved(out):
+    with NdlEmulator(make_records("stamp", 6)) as emulator:
+        assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "3") == 0
+        lines = (out / crawl.MANIFEST_NAME).read_text(encoding="utf-8").splitlines(keepends=True)
+        (out / crawl.MANIFEST_NAME).write_text("".join(lines[:-1]), encoding="utf-8")  # the last row lost
+        requests_before = len(emulator.requests)
+        assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "3") == 0
+        assert len(emulator.requests) == requests_before  # full with the adopted file: nothing fetched
+    assert len(assert_consistent(out)) == 3
 
 
 def test_files_are_written_with_the_shared_atomic_helper(out, monkeypatch):
@@ -159,9 +178,9 @@ def test_files_are_written_with_the_shared_atomic_helper(out, monkeypatch):
     with NdlEmulator(make_records("stamp", 6)) as emulator:
         crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
     rows = assert_consistent(out)
-    assert written[0] == crawl.MANIFEST_NAME  # a new manifest is written whole, atomically
-    assert sorted(written[1:]) == sorted(os.path.join("stamp", row["id"] + ".jpg") for row in rows)
-    assert crawl.TEMP_SUFFIX == files.TEMP_SUFFIX
+    assert written.count(crawl.MANIFEST_NAME) == 1  # a new manifest is written whole, atomically
+    assert sorted(set(written) - {crawl.MANIFEST_NAME}) == sorted(os.path.join("stamp", row["id"] + ".jpg")
+                                                                    for row in rows)
 
 
 def write_index(path, rows):
@@ -415,13 +434,26 @@ def _closed_port():
         return sock.getsockname()[1]
 
 
-def test_api_unreachable_at_start_is_one_sentence(out, capsys):
+@pytest.mark.parametrize("out_exists", [False, True])
+def test_api_unreachable_at_start_is_one_sentence_and_creates_nothing(out, capsys, out_exists):
+    if out_exists:
+        out.mkdir()
     base = f"http://127.0.0.1:{_closed_port()}/dl/api"
     with pytest.raises(SystemExit) as exit_info:
         newdataclawer.main(["--out", str(out), "--api-base", base, "--tag", "stamp", *FAST])
     message = str(exit_info.value.code)
     assert message.startswith(f"error: cannot reach the NDL API at {base}") and "\n" not in message
     assert "Traceback" not in capsys.readouterr().err
+    assert (os.listdir(out) == []) if out_exists else not out.exists()
+
+
+def test_an_unusable_out_is_refused_before_any_request(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with NdlEmulator(make_records("stamp", 3)) as emulator:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(emulator, tmp_path / "file" / "dataset", "--tag", "stamp", "--per-class", "2")
+        assert emulator.requests == []
+    assert str(exit_info.value.code).startswith("error: cannot use ") and "check --out" in str(exit_info.value.code)
 
 
 def test_iiif_unreachable_at_start_is_one_sentence(out, tmp_path):
@@ -431,9 +463,10 @@ def test_iiif_unreachable_at_start_is_one_sentence(out, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         newdataclawer.main(["--out", str(out), "--from-metadata", str(index), "--iiif-base", base, *FAST])
     assert str(exit_info.value.code).startswith(f"error: cannot reach the IIIF server at {base}")
+    assert not out.exists()
 
 
-def test_ctrl_c_leaves_no_partial_file(out):
+def test_ctrl_c_leaves_no_partial_file(out, python_sigint_handler):
     seen = []
 
     def interrupt_mid_download(service, path):
@@ -449,14 +482,97 @@ def test_ctrl_c_leaves_no_partial_file(out):
     assert 2 <= len(rows) < requested
 
 
+def test_ctrl_c_of_the_script_exits_130_with_the_summary_and_no_traceback(out):
+    with NdlEmulator(make_records("stamp", 40), latency=0.1) as emulator:
+        # pytest may run as a background job, with SIGINT ignored; the child needs Python's handler.
+        child = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "newdataclawer.py"), "--out", str(out), "--api-base", emulator.api_base,
+             "--iiif-base", emulator.iiif_base, *FAST, "--tag", "stamp", "--per-class", "40"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_default_sigint)
+        deadline = time.monotonic() + 30
+        while emulator.count("iiif") < 6 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stdout.splitlines()[-1].endswith("; interrupted: run the same command again to resume")
+    assert re.search(r"^stamp\s+(\d+)\s.*\sinterrupted$", stdout, re.MULTILINE)
+    assert 0 < len(assert_consistent(out)) < 40
+
+
+def test_ctrl_c_before_the_crawl_starts_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(crawl, "read_index", interrupted)
+    assert newdataclawer.main(["--out", str(tmp_path / "out"), "--from-metadata", "metadata.csv"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("interrupted: ") and "run the same command again to resume" in captured.err
+
+
+def test_help_answers_without_importing_tensorflow():
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['newdataclawer.py', '--help']\n"
+             "try:\n    runpy.run_path('newdataclawer.py', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'openvino', 'cv2'}))\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "--per-class" in result.stdout, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+# The README's crawler table is the contract: flag -> (default as parsed, the table's default cell).
+DOCUMENTED_DEFAULTS = {
+    "--tag": (None, "all known tags, most specific first"),
+    "--per-class": (500, "500"),
+    "--min-confidence": (0.0, "0.0"),
+    "--max-idle": (20, "20"),
+    "--batch": (20, "20"),
+    "--delay": (1.0, "1"),
+    "--api-base": ("https://lab.ndl.go.jp/dl/api", "`https://lab.ndl.go.jp/dl/api`"),
+    "--from-metadata": (None, "–"),
+    "--label": (None, "all"),
+    "--limit": (None, "all"),
+    "--out": ("datasetpdm", "`datasetpdm`"),
+    "--iiif-base": ("https://www.dl.ndl.go.jp/api/iiif", "`https://www.dl.ndl.go.jp/api/iiif`"),
+    "--size": (",256", "`,256`"),
+    "--workers": (4, "4"),
+    "--timeout": (30.0, "30"),
+    "--retries": (5, "5"),
+    "--backoff": (1.0, "1"),
+    "--max-wait": (60.0, "60"),
+    "--max-bytes": (20 * 1024 * 1024, "`20MB`"),
+}
+
+
+def readme_crawler_defaults():
+    """{flag: default cell} from the flags table of the README's newdataclawer.py section."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    section = text[text.index("## Growing the data set: `newdataclawer.py`"):]
+    section = section[:section.index("\n## ", 1)]
+    table = section[section.index("### Flags"):]
+    return {re.match(r"`(--[a-z-]+)", cells[0])[1]: cells[1]
+            for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
+                          for line in table.splitlines() if line.startswith("| `--"))}
+
+
 def test_cli_defaults_are_the_documented_ones():
-    args = newdataclawer.build_parser().parse_args([])
-    assert (args.out, args.api_base, args.iiif_base, args.size) == (
-        "datasetpdm", "https://lab.ndl.go.jp/dl/api", "https://www.dl.ndl.go.jp/api/iiif", ",256")
-    assert (args.batch, args.workers, args.delay, args.timeout, args.retries, args.max_bytes, args.max_idle) == (
-        20, 4, 1.0, 30.0, 5, 20 * 1024 * 1024, 20)
-    assert args.tag is None and args.from_metadata is None
-    help_text = " ".join(newdataclawer.build_parser().format_help().split())
+    parser = newdataclawer.build_parser()
+    parsed = vars(parser.parse_args([]))
+    flags = {action.option_strings[-1]: action.dest for action in parser._actions if action.dest != "help"}
+    assert set(flags) == set(DOCUMENTED_DEFAULTS)
+    assert {flag: parsed[dest] for flag, dest in flags.items()} == \
+        {flag: default for flag, (default, _) in DOCUMENTED_DEFAULTS.items()}
+    assert readme_crawler_defaults() == {flag: cell for flag, (_, cell) in DOCUMENTED_DEFAULTS.items()}
+    library = crawl.CrawlOptions()  # what a caller of crawl.crawl_tagged gets
+    assert (library.out, library.api_base, library.iiif_base, library.size, library.batch, library.workers,
+            library.delay, library.timeout, library.retries, library.backoff, library.max_wait, library.max_bytes,
+            library.max_idle) == ("datasetpdm", "https://lab.ndl.go.jp/dl/api", "https://www.dl.ndl.go.jp/api/iiif",
+                                  ",256", 20, 4, 1.0, 30.0, 5, 1.0, 60.0, 20 * 1024 * 1024, 20)
+    help_text = " ".join(parser.format_help().split())
     assert "default: ,256" in help_text and "instead of the index's full size" in help_text
     assert "records that also carry a more specific tag are left for that tag's folder" in help_text
 
