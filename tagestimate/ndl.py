@@ -20,7 +20,7 @@ import unicodedata
 
 import requests
 import requests.adapters
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ _IIIF_URL_PATTERN = re.compile(
 API_MAX_BYTES = 8 * 1024 * 1024
 # A crop at ,256 is a few dozen kB; refuse to decode pixel bombs whatever --max-bytes says.
 MAX_IMAGE_PIXELS = 64_000_000
+JPEG_START = b"\xff\xd8\xff"  # start-of-image marker and the next marker's first byte
 _CHUNK = 64 * 1024
 
 
@@ -238,21 +239,21 @@ def backoff_seconds(attempt, base, cap):
 
 def check_jpeg(data, max_pixels=MAX_IMAGE_PIXELS):
     """(width, height) when `data` is a complete JPEG; NotAnImage otherwise."""
+    if not bytes(data[:3]) == JPEG_START:
+        raise NotAnImage(f"the body is not a JPEG (it starts with {bytes(data[:16])!r})")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "JPEG":
-                raise NotAnImage(f"the body is {image.format or 'an unknown format'}, not JPEG")
+        # The JPEG reader itself, not Image.open: that would print Pillow's decompression-bomb
+        # warning for a huge body before the cap below rejects it in one line.
+        with JpegImagePlugin.JpegImageFile(io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise NotAnImage(f"the image is {width}x{height} pixels, over the {max_pixels} pixel cap")
             image.verify()
         # verify() leaves the image unusable and misses truncation: decode it fully too.
-        with Image.open(io.BytesIO(data)) as image:
+        with JpegImagePlugin.JpegImageFile(io.BytesIO(data)) as image:
             image.load()
     except NotAnImage:
         raise
-    except Image.UnidentifiedImageError:
-        raise NotAnImage(f"the body is not an image (it starts with {bytes(data[:16])!r})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise NotAnImage(f"the body does not decode as an image ({_short(error)})") from None
     return width, height

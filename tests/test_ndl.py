@@ -158,3 +158,21 @@ def test_check_jpeg_rejects_truncated_html_png_and_pixel_bombs():
             ndl.check_jpeg(body)
     with pytest.raises(ndl.NotAnImage):
         ndl.check_jpeg(data, max_pixels=300 * 200 - 1)
+
+
+def _with_declared_size(jpeg, width, height):
+    """`jpeg` with its frame header claiming width x height (nothing else changed)."""
+    start = jpeg.index(b"\xff\xc0")  # SOF0: marker, length (2), precision (1), height (2), width (2)
+    return jpeg[:start + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[start + 9:]
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
+def test_check_jpeg_refuses_a_huge_body_in_one_sentence_without_pillows_warning():
+    huge = _with_declared_size(_jpeg((40, 30)), 10000, 10000)  # 100 megapixels: Pillow would warn
+    with pytest.raises(ndl.NotAnImage, match=r"^the image is 10000x10000 pixels, over the 64000000 pixel cap$"):
+        ndl.check_jpeg(huge)
+    with pytest.raises(ndl.NotAnImage, match=r"^the body is not a JPEG \(it starts with b'\\x89PNG"):
+        png = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(png, "PNG")
+        ndl.check_jpeg(png.getvalue())
+
