@@ -107,18 +107,19 @@ def _open(handle, path):
     large images reduced instead of warning. Silencing the warning instead would mean
     swapping the process-wide warning filters from several threads.
     """
-    Image.init()
     prefix = handle.read(16)
-    for name in Image.ID:
-        factory, accept = Image.OPEN[name]
-        accepted = accept(prefix) if accept else True
-        if isinstance(accepted, str) or not accepted:
-            continue
-        handle.seek(0)
-        try:
-            return factory(handle, path)
-        except (SyntaxError, IndexError, TypeError, struct.error):
-            continue
+    for load_plugins in (Image.preinit, Image.init):  # the common formats first, as Image.open
+        load_plugins()
+        for name in list(Image.ID):
+            factory, accept = Image.OPEN[name]
+            accepted = accept(prefix) if accept else True
+            if isinstance(accepted, str) or not accepted:
+                continue
+            handle.seek(0)
+            try:
+                return factory(handle, path)
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
     raise Image.UnidentifiedImageError(f"cannot identify image file {path!r}")
 
 
