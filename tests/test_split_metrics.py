@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 
 import keras
 import numpy as np
@@ -543,3 +544,160 @@ def test_save_state_writes_what_resume_reads(tmp_path, tiny_model):
     callback.on_epoch_end(4, None)
     state = training.read_json(str(tmp_path / "state.json"))
     assert state["best_val_loss"] is None and state["best_epoch"] is None and state["epochs_done"] == 5
+
+
+# ---------------------------------------------------------------- state.json and model.json as --resume reads them
+
+FIX = "restore the file from a backup, or start a new run with --overwrite or another --out"
+GOOD_STATE = {"epochs_done": 3, "phase": "finetune", "pretrained": False, "seed": 7, "val_split": 0.25,
+              "learning_rate": 1e-4, "best_val_loss": 0.5, "best_epoch": 2}
+
+
+def write_state(folder, state, raw=None):
+    path = os.path.join(folder, "state.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(raw if raw is not None else json.dumps(state))
+    return path
+
+
+def test_read_state_accepts_a_good_file_and_nulls_where_allowed(tmp_path):
+    write_state(tmp_path, GOOD_STATE)
+    assert train_state.read_state(str(tmp_path)) == GOOD_STATE
+    for changes in ({"best_val_loss": None, "best_epoch": None}, {"phase": "warmup", "epochs_done": 0},
+                    {"val_split": 0.5, "learning_rate": 1, "best_val_loss": 3, "best_epoch": 1},
+                    {"finished": True, "settings": {}}, {"finished": False, "settings": None},
+                    {"settings": {"data": "/d", "epochs": 40, "batch_size": 8, "lr": 0.001, "warmup_epochs": 0,
+                                  "warmup_lr": 1, "patience": 2, "balance": "inverse", "augment": False,
+                                  "mixed_precision": True, "distribute": "mirrored", "unknown_flag": [1]}}):
+        write_state(tmp_path, dict(GOOD_STATE, **changes))
+        assert train_state.read_state(str(tmp_path)) == dict(GOOD_STATE, **changes)
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("epochs_done", -1, "a whole number of epochs"), ("epochs_done", 2.0, "a whole number of epochs"),
+    ("epochs_done", True, "a whole number of epochs"), ("epochs_done", "3", "a whole number of epochs"),
+    ("phase", "train", "warmup or finetune"), ("phase", None, "warmup or finetune"),
+    ("pretrained", 1, "true or false"), ("pretrained", None, "true or false"),
+    ("seed", 7.5, "a whole number"), ("seed", False, "a whole number"), ("seed", None, "a whole number"),
+    ("val_split", 0, "a number above 0 and at most 0.5"), ("val_split", 0.51, "a number above 0 and at most 0.5"),
+    ("val_split", True, "a number above 0 and at most 0.5"), ("val_split", "0.1", "a number above 0 and at most 0.5"),
+    ("learning_rate", 0, "a positive number"), ("learning_rate", -1e-4, "a positive number"),
+    ("learning_rate", True, "a positive number"), ("learning_rate", None, "a positive number"),
+    ("best_val_loss", "0.5", "a number or null"), ("best_val_loss", True, "a number or null"),
+    ("best_epoch", 0, "an epoch number or null"), ("best_epoch", 1.0, "an epoch number or null"),
+    ("best_epoch", True, "an epoch number or null"),
+    ("finished", "no", "true or false"), ("finished", None, "true or false"),
+    ("settings", [], "an object of the run's flags"),
+])
+def test_read_state_names_the_bad_field(tmp_path, field, value, expected):
+    path = write_state(tmp_path, dict(GOOD_STATE, **{field: value}))
+    with pytest.raises(TrainingError) as error:
+        train_state.read_state(str(tmp_path))
+    assert str(error.value) == f"--resume: {path} has no valid '{field}' ({expected}); {FIX}"
+
+
+@pytest.mark.parametrize("field", list(GOOD_STATE))
+def test_read_state_names_a_missing_field(tmp_path, field):
+    write_state(tmp_path, {k: v for k, v in GOOD_STATE.items() if k != field})
+    with pytest.raises(TrainingError, match=f"has no valid '{field}'"):
+        train_state.read_state(str(tmp_path))
+
+
+@pytest.mark.parametrize("name, value, flag", [
+    ("data", "", "--data"), ("data", 3, "--data"), ("epochs", 3.0, "--epochs"), ("epochs", True, "--epochs"),
+    ("batch_size", "8", "--batch-size"), ("lr", "fast", "--lr"), ("lr", False, "--lr"),
+    ("warmup_lr", None, "--warmup-lr"), ("patience", 2.5, "--patience"), ("balance", "log", "--balance"),
+    ("augment", 1, "--augment"), ("mixed_precision", "yes", "--mixed-precision"),
+    ("distribute", "tpu", "--distribute"), ("warmup_epochs", None, "--warmup-epochs"),
+])
+def test_read_state_checks_each_stored_flag(tmp_path, name, value, flag):
+    path = write_state(tmp_path, dict(GOOD_STATE, settings={name: value}))
+    with pytest.raises(TrainingError) as error:
+        train_state.read_state(str(tmp_path))
+    assert str(error.value) == f"--resume: {path} has no valid 'settings.{name}' (like {flag}'s values); {FIX}"
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("[1, 2]", "does not hold a JSON object"),
+    ("{torn", "cannot read"),
+    (None, "is missing"),
+])
+def test_read_state_unreadable_files_are_one_sentence(tmp_path, raw, reason):
+    path = os.path.join(tmp_path, "state.json")
+    if raw is not None:
+        write_state(tmp_path, None, raw=raw)
+    with pytest.raises(TrainingError) as error:
+        train_state.read_state(str(tmp_path))
+    message = str(error.value)
+    assert message.startswith(f"--resume: {path} {reason}" if reason != "cannot read"
+                              else f"--resume: cannot read {path} (") and message.endswith(f"; {FIX}")
+    assert "Traceback" not in message
+
+
+def test_read_state_of_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_bytes(b'{"phase": "\xff"}')
+    with pytest.raises(TrainingError, match=f"^--resume: cannot read {re.escape(str(path))} \\("):
+        train_state.read_state(str(tmp_path))
+    os.remove(path)
+    os.mkdir(path)  # a folder where the file should be: an OSError, still one sentence
+    with pytest.raises(TrainingError, match="^--resume: cannot read"):
+        train_state.read_state(str(tmp_path))
+
+
+GOOD_CONFIG = {"labels": ["a", "b"], "channel_order": "RGB", "image_size": 64, "dropout": 0.2,
+               "labelmap": {"labels": ["a", "b"]}, "training": {"initial_weights": "none"}}
+
+
+@pytest.mark.parametrize("changes, field, expected", [
+    ({"labelmap": None}, "labelmap", "the label map the run trained with"),
+    ({"labelmap": ["a"]}, "labelmap", "the label map the run trained with"),
+    ({"dropout": "0.2"}, "dropout", "a number in [0, 1)"),
+    ({"dropout": 1}, "dropout", "a number in [0, 1)"),
+    ({"dropout": -0.1}, "dropout", "a number in [0, 1)"),
+    ({"dropout": None}, "dropout", "a number in [0, 1)"),
+    ({"training": None}, "training.initial_weights", "a description of the starting weights"),
+    ({"training": {}}, "training.initial_weights", "a description of the starting weights"),
+    ({"training": {"initial_weights": 3}}, "training.initial_weights", "a description of the starting weights"),
+])
+def test_read_config_names_what_resume_needs(tmp_path, changes, field, expected):
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(GOOD_CONFIG))
+    assert train_state.read_config(str(tmp_path))["labels"] == ["a", "b"]
+    assert train_state.read_config(str(tmp_path))["dropout"] == 0.2
+    path.write_text(json.dumps(dict(GOOD_CONFIG, dropout=0)))
+    assert train_state.read_config(str(tmp_path))["dropout"] == 0
+    path.write_text(json.dumps(dict(GOOD_CONFIG, **changes)))
+    with pytest.raises(TrainingError) as error:
+        train_state.read_config(str(tmp_path))
+    assert str(error.value) == f"--resume: {path} has no valid '{field}' ({expected}); {FIX}"
+
+
+def test_read_config_passes_on_the_models_own_check(tmp_path):
+    with pytest.raises(TrainingError) as error:
+        train_state.read_config(str(tmp_path))
+    assert str(error.value).startswith(f"--resume: {tmp_path / 'model.json'} is missing")
+    assert str(error.value).endswith(f"; {FIX}")
+
+
+def test_resumed_settings_take_stored_flags_not_given_again():
+    from tagestimate.train_settings import TrainSettings
+
+    settings = TrainSettings(out="run", epochs=50, lr=0.5, resume=True)
+    state = {"settings": {"data": "/stored", "epochs": 40, "lr": 0.01, "balance": "none", "seed": 1}}
+    resumed = train_state.resumed_settings(settings, state, explicit=["epochs", "out", "resume"])
+    assert (resumed.data, resumed.epochs, resumed.lr, resumed.balance) == ("/stored", 50, 0.01, "none")
+    assert resumed.seed == settings.seed  # not a resumable flag
+    assert train_state.resumed_settings(settings, state, explicit=None) == settings  # all given
+    assert train_state.resumed_settings(settings, {}, explicit=[]) == settings  # nothing stored
+    assert train_state.resumed_settings(settings, {"settings": None}, explicit=[]) == settings
+
+
+def test_stored_settings_are_the_resumable_flags_with_an_absolute_data_path(tmp_path, monkeypatch):
+    from tagestimate.train_settings import RESUMABLE, TrainSettings
+
+    monkeypatch.chdir(tmp_path)
+    stored = train_state.stored_settings(TrainSettings(data="d", epochs=3, balance="none"))
+    assert list(stored) == list(RESUMABLE)
+    assert stored["data"] == str(tmp_path / "d") and stored["epochs"] == 3 and stored["balance"] == "none"
+    assert train_state.STATE_VERSION == 2 and train_state.PHASES == ("warmup", "finetune")
