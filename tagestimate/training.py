@@ -241,6 +241,19 @@ def read_split(path, samples, data_dir):
     return keep, np.array([stored.get(r, False) for r in relative], dtype=bool)
 
 
+def trim_history(path, epochs_done):
+    """Drop history.csv rows of epochs after `epochs_done` (logged just before an interruption)."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    kept = rows[:1] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) < epochs_done]
+    if len(kept) < len(rows):
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows(kept)
+        write_atomic(path, text.getvalue())
+
+
 def folder_weights(folders, mode):
     """Per-sample loss weights that even out folder sizes ('inverse' 1/n, 'sqrt' 1/sqrt(n), 'none').
 
@@ -761,6 +774,8 @@ def _train(settings, state):
     extra = {"version": train_state.STATE_VERSION, "pretrained": pretrained, "seed": seed, "val_split": val_split,
              "settings": train_state.stored_settings(settings)}
     checkpoint = _SaveBest(os.path.join(out, BEST_WEIGHTS), state.get("best_val_loss"), state.get("best_epoch"))
+    if settings.resume:
+        trim_history(os.path.join(out, HISTORY), state["epochs_done"])
     if not evaluate_only:
         _fit_phases(model, strategy, settings, state, pretrained, train_data, val_data, checkpoint, extra)
     if not os.path.exists(os.path.join(out, BEST_WEIGHTS)):
@@ -802,8 +817,10 @@ def _fit_phases(model, strategy, settings, state, pretrained, train_data, val_da
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.2, min_lr=1e-7,
                                               patience=max(1, settings.patience // 2)),
-            _SaveState(out, checkpoint, phase, extra),
+            # history.csv before state.json: an epoch that state.json counts is always logged
+            # (a row beyond it, from a stop in between, is dropped on --resume).
             keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
+            _SaveState(out, checkpoint, phase, extra),
             keras.callbacks.TerminateOnNaN(),
         ]
         with warnings.catch_warnings():

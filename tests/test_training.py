@@ -4,11 +4,13 @@ import csv
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -381,6 +383,20 @@ def test_run_writes_everything_and_the_loss_falls(run):
     assert state["epochs_done"] == 2
 
 
+def optimizer_step(path):
+    """Adam's step count saved in a .weights.h5 (the optimizer's first variable), or None."""
+    with h5py.File(path, "r") as handle:
+        return int(handle["optimizer/vars/0"][()]) if "optimizer" in handle else None
+
+
+def test_best_weights_hold_weights_only_and_last_weights_the_optimizer_too(run):
+    best, last = (os.path.join(run["out"], name) for name in (training.BEST_WEIGHTS, training.LAST_WEIGHTS))
+    model, _, _ = tag_model.open_model(best)
+    weights_bytes = 4 * model.count_params()  # float32
+    assert optimizer_step(best) is None and os.path.getsize(best) < 1.05 * weights_bytes  # NDL's ~20 MB
+    assert optimizer_step(last) > 0 and os.path.getsize(last) > 2 * weights_bytes  # + Adam's two moments
+
+
 def test_model_json_says_what_inference_needs(run):
     config = tag_model.read_config(run["out"])
     assert config["labels"] == list(LABELS) and config["image_size"] == 64
@@ -440,14 +456,15 @@ def test_resume_continues_from_the_last_epoch(run, tmp_path):
     history = read_csv(os.path.join(out, training.HISTORY))
     assert [row["epoch"] for row in history] == ["0", "1", "2"]
     assert read_json(os.path.join(out, training.STATE))["epochs_done"] == 3
+    # Adam went on counting from the 2 epochs' steps (a fresh Adam would hold 1 epoch's).
+    steps = optimizer_step(os.path.join(run["out"], training.LAST_WEIGHTS))
+    assert optimizer_step(os.path.join(out, training.LAST_WEIGHTS)) == steps // 2 * 3
     assert set(tag_model.read_config(out)["thresholds"]) == set(LABELS)
     with open(os.path.join(run["out"], training.SPLIT)) as before, open(os.path.join(out, training.SPLIT)) as after:
         assert before.read() == after.read()
 
 
 def test_resume_killed_while_saving_best_weights_keeps_the_run_usable(run, tmp_path, monkeypatch):
-    import keras
-
     out = str(tmp_path / "out")
     shutil.copytree(run["out"], out)
     state = read_json(os.path.join(out, training.STATE))
@@ -457,22 +474,97 @@ def test_resume_killed_while_saving_best_weights_keeps_the_run_usable(run, tmp_p
     for name in (training.BEST_WEIGHTS, tag_model.CONFIG_NAME):  # model.json keeps its thresholds
         with open(os.path.join(out, name), "rb") as handle:
             before[name] = handle.read()
-    original = keras.Model.save_weights
 
-    def killed_mid_save(self, filepath, *args, **kwargs):
-        if "best" in os.path.basename(filepath):
-            with open(filepath, "wb") as handle:
-                handle.write(b"half a file")
-            raise KeyboardInterrupt
-        return original(self, filepath, *args, **kwargs)
+    def killed_mid_save(model, filepath, *args, **kwargs):  # best.weights.h5 is saved without optimizer
+        assert "best" in os.path.basename(filepath)
+        with open(filepath, "wb") as handle:
+            handle.write(b"half a file")
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(keras.Model, "save_weights", killed_mid_save)
-    with pytest.raises(SystemExit, match="interrupted"):
-        multitrain_efficientnet.main(["--data", run["data"], "--out", out, "--epochs", "3", "--resume", *FAST])
+    monkeypatch.setattr(training.saving_lib, "save_weights_only", killed_mid_save)
+    assert multitrain_efficientnet.main(["--data", run["data"], "--out", out, "--epochs", "3", "--resume",
+                                         *FAST]) == multitrain_efficientnet.INTERRUPTED
     for name, content in before.items():
         with open(os.path.join(out, name), "rb") as handle:
             assert handle.read() == content, name
     assert not [name for name in os.listdir(out) if "tmp" in name]
+
+
+@pytest.fixture
+def sigint_raises_keyboard_interrupt():
+    """Ctrl-C as in a terminal, even when pytest was started with SIGINT ignored (`cmd &`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_exits_130_and_the_printed_command_continues_to_the_original_epochs(
+        tmp_path, monkeypatch, capsys, sigint_raises_keyboard_interrupt):
+    """A first run on a small folder with default flags; Ctrl-C after epoch 1 of 2; then the
+    printed command, exactly, finishes the run (data folder and epochs come from the run)."""
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    for k, folder in enumerate(["graphic_map", "graphic_graph", "graphic", "picture_indoor", "picture_outdoor",
+                                "picture_landmark", "picture_object", "stamp", "picture"]):
+        os.makedirs(os.path.join(data, folder))
+        for item in range(4):  # 36 images in 9 folders: scikit-learn cannot make the default 10 folds
+            colour = np.random.default_rng(10 * k + item).integers(0, 256, (1, 1, 3))
+            Image.fromarray(np.broadcast_to(colour, (48, 40, 3)).astype(np.uint8)).save(
+                os.path.join(data, folder, f"{1000 * (k + 1) + item}_1_0.jpg"))
+    original = training._SaveState.on_epoch_end
+
+    def ctrl_c_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(training._SaveState, "on_epoch_end", ctrl_c_after_first_epoch)
+    code = multitrain_efficientnet.main(["--data", data, "--out", out, "--weights", "none", "--image-size", "64",
+                                         "--epochs", "2"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    assert "interrupted after epoch 1 of 2" in lines[-1] and "continue with: python multitrain_efficientnet.py" in lines[-1]
+    monkeypatch.setattr(training._SaveState, "on_epoch_end", original)
+    command = shlex.split(lines[-1].split("continue with: ", 1)[1])
+    assert multitrain_efficientnet.main(command[2:]) == 0
+    assert [row["epoch"] for row in read_csv(os.path.join(out, training.HISTORY))] == ["0", "1"]
+    state = read_json(os.path.join(out, training.STATE))
+    assert state["epochs_done"] == 2 and state["finished"] and state["settings"]["data"] == os.path.abspath(data)
+    assert sum(row["subset"] == "val" for row in read_csv(os.path.join(out, training.SPLIT))) == 9  # 1/4
+
+
+@pytest.mark.parametrize("name, change, field", [
+    (training.STATE, lambda state: state.pop("epochs_done"), "epochs_done"),
+    (training.STATE, lambda state: state.update(phase="cooldown"), "phase"),
+    (training.STATE, lambda state: state.update(best_epoch="2"), "best_epoch"),
+    (training.STATE, lambda state: state["settings"].update(batch_size="32"), "settings.batch_size"),
+    (tag_model.CONFIG_NAME, lambda config: config.pop("labelmap"), "labelmap"),
+    (tag_model.CONFIG_NAME, lambda config: config.pop("dropout"), "dropout"),
+    (tag_model.CONFIG_NAME, lambda config: config["training"].pop("initial_weights"), "training.initial_weights"),
+    (tag_model.CONFIG_NAME, lambda config: config.pop("labels"), "labels"),
+])
+def test_resume_from_a_damaged_run_names_the_file_and_field(run, tmp_path, name, change, field):
+    out = tmp_path / "out"
+    shutil.copytree(run["out"], out)
+    content = read_json(out / name)
+    change(content)
+    training.write_json(str(out / name), content)
+    with pytest.raises(SystemExit) as exit_info:
+        multitrain_efficientnet.main(["--out", str(out), "--resume", "--epochs", "3"])
+    message = str(exit_info.value.code)
+    assert str(out / name) in message and f"'{field}'" in message and "\n" not in message
+
+
+def test_resume_from_unreadable_or_older_state(run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(run["out"], out)
+    (out / training.STATE).write_text("{not json")
+    with pytest.raises(SystemExit, match=f"cannot read {out / training.STATE}"):
+        multitrain_efficientnet.main(["--out", str(out), "--resume"])
+    older = read_json(os.path.join(run["out"], training.STATE))
+    for field in ("settings", "finished", "version"):  # what the first version did not write
+        older.pop(field)
+    training.write_json(str(out / training.STATE), older)
+    assert training.train_state.read_state(str(out))["epochs_done"] == 2
 
 
 def test_refuses_to_replace_a_run_without_a_flag(run, tmp_path):
@@ -518,16 +610,33 @@ def test_ndl_legacy_file_starts_a_bgr_model_with_its_head():
     np.testing.assert_array_equal(other.get_layer("stem_conv").get_weights()[0], stored["stem_conv"][0])
 
 
-def test_continue_from_a_tag_model_with_warmup_mixed_precision_and_mirrored(run, tmp_path):
+def test_continue_from_a_tag_model_with_warmup_mixed_precision_and_mirrored(run, tmp_path, monkeypatch):
     previous = tmp_path / "previous"
     shutil.copytree(run["out"], previous)
     config = read_json(previous / "model.json")
     config["channel_order"] = "BGR"  # a continued model keeps its predecessor's channel order
     tag_model.write_config(str(previous), config)
     out = str(tmp_path / "out")
+    built = []
+
+    def build_model(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    original = tag_model.build_model
+    monkeypatch.setattr(tag_model, "build_model", build_model)
     assert multitrain_efficientnet.main([
         "--data", run["data"], "--out", out, *FAST, "--weights", str(previous / training.BEST_WEIGHTS),
         "--epochs", "2", "--warmup-epochs", "1", "--mixed-precision", "--distribute", "mirrored"]) == 0
+    trained = built[0]  # the model that was fit (the next one read the starting weights)
+    # The policy was active when the trained model was built: its layers compute in 16 bits.
+    assert trained.get_layer("dense").compute_dtype == ("float16" if training.tf.config.list_logical_devices("GPU")
+                                                          else "bfloat16")
+    assert trained.get_layer("dense").kernel.dtype == "float32"
+    assert trained.get_layer("dense_2").compute_dtype == "float32"
+    # Its variables were created under MirroredStrategy.scope(), and fit ran under that strategy.
+    assert isinstance(trained.distribute_strategy, training.tf.distribute.MirroredStrategy)
+    assert isinstance(trained.get_layer("dense").kernel.value, training.tf.distribute.DistributedValues)
     assert training.keras.mixed_precision.global_policy().name == "float32"  # restored
     assert tag_model.read_config(out)["channel_order"] == "BGR"
     assert len(read_csv(os.path.join(out, training.HISTORY))) == 2
