@@ -701,3 +701,95 @@ def test_stored_settings_are_the_resumable_flags_with_an_absolute_data_path(tmp_
     assert list(stored) == list(RESUMABLE)
     assert stored["data"] == str(tmp_path / "d") and stored["epochs"] == 3 and stored["balance"] == "none"
     assert train_state.STATE_VERSION == 2 and train_state.PHASES == ("warmup", "finetune")
+
+
+# ---------------------------------------------------------------- corners the mutation run found
+
+def test_undecodable_names_of_every_folder_are_reported(tmp_path, caplog):
+    for folder in ("graphic", "stamp"):
+        image(str(tmp_path / folder / "1_1_0.jpg"))
+        image(os.path.join(str(tmp_path), folder, os.fsdecode(b"\x83_1_0.jpg")))
+    training.list_samples(str(tmp_path), default_labelmap())
+    assert messages(caplog)[-1].startswith("2 image(s) left out because their names are not UTF-8")
+
+
+def test_split_of_no_images_is_a_sentence_not_an_index_error():
+    with pytest.raises(TrainingError, match=r"^all 0 readable image\(s\) belong to one item id \(-\), "):
+        training.split_samples(Samples([], [], [], np.zeros((0, 1))), 0.2, seed=0)
+
+
+def test_never_more_folds_than_items():
+    # one folder, 3 items of 2 pages: 6 images per folder would allow 6 folds, 3 items allow 3
+    groups = ["1", "1", "2", "2", "3", "3"]
+    samples = Samples([f"{g}_{i}_0.jpg" for i, g in enumerate(groups)], ["a"] * 6, groups, np.zeros((6, 1)))
+    val = training.split_samples(samples, 0.1, seed=0)
+    assert val.sum() == 2 and len({g for g, v in zip(groups, val) if v}) == 1
+
+
+def test_a_split_with_an_empty_side_is_never_used(monkeypatch):
+    class Degenerate:
+        def __init__(self, **kwargs):
+            pass
+
+        def split(self, x, y, groups):
+            everything = np.arange(len(x))
+            yield np.array([], dtype=int), everything  # all validation
+            yield everything, np.array([], dtype=int)  # all training
+
+    monkeypatch.setattr(training, "StratifiedGroupKFold", Degenerate)
+    with pytest.raises(TrainingError) as error:
+        training.split_samples(spread_samples(), 0.2, seed=0)
+    assert str(error.value) == ("could not split 300 images of 40 items into training and validation; "
+                                "add images of more items")
+
+
+def test_split_warns_train_side_when_a_folder_is_only_training(caplog):
+    for seed in range(20):
+        groups = [str(i) for i in range(10)] + ["100"]
+        samples = Samples([f"{g}_1_0.jpg" for g in groups], ["big"] * 10 + ["one"], groups, np.zeros((11, 1)))
+        caplog.clear()
+        if not training.split_samples(samples, 0.5, seed=seed)[-1]:
+            assert messages(caplog) == ["folder one has all its images on the train side (too few item ids to split it)"]
+            return
+    pytest.fail("no seed put the one-item folder on the training side")
+
+
+def test_metrics_raise_no_warnings_for_labels_without_examples(recwarn):
+    targets = np.array([[1, 0], [0, 0], [1, 0]] * 4, dtype=float)
+    probabilities = np.array([[0.1, 0.1]] * 12)  # nothing predicted: precision 0/0
+    result = training.evaluate(targets, probabilities, ["a", "b"])
+    training.tune_thresholds(targets, probabilities, ["a", "b"])
+    training.tune_thresholds(targets[:3], probabilities[:3], ["a", "b"])
+    assert [str(w.message) for w in recwarn] == []
+    assert result["per_class"]["a"]["precision"] == 0.0 and result["macro_f1"] == 0.0
+
+
+def test_micro_f1_is_zero_when_nothing_is_true_or_predicted():
+    assert training.evaluate(np.zeros((3, 2)), np.zeros((3, 2)), ["a", "b"])["micro_f1"] == 0.0
+
+
+def test_a_label_with_one_example_is_scored():
+    result = training.evaluate(np.array([[1, 1], [0, 1]], dtype=float), np.array([[0.9, 0.9], [0.1, 0.9]]), ["a", "b"])
+    assert result["macro_f1_labels"] == ["a", "b"]
+
+
+def test_tuning_counts_half_targets_as_negative_and_the_default_cut_as_strict():
+    targets = np.array([[0.5]] * 3 + [[1.0]] * 2, dtype=float)
+    probabilities = np.array([[0.4]] * 3 + [[0.4]] * 2)
+    few = training.tune_thresholds(targets, probabilities, ["a"])
+    assert few["a"]["support"] == 2 and few["a"]["f1"] == 0.0  # 0.4 is not above the 0.4 default
+
+
+def test_the_image_check_shows_a_progress_bar_for_large_data_sets_only(monkeypatch):
+    bars = []
+
+    def fake_tqdm(iterable, **options):
+        bars.append(options)
+        return iterable
+
+    monkeypatch.setattr(training, "tqdm", fake_tqdm)
+    monkeypatch.setattr(training, "_quick_check", lambda path: "bad" if path == "p7" else None)
+    assert training.find_unreadable([f"p{i}" for i in range(2000)]) == {"p7": "bad"}
+    assert training.find_unreadable([f"p{i}" for i in range(1999)]) == {"p7": "bad"}
+    assert bars == [{"total": 2000, "desc": "checking images", "unit": "img", "disable": False, "leave": False},
+                    {"total": 1999, "desc": "checking images", "unit": "img", "disable": True, "leave": False}]
