@@ -357,6 +357,8 @@ def test_tune_thresholds_keeps_the_default_below_the_minimum_support():
     assert few["b"] == {"threshold": 0.4, "f1": None, "support": 0, "tuned": False}
     assert training.tune_thresholds(targets, probabilities, ["a", "b"], min_support=2)["a"]["tuned"] is True
     assert training.tune_thresholds(targets, probabilities, ["a", "b"], min_support=3)["a"]["tuned"] is False
+    zero = training.tune_thresholds(targets, probabilities, ["a", "b"], min_support=0)["b"]
+    assert zero == {"threshold": 0.4, "f1": 0.0, "support": 0, "tuned": True}  # nothing to find: F1 0, not 1
     empty = training.tune_thresholds(np.zeros((0, 1)), np.zeros((0, 1)), ["a"])
     assert empty["a"] == {"threshold": 0.4, "f1": None, "support": 0, "tuned": False}
 
