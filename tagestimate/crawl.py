@@ -370,13 +370,17 @@ class _Crawler:
             raise CrawlError(f"cannot write {path}: {error.strerror}; "
                              f"check free space and permissions of --out") from None
         x, y, w, h = job.box
-        self.manifest.append({
-            "id": job.id, "pid": job.pid, "page": job.page,
-            "x": ndl.format_number(x), "y": ndl.format_number(y), "w": ndl.format_number(w), "h": ndl.format_number(h),
-            "title": job.title, "folder": job.folder,
-            "confidence": "" if job.confidence is None else ndl.format_number(job.confidence),
-            "source_url": job.url, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "time": _now(),
-        })
+        try:
+            self.manifest.append({
+                "id": job.id, "pid": job.pid, "page": job.page,
+                "x": ndl.format_number(x), "y": ndl.format_number(y), "w": ndl.format_number(w),
+                "h": ndl.format_number(h), "title": job.title, "folder": job.folder,
+                "confidence": "" if job.confidence is None else ndl.format_number(job.confidence),
+                "source_url": job.url, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "time": _now(),
+            })
+        except OSError as error:  # the image stays; the next start adopts it
+            raise CrawlError(f"cannot write {self.manifest.path}: {error.strerror}; "
+                             f"check free space and permissions of --out") from None
         return "saved", ""
 
 

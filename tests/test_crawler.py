@@ -1,6 +1,7 @@
 """The crawler against a loopback emulator of the NDL API and IIIF server (tests/ndl_emulator.py)."""
 
 import csv
+import errno
 import hashlib
 import os
 import re
@@ -164,6 +165,18 @@ def test_a_reconciliation_is_written_even_when_nothing_new_is_saved(out):
         assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "3") == 0
         assert len(emulator.requests) == requests_before  # full with the adopted file: nothing fetched
     assert len(assert_consistent(out)) == 3
+
+
+def test_a_manifest_that_cannot_be_written_is_one_sentence(out, monkeypatch, capsys):
+    def disk_full(self, rows):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(crawl.Manifest, "_rewrite", disk_full)
+    with NdlEmulator(make_records("stamp", 3)) as emulator, pytest.raises(SystemExit) as exit_info:
+        run_cli(emulator, out, "--tag", "stamp", "--per-class", "2")
+    assert exit_info.value.code == (f"error: cannot write {out / crawl.MANIFEST_NAME}: {os.strerror(errno.ENOSPC)}; "
+                                    f"check free space and permissions of --out")
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_files_are_written_with_the_shared_atomic_helper(out, monkeypatch):
