@@ -149,9 +149,10 @@ class Tagger:
         for error in problems:
             if error[0] in todo_names:
                 pending[error[0]].append(error)
+        # Items left out whole (bad folder names) are done now; the others when they finish.
+        left_out = [error for error in problems if error[0] not in todo_names]
         error_log = ErrorLog(output_dir)
-        error_log.finish({error[0] for error in problems} - todo_names,
-                   [error for error in problems if error[0] not in todo_names])
+        error_log.finish({error[0] for error in left_out}, left_out)
         summary = {"images": 0, "items": len(todo), "finished_items": 0, "skipped_images": len(problems),
                    "skipped_items": len(items) - len(todo), "attempted": len(flat), "seconds": 0.0,
                    "images_per_second": 0.0, "interrupted": False}

@@ -654,9 +654,10 @@ def test_openvino_runner_serves_threads_one_call_at_a_time():
             if not np.array_equal(result, 2 * batch):
                 failures.append(value)
 
-    threads = [threading.Thread(target=call, args=(100 * n,)) for n in range(6)]
+    threads = [threading.Thread(target=call, args=(100 * n,), daemon=True) for n in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)  # no call waits for ever
     assert not failures
