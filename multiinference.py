@@ -97,35 +97,49 @@ def output_folder_problem(folder):
 
 
 def main(argv=None):
-    from tagestimate.inference import ERRORS_NAME, Tagger, find_items
-
     parser = build_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    output = printable_path(args.outputpath)
-    items, duplicates = find_items(args.inputpath)
-    if not items:
-        print(f"no images found in {printable_path(args.inputpath)}; put one folder of images per item there",
-              file=sys.stderr)
-        return 1
     try:
-        weights = resolve_weights(args.weights, args.weights_url)
-        config, kind = describe_weights(weights)
-        backend = choose_backend(args.backend)
-        runner = make_runner(backend, weights, config)
-        logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
-                     len(config["labels"]), config["image_size"], config["channel_order"])
-        tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size,
-                        workers=args.workers, draft=not args.full_decode)
-        summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
-                             progress=not args.quiet, errors=duplicates)
+        summary = tag(args)
     except (WeightsError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # while listing or loading: the run itself reports its own
         print("interrupted before any image was tagged; run the same command again", file=sys.stderr)
         return 130
+    if summary is None:
+        print(f"no images found in {printable_path(args.inputpath)}; put one folder of images per item there",
+              file=sys.stderr)
+        return 1
+    return report(summary, args.outputpath)
+
+
+def tag(args):
+    """List the items, load the model, tag; the run's summary, or None when there is no image."""
+    from tagestimate.inference import Tagger, find_items
+
+    items, problems = find_items(args.inputpath)
+    if not items:
+        return None
+    weights = resolve_weights(args.weights, args.weights_url)
+    config, kind = describe_weights(weights)
+    backend = choose_backend(args.backend)
+    runner = make_runner(backend, weights, config)
+    logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
+                 len(config["labels"]), config["image_size"], config["channel_order"])
+    tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size,
+                    workers=args.workers, draft=not args.full_decode)
+    return tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
+                      progress=not args.quiet, errors=problems)
+
+
+def report(summary, output_dir):
+    """Print the run's outcome; returns the exit status."""
+    from tagestimate.inference import ERRORS_NAME
+
+    output = printable_path(output_dir)
     errors_note = f" (see {os.path.join(output, ERRORS_NAME)})" if summary["skipped_images"] else ""
     if summary["interrupted"]:
         print(f"interrupted: {summary['finished_items']} of {summary['items']} items finished "

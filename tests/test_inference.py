@@ -541,7 +541,7 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
     import signal
     import time
 
-    names = [f"item{n}" for n in range(10)]
+    names = [f"item{n:02d}" for n in range(16)]
     for name in names:
         image(tmp_path / "in" / name / "good.jpg")
         (tmp_path / "in" / name / "empty.jpg").write_bytes(b"")  # one error per item
@@ -573,6 +573,37 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
     assert sorted(os.listdir(out)) == sorted([f"{name}.json" for name in names] + ["errors.json"])
     errors = read_json(out / "errors.json")
     assert sorted(e["item"] for e in errors) == sorted(names) and all("empty" in e["path"] for e in errors)
+
+
+LOADING_CHILD = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+import multiinference
+def slow_weights(*args):  # stands for a long download or model conversion
+    open("loading", "w").close()
+    time.sleep(60)
+multiinference.resolve_weights = slow_weights
+sys.exit(multiinference.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_loading_the_model_says_so_in_one_line(tmp_path):
+    import signal
+    import time
+
+    image(tmp_path / "in" / "item" / "a.jpg")
+    child = subprocess.Popen([sys.executable, "-c", LOADING_CHILD.format(root=ROOT), "--inputpath", "in",
+                              "--outputpath", "out", "--quiet"], cwd=str(tmp_path), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "loading").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130 and stdout == ""
+    assert stderr == "interrupted before any image was tagged; run the same command again\n"
+    assert os.listdir(tmp_path / "out") == []
 
 
 def test_help_and_parser_import_no_model_library():
