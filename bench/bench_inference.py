@@ -128,6 +128,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     backends = ["openvino", "tensorflow"] if args.backend == "all" else [args.backend]
     if "openvino" in backends and not openvino_available():
+        if args.backend == "openvino":
+            sys.exit("error: --backend openvino needs the openvino package (a requirement): pip install openvino")
+        print("openvino is not installed (it is a requirement): measuring TensorFlow alone")
         backends.remove("openvino")
     workdir = tempfile.mkdtemp(prefix="bench-inference-")
     try:
