@@ -536,7 +536,7 @@ def save_weights_atomic(model, path, optimizer=False):
     folder, name = os.path.split(path)
     temporary = os.path.join(folder, "." + name.replace(".weights.h5", "") + ".tmp.weights.h5")
     try:
-        if optimizer or model.optimizer is None:
+        if optimizer or getattr(model, "optimizer", None) is None:
             model.save_weights(temporary)
         else:
             # Keras' save_weights includes the compiled optimizer (twice the weights' size for
