@@ -153,6 +153,7 @@ class Tagger:
         left_out = [error for error in problems if error[0] not in todo_names]
         error_log = ErrorLog(output_dir)
         error_log.finish({error[0] for error in left_out}, left_out)
+        error_log.save()
         summary = {"images": 0, "items": len(todo), "finished_items": 0, "skipped_images": len(problems),
                    "skipped_items": len(items) - len(todo), "attempted": len(flat), "seconds": 0.0,
                    "images_per_second": 0.0, "interrupted": False}
@@ -163,6 +164,7 @@ class Tagger:
         bar = tqdm(total=len(flat), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         size, order = self.config["image_size"], self.config["channel_order"]
         batches = load_batches(flat, size, order, self.batch_size, self.workers, self.draft)
+        waiting = collections.deque()  # finished items, (name, tags), whose output is not written yet
         try:
             for batch in batches:
                 good = []
@@ -182,15 +184,15 @@ class Tagger:
                 for name, _, _, _ in batch:
                     remaining[name] -= 1
                     if remaining[name] == 0:
-                        # errors.json first: if the run stops between the two writes, the item
-                        # has no output yet, so the next run tags it again and replaces its errors.
                         error_log.finish({name}, pending.pop(name, []))
-                        self._write(output_dir, name, tags.pop(name, {}), output_format)
-                        summary["finished_items"] += 1
+                        waiting.append((name, tags.pop(name, {})))
+                self._write_finished(output_dir, output_format, error_log, waiting, summary)
                 bar.update(len(batch))
-            error_log.write()
+            # Forced: also replaces an unreadable errors.json left by an older run.
+            self._write_finished(output_dir, output_format, error_log, waiting, summary, force=True)
         except KeyboardInterrupt:
             summary["interrupted"] = True
+            self._write_finished(output_dir, output_format, error_log, waiting, summary, force=True)
         finally:
             batches.close()
             bar.close()
@@ -198,6 +200,20 @@ class Tagger:
         if summary["seconds"] > 0:
             summary["images_per_second"] = summary["images"] / summary["seconds"]
         return summary
+
+    def _write_finished(self, output_dir, output_format, error_log, waiting, summary, force=False):
+        """Write the outputs of finished items once errors.json holds their errors.
+
+        errors.json first: an item with an output file is skipped by the next run, so its
+        errors must be saved by then; an item stopped before its output is tagged again.
+        """
+        if not error_log.save(force):
+            return
+        while waiting:
+            name, tags_by_key = waiting[0]
+            self._write(output_dir, name, tags_by_key, output_format)
+            waiting.popleft()
+            summary["finished_items"] += 1
 
     def _write(self, output_dir, name, tags_by_key, output_format):
         write_atomic(output_path(output_dir, name, output_format), FORMATS[output_format](tags_by_key))
@@ -208,7 +224,11 @@ class ErrorLog:
 
     Entries of items this run has not (yet) finished are kept from the existing file, so
     after Ctrl-C it holds the errors of every finished item, and of earlier runs' items.
+    Rewrites are spaced so that they take at most about 5% of the run: a run with errors
+    in thousands of items does not rewrite a growing file after every one.
     """
+
+    SHARE = 20  # wait at least 20 times the last rewrite's duration before the next one
 
     def __init__(self, output_dir):
         self.path = os.path.join(output_dir, ERRORS_NAME)
@@ -221,14 +241,27 @@ class ErrorLog:
                 self.old = []
         self.new = []
         self.replaced = set()
+        self.unsaved = False
+        self.next_write = 0.0
 
     def finish(self, item_names, errors):
-        """The items' entries become `errors`; the file is rewritten when that changes it."""
-        changed = bool(errors) or any(entry.get("item") in item_names - self.replaced for entry in self.old)
+        """The items' entries become `errors` (saved by the next `save`)."""
+        if errors or any(entry.get("item") in item_names - self.replaced for entry in self.old):
+            self.unsaved = True
         self.replaced |= set(item_names)
         self.new += errors
-        if changed:
+
+    def save(self, force=False):
+        """Rewrite the file if something is unsaved and a rewrite is due, or if forced.
+
+        Returns True when the file holds everything recorded so far.
+        """
+        if force or (self.unsaved and time.monotonic() >= self.next_write):
+            started = time.monotonic()
             self.write()
+            self.unsaved = False
+            self.next_write = time.monotonic() + self.SHARE * (time.monotonic() - started)
+        return not self.unsaved
 
     def write(self):
         entries = [entry for entry in self.old if entry.get("item") not in self.replaced]

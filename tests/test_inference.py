@@ -575,6 +575,37 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
     assert sorted(e["item"] for e in errors) == sorted(names) and all("empty" in e["path"] for e in errors)
 
 
+def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monkeypatch):
+    """The next run skips items with an output file, so their errors must be on disk first."""
+    from modelfiles import trained_config
+    from tagestimate import inference
+
+    class Runner:
+        def predict(self, batch):
+            return np.full((len(batch), len(LABELS)), 0.9, np.float32)
+
+    for n in range(6):
+        image(tmp_path / "in" / f"item{n}" / "good.jpg")
+        (tmp_path / "in" / f"item{n}" / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    monkeypatch.setattr(inference.ErrorLog, "SHARE", 10 ** 6)  # rewrites of errors.json as rare as allowed
+    saved_first = []
+    write_atomic = inference.write_atomic
+
+    def checked(path, data):
+        if os.path.basename(path) != "errors.json":
+            on_disk = read_json(out / "errors.json") if (out / "errors.json").exists() else []
+            saved_first.append(os.path.basename(path)[:-5] in {entry["item"] for entry in on_disk})
+        return write_atomic(path, data)
+
+    monkeypatch.setattr(inference, "write_atomic", checked)
+    items, problems = inference.find_items(str(tmp_path / "in"))
+    tagger = inference.Tagger(Runner(), trained_config(), batch_size=1, workers=1)
+    summary = tagger.run(items, str(out), progress=False, errors=problems)
+    assert saved_first == [True] * 6 and summary["finished_items"] == 6
+    assert sorted(entry["item"] for entry in read_json(out / "errors.json")) == [f"item{n}" for n in range(6)]
+
+
 LOADING_CHILD = """
 import os, sys, time
 sys.path.insert(0, {root!r})
