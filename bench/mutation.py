@@ -130,6 +130,12 @@ EQUIVALENT = [
      'the number of checking threads, not what they find'),
     ("split_metrics", "tagestimate.training.x_find_unreadable__mutmut_2", 'ThreadPoolExecutor(None)',
      'the number of checking threads, not what they find'),
+    ("resume", "tagestimate.training.x_read_split__mutmut_9", '"UTF-8"',
+     'codec names ignore case'),
+    ("resume", "tagestimate.training.x_read_split__mutmut_64", 'stored.get(r, None)',
+     'None becomes False in a dtype=bool array'),
+    ("resume", "tagestimate.training.x_read_split__mutmut_66", 'stored.get(r, )',
+     'None becomes False in a dtype=bool array'),
 ]
 
 

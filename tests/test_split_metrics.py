@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -795,3 +797,41 @@ def test_the_image_check_shows_a_progress_bar_for_large_data_sets_only(monkeypat
     assert training.find_unreadable([f"p{i}" for i in range(1999)]) == {"p7": "bad"}
     assert bars == [{"total": 2000, "desc": "checking images", "unit": "img", "disable": False, "leave": False},
                     {"total": 1999, "desc": "checking images", "unit": "img", "disable": True, "leave": False}]
+
+
+def test_split_file_of_no_images_gives_boolean_masks(tmp_path):
+    path = str(tmp_path / training.SPLIT)
+    training.write_split(path, Samples([], [], [], np.zeros((0, 1))), np.zeros(0, dtype=bool), str(tmp_path))
+    keep, val = training.read_split(path, Samples([], [], [], np.zeros((0, 1))), str(tmp_path))
+    assert keep.dtype == bool and val.dtype == bool and keep.shape == val.shape == (0,)
+
+
+def test_split_file_keeps_names_with_line_breaks(tmp_path):
+    data = str(tmp_path / "data")
+    paths = [os.path.join(data, "stamp", "a\rb_1_0.jpg"), os.path.join(data, "stamp", "c\nd_1_0.jpg")]
+    samples = Samples(paths, ["stamp", "stamp"], ["a", "c"], np.zeros((2, 1)))
+    path = str(tmp_path / training.SPLIT)
+    training.write_split(path, samples, np.array([True, False]), data)
+    keep, val = training.read_split(path, samples, data)
+    assert keep.tolist() == [True, True] and val.tolist() == [True, False]
+
+
+SPLIT_UNDER_ASCII_LOCALE = """
+import sys, numpy as np
+from tagestimate import training
+samples = training.Samples(["d/\\u5199\\u771f/1_1_0.jpg"], ["s"], ["1"], np.zeros((1, 1)))
+keep, val = training.read_split(sys.argv[1], samples, "d")
+print(keep.tolist(), val.tolist())
+"""
+
+
+def test_split_file_is_read_as_utf8_whatever_the_locale(tmp_path):
+    path = tmp_path / training.SPLIT
+    path.write_bytes("path,folder,item_id,subset\r\n写真/1_1_0.jpg,s,1,val\r\n".encode("utf-8"))
+    samples = Samples(["d/写真/1_1_0.jpg"], ["s"], ["1"], np.zeros((1, 1)))
+    assert [m.tolist() for m in training.read_split(str(path), samples, "d")] == [[True], [True]]
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", SPLIT_UNDER_ASCII_LOCALE, str(path)], cwd=root, env=env,
+                            capture_output=True, text=True, encoding="utf-8", errors="replace")
+    assert result.stdout.strip().splitlines()[-1:] == ["[True] [True]"], result.stderr[-2000:]
