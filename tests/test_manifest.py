@@ -7,6 +7,8 @@ import errno
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -157,18 +159,107 @@ def test_open_removes_temporary_files_only(tmp_path, caplog):
     assert len(read(out)) == 1
 
 
-def test_torn_rows_are_dropped_and_a_missing_final_newline_is_repaired(tmp_path):
+def test_torn_rows_are_dropped_and_a_missing_final_newline_is_repaired(tmp_path, caplog):
     out = str(tmp_path)
-    for image_id in ("1_1_0", "2_1_0"):
+    for image_id in ("1_1_0", "2_1_0", "3_1_0", "4_1_0", "5_1_0", "6_1_0", "8_1_0"):
         put(out, "stamp", image_id)
     write_manifest(out, [row("1_1_0"), row("2_1_0")], tail="")
     with open(os.path.join(out, "manifest.csv"), "a", encoding="utf-8") as handle:
-        handle.write("\n3_1_0,,,,,,,,stamp,,,,,,extra\n4_1_0,,,\n5_1_0,,,,,,,,../x,,,,,\n6_1_0,,,,,,,,stamp,,,")
+        handle.write("\n3_1_0,,,,,,,,stamp,,,,,,extra\n4_1_0,,,\n5_1_0,,,,,,,,../x,,,,,\n"
+                     "../6_1_0,,,,,,,,stamp,,,,,\n8_1_0,,,,,,,,stamp,,,,,\n6_1_0,,,,,,,,stamp,,,")
+    caplog.set_level(logging.INFO, logger="tagestimate.crawl")
     manifest = opened(out)
     manifest.append(row("7_1_0"))
     manifest.close()
-    assert [r["id"] for r in read(out)] == ["1_1_0", "2_1_0", "7_1_0"]
+    # the torn rows' files are adopted afresh; rows after a torn one are kept
+    assert [r["id"] for r in read(out)] == ["1_1_0", "2_1_0", "8_1_0", "3_1_0", "4_1_0", "5_1_0", "6_1_0", "7_1_0"]
     assert open(os.path.join(out, "manifest.csv"), "rb").read().endswith(b"\n")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"reconciled {manifest.path}: dropped 5 rows (file missing, torn or repeated), adopted 4 files it lacked, "
+        "removed 0 temporary files"]
+
+
+def test_dropping_rows_alone_is_logged(tmp_path, caplog):
+    out = str(tmp_path)
+    put(out, "stamp", "1_1_0")
+    write_manifest(out, [row("1_1_0"), row("2_1_0")])
+    caplog.set_level(logging.INFO, logger="tagestimate.crawl")
+    opened(out)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"reconciled {os.path.join(out, 'manifest.csv')}: dropped 1 rows (file missing, torn or repeated), "
+        "adopted 0 files it lacked, removed 0 temporary files"]
+
+
+@pytest.mark.parametrize("manifest_text", [None, ""])
+def test_a_missing_or_empty_manifest_drops_nothing(tmp_path, caplog, manifest_text):
+    out = str(tmp_path)
+    put(out, "stamp", "1_1_0")
+    if manifest_text is not None:
+        (tmp_path / "manifest.csv").write_text(manifest_text)
+    caplog.set_level(logging.INFO, logger="tagestimate.crawl")
+    opened(out).commit()
+    assert [r["id"] for r in read(out)] == ["1_1_0"]
+    assert caplog.records[-1].getMessage().endswith(": dropped 0 rows (file missing, torn or repeated), adopted 1 "
+                                                    "files it lacked, removed 0 temporary files")
+
+
+def test_titles_with_line_breaks_survive_a_rewrite(tmp_path):
+    out = str(tmp_path)
+    put(out, "stamp", "1_1_0")
+    put(out, "stamp", "2_1_0")
+    with open(os.path.join(out, "manifest.csv"), "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerow(row("1_1_0", title="vol. 1\r\nplate 3"))
+    opened(out).commit()  # 2_1_0 is adopted, so the file is rewritten
+    assert [r["title"] for r in read(out)] == ["vol. 1\r\nplate 3", ""]
+
+
+MANIFEST_UNDER_ASCII_LOCALE = """
+import sys
+from tagestimate import crawl
+manifest = crawl.Manifest(sys.argv[1])
+manifest.open()
+manifest.append(dict({f: "" for f in crawl.MANIFEST_FIELDS}, id="1_1_0", folder="stamp", title="\\u5199\\u771f"))
+manifest.close()
+"""
+
+
+def test_rows_are_appended_as_utf8_whatever_the_locale(tmp_path):
+    manifest = opened(str(tmp_path / "in_process"))
+    manifest.append(row("1_1_0", title="写真"))
+    manifest.close()
+    assert read(str(tmp_path / "in_process"))[0]["title"] == "写真"
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", MANIFEST_UNDER_ASCII_LOCALE, str(tmp_path / "c")], cwd=root,
+                            env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert read(str(tmp_path / "c"))[0]["title"] == "写真"
+
+
+def test_close_closes_the_file(tmp_path):
+    manifest = opened(str(tmp_path))
+    manifest.append(row("1_1_0"))
+    handle = manifest._handle
+    manifest.close()
+    assert handle.closed
+
+
+def test_symbolic_links_are_neither_removed_nor_adopted(tmp_path):
+    outside = tmp_path / "outside"
+    put(str(outside), "stamp", "9_1_0")
+    (outside / "x.part").write_text("someone else's")
+    out = tmp_path / "out"
+    put(str(out), "graphic", "1_1_0")
+    os.symlink(outside / "x.part", out / "graphic" / "link.part")
+    os.symlink(outside / "x.part", out / "link2.part")
+    os.symlink(outside / "stamp" / "9_1_0.jpg", out / "graphic" / "9_1_0.jpg")
+    os.symlink(outside / "stamp", out / "stamp")
+    opened(str(out)).commit()
+    assert [(r["folder"], r["id"]) for r in read(str(out))] == [("graphic", "1_1_0")]
+    assert os.path.islink(out / "graphic" / "link.part") and os.path.islink(out / "link2.part")
+    assert (outside / "x.part").read_text() == "someone else's"
 
 
 def test_a_file_without_final_newline_is_rewritten_at_commit(tmp_path):
@@ -214,6 +305,7 @@ def test_an_out_under_a_file_fails_before_anything(tmp_path):
     with pytest.raises(NotADirectoryError) as error:
         crawl.Manifest(str(blocker / "out")).open()
     assert error.value.errno == errno.ENOTDIR and error.value.filename == str(blocker)
+    assert error.value.strerror == "not a folder"
 
 
 def test_check_writable_needs_write_and_search_permission(tmp_path, monkeypatch):
@@ -223,6 +315,7 @@ def test_check_writable_needs_write_and_search_permission(tmp_path, monkeypatch)
         crawl.Manifest(str(tmp_path / "a")).open()
     assert asked == [(str(tmp_path), os.W_OK | os.X_OK)]
     assert error.value.strerror == "no permission to write there"
+    assert error.value.errno == errno.EACCES and error.value.filename == str(tmp_path)
 
 
 def test_commit_writes_a_reconciled_manifest_and_only_once(tmp_path, monkeypatch):
