@@ -133,3 +133,36 @@ def test_an_image_at_the_large_limit_is_decoded_normally(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # guard off: never reduced
     load_image(str(path), 8)
     assert calls == [8]
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B"])
+def test_a_dark_16_bit_image_stays_dark(mode):
+    assert grey(sixteen_bit(mode, [0, 200, 255])) == [0, 1, 1]  # 16 bits even when no value exceeds 255
+
+
+def test_256_in_a_32_bit_image_means_16_bit_values():
+    image = Image.fromarray(np.array([[0, 256]], dtype=np.int32), mode="I")
+    assert grey(image) == [0, 1]
+
+
+def test_a_decompression_bomb_raised_while_decoding_is_an_image_error(tmp_path, monkeypatch):
+    path = tmp_path / "x.png"
+    Image.new("RGB", (4, 4)).save(path)
+
+    def bomb(handle, name):
+        raise Image.DecompressionBombError("Image size (1 pixels) exceeds limit")
+
+    monkeypatch.setattr(images, "_open", bomb)
+    with pytest.raises(ImageError) as error:
+        load_image(str(path), 8)
+    assert error.value.path == str(path)
+    assert error.value.reason == "too many pixels for a safe decode (Image size (1 pixels) exceeds limit)"
+
+
+def test_jpegs_are_draft_decoded_by_default(tmp_path):
+    path = tmp_path / "scan.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(path, quality=90)
+    default = load_image(str(path), 64)
+    assert np.array_equal(default, load_image(str(path), 64, draft=True))
+    assert not np.array_equal(default, load_image(str(path), 64, draft=False))
