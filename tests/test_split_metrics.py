@@ -141,7 +141,8 @@ def test_find_unreadable_names_each_bad_file_and_its_reason(tmp_path):
     text = tmp_path / "page.jpg"
     text.write_text("<html>")
     truncated = tmp_path / "cut.png"
-    whole = open(image(str(tmp_path / "full.png"), size=(64, 64)), "rb").read()
+    with open(image(str(tmp_path / "full.png"), size=(64, 64)), "rb") as handle:
+        whole = handle.read()
     truncated.write_bytes(whole[:60])
     found = training.find_unreadable([good, str(empty), str(text), str(truncated)], workers=2)
     assert set(found) == {str(empty), str(text), str(truncated)}
