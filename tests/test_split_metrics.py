@@ -769,8 +769,9 @@ def test_metrics_raise_no_warnings_for_labels_without_examples(recwarn):
     assert result["per_class"]["a"]["precision"] == 0.0 and result["macro_f1"] == 0.0
 
 
-def test_micro_f1_is_zero_when_nothing_is_true_or_predicted():
+def test_micro_f1_is_zero_when_nothing_is_true_or_predicted(recwarn):
     assert training.evaluate(np.zeros((3, 2)), np.zeros((3, 2)), ["a", "b"])["micro_f1"] == 0.0
+    assert [str(w.message) for w in recwarn] == []  # and says so without a scikit-learn warning
 
 
 def test_a_label_with_one_example_is_scored():
