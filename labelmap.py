@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from tagestimate.errors import UserError
+
 # NDL's output order (shared/docs/ndl-weights-format.md). Never derive it from a listing.
 LABELS = (
     "graphic",
@@ -57,7 +59,7 @@ ALIASES = {
 }
 
 
-class LabelMapError(ValueError):
+class LabelMapError(UserError, ValueError):
     """A label map that cannot be used; the message says what to fix."""
 
 

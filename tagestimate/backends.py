@@ -19,12 +19,13 @@ import numpy as np
 from tagestimate import quiet_tensorflow
 from tagestimate.files import sha256_file
 from tagestimate.model import open_model
+from tagestimate.errors import UserError
 
 BACKENDS = ("auto", "openvino", "tensorflow")
 log = logging.getLogger(__name__)
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """A backend that was asked for but cannot run; the message says what to install."""
 
 

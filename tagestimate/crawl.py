@@ -34,6 +34,7 @@ from tqdm import tqdm
 from labelmap import UNTAGGED_FOLDER, default_labelmap
 from tagestimate import files, ndl
 from tagestimate.files import TEMP_SUFFIX  # files.write_atomic's temporary names end with it
+from tagestimate.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ IMAGE_SUFFIX = ".jpg"
 INDEX_COLUMNS = 6  # file name, label, Windows path, title, item URL, IIIF URL (ndl-api.md §3)
 
 
-class CrawlError(Exception):
+class CrawlError(UserError):
     """A fatal problem, stated in one sentence that names what to fix."""
 
 

@@ -15,6 +15,7 @@ from labelmap import LABELS
 from tagestimate.images import CHANNEL_ORDERS
 from tagestimate import quiet_tensorflow
 from tagestimate.files import write_json
+from tagestimate.errors import UserError
 
 
 def _keras():
@@ -35,7 +36,7 @@ KERAS = "keras-weights"  # this project's Keras 3 .weights.h5, needs model.json 
 HEAD_LAYERS = ("dense", "dense_1", "dense_2")
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weight file or model config that cannot be used; the message says what to do."""
 
 

@@ -6,12 +6,14 @@
 
 import dataclasses
 
+from tagestimate.errors import UserError
+
 WEIGHT_CHOICES = ("imagenet", "none")  # or a path
 BALANCE_CHOICES = ("sqrt", "inverse", "none")
 DISTRIBUTE_CHOICES = ("auto", "mirrored", "none")
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """A problem with the data, flags or output folder; the message says what to do."""
 
 
