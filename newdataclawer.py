@@ -16,19 +16,16 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from labelmap import LABELS
 from tagestimate import crawl, ndl
+from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter
-
-EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (128 + SIGINT)
-_BYTE_SIZE = re.compile(r"(\d+)\s*([kmg]?)(i?b)?", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 
 
 def byte_size(text):
-    """Bytes from '20971520', '500KB' or '20MB' (K, M, G are powers of 1024)."""
-    match = _BYTE_SIZE.fullmatch(text.strip())
-    if match is None or int(match[1]) == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive size such as 20MB, 500KB or 1048576")
-    return int(match[1]) * _UNITS[match[2].lower()]
+    """Bytes from '20971520', '500KB' or '20MB' (K, M, G are powers of 1024), for argparse."""
+    try:
+        return crawl.byte_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _bounded(kind, low, high=None, low_open=False):
@@ -78,9 +75,9 @@ def build_parser():
                              f"the most specific first). Each image goes into the folder of the tag it was "
                              f"requested for; records that also carry a more specific tag are left for that "
                              f"tag's folder (a picture_landmark record is not filed under picture_outdoor)")
-    tagged.add_argument("--per-class", type=_bounded(int, 1), default=500,
+    tagged.add_argument("--per-class", type=_bounded(int, 1), default=crawl.PER_CLASS,
                         help="stop a tag once its folder holds this many images")
-    tagged.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=0.0,
+    tagged.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=crawl.MIN_CONFIDENCE,
                         help="keep only records whose requested tag has NDL's confidence >= this (0-1)")
     tagged.add_argument("--max-idle", type=_bounded(int, 1), default=defaults.max_idle,
                         help="give up on a tag after this many API calls in a row bring nothing new")
@@ -116,7 +113,7 @@ def build_parser():
                         help="first retry waits this many seconds, doubling each time")
     common.add_argument("--max-wait", type=_bounded(float, 0.0), default=defaults.max_wait,
                         help="longest wait before a retry, including one asked for by Retry-After")
-    common.add_argument("--max-bytes", type=byte_size, default="20MB",
+    common.add_argument("--max-bytes", type=byte_size, default=crawl.MAX_BYTES,
                         help="drop an image larger than this (K, M, G = 1024, 1024^2, 1024^3 bytes)")
     return parser
 
@@ -142,8 +139,9 @@ def main(argv=None):
             else:
                 summary = crawl.crawl_tagged(options, args.tag or crawl.most_specific_first(LABELS), args.per_class,
                                              min_confidence=args.min_confidence)
-    except crawl.CrawlError as error:
-        sys.exit(f"error: {error}")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:  # before the crawl started, or a second Ctrl-C while it winds down
         print("interrupted: every image saved so far is complete and recorded; run the same command "
               "again to resume", file=sys.stderr)

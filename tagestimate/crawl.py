@@ -1,53 +1,56 @@
 """Grow `{out}/{folder}/{id}.jpg` from the NDL API (tagged mode) or an NDL-ImageLabel index
-(rebuild mode), recording every saved image in `{out}/manifest.csv`.
+(rebuild mode), recording every saved image in `{out}/manifest.csv` (`tagestimate.manifest`).
 
 Invariants, kept across crashes and Ctrl-C:
 - an image is only visible under its final name once complete (`files.write_atomic`:
-  hidden temp name in the same folder, fsync, os.replace); temp names end in
-  `files.TEMP_SUFFIX` (`.part`) and are removed on start;
+  hidden temp name in the same folder, fsync, os.replace);
 - a manifest row is appended (flushed and fsynced) only after its file's rename;
-- on start, `Manifest.open` reconciles the two: rows whose file is missing are dropped,
-  and `{id}.jpg` files with no row (a crash between rename and append, or images the user
-  put there) are adopted with the provenance their name gives, never deleted. The result
-  is written with the first new row or at the end of the run, so a run that fails before
-  any server answered creates nothing.
+- on start, `Manifest.open` reconciles the two (and removes temporary files), never
+  deleting an image; a run that fails before any server answered creates nothing.
 An id is filed at most once, whatever the folder. In tagged mode a record that also carries
 a more specific tag than the requested one (`picture_landmark` when `picture_outdoor` was
 requested) is left for that tag's folder: filed under the parent, the trainer would read it
 as a negative for the child's labels.
+HTTP (retries, caps, deadline) is `tagestimate.httpclient`; what NDL's answers mean, `tagestimate.ndl`.
 """
 
 import concurrent.futures
 import csv
 import dataclasses
 import datetime
-import errno
 import hashlib
-import io
 import logging
 import os
+import re
 import threading
 import time
 
 from tqdm import tqdm
 
 from labelmap import UNTAGGED_FOLDER, default_labelmap
-from tagestimate import files, ndl
-from tagestimate.files import TEMP_SUFFIX  # files.write_atomic's temporary names end with it
-from tagestimate.errors import UserError
+from tagestimate import files, httpclient, ndl
+from tagestimate.manifest import CrawlError, Manifest
+# Old names that tests/test_manifest.py uses until it imports tagestimate.manifest.
+from tagestimate.manifest import IMAGE_SUFFIX, MANIFEST_FIELDS, MANIFEST_NAME  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.csv"
-MANIFEST_FIELDS = ("id", "pid", "page", "x", "y", "w", "h", "title", "folder", "confidence",
-                   "source_url", "sha256", "bytes", "time")
 UNKNOWN_FOLDER = UNTAGGED_FOLDER  # defined in labelmap.py, which the trainer reads too
-IMAGE_SUFFIX = ".jpg"
 INDEX_COLUMNS = 6  # file name, label, Windows path, title, item URL, IIIF URL (ndl-api.md §3)
+# Defaults of tagged mode's own settings (newdataclawer's --per-class and --min-confidence).
+PER_CLASS = 500
+MIN_CONFIDENCE = 0.0
+MAX_BYTES = "20MB"  # --max-bytes, as its help shows it; CrawlOptions.max_bytes is its value in bytes
+_BYTE_SIZE = re.compile(r"(\d+)\s*([kmg]?)(i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 
 
-class CrawlError(UserError):
-    """A fatal problem, stated in one sentence that names what to fix."""
+def byte_size(text):
+    """Bytes from '20971520', '500KB' or '20MB' (K, M, G are powers of 1024); ValueError otherwise."""
+    match = _BYTE_SIZE.fullmatch(text.strip())
+    if match is None or int(match[1]) == 0:
+        raise ValueError(f"{text!r} is not a positive size such as 20MB, 500KB or 1048576")
+    return int(match[1]) * _UNITS[match[2].lower()]
 
 
 @dataclasses.dataclass
@@ -58,14 +61,14 @@ class CrawlOptions:
     api_base: str = ndl.DEFAULT_API_BASE
     iiif_base: str = ndl.DEFAULT_IIIF_BASE
     size: str = ndl.DEFAULT_SIZE
-    batch: int = 20
+    batch: int = ndl.DEFAULT_BATCH
     workers: int = 4
     delay: float = 1.0
-    timeout: float = 30.0
-    retries: int = 5
-    backoff: float = 1.0
-    max_wait: float = 60.0
-    max_bytes: int = 20 * 1024 * 1024
+    timeout: float = httpclient.TIMEOUT
+    retries: int = httpclient.RETRIES
+    backoff: float = httpclient.BACKOFF
+    max_wait: float = httpclient.MAX_WAIT
+    max_bytes: int = byte_size(MAX_BYTES)
     max_idle: int = 20
 
 
@@ -130,161 +133,6 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-class Manifest:
-    """`{out}/manifest.csv`: one row per saved image, appended with fsync, thread-safe."""
-
-    def __init__(self, out):
-        self.out = out
-        self.path = os.path.join(out, MANIFEST_NAME)
-        self.ids = set()
-        self.counts = {}  # folder -> rows
-        self._lock = threading.Lock()
-        self._handle = None
-        self._writer = None
-        self._pending = None  # reconciled rows not yet written, or None when the file is right
-
-    def image_path(self, folder, image_id):
-        """`{out}/{folder}/{id}.jpg`; ValueError for names that could leave `out`."""
-        if not (ndl.valid_id(folder) and ndl.valid_id(image_id)):
-            raise ValueError(f"unsafe folder or id: {folder!r}, {image_id!r}")
-        return os.path.join(self.out, folder, image_id + IMAGE_SUFFIX)
-
-    def open(self):
-        """Reconcile manifest and folders after any crash or kill, in memory; create nothing yet.
-
-        The reconciled manifest is written by `commit`, or with the first new row, so a run
-        that stops before any server answered leaves no new files behind.
-        """
-        self._check_writable()
-        if not os.path.isdir(self.out):
-            self._pending = []
-            return
-        removed = self._remove_temp_files()
-        rows, dropped, needs_rewrite = self._read_rows()
-        kept, keys = [], set()
-        for row in rows:
-            key = (row["folder"], row["id"])
-            if key in keys or not os.path.isfile(self.image_path(*key)):
-                dropped += 1
-                continue
-            keys.add(key)
-            kept.append(row)
-        adopted = [self._adopt(folder, image_id)
-                   for folder, image_id in self._scan_files() if (folder, image_id) not in keys]
-        kept.extend(adopted)
-        if dropped or adopted or needs_rewrite:
-            self._pending = kept
-        for row in kept:
-            self.ids.add(row["id"])
-            self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
-        if dropped or adopted or removed:
-            log.info("reconciled %s: dropped %d rows (file missing, torn or repeated), adopted %d files "
-                     "it lacked, removed %d temporary files", self.path, dropped, len(adopted), removed)
-
-    def _check_writable(self):
-        """OSError now, before any download, if `out` (or the folder that will hold it) cannot be written."""
-        existing = os.path.abspath(self.out)
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise NotADirectoryError(errno.ENOTDIR, "not a folder", existing)
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "no permission to write there", existing)
-
-    def commit(self):
-        """Write the reconciled manifest, unless that would only put a bare header into a new folder."""
-        with self._lock:
-            if self._pending or (self._pending is not None and os.path.exists(self.path)):
-                self._write_pending()
-
-    def _write_pending(self):
-        if self._pending is not None:
-            os.makedirs(self.out, exist_ok=True)
-            self._rewrite(self._pending)
-            self._pending = None
-
-    def _remove_temp_files(self):
-        removed = 0
-        for directory in [self.out] + [entry.path for entry in self._subfolders()]:
-            for entry in os.scandir(directory):
-                if entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
-                    os.unlink(entry.path)
-                    removed += 1
-        return removed
-
-    def _subfolders(self):
-        return sorted((entry for entry in os.scandir(self.out)
-                       if entry.is_dir(follow_symlinks=False) and ndl.valid_id(entry.name)),
-                      key=lambda entry: entry.name)
-
-    def _scan_files(self):
-        for folder in self._subfolders():
-            for entry in sorted(os.scandir(folder.path), key=lambda e: e.name):
-                stem, suffix = os.path.splitext(entry.name)
-                if suffix == IMAGE_SUFFIX and ndl.valid_id(stem) and entry.is_file(follow_symlinks=False):
-                    yield folder.name, stem
-
-    def _read_rows(self):
-        """(valid rows, unusable rows, whether the file must be rewritten)."""
-        try:
-            with open(self.path, "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
-            return [], 0, True
-        text = raw.decode("utf-8", errors="replace")
-        reader = csv.DictReader(io.StringIO(text, newline=""), restkey="_extra")
-        if reader.fieldnames is None:
-            return [], 0, True
-        if tuple(reader.fieldnames) != MANIFEST_FIELDS:
-            raise CrawlError(f"{self.path} does not have the manifest columns {','.join(MANIFEST_FIELDS)}; "
-                             f"move it away or choose another --out")
-        rows, bad = [], 0
-        for row in reader:
-            if "_extra" in row or any(row[field] is None for field in MANIFEST_FIELDS) \
-                    or not (ndl.valid_id(row["folder"]) and ndl.valid_id(row["id"])):
-                bad += 1  # e.g. a line torn by a crash
-                continue
-            rows.append(row)
-        # Without a final newline the next append would glue onto the last line.
-        return rows, bad, not raw.endswith(b"\n")
-
-    def _adopt(self, folder, image_id):
-        path = self.image_path(folder, image_id)
-        parts = files.NDL_NAME.fullmatch(image_id)
-        stat = os.stat(path)
-        return {field: "" for field in MANIFEST_FIELDS} | {
-            "id": image_id, "folder": folder,
-            "pid": parts["pid"] if parts else "", "page": str(int(parts["page"])) if parts else "",
-            "sha256": files.sha256_file(path), "bytes": str(stat.st_size),
-            "time": datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-
-    def _rewrite(self, rows):
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows({field: row[field] for field in MANIFEST_FIELDS} for row in rows)
-        files.write_atomic(self.path, text.getvalue())
-
-    def append(self, row):
-        """Record one saved image; durable when this returns."""
-        with self._lock:
-            if self._handle is None:
-                self._write_pending()
-                self._handle = open(self.path, "a", newline="", encoding="utf-8")
-                self._writer = csv.DictWriter(self._handle, fieldnames=MANIFEST_FIELDS)
-            self._writer.writerow(row)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self.ids.add(row["id"])
-            self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
-
-    def close(self):
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
 class _Crawler:
     """What both modes share: the HTTP client, the manifest, the download pool."""
 
@@ -293,9 +141,9 @@ class _Crawler:
             raise ValueError(f"size {options.size!r} is not an IIIF size such as ,256 or full")
         self.options = options
         self.stop_event = threading.Event()  # set on the way out: in-flight downloads stop, unsaved
-        self.client = ndl.HttpClient(timeout=options.timeout, retries=options.retries, backoff=options.backoff,
-                                     max_wait=options.max_wait, pool_size=options.workers + 2,
-                                     stop_event=self.stop_event)
+        self.client = httpclient.HttpClient(timeout=options.timeout, retries=options.retries, backoff=options.backoff,
+                                            max_wait=options.max_wait, pool_size=options.workers + 2,
+                                            stop_event=self.stop_event)
         self.manifest = Manifest(options.out)
         self.pool = None
         self.summary = CrawlSummary()
@@ -355,11 +203,11 @@ class _Crawler:
         try:
             data = self.client.get(job.url, max_bytes=self.options.max_bytes, accept="image/jpeg")
             ndl.check_jpeg(data)
-        except ndl.Interrupted:
+        except httpclient.Interrupted:
             return "interrupted", ""
-        except ndl.Unreachable as error:
+        except httpclient.Unreachable as error:
             return "unreachable", str(error)
-        except (ndl.FetchError, ndl.NotAnImage) as error:
+        except (httpclient.FetchError, ndl.NotAnImage) as error:
             return "failed", str(error)
         if self.stop_event.is_set():
             return "interrupted", ""
@@ -401,7 +249,7 @@ def most_specific_first(tags, labelmap=None):
     return sorted(tags, key=lambda tag: -len(labelmap.tag_labels.get(labelmap.resolve(tag), ())))
 
 
-def crawl_tagged(options, tags, per_class, min_confidence=0.0):
+def crawl_tagged(options, tags, per_class, min_confidence=MIN_CONFIDENCE):
     """Call randomwithfacet per tag until its folder holds `per_class` images or it runs dry.
 
     A record that also carries a tag more specific than the requested one is skipped (left
@@ -434,7 +282,7 @@ def crawl_tagged(options, tags, per_class, min_confidence=0.0):
                     last_call = time.monotonic()
                     try:
                         raw_records = ndl.random_illustrations(crawler.client, options.api_base, tag, options.batch)
-                    except ndl.FetchError as error:
+                    except httpclient.FetchError as error:
                         if not api_answered:
                             raise CrawlError(f"cannot reach the NDL API at {options.api_base} ({error}); "
                                              f"check --api-base and the network") from None

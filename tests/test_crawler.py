@@ -18,7 +18,8 @@ from PIL import Image
 
 import newdataclawer
 from labelmap import LABELS
-from tagestimate import crawl, files, ndl
+from tagestimate import crawl, files, httpclient, manifest, ndl
+from tagestimate.errors import EXIT_ERROR
 from conftest import ROOT, restore_default_sigint
 from tests.ndl_emulator import NdlEmulator
 
@@ -52,6 +53,11 @@ def run_cli(emulator, out, *args):
                                "--iiif-base", emulator.iiif_base, *FAST, *args])
 
 
+def last_line(err):
+    """The last line a script wrote to stderr: where its one-sentence error must be, whole."""
+    return err.splitlines()[-1] if err else ""
+
+
 def options(emulator, out, **changes):
     values = dict(out=str(out), api_base=emulator.api_base, iiif_base=emulator.iiif_base, delay=0.0,
                   timeout=1.0, retries=2, backoff=0.01, max_wait=0.5)
@@ -60,9 +66,9 @@ def options(emulator, out, **changes):
 
 
 def read_manifest(out):
-    with open(os.path.join(out, crawl.MANIFEST_NAME), encoding="utf-8", newline="") as handle:
+    with open(os.path.join(out, manifest.MANIFEST_NAME), encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == crawl.MANIFEST_FIELDS
+        assert tuple(reader.fieldnames) == manifest.MANIFEST_FIELDS
         return list(reader)
 
 
@@ -72,7 +78,7 @@ def image_files(out):
     for folder, _, names in os.walk(out):
         for name in names:
             if folder == str(out):
-                assert name == crawl.MANIFEST_NAME, f"unexpected file {name} in {out}"
+                assert name == manifest.MANIFEST_NAME, f"unexpected file {name} in {out}"
             else:
                 assert name.endswith(".jpg") and not name.startswith("."), f"unexpected file {folder}/{name}"
                 found.add((os.path.basename(folder), name[:-4]))
@@ -141,11 +147,11 @@ def test_start_reconciles_after_a_crash(out):
         assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "4") == 0
         rows = read_manifest(out)
         os.remove(out / "stamp" / (rows[0]["id"] + ".jpg"))       # row without file
-        for leftover in (out / "stamp" / "1_1_0.jpg", out / crawl.MANIFEST_NAME):  # killed mid-write
+        for leftover in (out / "stamp" / "1_1_0.jpg", out / manifest.MANIFEST_NAME):  # killed mid-write
             with open(files.temporary_path(leftover), "wb") as handle:
                 handle.write(b"partial")
         os.replace(out / "stamp" / (rows[1]["id"] + ".jpg"), out / "stamp" / "5_5_0.jpg")  # file without row
-        with open(out / crawl.MANIFEST_NAME, "a", encoding="utf-8") as handle:
+        with open(out / manifest.MANIFEST_NAME, "a", encoding="utf-8") as handle:
             handle.write("9_9_0,9,9,1.0")                         # torn last line
         summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=4)
     rows_after = assert_consistent(out)
@@ -159,8 +165,8 @@ def test_start_reconciles_after_a_crash(out):
 def test_a_reconciliation_is_written_even_when_nothing_new_is_saved(out):
     with NdlEmulator(make_records("stamp", 6)) as emulator:
         assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "3") == 0
-        lines = (out / crawl.MANIFEST_NAME).read_text(encoding="utf-8").splitlines(keepends=True)
-        (out / crawl.MANIFEST_NAME).write_text("".join(lines[:-1]), encoding="utf-8")  # the last row lost
+        lines = (out / manifest.MANIFEST_NAME).read_text(encoding="utf-8").splitlines(keepends=True)
+        (out / manifest.MANIFEST_NAME).write_text("".join(lines[:-1]), encoding="utf-8")  # the last row lost
         requests_before = len(emulator.requests)
         assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "3") == 0
         assert len(emulator.requests) == requests_before  # full with the adopted file: nothing fetched
@@ -171,12 +177,13 @@ def test_a_manifest_that_cannot_be_written_is_one_sentence(out, monkeypatch, cap
     def disk_full(self, rows):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(crawl.Manifest, "_rewrite", disk_full)
-    with NdlEmulator(make_records("stamp", 3)) as emulator, pytest.raises(SystemExit) as exit_info:
-        run_cli(emulator, out, "--tag", "stamp", "--per-class", "2")
-    assert exit_info.value.code == (f"error: cannot write {out / crawl.MANIFEST_NAME}: {os.strerror(errno.ENOSPC)}; "
-                                    f"check free space and permissions of --out")
-    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setattr(manifest.Manifest, "_rewrite", disk_full)
+    with NdlEmulator(make_records("stamp", 3)) as emulator:
+        assert run_cli(emulator, out, "--tag", "stamp", "--per-class", "2") == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert last_line(err) == (f"error: cannot write {out / manifest.MANIFEST_NAME}: {os.strerror(errno.ENOSPC)}; "
+                              f"check free space and permissions of --out")
+    assert "Traceback" not in err
 
 
 def test_files_are_written_with_the_shared_atomic_helper(out, monkeypatch):
@@ -191,8 +198,8 @@ def test_files_are_written_with_the_shared_atomic_helper(out, monkeypatch):
     with NdlEmulator(make_records("stamp", 6)) as emulator:
         crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
     rows = assert_consistent(out)
-    assert written.count(crawl.MANIFEST_NAME) == 1  # a new manifest is written whole, atomically
-    assert sorted(set(written) - {crawl.MANIFEST_NAME}) == sorted(os.path.join("stamp", row["id"] + ".jpg")
+    assert written.count(manifest.MANIFEST_NAME) == 1  # a new manifest is written whole, atomically
+    assert sorted(set(written) - {manifest.MANIFEST_NAME}) == sorted(os.path.join("stamp", row["id"] + ".jpg")
                                                                     for row in rows)
 
 
@@ -240,12 +247,12 @@ def test_rebuild_from_metadata(out, tmp_path):
     assert not os.path.exists(tmp_path / "evil.jpg") and not os.path.exists(tmp_path / "escape")
 
 
-def test_rebuild_names_an_unknown_label(out, tmp_path):
+def test_rebuild_names_an_unknown_label(out, tmp_path, capsys):
     index = tmp_path / "metadata.csv"
     write_index(index, [("1_1_0.jpg", "stamp", "1", 1, "1,1,5,5")])
-    with NdlEmulator() as emulator, pytest.raises(SystemExit) as exit_info:
-        run_cli(emulator, out, "--from-metadata", str(index), "--label", "stmp")
-    assert "'stmp' is not in" in str(exit_info.value.code)
+    with NdlEmulator() as emulator:
+        assert run_cli(emulator, out, "--from-metadata", str(index), "--label", "stmp") == EXIT_ERROR
+    assert "'stmp' is not in" in last_line(capsys.readouterr().err)
 
 
 @pytest.mark.skipif(not os.path.isfile(SHARED_METADATA), reason="../shared/data is absent (only in the dev checkout)")
@@ -311,12 +318,12 @@ def test_a_trickled_body_is_abandoned_at_the_time_limit(content_length, old_urll
             if "shutdown" in vars(cls):
                 monkeypatch.delattr(cls, "shutdown")
     # One byte every 50 ms never trips the 0.2 s read timeout; the 60 bytes alone take 3 s.
-    client = ndl.HttpClient(timeout=0.2, retries=0)
+    client = httpclient.HttpClient(timeout=0.2, retries=0)
     with NdlEmulator() as emulator:
         emulator.fail("trickle", interval=0.05, count=60, content_length=content_length)
         url = ndl.iiif_url(emulator.iiif_base, "1", 1, "full")
         started = time.monotonic()
-        with pytest.raises(ndl.FetchError, match="the body took over 0.4 s"):
+        with pytest.raises(httpclient.FetchError, match="the body took over 0.4 s"):
             client.get(url, max_bytes=1 << 20, accept="image/jpeg")
         elapsed = time.monotonic() - started
         ndl.check_jpeg(client.get(url, max_bytes=1 << 20, accept="image/jpeg"))  # the next answer is fine
@@ -452,30 +459,30 @@ def test_api_unreachable_at_start_is_one_sentence_and_creates_nothing(out, capsy
     if out_exists:
         out.mkdir()
     base = f"http://127.0.0.1:{_closed_port()}/dl/api"
-    with pytest.raises(SystemExit) as exit_info:
-        newdataclawer.main(["--out", str(out), "--api-base", base, "--tag", "stamp", *FAST])
-    message = str(exit_info.value.code)
-    assert message.startswith(f"error: cannot reach the NDL API at {base}") and "\n" not in message
-    assert "Traceback" not in capsys.readouterr().err
+    assert newdataclawer.main(["--out", str(out), "--api-base", base, "--tag", "stamp", *FAST]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    # The last line starts the message: a message of several lines would end on another line.
+    assert last_line(err).startswith(f"error: cannot reach the NDL API at {base}")
+    assert "Traceback" not in err
     assert (os.listdir(out) == []) if out_exists else not out.exists()
 
 
-def test_an_unusable_out_is_refused_before_any_request(tmp_path):
+def test_an_unusable_out_is_refused_before_any_request(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     with NdlEmulator(make_records("stamp", 3)) as emulator:
-        with pytest.raises(SystemExit) as exit_info:
-            run_cli(emulator, tmp_path / "file" / "dataset", "--tag", "stamp", "--per-class", "2")
+        assert run_cli(emulator, tmp_path / "file" / "dataset", "--tag", "stamp", "--per-class", "2") == EXIT_ERROR
         assert emulator.requests == []
-    assert str(exit_info.value.code).startswith("error: cannot use ") and "check --out" in str(exit_info.value.code)
+    message = last_line(capsys.readouterr().err)
+    assert message.startswith("error: cannot use ") and "check --out" in message
 
 
-def test_iiif_unreachable_at_start_is_one_sentence(out, tmp_path):
+def test_iiif_unreachable_at_start_is_one_sentence(out, tmp_path, capsys):
     index = tmp_path / "metadata.csv"
     write_index(index, [("1_1_0.jpg", "stamp", "1", 1, "1,1,5,5"), ("2_1_0.jpg", "stamp", "2", 1, "1,1,5,5")])
     base = f"http://127.0.0.1:{_closed_port()}/iiif"
-    with pytest.raises(SystemExit) as exit_info:
-        newdataclawer.main(["--out", str(out), "--from-metadata", str(index), "--iiif-base", base, *FAST])
-    assert str(exit_info.value.code).startswith(f"error: cannot reach the IIIF server at {base}")
+    assert newdataclawer.main(["--out", str(out), "--from-metadata", str(index), "--iiif-base", base,
+                               *FAST]) == EXIT_ERROR
+    assert last_line(capsys.readouterr().err).startswith(f"error: cannot reach the IIIF server at {base}")
     assert not out.exists()
 
 

@@ -1,0 +1,188 @@
+"""`{out}/manifest.csv`, the crawl's record of every saved image, and its reconciliation with the folders.
+
+One row per `{out}/{folder}/{id}.jpg` (columns `MANIFEST_FIELDS`), appended with flush and
+fsync only after the image's rename. `Manifest.open` reconciles after any crash or kill:
+rows whose file is missing (or torn, or repeated) are dropped, `{id}.jpg` files without a
+row are adopted with the provenance their name gives (never deleted), and leftover
+temporary files (`files.TEMP_SUFFIX`) are removed. The reconciled file is written with the
+first new row or by `commit`, so a run that fails before any server answered creates nothing.
+"""
+
+import csv
+import datetime
+import errno
+import io
+import logging
+import os
+import threading
+
+from tagestimate import files, ndl
+from tagestimate.errors import UserError
+from tagestimate.files import TEMP_SUFFIX  # files.write_atomic's temporary names end with it
+
+# The crawler's logger until tests/test_manifest.py (which listens to it) follows the move.
+log = logging.getLogger("tagestimate.crawl")
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_FIELDS = ("id", "pid", "page", "x", "y", "w", "h", "title", "folder", "confidence",
+                   "source_url", "sha256", "bytes", "time")
+IMAGE_SUFFIX = ".jpg"
+
+
+class CrawlError(UserError):
+    """A fatal problem of a crawl (its manifest included), stated in one sentence that names what to fix."""
+
+
+class Manifest:
+    """`{out}/manifest.csv`: one row per saved image, appended with fsync, thread-safe."""
+
+    def __init__(self, out):
+        self.out = out
+        self.path = os.path.join(out, MANIFEST_NAME)
+        self.ids = set()
+        self.counts = {}  # folder -> rows
+        self._lock = threading.Lock()
+        self._handle = None
+        self._writer = None
+        self._pending = None  # reconciled rows not yet written, or None when the file is right
+
+    def image_path(self, folder, image_id):
+        """`{out}/{folder}/{id}.jpg`; ValueError for names that could leave `out`."""
+        if not (ndl.valid_id(folder) and ndl.valid_id(image_id)):
+            raise ValueError(f"unsafe folder or id: {folder!r}, {image_id!r}")
+        return os.path.join(self.out, folder, image_id + IMAGE_SUFFIX)
+
+    def open(self):
+        """Reconcile manifest and folders after any crash or kill, in memory; create nothing yet.
+
+        The reconciled manifest is written by `commit`, or with the first new row, so a run
+        that stops before any server answered leaves no new files behind.
+        """
+        self._check_writable()
+        if not os.path.isdir(self.out):
+            self._pending = []
+            return
+        removed = self._remove_temp_files()
+        rows, dropped, needs_rewrite = self._read_rows()
+        kept, keys = [], set()
+        for row in rows:
+            key = (row["folder"], row["id"])
+            if key in keys or not os.path.isfile(self.image_path(*key)):
+                dropped += 1
+                continue
+            keys.add(key)
+            kept.append(row)
+        adopted = [self._adopt(folder, image_id)
+                   for folder, image_id in self._scan_files() if (folder, image_id) not in keys]
+        kept.extend(adopted)
+        if dropped or adopted or needs_rewrite:
+            self._pending = kept
+        for row in kept:
+            self.ids.add(row["id"])
+            self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
+        if dropped or adopted or removed:
+            log.info("reconciled %s: dropped %d rows (file missing, torn or repeated), adopted %d files "
+                     "it lacked, removed %d temporary files", self.path, dropped, len(adopted), removed)
+
+    def _check_writable(self):
+        """OSError now, before any download, if `out` (or the folder that will hold it) cannot be written."""
+        existing = os.path.abspath(self.out)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", existing)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "no permission to write there", existing)
+
+    def commit(self):
+        """Write the reconciled manifest, unless that would only put a bare header into a new folder."""
+        with self._lock:
+            if self._pending or (self._pending is not None and os.path.exists(self.path)):
+                self._write_pending()
+
+    def _write_pending(self):
+        if self._pending is not None:
+            os.makedirs(self.out, exist_ok=True)
+            self._rewrite(self._pending)
+            self._pending = None
+
+    def _remove_temp_files(self):
+        removed = 0
+        for directory in [self.out] + [entry.path for entry in self._subfolders()]:
+            for entry in os.scandir(directory):
+                if entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    def _subfolders(self):
+        return sorted((entry for entry in os.scandir(self.out)
+                       if entry.is_dir(follow_symlinks=False) and ndl.valid_id(entry.name)),
+                      key=lambda entry: entry.name)
+
+    def _scan_files(self):
+        for folder in self._subfolders():
+            for entry in sorted(os.scandir(folder.path), key=lambda e: e.name):
+                stem, suffix = os.path.splitext(entry.name)
+                if suffix == IMAGE_SUFFIX and ndl.valid_id(stem) and entry.is_file(follow_symlinks=False):
+                    yield folder.name, stem
+
+    def _read_rows(self):
+        """(valid rows, unusable rows, whether the file must be rewritten)."""
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return [], 0, True
+        text = raw.decode("utf-8", errors="replace")
+        reader = csv.DictReader(io.StringIO(text, newline=""), restkey="_extra")
+        if reader.fieldnames is None:
+            return [], 0, True
+        if tuple(reader.fieldnames) != MANIFEST_FIELDS:
+            raise CrawlError(f"{self.path} does not have the manifest columns {','.join(MANIFEST_FIELDS)}; "
+                             f"move it away or choose another --out")
+        rows, bad = [], 0
+        for row in reader:
+            if "_extra" in row or any(row[field] is None for field in MANIFEST_FIELDS) \
+                    or not (ndl.valid_id(row["folder"]) and ndl.valid_id(row["id"])):
+                bad += 1  # e.g. a line torn by a crash
+                continue
+            rows.append(row)
+        # Without a final newline the next append would glue onto the last line.
+        return rows, bad, not raw.endswith(b"\n")
+
+    def _adopt(self, folder, image_id):
+        path = self.image_path(folder, image_id)
+        parts = files.NDL_NAME.fullmatch(image_id)
+        stat = os.stat(path)
+        return {field: "" for field in MANIFEST_FIELDS} | {
+            "id": image_id, "folder": folder,
+            "pid": parts["pid"] if parts else "", "page": str(int(parts["page"])) if parts else "",
+            "sha256": files.sha256_file(path), "bytes": str(stat.st_size),
+            "time": datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _rewrite(self, rows):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows({field: row[field] for field in MANIFEST_FIELDS} for row in rows)
+        files.write_atomic(self.path, text.getvalue())
+
+    def append(self, row):
+        """Record one saved image; durable when this returns."""
+        with self._lock:
+            if self._handle is None:
+                self._write_pending()
+                self._handle = open(self.path, "a", newline="", encoding="utf-8")
+                self._writer = csv.DictWriter(self._handle, fieldnames=MANIFEST_FIELDS)
+            self._writer.writerow(row)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self.ids.add(row["id"])
+            self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
+
+    def close(self):
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
