@@ -27,7 +27,7 @@ import time
 
 from tqdm import tqdm
 
-from labelmap import UNTAGGED_FOLDER, default_labelmap
+from tagestimate.labels import UNTAGGED_FOLDER, default_labelmap
 from tagestimate import files, httpclient, ndl
 from tagestimate.manifest import CrawlError, Manifest
 # Old names that tests/test_manifest.py uses until it imports tagestimate.manifest.

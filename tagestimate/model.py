@@ -5,16 +5,19 @@ and rescales inside itself (keras.applications' EfficientNet starts with Rescali
 and a Normalization layer). Trainer and inference both call `build_model`.
 """
 
+import dataclasses
 import json
+import numbers
 import os
+import types
 
 import h5py
 import numpy as np
 
-from labelmap import LABELS
+from tagestimate.labels import NDL_LABELS
 from tagestimate.images import CHANNEL_ORDERS
 from tagestimate import quiet_tensorflow
-from tagestimate.files import write_json
+from tagestimate.files import write_atomic
 from tagestimate.errors import UserError
 
 
@@ -30,6 +33,8 @@ BACKBONE = "EfficientNetB0"
 CONFIG_NAME = "model.json"
 CONFIG_VERSION = 1
 DEFAULT_THRESHOLD = 0.4
+PIXEL_RANGE = (0, 255)  # the model rescales inside itself
+RESIZE = "bilinear"
 LEGACY = "legacy-hdf5"  # NDL's Keras 2 save_weights layout, loaded by layer name
 KERAS = "keras-weights"  # this project's Keras 3 .weights.h5, needs model.json beside it
 
@@ -40,20 +45,171 @@ class WeightsError(UserError, ValueError):
     """A weight file or model config that cannot be used; the message says what to do."""
 
 
-def legacy_config(labels=LABELS):
-    """Conventions of NDL's published file: BGR, 224 px bilinear, /255 (done in-model)."""
-    return {
-        "version": CONFIG_VERSION,
-        "backbone": BACKBONE,
-        "labels": list(labels),
-        "image_size": 224,
-        "channel_order": "BGR",
-        "pixel_range": [0, 255],
-        "resize": "bilinear",
-        "thresholds": None,
-        "default_threshold": DEFAULT_THRESHOLD,
-        "source": "NDL published weights (legacy HDF5 layout)",
-    }
+# ---------------------------------------------------------------- ModelConfig (model.json)
+
+# model.json's keys in the order they are written; optional ones are left out when None.
+_KEYS = ("version", "backbone", "labels", "image_size", "channel_order", "pixel_range", "resize",
+         "dropout", "thresholds", "default_threshold", "labelmap", "training", "source")
+_OPTIONAL = ("dropout", "labelmap", "training", "source")
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _invalid(source, field, expected):
+    return WeightsError(f"{source} has no valid '{field}' ({expected})")
+
+
+def _check(data, source):
+    """Raise WeightsError naming `source` and the first bad field of a model.json object."""
+    if not isinstance(data, dict):
+        raise WeightsError(f"{source} does not hold a JSON object; it is not a model.json")
+    labels = data.get("labels")
+    if not isinstance(labels, (list, tuple)) or not labels:
+        raise WeightsError(f"{source} has no 'labels' list")
+    if not all(isinstance(label, str) and label for label in labels) or len(set(labels)) != len(labels):
+        raise _invalid(source, "labels", "a list of distinct label names")
+    if data.get("channel_order") not in CHANNEL_ORDERS:
+        raise WeightsError(f"{source}: 'channel_order' must be RGB or BGR")
+    if not _is_int(data.get("image_size")) or data["image_size"] < 32:
+        raise WeightsError(f"{source}: 'image_size' must be an integer of at least 32")
+    if list(data.get("pixel_range", PIXEL_RANGE)) != list(PIXEL_RANGE) or data.get("resize", RESIZE) != RESIZE:
+        raise WeightsError(f"{source}: only pixel_range [0, 255] and resize 'bilinear' are supported "
+                           "(the model rescales inside itself)")
+    if data.get("backbone", BACKBONE) != BACKBONE:
+        raise _invalid(source, "backbone", f"{BACKBONE}, the one architecture this project builds")
+    if not _is_int(data.get("version", CONFIG_VERSION)):
+        raise _invalid(source, "version", "a whole number")
+    thresholds = data.get("thresholds")
+    if thresholds is not None and (not isinstance(thresholds, dict) or set(thresholds) - set(labels)
+                                   or not all(_is_number(v) for v in thresholds.values())):
+        raise WeightsError(f"{source}: 'thresholds' must map the model's labels to numbers")
+    if not _is_number(data.get("default_threshold", DEFAULT_THRESHOLD)):
+        raise _invalid(source, "default_threshold", "a number")
+    dropout = data.get("dropout")
+    if dropout is not None and (not _is_number(dropout) or not 0 <= dropout < 1):
+        raise _invalid(source, "dropout", "a number in [0, 1)")
+    if not isinstance(data.get("labelmap", {}), (dict, type(None))):
+        raise _invalid(source, "labelmap", "the label map the run trained with")
+    if not isinstance(data.get("training", {}), (dict, type(None))):
+        raise _invalid(source, "training", "an object describing how the model was trained")
+    if not isinstance(data.get("source", ""), (str, type(None))):
+        raise _invalid(source, "source", "a text saying where the weights come from")
+
+
+def _frozen(mapping):
+    return None if mapping is None else types.MappingProxyType(dict(mapping))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """What a weight file means and how to feed it: the content of model.json.
+
+    labels: output order. image_size: square input in pixels. channel_order: "RGB" or "BGR".
+    pixel_range/resize: fixed (0, 255) and "bilinear" (the model rescales inside itself).
+    dropout: the head's dropout, None where not recorded (NDL's file: none).
+    thresholds: {label: threshold} tuned by the trainer, or None; default_threshold for the rest.
+    labelmap: the label map (JSON form) a run trained with; training: how (free-form); both
+    None for NDL's file. source: where the weights come from (NDL's file only).
+    The constructor checks every field (WeightsError naming it); mappings become read-only.
+    """
+
+    labels: tuple
+    image_size: int = 224
+    channel_order: str = "RGB"
+    pixel_range: tuple = PIXEL_RANGE
+    resize: str = RESIZE
+    backbone: str = BACKBONE
+    dropout: float = None
+    thresholds: types.MappingProxyType = None
+    default_threshold: float = DEFAULT_THRESHOLD
+    labelmap: types.MappingProxyType = None
+    training: types.MappingProxyType = None
+    source: str = None
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self):
+        _check(self.to_dict(), "model config")
+        set_field = object.__setattr__  # frozen: normalise once, here
+        set_field(self, "labels", tuple(self.labels))
+        set_field(self, "pixel_range", tuple(self.pixel_range))
+        for name in ("thresholds", "labelmap", "training"):
+            set_field(self, name, _frozen(getattr(self, name)))
+
+    @classmethod
+    def from_dict(cls, data, source="model config"):
+        """From model.json's object; WeightsError naming `source` and the bad field."""
+        _check(data, source)
+        return cls(**{key: data[key] for key in _KEYS if key in data})
+
+    @classmethod
+    def from_json(cls, text, source="model config"):
+        """From model.json's text; WeightsError naming `source` for bad JSON or a bad field."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise WeightsError(f"cannot read {source}: {error}") from None
+        return cls.from_dict(data, source)
+
+    def to_dict(self):
+        """model.json's object (JSON types; optional fields left out when None)."""
+        values = {
+            "version": self.version, "backbone": self.backbone, "labels": list(self.labels),
+            "image_size": self.image_size, "channel_order": self.channel_order,
+            "pixel_range": list(self.pixel_range), "resize": self.resize, "dropout": self.dropout,
+            "thresholds": None if self.thresholds is None else dict(self.thresholds),
+            "default_threshold": self.default_threshold,
+            "labelmap": None if self.labelmap is None else _plain(self.labelmap),
+            "training": None if self.training is None else _plain(self.training),
+            "source": self.source,
+        }
+        return {key: value for key, value in values.items() if not (key in _OPTIONAL and value is None)}
+
+    def to_json(self):
+        """model.json's text, as write_config writes it."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+    def cutoffs(self, override=None):
+        """Per-label thresholds in label order: `override` for all, else the tuned ones, else the default."""
+        if override is not None:
+            return [float(override)] * len(self.labels)
+        tuned = self.thresholds or {}
+        return [float(tuned.get(label, self.default_threshold)) for label in self.labels]
+
+    # TRANSITIONAL (issue 9): old code reads config["labels"], config.get("dropout") as from the
+    # model.json dict. Values are model.json's (lists, plain dicts, copies). Remove once every
+    # caller uses the attributes.
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def get(self, key, default=None):
+        return self.to_dict().get(key, default)
+
+    def keys(self):
+        return self.to_dict().keys()
+
+    def __contains__(self, key):
+        return key in self.to_dict()
+
+
+def _plain(value):
+    """Read-only mappings back to plain dicts, recursively (for JSON)."""
+    if isinstance(value, (dict, types.MappingProxyType)):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def legacy_config(labels=NDL_LABELS):
+    """NDL's published file: its 11 labels (NDL_LABELS), BGR, 224 px bilinear, /255 (in-model)."""
+    return ModelConfig(labels=labels, image_size=224, channel_order="BGR",
+                       source="NDL published weights (legacy HDF5 layout)")
 
 
 def build_model(num_labels, image_size=224, dropout=0.0):
@@ -207,40 +363,28 @@ def load_imagenet_weights(model, image_size):
 
 
 def write_config(folder, config):
-    """Write model.json atomically."""
-    return write_json(os.path.join(folder, CONFIG_NAME), config)
+    """Write `folder`/model.json atomically from a ModelConfig (or, TRANSITIONAL, its dict)."""
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig.from_dict(config)
+    return write_atomic(os.path.join(folder, CONFIG_NAME), config.to_json())
 
 
 def read_config(folder):
-    """Read and check a model.json; WeightsError naming what is wrong."""
+    """The ModelConfig in `folder`/model.json; WeightsError naming the file and what is wrong."""
     path = os.path.join(folder, CONFIG_NAME)
     try:
         with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
+            text = handle.read()
     except FileNotFoundError:
         raise WeightsError(f"{path} is missing; weights written by multitrain_efficientnet.py need "
                            "the model.json written beside them") from None
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise WeightsError(f"cannot read {path}: {error}") from None
-    labels = config.get("labels")
-    if not isinstance(labels, list) or not labels:
-        raise WeightsError(f"{path} has no 'labels' list")
-    if config.get("channel_order") not in CHANNEL_ORDERS:
-        raise WeightsError(f"{path}: 'channel_order' must be RGB or BGR")
-    if not isinstance(config.get("image_size"), int) or config["image_size"] < 32:
-        raise WeightsError(f"{path}: 'image_size' must be an integer of at least 32")
-    if config.get("pixel_range", [0, 255]) != [0, 255] or config.get("resize", "bilinear") != "bilinear":
-        raise WeightsError(f"{path}: only pixel_range [0, 255] and resize 'bilinear' are supported "
-                           "(the model rescales inside itself)")
-    thresholds = config.get("thresholds")
-    if thresholds is not None and (not isinstance(thresholds, dict) or set(thresholds) - set(labels)):
-        raise WeightsError(f"{path}: 'thresholds' must map the model's labels to numbers")
-    config.setdefault("default_threshold", DEFAULT_THRESHOLD)
-    return config
+    return ModelConfig.from_json(text, source=path)
 
 
 def describe_weights(path):
-    """(config, kind) for a weight file, from its structure and model.json; builds nothing."""
+    """(ModelConfig, kind) for a weight file, from its structure and model.json; builds nothing."""
     kind = detect_weights_kind(path)
     if kind == KERAS:
         return read_config(os.path.dirname(os.path.abspath(path))), kind
@@ -248,16 +392,16 @@ def describe_weights(path):
     if count is None:
         raise WeightsError(f"{path} has no 'dense_2' output layer; it is not a tag model file "
                            "(a backbone-only file can start training, not tag images)")
-    if count != len(LABELS):
-        raise WeightsError(f"{path} has {count} outputs, NDL's tag model has {len(LABELS)}; "
+    if count != len(NDL_LABELS):
+        raise WeightsError(f"{path} has {count} outputs, NDL's tag model has {len(NDL_LABELS)}; "
                            "for a model trained here, use its best.weights.h5 with model.json")
     return legacy_config(), kind
 
 
 def open_model(path):
-    """Build the model for a weight file and load it; returns (model, config, kind)."""
+    """Build the model for a weight file and load it; returns (model, ModelConfig, kind)."""
     config, kind = describe_weights(path)
-    model = build_model(len(config["labels"]), config["image_size"], config.get("dropout", 0.0))
+    model = build_model(len(config.labels), config.image_size, config.dropout or 0.0)
     if kind == LEGACY:
         load_legacy_weights(model, path, require_all=True)
         return model, config, kind
@@ -265,5 +409,41 @@ def open_model(path):
         model.load_weights(path)
     except Exception as error:  # Keras raises ValueError/KeyError for mismatched files
         raise WeightsError(f"{path} does not fit the model described by its model.json "
-                           f"({len(config['labels'])} labels, {config['image_size']} px): {error}") from None
+                           f"({len(config.labels)} labels, {config.image_size} px): {error}") from None
     return model, config, kind
+
+
+# ---------------------------------------------------------------- saving and copying weights
+# (moved here from tagestimate/training.py by the trainer split, issue 9)
+
+def save_weights_atomic(model, path, optimizer=False):
+    """Save the model's weights (and, with optimizer=True, Adam's step count and moments) to a
+    hidden temporary name beside `path`, then rename: a run killed mid-save leaves the previous
+    file whole. (Keras wants names ending in .weights.h5.)"""
+    _keras()
+    from keras.src.saving import saving_lib  # weights without the optimizer
+
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, "." + name.replace(".weights.h5", "") + ".tmp.weights.h5")
+    try:
+        if optimizer or getattr(model, "optimizer", None) is None:
+            model.save_weights(temporary)
+        else:
+            # Keras' save_weights includes the compiled optimizer (twice the weights' size for
+            # Adam); the deliverable holds the weights alone.
+            saving_lib.save_weights_only(model, temporary, objects_to_skip=[model.optimizer])
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def copy_weights(source, target, include_head=True):
+    """Copy a tag model's weights into another built by build_model, layer by layer (same
+    names); include_head=False leaves the target's head (HEAD_LAYERS) as it is."""
+    # The input Normalization layer's name differs between builds (normalization_N).
+    normalization = input_normalization(target)
+    normalization.set_weights(input_normalization(source).get_weights())
+    for layer in target.layers:
+        if layer.weights and layer is not normalization and (include_head or layer.name not in HEAD_LAYERS):
+            layer.set_weights(source.get_layer(layer.name).get_weights())
