@@ -5,16 +5,14 @@ import os
 import h5py
 import numpy as np
 
-from labelmap import LABELS
-from tagestimate.model import CONFIG_VERSION, build_model, write_config
+from tagestimate.labels import LABELS
+from tagestimate.model import ModelConfig, build_model, write_config
 
 
 def trained_config(labels=LABELS, image_size=64, thresholds=None):
-    return {
-        "version": CONFIG_VERSION, "backbone": "EfficientNetB0", "labels": list(labels),
-        "image_size": image_size, "channel_order": "RGB", "pixel_range": [0, 255],
-        "resize": "bilinear", "dropout": 0.0, "thresholds": thresholds, "default_threshold": 0.4,
-    }
+    """The ModelConfig of a model trained here (RGB, no dropout, thresholds or the default 0.4)."""
+    return ModelConfig(labels=labels, image_size=image_size, channel_order="RGB", dropout=0.0,
+                       thresholds=thresholds, default_threshold=0.4)
 
 
 def set_head_bias(model, logits):
