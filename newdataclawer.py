@@ -14,7 +14,7 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from labelmap import LABELS
+from tagestimate.labels import LABELS
 from tagestimate import crawl, ndl
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter

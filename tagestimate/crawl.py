@@ -27,15 +27,15 @@ import time
 
 from tqdm import tqdm
 
-from tagestimate.labels import UNTAGGED_FOLDER, default_labelmap
 from tagestimate import files, httpclient, ndl
+from tagestimate.labels import UNTAGGED_FOLDER, default_labelmap
 from tagestimate.manifest import CrawlError, Manifest
 # Old names that tests/test_manifest.py uses until it imports tagestimate.manifest.
 from tagestimate.manifest import IMAGE_SUFFIX, MANIFEST_FIELDS, MANIFEST_NAME  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_FOLDER = UNTAGGED_FOLDER  # defined in labelmap.py, which the trainer reads too
+UNKNOWN_FOLDER = UNTAGGED_FOLDER  # defined in tagestimate/labels.py, which the trainer reads too
 INDEX_COLUMNS = 6  # file name, label, Windows path, title, item URL, IIIF URL (ndl-api.md §3)
 # Defaults of tagged mode's own settings (newdataclawer's --per-class and --min-confidence).
 PER_CLASS = 500

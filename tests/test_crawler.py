@@ -17,7 +17,7 @@ import urllib3.response
 from PIL import Image
 
 import newdataclawer
-from labelmap import LABELS
+from tagestimate.labels import LABELS
 from tagestimate import crawl, files, httpclient, manifest, ndl
 from tagestimate.errors import EXIT_ERROR
 from conftest import ROOT, restore_default_sigint
@@ -388,7 +388,7 @@ def test_records_without_tags_go_to_unknown(out):
     assert summary.folders["stamp"].saved == 3
 
 
-# Tags whose label sets strictly contain the key's (labelmap.TAG_LABELS), written out by hand.
+# Tags whose label sets strictly contain the key's (tagestimate.labels.TAG_LABELS), written out by hand.
 MORE_SPECIFIC = {
     "graphic": {"graphic_graph", "graphic_map", "graphic_illustcolor"},
     "picture": {"picture_indoor", "picture_object", "picture_person", "picture_outdoor", "picture_landmark"},
