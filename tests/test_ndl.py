@@ -1,13 +1,11 @@
 """Pure functions of tagestimate.ndl: no network, no TensorFlow."""
 
-import email.utils
 import io
-import time
 
 import pytest
 from PIL import Image
 
-from tagestimate import httpclient, ndl
+from tagestimate import ndl
 
 DOC_EXAMPLE = "https://www.dl.ndl.go.jp/api/iiif/1017141/R0000454/pct:15.0,20.1,28.5,66.7/,256/0/default.jpg"
 INDEX_URL = "https://www.dl.ndl.go.jp/api/iiif/1017141/R0000454/pct:15.0,20.1,28.5,66.7/full/0/default.jpg"
@@ -129,20 +127,6 @@ def test_parse_iiif_url_of_the_index_and_rebuild_with_another_base_and_size():
 def test_parse_iiif_url_rejects_other_urls(url):
     with pytest.raises(ndl.RecordError):
         ndl.parse_iiif_url(url)
-
-
-def test_retry_after_seconds_and_http_date():
-    now = time.time()
-    assert httpclient.retry_after_seconds("120") == 120.0
-    assert httpclient.retry_after_seconds(" 0 ") == 0.0
-    assert httpclient.retry_after_seconds(email.utils.formatdate(now + 30, usegmt=True), now=now) == pytest.approx(30, abs=1)
-    assert httpclient.retry_after_seconds(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
-    for value in (None, "", "soon", "-5", "1.5e9x"):
-        assert httpclient.retry_after_seconds(value) is None
-
-
-def test_backoff_doubles_up_to_the_cap():
-    assert [httpclient.backoff_seconds(n, 1.0, 10.0) for n in range(6)] == [1, 2, 4, 8, 10, 10]
 
 
 def test_check_jpeg_accepts_a_jpeg():

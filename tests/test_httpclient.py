@@ -1,0 +1,44 @@
+"""tagestimate.httpclient: Retry-After, back-off, and the whole-body deadline against a trickling server."""
+
+import email.utils
+import time
+
+import pytest
+import urllib3.response
+
+from tagestimate import httpclient, ndl
+from tests.ndl_emulator import NdlEmulator
+
+
+def test_retry_after_seconds_and_http_date():
+    now = time.time()
+    assert httpclient.retry_after_seconds("120") == 120.0
+    assert httpclient.retry_after_seconds(" 0 ") == 0.0
+    assert httpclient.retry_after_seconds(email.utils.formatdate(now + 30, usegmt=True), now=now) == pytest.approx(30, abs=1)
+    assert httpclient.retry_after_seconds(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
+    for value in (None, "", "soon", "-5", "1.5e9x"):
+        assert httpclient.retry_after_seconds(value) is None
+
+
+def test_backoff_doubles_up_to_the_cap():
+    assert [httpclient.backoff_seconds(n, 1.0, 10.0) for n in range(6)] == [1, 2, 4, 8, 10, 10]
+
+
+@pytest.mark.parametrize("content_length, old_urllib3", [(True, False), (False, False), (True, True)])
+def test_a_trickled_body_is_abandoned_at_the_time_limit(content_length, old_urllib3, monkeypatch):
+    if old_urllib3:  # before urllib3 2.3 responses had no shutdown(): the socket is shut directly
+        for cls in urllib3.response.HTTPResponse.__mro__:
+            if "shutdown" in vars(cls):
+                monkeypatch.delattr(cls, "shutdown")
+    # One byte every 50 ms never trips the 0.2 s read timeout; the 60 bytes alone take 3 s.
+    client = httpclient.HttpClient(timeout=0.2, retries=0)
+    with NdlEmulator() as emulator:
+        emulator.fail("trickle", interval=0.05, count=60, content_length=content_length)
+        url = ndl.iiif_url(emulator.iiif_base, "1", 1, "full")
+        started = time.monotonic()
+        with pytest.raises(httpclient.FetchError, match="the body took over 0.4 s"):
+            client.get(url, max_bytes=1 << 20, accept="image/jpeg")
+        elapsed = time.monotonic() - started
+        ndl.check_jpeg(client.get(url, max_bytes=1 << 20, accept="image/jpeg"))  # the next answer is fine
+    client.close()
+    assert 0.35 < elapsed < 0.9
