@@ -1,4 +1,15 @@
-"""Shared code of the NDL illustration tagger: labels, images, model, training, inference, crawling."""
+"""Shared code of the NDL illustration tagger; the scripts at the top level are thin command lines over it.
+
+- labels and model: `labels` (tags -> labels, NDL's fixed output order), `model` (ModelConfig,
+  the network, weight files), `weights` (finding or downloading NDL's weight file);
+- images: `images` (the one loader that training and inference share);
+- training: `training` (the loop), `dataset`, `pipeline`, `metrics`, `train_settings`, `train_state`;
+- inference: `inference`, `backends`, `results`;
+- crawling: `crawl` (both modes), `manifest` (manifest.csv), `ndl` (what NDL's API and IIIF
+  answers mean), `httpclient` (retries, byte caps, deadline);
+- shared: `errors` (UserError, exit statuses), `files` (atomic writes, printable paths),
+  `tfenv` (TensorFlow's environment and quiet import).
+"""
 
 from tagestimate import tfenv
 
