@@ -24,3 +24,21 @@ def python_sigint_handler():
 def restore_default_sigint():
     """preexec_fn for a child that must react to SIGINT: a background job's children inherit it ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# A test that takes this long belongs behind @pytest.mark.slow, so that
+# `python -m pytest -m "not slow"` stays a check of about a minute (pytest.ini).
+SLOW_SECONDS = 2.0
+_unmarked_slow = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _unmarked_slow.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unmarked_slow:
+        terminalreporter.section(f"over {SLOW_SECONDS:g} s without @pytest.mark.slow")
+        for duration, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")
