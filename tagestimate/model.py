@@ -7,6 +7,7 @@ and a Normalization layer). Trainer and inference both call `build_model`.
 
 import dataclasses
 import json
+from collections.abc import Mapping
 import numbers
 import os
 import types
@@ -86,7 +87,7 @@ def _check(data, source):
     if not _is_int(data.get("version", CONFIG_VERSION)):
         raise _invalid(source, "version", "a whole number")
     thresholds = data.get("thresholds")
-    if thresholds is not None and (not isinstance(thresholds, dict) or set(thresholds) - set(labels)
+    if thresholds is not None and (not isinstance(thresholds, Mapping) or set(thresholds) - set(labels)
                                    or not all(_is_number(v) for v in thresholds.values())):
         raise WeightsError(f"{source}: 'thresholds' must map the model's labels to numbers")
     if not _is_number(data.get("default_threshold", DEFAULT_THRESHOLD)):
@@ -94,9 +95,9 @@ def _check(data, source):
     dropout = data.get("dropout")
     if dropout is not None and (not _is_number(dropout) or not 0 <= dropout < 1):
         raise _invalid(source, "dropout", "a number in [0, 1)")
-    if not isinstance(data.get("labelmap", {}), (dict, type(None))):
+    if not isinstance(data.get("labelmap", {}), (Mapping, type(None))):
         raise _invalid(source, "labelmap", "the label map the run trained with")
-    if not isinstance(data.get("training", {}), (dict, type(None))):
+    if not isinstance(data.get("training", {}), (Mapping, type(None))):
         raise _invalid(source, "training", "an object describing how the model was trained")
     if not isinstance(data.get("source", ""), (str, type(None))):
         raise _invalid(source, "source", "a text saying where the weights come from")
@@ -134,7 +135,7 @@ class ModelConfig:
     version: int = CONFIG_VERSION
 
     def __post_init__(self):
-        _check(self.to_dict(), "model config")
+        _check({field.name: getattr(self, field.name) for field in dataclasses.fields(self)}, "model config")
         set_field = object.__setattr__  # frozen: normalise once, here
         set_field(self, "labels", tuple(self.labels))
         set_field(self, "pixel_range", tuple(self.pixel_range))
@@ -199,7 +200,7 @@ class ModelConfig:
 
 def _plain(value):
     """Read-only mappings back to plain dicts, recursively (for JSON)."""
-    if isinstance(value, (dict, types.MappingProxyType)):
+    if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
