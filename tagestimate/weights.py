@@ -1,4 +1,8 @@
-"""Finding the weight file inference uses, and fetching NDL's published one."""
+"""Finding the weight file inference uses, and fetching NDL's published one.
+
+What a weight file means (its labels, input size, channel order) is read by
+tagestimate.model.describe_weights; this module only finds or downloads the file.
+"""
 
 import logging
 import os
@@ -12,6 +16,7 @@ URL_ENVIRONMENT = "TAGESTIMATE_WEIGHTS_URL"
 TRAINED_WEIGHTS = os.path.join("weights_pdm_multi", "best.weights.h5")
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024  # NDL's file is ~20 MB; anything far larger is wrong
+DOWNLOAD_TIMEOUT = 60  # seconds without an answer from the server before giving up
 log = logging.getLogger(__name__)
 
 
@@ -33,8 +38,10 @@ def local_candidates():
     return paths
 
 
-def resolve_weights(path=None, url=None, download=True, timeout=60):
-    """The weight file to use: `path`, else a local file, else NDL's file downloaded once."""
+def resolve_weights(path=None, url=None, download=True, timeout=DOWNLOAD_TIMEOUT):
+    """The weight file to use: `path`, else a local file (local_candidates), else NDL's file in
+    the Keras cache, else NDL's file downloaded there once from `url` ($TAGESTIMATE_WEIGHTS_URL,
+    else NDL's address); WeightsError when none is found and download is False."""
     if path:
         if not os.path.isfile(path):
             raise WeightsError(f"weight file {path} does not exist; check --weights")
@@ -51,8 +58,9 @@ def resolve_weights(path=None, url=None, download=True, timeout=60):
     return download_weights(url, cached, timeout=timeout)
 
 
-def download_weights(url, destination, timeout=60, max_bytes=MAX_DOWNLOAD_BYTES):
-    """Fetch `url` to `destination` (temporary name, checked to load, then renamed)."""
+def download_weights(url, destination, timeout=DOWNLOAD_TIMEOUT, max_bytes=MAX_DOWNLOAD_BYTES):
+    """Fetch `url` to `destination`: written under a temporary name, checked to be NDL's legacy
+    tag model file (by its structure; nothing is built), then renamed; at most `max_bytes`."""
     import requests
 
     os.makedirs(os.path.dirname(destination), exist_ok=True)
