@@ -35,38 +35,38 @@ IGNORED = {".git", ".venv", ".ci-venv", "mutants", "__pycache__", ".pytest_cache
 
 @dataclasses.dataclass
 class Target:
-    source: str  # the file to mutate, relative to the repository root
-    functions: list  # mutmut's mangled names: "x_name" for functions, "xǁClassǁmethod" for methods
+    sources: dict  # file to mutate (relative to the repository root) -> mutmut's mangled names of its
+    # functions to mutate: "x_name" for functions, "xǁClassǁmethod" for methods, "*" for all
     tests: list  # pytest arguments: test files, then optionally "-k", "expression"
     about: str = ""
 
 
 MODULES = {
-    "images": Target("tagestimate/images.py", ["*"],
-                     ["tests/test_images.py", "tests/test_images_mutants.py"],
+    "images": Target({"tagestimate/images.py": ["*"]}, ["tests/test_images.py", "tests/test_images_mutants.py"],
                      "listing and loading images (every pixel the model sees)"),
-    "results": Target("tagestimate/results.py", ["*"], ["tests/test_results.py"],
+    "results": Target({"tagestimate/results.py": ["*"]}, ["tests/test_results.py"],
                       "thresholds, tags above them, NDL JSON and CSV output"),
-    "files": Target("tagestimate/files.py", ["*"], ["tests/test_files.py"],
+    "files": Target({"tagestimate/files.py": ["*"]}, ["tests/test_files.py"],
                     "atomic writes, file hashes, NDL names, help formatter"),
-    "labels": Target("labelmap.py", ["*"], ["tests/test_labelmap.py"],
+    "labels": Target({"labelmap.py": ["*"]}, ["tests/test_labelmap.py"],
                      "the label table, label map loading and validation, its CLI"),
-    "split_metrics": Target("tagestimate/training.py",
-                            ["x_item_id", "x_list_samples", "x__is_utf8", "x_shown_path", "x__quick_check",
-                             "x_find_unreadable", "x_split_samples", "x_write_split", "x_write_predictions",
-                             "x_folder_weights", "x_evaluate", "x_tune_thresholds", "x__split_summary",
-                             "x_format_summary", "xǁSamplesǁsubset"],
+    "split_metrics": Target({"tagestimate/dataset.py": ["*"], "tagestimate/metrics.py": ["*"]},
                             ["tests/test_split_metrics.py"],
-                            "data listing, grouped split, folder weights, F1 and threshold tuning"),
-    "resume": Target("tagestimate/training.py",
-                     ["x_read_json", "x_prepare_output", "x__clear_run", "x_read_split", "x_save_weights_atomic",
-                      "x_load_weights_quietly", "x_restore_optimizer", "xǁ_SaveBestǁon_epoch_end",
-                      "xǁ_SaveStateǁon_epoch_end"],
+                            "data listing, grouped split, folder weights, F1 and threshold tuning, summary"),
+    "resume": Target({"tagestimate/train_state.py": ["x_read_json", "x_prepare_output", "x_clear_run",
+                                                      "x_trim_history"],
+                      "tagestimate/dataset.py": ["x_read_split"],
+                      "tagestimate/model.py": ["x_save_weights_atomic"],
+                      "tagestimate/training.py": ["x_load_weights_quietly", "x_restore_optimizer",
+                                                  "xǁ_SaveBestǁon_epoch_end", "xǁ_SaveStateǁon_epoch_end"]},
                      ["tests/test_split_metrics.py"],
                      "--resume/--overwrite checks, split.csv re-reading, state.json writing, checkpoints"),
-    "resume_state": Target("tagestimate/train_state.py", ["*"], ["tests/test_split_metrics.py"],
+    "resume_state": Target({"tagestimate/train_state.py": ["x__is_int", "x__is_number", "x__read_object", "x__bad",
+                                                           "x__setting_ok", "x_read_state", "x_read_config",
+                                                           "x_resumed_settings", "x_stored_settings"]},
+                           ["tests/test_split_metrics.py"],
                            "state.json and model.json as --resume reads them, field by field"),
-    "manifest": Target("tagestimate/crawl.py", ["xǁManifestǁ*"], ["tests/test_manifest.py"],
+    "manifest": Target({"tagestimate/manifest.py": ["xǁManifestǁ*"]}, ["tests/test_manifest.py"],
                        "the crawler's manifest.csv and its reconciliation with the folders"),
 }
 
@@ -90,71 +90,65 @@ EQUIVALENT = [
      "default=None dropped: None is argparse's default"),
     ("labels", "labelmap.x_build_parser__mutmut_5", "+        )",
      "formatter_class dropped: both flags default to None, which HelpFormatter leaves out like argparse's own"),
-    ("split_metrics", "tagestimate.training.x_item_id__mutmut_14", 'stem.split("_", )[0]',
+    ("split_metrics", "tagestimate.dataset.x_item_id__mutmut_14", 'stem.split("_", )[0]',
      "only the part before the first '_' is used, however many splits"),
-    ("split_metrics", "tagestimate.training.x_item_id__mutmut_17", 'stem.split("_", 2)[0]',
+    ("split_metrics", "tagestimate.dataset.x_item_id__mutmut_17", 'stem.split("_", 2)[0]',
      "only the part before the first '_' is used, however many splits"),
-    ("split_metrics", "tagestimate.training.x__is_utf8__mutmut_3", '"UTF-8"',
-     'codec names ignore case'),
-    ("split_metrics", "tagestimate.training.x_shown_path__mutmut_10", '"UTF-8"',
-     'codec names ignore case'),
-    ("split_metrics", "tagestimate.training.x_shown_path__mutmut_14", '"UTF-8"',
-     'codec names ignore case'),
-    ("split_metrics", "tagestimate.training.x_split_samples__mutmut_66", 'simplefilter("ignore", )',
+    ("split_metrics", "tagestimate.dataset.x_split_samples__mutmut_66", 'simplefilter("ignore", )',
      'the filter covers only the splitter call, which warns with UserWarning alone'),
-    ("split_metrics", "tagestimate.training.x_write_predictions__mutmut_2", 'io.StringIO(newline=None)',
+    ("split_metrics", "tagestimate.dataset.x_write_predictions__mutmut_2", 'io.StringIO(newline=None)',
      "newline=None turns written newlines into os.linesep, a newline again on POSIX"),
-    ("split_metrics", "tagestimate.training.x_evaluate__mutmut_7", '.astype(None)',
+    ("split_metrics", "tagestimate.metrics.x_evaluate__mutmut_7", '.astype(None)',
      '0./1. floats instead of 0/1 ints: scikit-learn scores them the same'),
-    ("split_metrics", "tagestimate.training.x_evaluate__mutmut_12", '.astype(None)',
+    ("split_metrics", "tagestimate.metrics.x_evaluate__mutmut_12", '.astype(None)',
      '0./1. floats instead of 0/1 ints: scikit-learn scores them the same'),
-    ("split_metrics", "tagestimate.training.x_evaluate__mutmut_21", 'labels=None',
+    ("split_metrics", "tagestimate.metrics.x_evaluate__mutmut_21", 'labels=None',
      'a label-indicator matrix already scores every column, in order'),
-    ("split_metrics", "tagestimate.training.x_evaluate__mutmut_25", 'truth, predicted, average=None',
+    ("split_metrics", "tagestimate.metrics.x_evaluate__mutmut_25", 'truth, predicted, average=None',
      'a label-indicator matrix already scores every column, in order'),
-    ("split_metrics", "tagestimate.training.x_evaluate__mutmut_26", 'truth, predicted, labels=columns, zero_division=0)',
+    ("split_metrics", "tagestimate.metrics.x_evaluate__mutmut_26", 'truth, predicted, labels=columns, zero_division=0)',
      "average=None is scikit-learn's default"),
-    ("split_metrics", "tagestimate.training.x_evaluate__mutmut_49", 'average="macro", zero_division=1',
+    ("split_metrics", "tagestimate.metrics.x_evaluate__mutmut_49", 'average="macro", zero_division=1',
      'macro-F1 is over labels with examples only, so F1 is never 0/0'),
-    ("split_metrics", "tagestimate.training.x_tune_thresholds__mutmut_3", '.astype(None)',
+    ("split_metrics", "tagestimate.metrics.x_tune_thresholds__mutmut_3", '.astype(None)',
      '0./1. floats instead of 0/1 ints: scikit-learn scores them the same'),
-    ("split_metrics", "tagestimate.training.x_tune_thresholds__mutmut_21", '.astype(None)',
+    ("split_metrics", "tagestimate.metrics.x_tune_thresholds__mutmut_21", '.astype(None)',
      'booleans instead of 0/1 ints: scikit-learn scores them the same'),
-    ("split_metrics", "tagestimate.training.x_tune_thresholds__mutmut_35", '.astype(None)',
+    ("split_metrics", "tagestimate.metrics.x_tune_thresholds__mutmut_35", '.astype(None)',
      'booleans instead of 0/1 ints: scikit-learn scores them the same'),
-    ("split_metrics", "tagestimate.training.x_tune_thresholds__mutmut_37", 'zero_division=1) if support',
+    ("split_metrics", "tagestimate.metrics.x_tune_thresholds__mutmut_37", 'zero_division=1) if support',
      'only computed with support > 0, so F1 is never 0/0'),
-    ("split_metrics", "tagestimate.training.x_tune_thresholds__mutmut_55", 'scores > best - 1e-12',
+    ("split_metrics", "tagestimate.metrics.x_tune_thresholds__mutmut_55", 'scores > best - 1e-12',
      'no score lies exactly 1e-12 below the best: the same candidates'),
-    ("split_metrics", "tagestimate.training.x_find_unreadable__mutmut_1", 'workers=9',
+    ("split_metrics", "tagestimate.dataset.x_find_unreadable__mutmut_1", 'workers=9',
      'the number of checking threads, not what they find'),
-    ("split_metrics", "tagestimate.training.x_find_unreadable__mutmut_2", 'ThreadPoolExecutor(None)',
+    ("split_metrics", "tagestimate.dataset.x_find_unreadable__mutmut_2", 'ThreadPoolExecutor(None)',
      'the number of checking threads, not what they find'),
-    ("resume", "tagestimate.training.x_read_split__mutmut_9", '"UTF-8"',
+    ("resume", "tagestimate.dataset.x_read_split__mutmut_9", '"UTF-8"',
      'codec names ignore case'),
-    ("resume", "tagestimate.training.x_read_split__mutmut_64", 'stored.get(r, None)',
+    ("resume", "tagestimate.dataset.x_read_split__mutmut_64", 'stored.get(r, None)',
      'None becomes False in a dtype=bool array'),
-    ("resume", "tagestimate.training.x_read_split__mutmut_66", 'stored.get(r, )',
+    ("resume", "tagestimate.dataset.x_read_split__mutmut_66", 'stored.get(r, )',
      'None becomes False in a dtype=bool array'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁ__init____mutmut_11", 'self._writer = ""',
+    ("manifest", "tagestimate.manifest.xǁManifestǁ__init____mutmut_11", 'self._writer = ""',
      '_writer is always set by append before it is used'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁ_remove_temp_files__mutmut_7", 'follow_symlinks=None',
+    ("manifest", "tagestimate.manifest.xǁManifestǁ_remove_temp_files__mutmut_7", 'follow_symlinks=None',
      'None is falsy, the same as False'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁ_subfolders__mutmut_7", 'follow_symlinks=None',
+    ("manifest", "tagestimate.manifest.xǁManifestǁ_subfolders__mutmut_7", 'follow_symlinks=None',
      'None is falsy, the same as False'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁ_scan_files__mutmut_13", 'follow_symlinks=None',
+    ("manifest", "tagestimate.manifest.xǁManifestǁ_scan_files__mutmut_13", 'follow_symlinks=None',
      'None is falsy, the same as False'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁ_read_rows__mutmut_13", 'raw.decode(errors="replace")',
+    ("manifest", "tagestimate.manifest.xǁManifestǁ_read_rows__mutmut_13", 'raw.decode(errors="replace")',
      'bytes.decode defaults to UTF-8'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁ_read_rows__mutmut_16", '"UTF-8"',
+    ("manifest", "tagestimate.manifest.xǁManifestǁ_read_rows__mutmut_16", '"UTF-8"',
      'codec names ignore case'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁ_read_rows__mutmut_27", 'io.StringIO(text, )',
+    ("manifest", "tagestimate.manifest.xǁManifestǁ_read_rows__mutmut_27", 'io.StringIO(text, )',
      "StringIO's default newline='\\n' does not translate what is read either"),
-    ("manifest", "tagestimate.crawl.xǁManifestǁappend__mutmut_5", 'newline=None, encoding="utf-8"',
+    ("manifest", "tagestimate.manifest.xǁManifestǁappend__mutmut_5", 'newline=None, encoding="utf-8"',
      'writing with newline=None turns newlines into os.linesep, a newline again on POSIX'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁappend__mutmut_9", 'open(self.path, "a", encoding="utf-8")',
+    ("manifest", "tagestimate.manifest.xǁManifestǁappend__mutmut_9", 'open(self.path, "a", encoding="utf-8")',
      'writing with newline=None turns newlines into os.linesep, a newline again on POSIX'),
-    ("manifest", "tagestimate.crawl.xǁManifestǁappend__mutmut_15", '"UTF-8"',
+    ("manifest", "tagestimate.manifest.xǁManifestǁappend__mutmut_15", '"UTF-8"',
      'codec names ignore case'),
     ("images", "tagestimate.images.x__to_rgb__mutmut_19", 'np.asarray(image, dtype=None)',
      'the integer array is promoted to float by the scaling anyway'),
@@ -210,19 +204,20 @@ EQUIVALENT = [
      "load_image replaces this exception's text with its own sentence"),
     ("images", "tagestimate.images.x__decode_reduced__mutmut_16", 'simplefilter("ignore", )',
      'the filter covers only image.load(), which warns with DecompressionBombWarning alone'),
-    ("split_metrics", "tagestimate.training.x_evaluate__mutmut_46", 'average="macro", ))',
+    ("split_metrics", "tagestimate.metrics.x_evaluate__mutmut_46", 'average="macro", ))',
      'macro-F1 is over labels with examples only, so F1 is never 0/0 and the default never warns'),
-    ("split_metrics", "tagestimate.training.x_tune_thresholds__mutmut_34", ') if support else None',
+    ("split_metrics", "tagestimate.metrics.x_tune_thresholds__mutmut_34", ') if support else None',
      'only computed with support > 0, so F1 is never 0/0 and the default never warns'),
 ]
 
 
-def module_prefix(target):
-    return os.path.splitext(target.source)[0].replace("/", ".") + "."
+def module_prefix(source):
+    return os.path.splitext(source)[0].replace("/", ".") + "."
 
 
 def patterns(target):
-    return [module_prefix(target) + f + "__mutmut_*" for f in target.functions]
+    return [module_prefix(source) + f + "__mutmut_*" for source, functions in target.sources.items()
+            for f in functions]
 
 
 def copy_tree(destination):
@@ -247,7 +242,7 @@ def write_config(destination, target):
     lines = [
         "[mutmut]",
         "source_paths =\n    tagestimate/\n    labelmap.py",
-        f"only_mutate =\n    {target.source}",
+        "only_mutate =\n" + "\n".join(f"    {source}" for source in target.sources),
         "also_copy =\n" + "\n".join(f"    {n}" for n in top_level + ["pytest.ini"]),
         "pytest_add_cli_args_test_selection =\n" + "\n".join(f"    {t}" for t in tests),
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q",
@@ -264,11 +259,14 @@ def collect(destination, target):
     """{mutant name: status} for this target's functions, from mutmut's .meta file."""
     from mutmut.stats import status_by_exit_code
 
-    with open(os.path.join(destination, "mutants", target.source + ".meta"), encoding="utf-8") as handle:
-        meta = json.load(handle)
     wanted = patterns(target)
-    return {name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()
-            if any(fnmatch.fnmatchcase(name, p) for p in wanted)}
+    statuses = {}
+    for source in target.sources:
+        with open(os.path.join(destination, "mutants", source + ".meta"), encoding="utf-8") as handle:
+            meta = json.load(handle)
+        statuses.update({name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()
+                         if any(fnmatch.fnmatchcase(name, p) for p in wanted)})
+    return statuses
 
 
 def mutant_diff(destination, name, mutmut):
@@ -282,7 +280,8 @@ def run_module(name, target, args, mutmut):
     tests = write_config(destination, target)
     started = time.monotonic()
     command = [mutmut, "run", "--max-children", str(args.jobs), *patterns(target)]
-    print(f"== {name}: mutating {target.source} ({', '.join(target.functions)}) with {' '.join(tests)}",
+    shown = "; ".join(f"{source} ({', '.join(functions)})" for source, functions in target.sources.items())
+    print(f"== {name}: mutating {shown} with {' '.join(tests)}",
           flush=True)
     try:
         completed = subprocess.run(command, cwd=destination, capture_output=True, text=True,
@@ -296,6 +295,9 @@ def run_module(name, target, args, mutmut):
         statuses = collect(destination, target)
     except FileNotFoundError:
         print(f"   mutmut produced no results; see {destination}/mutmut.log", flush=True)
+        return None
+    if not statuses or all(s == "not checked" for s in statuses.values()):
+        print(f"   mutmut tested nothing (do the module's tests pass?); see {destination}/mutmut.log", flush=True)
         return None
     killed = [m for m, s in statuses.items() if s in ("killed", "timeout", "caught by type check")]
     other = sorted(m for m, s in statuses.items() if m not in killed)
@@ -337,8 +339,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.list:
         for name, target in MODULES.items():
-            print(f"{name:14} {target.source}: {target.about}\n{'':14} functions {', '.join(target.functions)}"
-                  f"\n{'':14} tests {' '.join(target.tests)}")
+            print(f"{name:14} {target.about}")
+            for source, functions in target.sources.items():
+                print(f"{'':14} {source}: {', '.join(functions)}")
+            print(f"{'':14} tests {' '.join(target.tests)}")
         return 0
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
