@@ -741,7 +741,7 @@ def test_a_split_with_an_empty_side_is_never_used(monkeypatch):
             yield np.array([], dtype=int), everything  # all validation
             yield everything, np.array([], dtype=int)  # all training
 
-    monkeypatch.setattr(training, "StratifiedGroupKFold", Degenerate)
+    monkeypatch.setattr(sys.modules[training.split_samples.__module__], "StratifiedGroupKFold", Degenerate)
     with pytest.raises(TrainingError) as error:
         training.split_samples(spread_samples(), 0.2, seed=0)
     assert str(error.value) == ("could not split 300 images of 40 items into training and validation; "
@@ -793,8 +793,9 @@ def test_the_image_check_shows_a_progress_bar_for_large_data_sets_only(monkeypat
         bars.append(options)
         return iterable
 
-    monkeypatch.setattr(training, "tqdm", fake_tqdm)
-    monkeypatch.setattr(training, "_quick_check", lambda path: "bad" if path == "p7" else None)
+    home = sys.modules[training.find_unreadable.__module__]  # where the function lives
+    monkeypatch.setattr(home, "tqdm", fake_tqdm)
+    monkeypatch.setattr(home, "_quick_check", lambda path: "bad" if path == "p7" else None)
     assert training.find_unreadable([f"p{i}" for i in range(2000)]) == {"p7": "bad"}
     assert training.find_unreadable([f"p{i}" for i in range(1999)]) == {"p7": "bad"}
     assert bars == [{"total": 2000, "desc": "checking images", "unit": "img", "disable": False, "leave": False},
@@ -827,6 +828,7 @@ print(keep.tolist(), val.tolist())
 """
 
 
+@pytest.mark.slow  # a Python with TensorFlow in a subprocess
 def test_split_file_is_read_as_utf8_whatever_the_locale(tmp_path):
     path = tmp_path / training.SPLIT
     path.write_bytes("path,folder,item_id,subset\r\n写真/1_1_0.jpg,s,1,val\r\n".encode("utf-8"))
