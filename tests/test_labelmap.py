@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 import labelmap
-from labelmap import LABELS, LabelMapError, default_labelmap, from_dict, load_labelmap
+import tagestimate.labels
+from tagestimate.labels import LABELS, LabelMapError, default_labelmap, from_dict, load_labelmap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -135,10 +136,19 @@ def test_load_labelmap_reads_utf8_whatever_the_locale(tmp_path):
     assert load_labelmap(str(path)).labels_for("挿絵") == ("挿絵",)
     # an ASCII locale (a bare server, a C locale): the map must still be read as UTF-8
     env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0", PYTHONIOENCODING="utf-8")
-    code = "import labelmap, sys; print(ascii(labelmap.load_labelmap(sys.argv[1]).labels_for('\\u633f\\u7d75')))"
+    code = ("import tagestimate.labels as labels, sys; "
+            "print(ascii(labels.load_labelmap(sys.argv[1]).labels_for('\\u633f\\u7d75')))")
     result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=env,
                             capture_output=True, text=True, encoding="utf-8")
     assert result.stdout == "('\\u633f\\u7d75',)\n", result.stderr
+
+
+def test_the_script_re_exports_the_packages_names():
+    # scripts and users that import from labelmap.py get the package's objects, not copies:
+    # `except labelmap.LabelMapError` must catch what the package raises
+    for name in ("LABELS", "NDL_LABELS", "TAG_LABELS", "ALIASES", "UNTAGGED_FOLDER", "LabelMap", "LabelMapError",
+                 "default_labelmap", "from_dict", "load_labelmap"):
+        assert getattr(labelmap, name) is getattr(tagestimate.labels, name), name
 
 
 def test_cli_prints_the_table(capsys):
