@@ -30,8 +30,6 @@ from tqdm import tqdm
 from tagestimate import files, httpclient, ndl
 from tagestimate.labels import UNTAGGED_FOLDER, default_labelmap
 from tagestimate.manifest import CrawlError, Manifest
-# Old names that tests/test_manifest.py uses until it imports tagestimate.manifest.
-from tagestimate.manifest import IMAGE_SUFFIX, MANIFEST_FIELDS, MANIFEST_NAME  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,7 @@ from tagestimate import files, ndl
 from tagestimate.errors import UserError
 from tagestimate.files import TEMP_SUFFIX  # files.write_atomic's temporary names end with it
 
-# The crawler's logger until tests/test_manifest.py (which listens to it) follows the move.
-log = logging.getLogger("tagestimate.crawl")
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("id", "pid", "page", "x", "y", "w", "h", "title", "folder", "confidence",

@@ -1,4 +1,4 @@
-"""The crawler's manifest.csv (tagestimate/crawl.py Manifest) on its own: reconciliation with the
+"""The crawler's manifest.csv (tagestimate/manifest.py) on its own: reconciliation with the
 folders after a crash, torn and repeated rows, adoption of files it lacks, durable appends."""
 
 import csv
@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from tagestimate import crawl
+from tagestimate import files
+from tagestimate.manifest import IMAGE_SUFFIX, MANIFEST_FIELDS, MANIFEST_NAME, CrawlError, Manifest
 
 FIELDS = ["id", "pid", "page", "x", "y", "w", "h", "title", "folder", "confidence", "source_url", "sha256",
           "bytes", "time"]
@@ -45,18 +46,18 @@ def read(out):
 
 
 def opened(out):
-    manifest = crawl.Manifest(out)
+    manifest = Manifest(out)
     manifest.open()
     return manifest
 
 
 def test_constants():
-    assert crawl.MANIFEST_NAME == "manifest.csv" and list(crawl.MANIFEST_FIELDS) == FIELDS
-    assert crawl.IMAGE_SUFFIX == ".jpg"
+    assert MANIFEST_NAME == "manifest.csv" and list(MANIFEST_FIELDS) == FIELDS
+    assert IMAGE_SUFFIX == ".jpg"
 
 
 def test_image_path_refuses_names_that_leave_the_folder(tmp_path):
-    manifest = crawl.Manifest(str(tmp_path))
+    manifest = Manifest(str(tmp_path))
     assert manifest.path == os.path.join(str(tmp_path), "manifest.csv")
     assert manifest.image_path("stamp", "1054192_2_0") == os.path.join(str(tmp_path), "stamp", "1054192_2_0.jpg")
     for folder, image_id in (("..", "x"), ("stamp", "../x"), ("a/b", "x"), ("stamp", ""), ("", "x"), ("stamp", None)):
@@ -117,7 +118,7 @@ def test_open_drops_rows_without_a_file_and_repeated_rows_and_adopts_files(tmp_p
     (tmp_path / "stamp" / "bad name.jpg").write_text("not an id")
     os.makedirs(tmp_path / "stamp" / "sub.jpg")  # a folder, not a file
     write_manifest(out, [row("1_1_0", title="first"), row("1_1_0", title="again"), row("3_1_0")])
-    caplog.set_level(logging.INFO, logger="tagestimate.crawl")
+    caplog.set_level(logging.INFO, logger="tagestimate.manifest")
     manifest = opened(out)
     manifest.commit()
     rows = read(out)
@@ -151,7 +152,7 @@ def test_open_removes_temporary_files_only(tmp_path, caplog):
     (tmp_path / "stamp" / ".1_2_0.jpg.abc.part").write_text("half")
     (tmp_path / "stamp" / "keep.partial").write_text("not ours")
     os.makedirs(tmp_path / "stamp" / "dir.part")  # a folder is never removed
-    caplog.set_level(logging.INFO, logger="tagestimate.crawl")
+    caplog.set_level(logging.INFO, logger="tagestimate.manifest")
     opened(out).commit()
     assert sorted(os.listdir(tmp_path)) == ["manifest.csv", "stamp"]
     assert sorted(os.listdir(tmp_path / "stamp")) == ["1_1_0.jpg", "dir.part", "keep.partial"]
@@ -167,7 +168,7 @@ def test_torn_rows_are_dropped_and_a_missing_final_newline_is_repaired(tmp_path,
     with open(os.path.join(out, "manifest.csv"), "a", encoding="utf-8") as handle:
         handle.write("\n3_1_0,,,,,,,,stamp,,,,,,extra\n4_1_0,,,\n5_1_0,,,,,,,,../x,,,,,\n"
                      "../6_1_0,,,,,,,,stamp,,,,,\n8_1_0,,,,,,,,stamp,,,,,\n6_1_0,,,,,,,,stamp,,,")
-    caplog.set_level(logging.INFO, logger="tagestimate.crawl")
+    caplog.set_level(logging.INFO, logger="tagestimate.manifest")
     manifest = opened(out)
     manifest.append(row("7_1_0"))
     manifest.close()
@@ -183,7 +184,7 @@ def test_dropping_rows_alone_is_logged(tmp_path, caplog):
     out = str(tmp_path)
     put(out, "stamp", "1_1_0")
     write_manifest(out, [row("1_1_0"), row("2_1_0")])
-    caplog.set_level(logging.INFO, logger="tagestimate.crawl")
+    caplog.set_level(logging.INFO, logger="tagestimate.manifest")
     opened(out)
     assert [r.getMessage() for r in caplog.records] == [
         f"reconciled {os.path.join(out, 'manifest.csv')}: dropped 1 rows (file missing, torn or repeated), "
@@ -196,7 +197,7 @@ def test_a_missing_or_empty_manifest_drops_nothing(tmp_path, caplog, manifest_te
     put(out, "stamp", "1_1_0")
     if manifest_text is not None:
         (tmp_path / "manifest.csv").write_text(manifest_text)
-    caplog.set_level(logging.INFO, logger="tagestimate.crawl")
+    caplog.set_level(logging.INFO, logger="tagestimate.manifest")
     opened(out).commit()
     assert [r["id"] for r in read(out)] == ["1_1_0"]
     assert caplog.records[-1].getMessage().endswith(": dropped 0 rows (file missing, torn or repeated), adopted 1 "
@@ -217,10 +218,10 @@ def test_titles_with_line_breaks_survive_a_rewrite(tmp_path):
 
 MANIFEST_UNDER_ASCII_LOCALE = """
 import sys
-from tagestimate import crawl
-manifest = crawl.Manifest(sys.argv[1])
+from tagestimate.manifest import MANIFEST_FIELDS, Manifest
+manifest = Manifest(sys.argv[1])
 manifest.open()
-manifest.append(dict({f: "" for f in crawl.MANIFEST_FIELDS}, id="1_1_0", folder="stamp", title="\\u5199\\u771f"))
+manifest.append(dict({f: "" for f in MANIFEST_FIELDS}, id="1_1_0", folder="stamp", title="\\u5199\\u771f"))
 manifest.close()
 """
 
@@ -291,8 +292,8 @@ def test_an_empty_manifest_file_is_rewritten_with_its_header(tmp_path):
 
 def test_a_foreign_csv_is_refused_not_overwritten(tmp_path):
     (tmp_path / "manifest.csv").write_text("name,score\na,1\n")
-    manifest = crawl.Manifest(str(tmp_path))
-    with pytest.raises(crawl.CrawlError) as error:
+    manifest = Manifest(str(tmp_path))
+    with pytest.raises(CrawlError) as error:
         manifest.open()
     assert str(error.value) == (f"{manifest.path} does not have the manifest columns {','.join(FIELDS)}; "
                                 "move it away or choose another --out")
@@ -303,7 +304,7 @@ def test_an_out_under_a_file_fails_before_anything(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(NotADirectoryError) as error:
-        crawl.Manifest(str(blocker / "out")).open()
+        Manifest(str(blocker / "out")).open()
     assert error.value.errno == errno.ENOTDIR and error.value.filename == str(blocker)
     assert error.value.strerror == "not a folder"
 
@@ -312,7 +313,7 @@ def test_check_writable_needs_write_and_search_permission(tmp_path, monkeypatch)
     asked = []
     monkeypatch.setattr(os, "access", lambda path, mode: asked.append((path, mode)) or False)
     with pytest.raises(PermissionError) as error:
-        crawl.Manifest(str(tmp_path / "a")).open()
+        Manifest(str(tmp_path / "a")).open()
     assert asked == [(str(tmp_path), os.W_OK | os.X_OK)]
     assert error.value.strerror == "no permission to write there"
     assert error.value.errno == errno.EACCES and error.value.filename == str(tmp_path)
@@ -323,8 +324,8 @@ def test_commit_writes_a_reconciled_manifest_and_only_once(tmp_path, monkeypatch
     put(out, "stamp", "1_1_0")
     manifest = opened(out)
     writes = []
-    real = crawl.files.write_atomic
-    monkeypatch.setattr(crawl.files, "write_atomic", lambda path, data: writes.append(path) or real(path, data))
+    real = files.write_atomic
+    monkeypatch.setattr(files, "write_atomic", lambda path, data: writes.append(path) or real(path, data))
     manifest.commit()
     manifest.commit()
     manifest.append(row("2_1_0"))
