@@ -8,6 +8,7 @@ gets a row in {out}/manifest.csv. Re-running a command only fetches what is miss
 """
 
 import argparse
+import dataclasses
 import logging
 import re
 import sys
@@ -118,6 +119,12 @@ def build_parser():
     return parser
 
 
+def crawl_options(args):
+    """The CrawlOptions that parsed flags ask for (every one of its fields is a flag)."""
+    return crawl.CrawlOptions(**{field.name: getattr(args, field.name)
+                                 for field in dataclasses.fields(crawl.CrawlOptions)})
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -126,11 +133,7 @@ def main(argv=None):
     if not args.from_metadata and (args.label or args.limit):
         parser.error("--label and --limit select rows of an index: use them with --from-metadata")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    options = crawl.CrawlOptions(
-        out=args.out, api_base=args.api_base, iiif_base=args.iiif_base, size=args.size, batch=args.batch,
-        workers=args.workers, delay=args.delay, timeout=args.timeout, retries=args.retries,
-        backoff=args.backoff, max_wait=args.max_wait, max_bytes=args.max_bytes, max_idle=args.max_idle,
-    )
+    options = crawl_options(args)
     try:
         with logging_redirect_tqdm():
             if args.from_metadata:

@@ -585,6 +585,13 @@ def test_cli_rejects_bad_flags(argv, capsys):
     assert exit_info.value.code == 2
 
 
+def test_the_cli_defaults_are_the_crawl_defaults():
+    args = newdataclawer.build_parser().parse_args([])
+    assert newdataclawer.crawl_options(args) == crawl.CrawlOptions()
+    assert (args.per_class, args.min_confidence) == (crawl.PER_CLASS, crawl.MIN_CONFIDENCE)
+    assert crawl.CrawlOptions().max_bytes == 20 * 1024 * 1024
+
+
 def test_cli_tag_choices_are_the_known_labels():
     assert newdataclawer.build_parser().parse_args(["--tag", LABELS[-1]]).tag == [LABELS[-1]]
     assert newdataclawer.byte_size("500KB") == 500 * 1024 and newdataclawer.byte_size("7") == 7
