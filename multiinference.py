@@ -12,10 +12,12 @@ import logging
 import os
 import sys
 
-from tagestimate.backends import BACKENDS, BackendError, choose_backend, make_runner
+from tagestimate.backends import BACKENDS, choose_backend, make_runner
+from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter, printable_path
 from tagestimate.images import IMAGE_EXTENSIONS
-from tagestimate.model import DEFAULT_THRESHOLD, WeightsError, describe_weights
+from tagestimate.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, Tagger, find_items
+from tagestimate.model import DEFAULT_THRESHOLD, describe_weights
 from tagestimate.results import FORMATS
 from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
 
@@ -43,16 +45,17 @@ def build_parser():
                         help=f"keep tags whose confidence is above this, for every label. Default: "
                              f"the per-label thresholds in model.json, else {DEFAULT_THRESHOLD} "
                              "(the original's)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per model call")
     parser.add_argument("--workers", type=int, default=None,
-                        help="threads decoding images in parallel with the model (default: CPU count, at most 8)")
+                        help="threads decoding images in parallel with the model (default: CPU count, at most "
+                             f"{MAX_WORKERS})")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: OpenVINO (fp32) on a CPU when installed, TensorFlow on a GPU or otherwise")
     parser.add_argument("--overwrite", action="store_true",
                         help="tag items again even when their output file exists; without it they are "
                              "skipped, so an interrupted run resumes")
     parser.add_argument("--format", choices=sorted(FORMATS), default="json",
-                        help="json: NDL's format; csv: rows of image,tag,confidence")
+                        help="; ".join(f"{name}: {output.description}" for name, output in FORMATS.items()))
     parser.add_argument("--full-decode", action="store_true",
                         help="decode JPEGs at full size, exactly as NDL's original script did, instead "
                              "of letting libjpeg shrink large scans while decoding (5-8x faster on pages "
@@ -103,23 +106,21 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         summary = tag(args)
-    except (WeightsError, BackendError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:  # while listing or loading: the run itself reports its own
         print("interrupted before any image was tagged; run the same command again", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if summary is None:
         print(f"no images found in {printable_path(args.inputpath)}; put one folder of images per item there",
               file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     return report(summary, args.outputpath)
 
 
 def tag(args):
     """List the items, load the model, tag; the run's summary, or None when there is no image."""
-    from tagestimate.inference import Tagger, find_items
-
     items, problems = find_items(args.inputpath)
     if not items:
         return None
@@ -128,7 +129,7 @@ def tag(args):
     backend = choose_backend(args.backend)
     runner = make_runner(backend, weights, config)
     logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
-                 len(config["labels"]), config["image_size"], config["channel_order"])
+                 len(config.labels), config.image_size, config.channel_order)
     tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size,
                     workers=args.workers, draft=not args.full_decode)
     return tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
@@ -137,15 +138,13 @@ def tag(args):
 
 def report(summary, output_dir):
     """Print the run's outcome; returns the exit status."""
-    from tagestimate.inference import ERRORS_NAME
-
     output = printable_path(output_dir)
     errors_note = f" (see {os.path.join(output, ERRORS_NAME)})" if summary["skipped_images"] else ""
     if summary["interrupted"]:
         print(f"interrupted: {summary['finished_items']} of {summary['items']} items finished "
               f"({summary['images']} images tagged) in {output}{errors_note}; run the same command again "
               "to tag the rest", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if not summary["items"]:
         skipped = f" ({summary['skipped_images']} files skipped{errors_note})" if summary["skipped_images"] else ""
         print(f"{summary['skipped_items']} items already done in {output}, nothing to tag{skipped}; "
@@ -156,7 +155,7 @@ def report(summary, output_dir):
           f"{summary['images_per_second']:.1f} images/s")
     if summary["attempted"] and not summary["images"]:
         print("error: none of the files could be read as images", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     return 0
 
 

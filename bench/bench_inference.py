@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 
 from tagestimate.backends import choose_backend, make_runner, openvino_available  # noqa: E402
 from tagestimate.images import load_image  # noqa: E402
-from tagestimate.inference import Tagger, find_items  # noqa: E402
+from tagestimate.inference import DEFAULT_BATCH_SIZE, Tagger, find_items  # noqa: E402
 from tagestimate.model import describe_weights  # noqa: E402
 
 REPLICA = os.path.join(os.path.dirname(ROOT), "shared", "data", "legacy-weights", "replica_ndllabelimage.hdf5")
@@ -34,14 +34,16 @@ REPLICA = os.path.join(os.path.dirname(ROOT), "shared", "data", "legacy-weights"
 def weights_file(workdir):
     if os.path.exists(REPLICA):
         return REPLICA
-    from labelmap import LABELS
+    import dataclasses
+
     from tagestimate.model import build_model, legacy_config, write_config
 
     folder = os.path.join(workdir, "weights")
     os.makedirs(folder)
     path = os.path.join(folder, "best.weights.h5")
-    build_model(len(LABELS), 224).save_weights(path)
-    write_config(folder, dict(legacy_config(), channel_order="RGB"))
+    config = dataclasses.replace(legacy_config(), channel_order="RGB")
+    build_model(len(config.labels), config.image_size).save_weights(path)
+    write_config(folder, config)
     return path
 
 
@@ -97,7 +99,7 @@ def decode_ms(folder, naive=False):
 
 def model_only(runner, config, batch_size, seconds=8.0):
     sample = glob.glob(os.path.join(ROOT, "input", "1054192", "*.jpg"))[:batch_size]
-    batch = np.stack([load_image(p, config["image_size"], config["channel_order"]) for p in sample])
+    batch = np.stack([load_image(p, config.image_size, config.channel_order) for p in sample])
     batch = np.resize(batch, (batch_size, *batch.shape[1:])).astype(np.float32)
     runner.predict(batch)
     done, started = 0, time.perf_counter()
@@ -120,7 +122,8 @@ def build_parser():
                         help="backend(s) to measure (default: all)")
     parser.add_argument("--repeat", type=int, default=20, help="copies of the 60 demo crops (default: 20)")
     parser.add_argument("--scans", type=int, default=100, help="number of large scans (default: 100)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default: 32)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"images per model call (default: {DEFAULT_BATCH_SIZE})")
     return parser
 
 

@@ -8,8 +8,8 @@ The converted model is cached, keyed by the weight file's content, so later runs
 without converting, and without importing TensorFlow at all.
 """
 
+import collections
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -21,7 +21,6 @@ from tagestimate.files import sha256_file
 from tagestimate.model import open_model
 from tagestimate.errors import UserError
 
-BACKENDS = ("auto", "openvino", "tensorflow")
 log = logging.getLogger(__name__)
 
 
@@ -59,12 +58,11 @@ def tensorflow_sees_gpu():
 
 def choose_backend(requested):
     """The backend to use for `requested` (auto: OpenVINO on CPU when installed)."""
-    if requested == "tensorflow":
-        return "tensorflow"
-    if requested == "openvino":
-        if not openvino_available():
-            raise BackendError("--backend openvino needs the openvino package: pip install openvino")
-        return "openvino"
+    if requested != "auto":
+        backend = RUNNERS[requested]
+        if not backend.available():
+            raise BackendError(f"--backend {requested} needs {backend.requirement}")
+        return requested
     if openvino_available() and not (gpu_may_exist() and tensorflow_sees_gpu()):
         return "openvino"
     return "tensorflow"
@@ -73,12 +71,12 @@ def choose_backend(requested):
 class TensorFlowRunner:
     """Keras model behind one traced function (no retracing per batch size)."""
 
-    def __init__(self, weights_path):
+    def __init__(self, weights_path, config):
         quiet_tensorflow()
         import tensorflow as tf
 
-        self.model, config, _ = open_model(weights_path)
-        size = config["image_size"]
+        self.model, _, _ = open_model(weights_path)
+        size = config.image_size
         self._predict = tf.function(
             lambda batch: self.model(batch, training=False),
             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
@@ -118,7 +116,7 @@ class OpenVINORunner:
     def _cached_model(self, weights_path, config, ov):
         key = hashlib.sha256()
         key.update(sha256_file(weights_path).encode())
-        key.update(json.dumps(config, sort_keys=True).encode())
+        key.update(config.to_json().encode())
         key.update(ov.__version__.encode())
         folder = os.path.join(cache_dir(), "openvino")
         xml_path = os.path.join(folder, key.hexdigest()[:32] + ".xml")
@@ -170,7 +168,21 @@ def _convert_for_openvino(weights_path, ov, xml_path):
 
 
 def make_runner(backend, weights_path, config):
-    """A ready runner for `backend` (from choose_backend)."""
-    if backend == "openvino":
-        return OpenVINORunner(weights_path, config)
-    return TensorFlowRunner(weights_path)
+    """A ready runner for `backend` (from choose_backend) and the weights' ModelConfig."""
+    return RUNNERS[backend].runner(weights_path, config)
+
+
+def _always():
+    return True
+
+
+# --backend name -> Backend: runner(weights_path, config) is a class with predict(batch of
+# (n, size, size, 3) float32 pixels in 0-255) -> (n, labels) probabilities; available() says
+# whether it can run here, `requirement` what to install when it cannot. A new backend is a
+# runner class and one entry here ("auto" keeps choosing between OpenVINO and TensorFlow).
+Backend = collections.namedtuple("Backend", "runner available requirement")
+RUNNERS = {
+    "openvino": Backend(OpenVINORunner, openvino_available, "the openvino package: pip install openvino"),
+    "tensorflow": Backend(TensorFlowRunner, _always, "the tensorflow package: pip install -r requirements.txt"),
+}
+BACKENDS = ("auto", *RUNNERS)  # --backend choices

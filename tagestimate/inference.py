@@ -1,8 +1,18 @@
-"""Tag every image under an input folder: find items, load in parallel, predict, write."""
+"""Tagging in stages that any engine can call, and the local engine that runs them.
+
+    find_items(input_dir)            -> items (one per sub-folder) and listing problems
+    plan_run(items, output_dir, ...) -> Plan: items to tag, items already done, problems to record
+    tag_images(entries, runner, ...) -> per model call: records (full probabilities) and errors
+    tag_item(item, runner, config)   -> one item's records and errors (tag_images on its images)
+    write_item(output_dir, name, records, config, format) -> its output file, written atomically
+    ErrorLog                         -> errors.json, rewritten atomically as items finish
+
+Tagger is the local engine: one model call serves images of several items, and an item's
+output is written once errors.json holds its errors (a rerun skips items with an output).
+"""
 
 import collections
 import json
-import logging
 import os
 import sys
 import time
@@ -10,13 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tagestimate import images as image_files
 from tagestimate.images import ImageError, is_image_name, is_utf8_name, list_images, load_image
 from tagestimate.files import printable_path, write_atomic
-from tagestimate.results import FORMATS, natural_key, thresholds_for, tags_above
+from tagestimate.results import FORMATS, Record, natural_key, with_threshold
 
-log = logging.getLogger(__name__)
 ERRORS_NAME = "errors.json"
 RESERVED_ITEMS = {os.path.splitext(ERRORS_NAME)[0]}
+DEFAULT_BATCH_SIZE = 32  # images per model call
+MAX_WORKERS = 8  # decoding threads by default: the CPU count, at most this
 
 Item = collections.namedtuple("Item", "name images")  # images: [(key, path)]
 
@@ -71,20 +83,71 @@ def _item_name_problem(name, taken):
     return None
 
 
+def default_workers():
+    return min(MAX_WORKERS, os.cpu_count() or 2)
+
+
 def output_path(output_dir, item_name, output_format):
-    return os.path.join(output_dir, f"{item_name}.{output_format}")
+    return os.path.join(output_dir, f"{item_name}.{FORMATS[output_format].extension}")
+
+
+class Plan(collections.namedtuple("Plan", "todo done problems")):
+    """What a run does: `todo` items to tag, names of items `done` (skipped), listing `problems` to record."""
+
+    def entries(self):
+        """(item name, key, path) of every image to tag, item after item."""
+        return [(item.name, key, path) for item in self.todo for key, path in item.images]
+
+    def left_out(self):
+        """Problems of items not tagged at all (e.g. a folder name that would collide): done now."""
+        names = {item.name for item in self.todo}
+        return [problem for problem in self.problems if problem[0] not in names]
+
+    def problems_by_item(self):
+        """{item name: its listing problems} for items to tag: recorded when the item finishes."""
+        names = {item.name for item in self.todo}
+        found = collections.defaultdict(list)
+        for problem in self.problems:
+            if problem[0] in names:
+                found[problem[0]].append(problem)
+        return found
+
+
+def plan_run(items, output_dir, output_format="json", overwrite=False, problems=()):
+    """Items whose output file is missing (all of them with overwrite), and the problems to record.
+
+    Problems of items skipped as done were recorded by the run that tagged them.
+    """
+    todo = [item for item in items if overwrite or not os.path.exists(output_path(output_dir, item.name, output_format))]
+    todo_names = {item.name for item in todo}
+    done = [item.name for item in items if item.name not in todo_names]
+    skipped = set(done)
+    return Plan(todo, done, [problem for problem in problems if problem[0] not in skipped])
+
+
+def source_size(path):
+    """(width, height) of an image as shown (after EXIF orientation), read from its header."""
+    with open(path, "rb") as handle, image_files._open(handle, path) as image:
+        width, height = image.size
+        rotated = image.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap the sides
+    return (height, width) if rotated else (width, height)
 
 
 def load_batches(images, size, channel_order, batch_size, workers, draft=True):
-    """Yield lists of (key, path, pixels or ImageError), in order, decoding in a thread pool.
+    """Yield lists of (item, key, path, (pixels, source size) or ImageError), in order.
 
-    At most a few batches are in flight, so memory stays flat however many images there are.
+    `images` are (item, key, path). Decoding runs in a thread pool with at most a few
+    batches in flight, so memory stays flat however many images there are.
     """
     def load(path):
         try:
-            return load_image(path, size, channel_order, draft)
+            pixels = load_image(path, size, channel_order, draft)
         except ImageError as error:
             return error
+        try:
+            return pixels, source_size(path)
+        except (OSError, SyntaxError, ValueError):  # decoded a moment ago: gone or changed since
+            return pixels, None
 
     window = max(2 * batch_size, 4 * workers)
     batch = []
@@ -115,16 +178,63 @@ def _in_order(images, load, workers, window):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-class Tagger:
-    """Holds a runner, config and thresholds; tags items into an output folder."""
+def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True):
+    """Decode and predict (item name, key, path) entries, `batch_size` images per model call.
 
-    def __init__(self, runner, config, threshold=None, batch_size=32, workers=None, draft=True):
+    Yields per model call, in order: (batch, records, errors) with batch the call's entries
+    as load_batches gives them, records [(item name, Record)] of the images read and errors
+    [(item name, printable path, reason)] of those that could not be. The images of one
+    call may belong to several items.
+    """
+    batches = load_batches(entries, config.image_size, config.channel_order, batch_size,
+                           workers or default_workers(), draft)
+    try:
+        for batch in batches:
+            good, errors, records = [], [], []
+            for name, key, path, result in batch:
+                if isinstance(result, ImageError):
+                    errors.append((name, printable_path(path), result.reason))
+                else:
+                    good.append((name, key, path, result))
+            if good:
+                probabilities = runner.predict(np.stack([result[0] for *_, result in good]).astype(np.float32))
+                records = [(name, Record(key, path, result[1], values))
+                           for (name, key, path, result), values in zip(good, probabilities)]
+            yield batch, records, errors
+    finally:
+        batches.close()
+
+
+def tag_item(item, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True):
+    """(records, errors) of one item: what tag_images gives for its images, in its order."""
+    records, errors = [], []
+    entries = [(item.name, key, path) for key, path in item.images]
+    for _, batch_records, batch_errors in tag_images(entries, runner, config, batch_size, workers, draft):
+        records += [record for _, record in batch_records]
+        errors += batch_errors
+    return records, errors
+
+
+def write_item(output_dir, item_name, records, config, output_format="json"):
+    """Write an item's output file atomically, thresholds taken from `config`; returns its path.
+
+    With a distributed engine, call it only once errors.json holds the item's errors: a
+    rerun skips items that have an output file.
+    """
+    path = output_path(output_dir, item_name, output_format)
+    write_atomic(path, FORMATS[output_format].render(item_name, records, config))
+    return path
+
+
+class Tagger:
+    """The local engine: a runner and config; tags items into an output folder."""
+
+    def __init__(self, runner, config, threshold=None, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True):
         self.runner = runner
         self.config = config
-        self.labels = config["labels"]
-        self.thresholds = thresholds_for(config, threshold)
+        self.output_config = with_threshold(config, threshold)  # what the writers threshold with
         self.batch_size = batch_size
-        self.workers = workers or min(8, os.cpu_count() or 2)
+        self.workers = workers or default_workers()
         self.draft = draft
 
     def run(self, items, output_dir, output_format="json", overwrite=False, progress=True, errors=()):
@@ -136,56 +246,41 @@ class Tagger:
         from tqdm import tqdm
 
         os.makedirs(output_dir, exist_ok=True)
-        todo = [item for item in items if overwrite or not os.path.exists(output_path(output_dir, item.name, output_format))]
-        flat = [(item.name, key, path) for item in todo for key, path in item.images]
-        remaining = collections.Counter(name for name, _, _ in flat)
-        todo_names = {item.name for item in todo}
-        # Problems of items skipped as done were recorded by the run that tagged them.
-        skipped_names = {item.name for item in items} - todo_names
-        problems = [error for error in errors if error[0] not in skipped_names]
-        for _, path, reason in problems:
+        plan = plan_run(items, output_dir, output_format, overwrite, errors)
+        for _, path, reason in plan.problems:
             tqdm.write(f"skipped {printable_path(path)}: {reason}", file=sys.stderr)
-        pending = collections.defaultdict(list)  # errors of items still being tagged
-        for error in problems:
-            if error[0] in todo_names:
-                pending[error[0]].append(error)
+        pending = plan.problems_by_item()  # errors of items still being tagged
         # Items left out whole (bad folder names) are done now; the others when they finish.
-        left_out = [error for error in problems if error[0] not in todo_names]
+        left_out = plan.left_out()
         error_log = ErrorLog(output_dir)
         error_log.finish({error[0] for error in left_out}, left_out)
         error_log.save()
-        summary = {"images": 0, "items": len(todo), "finished_items": 0, "skipped_images": len(problems),
-                   "skipped_items": len(items) - len(todo), "attempted": len(flat), "seconds": 0.0,
+        entries = plan.entries()
+        summary = {"images": 0, "items": len(plan.todo), "finished_items": 0, "skipped_images": len(plan.problems),
+                   "skipped_items": len(plan.done), "attempted": len(entries), "seconds": 0.0,
                    "images_per_second": 0.0, "interrupted": False}
-        if not todo:
+        if not plan.todo:
             return summary
-        tags = collections.defaultdict(dict)
+        remaining = collections.Counter(name for name, _, _ in entries)
+        records = collections.defaultdict(list)
         started = time.perf_counter()
-        bar = tqdm(total=len(flat), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        size, order = self.config["image_size"], self.config["channel_order"]
-        batches = load_batches(flat, size, order, self.batch_size, self.workers, self.draft)
-        waiting = collections.deque()  # finished items, (name, tags), whose output is not written yet
+        bar = tqdm(total=len(entries), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        stream = tag_images(entries, self.runner, self.config, self.batch_size, self.workers, self.draft)
+        waiting = collections.deque()  # finished items, (name, records), whose output is not written yet
         try:
-            for batch in batches:
-                good = []
-                for entry in batch:
-                    name, _, path, result = entry
-                    if isinstance(result, ImageError):
-                        pending[name].append((name, printable_path(path), result.reason))
-                        summary["skipped_images"] += 1
-                        tqdm.write(f"skipped {printable_path(path)}: {result.reason}", file=sys.stderr)
-                    else:
-                        good.append(entry)
-                if good:
-                    probabilities = self.runner.predict(np.stack([entry[3] for entry in good]).astype(np.float32))
-                    for (name, key, _, _), values in zip(good, probabilities):
-                        tags[name][key] = tags_above(values, self.labels, self.thresholds)
-                    summary["images"] += len(good)
+            for batch, batch_records, batch_errors in stream:
+                for error in batch_errors:
+                    pending[error[0]].append(error)
+                    summary["skipped_images"] += 1
+                    tqdm.write(f"skipped {error[1]}: {error[2]}", file=sys.stderr)
+                for name, record in batch_records:
+                    records[name].append(record)
+                summary["images"] += len(batch_records)
                 for name, _, _, _ in batch:
                     remaining[name] -= 1
                     if remaining[name] == 0:
                         error_log.finish({name}, pending.pop(name, []))
-                        waiting.append((name, tags.pop(name, {})))
+                        waiting.append((name, records.pop(name, [])))
                 self._write_finished(output_dir, output_format, error_log, waiting, summary)
                 bar.update(len(batch))
             # Forced: also replaces an unreadable errors.json left by an older run.
@@ -194,7 +289,7 @@ class Tagger:
             summary["interrupted"] = True
             self._write_finished(output_dir, output_format, error_log, waiting, summary, force=True)
         finally:
-            batches.close()
+            stream.close()
             bar.close()
         summary["seconds"] = time.perf_counter() - started
         if summary["seconds"] > 0:
@@ -210,13 +305,10 @@ class Tagger:
         if not error_log.save(force):
             return
         while waiting:
-            name, tags_by_key = waiting[0]
-            self._write(output_dir, name, tags_by_key, output_format)
+            name, item_records = waiting[0]
+            write_item(output_dir, name, item_records, self.output_config, output_format)
             waiting.popleft()
             summary["finished_items"] += 1
-
-    def _write(self, output_dir, name, tags_by_key, output_format):
-        write_atomic(output_path(output_dir, name, output_format), FORMATS[output_format](tags_by_key))
 
 
 class ErrorLog:

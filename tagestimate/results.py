@@ -1,12 +1,28 @@
-"""Turning model outputs into NDL's JSON (or CSV) and writing files atomically."""
+"""What a tagging run produces: per-image records, thresholds, and the output formats' text.
 
+A record holds the full probability vector of one image; thresholding happens here, when
+a format turns an item's records into the text of its output file (inference.write_item
+writes that text atomically). Adding a format is one entry in FORMATS.
+"""
+
+import collections
 import csv
+import dataclasses
 import io
 import json
 import re
 
+from tagestimate.model import ModelConfig
 
 DIGITS = re.compile(r"(\d+)")  # runs of decimal digits (Nd) in any script; int() reads them all
+
+# One tagged image: key (path in its item without extension), path (as found), size ((width,
+# height) of the source as shown, after EXIF orientation), probabilities (one per label).
+Record = collections.namedtuple("Record", "key path size probabilities")
+
+# An output format: the file extension, render(item_name, records, config) -> the file's text,
+# and the description --help gives.
+OutputFormat = collections.namedtuple("OutputFormat", "extension render description")
 
 
 def natural_key(text):
@@ -23,13 +39,22 @@ def natural_key(text):
 
 
 def thresholds_for(config, override=None):
-    """Per-label thresholds: --threshold for all labels if given, else model.json's, else 0.4."""
-    labels = config["labels"]
-    if override is not None:
-        return [float(override)] * len(labels)
-    tuned = config.get("thresholds") or {}
-    default = float(config.get("default_threshold", 0.4))
-    return [float(tuned.get(label, default)) for label in labels]
+    """Per-label thresholds: --threshold for all labels if given, else model.json's, else 0.4.
+
+    The same as ModelConfig.cutoffs. TRANSITIONAL: also takes a dict of model.json's
+    fields (labels, thresholds, default_threshold) for tests/test_results.py.
+    """
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig(**{key: config[key] for key in ("labels", "thresholds", "default_threshold")
+                                if key in config})
+    return config.cutoffs(override)
+
+
+def with_threshold(config, threshold):
+    """`config` with one threshold for every label (--threshold), or `config` itself for None."""
+    if threshold is None:
+        return config
+    return dataclasses.replace(config, thresholds=None, default_threshold=float(threshold))
 
 
 def tags_above(probabilities, labels, thresholds):
@@ -39,6 +64,12 @@ def tags_above(probabilities, labels, thresholds):
         for label, value, threshold in zip(labels, probabilities, thresholds)
         if value > threshold
     ]
+
+
+def tags_of(records, config):
+    """{key: tags above the config's thresholds} for an item's records."""
+    thresholds = config.cutoffs()
+    return {record.key: tags_above(record.probabilities, config.labels, thresholds) for record in records}
 
 
 def item_json(tags_by_key):
@@ -64,4 +95,16 @@ def item_csv(tags_by_key):
     return buffer.getvalue()
 
 
-FORMATS = {"json": item_json, "csv": item_csv}
+def render_json(item_name, records, config):
+    return item_json(tags_of(records, config))
+
+
+def render_csv(item_name, records, config):
+    return item_csv(tags_of(records, config))
+
+
+# --format name -> OutputFormat. A new format is a render function and one entry here.
+FORMATS = {
+    "json": OutputFormat("json", render_json, "NDL's format"),
+    "csv": OutputFormat("csv", render_csv, "rows of image,tag,confidence"),
+}

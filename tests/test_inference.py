@@ -225,7 +225,7 @@ def test_openvino_and_tensorflow_agree(tmp_path, monkeypatch):
     pixels = np.stack([load_image(p, 64) for p in paths]).astype(np.float32)
     weights = spread_model_weights(str(tmp_path / "w"), pixels)
     config, _ = describe_weights(weights)
-    reference = TensorFlowRunner(weights).predict(pixels)
+    reference = TensorFlowRunner(weights, config).predict(pixels)
     assert reference.min() < 0.2 and reference.max() > 0.8  # a comparison that means something
     np.testing.assert_allclose(OpenVINORunner(weights, config).predict(pixels), reference, atol=1e-4)
     assert glob.glob(str(tmp_path / "cache" / "openvino" / "*.xml"))  # converted once, then cached
@@ -440,6 +440,7 @@ def test_unicode_names_are_sorted_and_tagged(tmp_path, constant_weights):
 
 def test_documented_defaults():
     """The README's flag table is the contract: literal values, not the parser's own constants."""
+    from tagestimate.model import ModelConfig
     from tagestimate.results import thresholds_for
 
     args = multiinference.build_parser().parse_args([])
@@ -448,7 +449,7 @@ def test_documented_defaults():
         "batch_size": 32, "workers": None, "backend": "auto", "overwrite": False, "format": "json",
         "full_decode": False, "quiet": False,
     }
-    assert thresholds_for({"labels": LABELS}) == [0.4] * len(LABELS)  # no --threshold, no model.json values
+    assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
     assert multiinference.DEFAULT_THRESHOLD == 0.4
     assert weights_module.NDL_WEIGHTS_URL == \
         "https://lab.ndl.go.jp/dataset/tagestimatemodel/weights_ndllabelimage.hdf5"
@@ -742,3 +743,126 @@ def test_openvino_runner_serves_threads_one_call_at_a_time():
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads)  # no call waits for ever
     assert not failures
+
+
+class MeanRunner:
+    """Probabilities from each image's mean pixel (0.1..1.0 of it across the labels): no model."""
+
+    def predict(self, batch):
+        means = np.asarray(batch, np.float32).mean(axis=(1, 2, 3)) / 255
+        return np.outer(means, np.linspace(0.1, 1.0, len(LABELS))).astype(np.float32)
+
+
+def exif_rotated(path, size, color):
+    """A JPEG stored `size` with EXIF orientation 6: shown rotated, its sides swapped."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("RGB", size, color).save(path, exif=exif)
+
+
+def test_tag_item_and_write_item_give_the_local_engine_s_bytes(tmp_path):
+    """The per-item stages a distributed engine calls write what Tagger.run writes, whatever the batching."""
+    from modelfiles import trained_config
+    from tagestimate import inference
+    from tagestimate.images import load_image
+    from tagestimate.results import with_threshold
+
+    config = trained_config()
+    image(tmp_path / "in" / "a" / "p1.jpg", color=(200, 190, 180), size=(48, 40))
+    image(tmp_path / "in" / "a" / "p2.png", color=(90, 90, 90), size=(30, 70))
+    exif_rotated(str(tmp_path / "in" / "a" / "p10.jpg"), (48, 40), (150, 150, 150))
+    (tmp_path / "in" / "a" / "bad.jpg").write_bytes(b"")
+    image(tmp_path / "in" / "b" / "x.jpg", color=(250, 240, 250))
+    items, _ = inference.find_items(str(tmp_path / "in"))
+    os.makedirs(tmp_path / "one")
+    for output_format in ("json", "csv"):
+        inference.Tagger(MeanRunner(), config, threshold=0.3, batch_size=2, workers=1).run(
+            items, str(tmp_path / "local"), output_format, progress=False)
+        for item in items:
+            records, _ = inference.tag_item(item, MeanRunner(), config, batch_size=3, workers=2)
+            path = inference.write_item(str(tmp_path / "one"), item.name, records, with_threshold(config, 0.3),
+                                        output_format)
+            local = (tmp_path / "local" / f"{item.name}.{output_format}").read_bytes()
+            assert open(path, "rb").read() == local and b"confidence" in local
+
+    records, errors = inference.tag_item(items[0], MeanRunner(), config, batch_size=2, workers=2)
+    assert [record.key for record in records] == ["p1", "p10", "p2"]  # the item's order (the writers sort)
+    assert [record.size for record in records] == [(48, 40), (40, 48), (30, 70)]  # (width, height) as shown
+    pixels = np.stack([load_image(record.path, 64) for record in records]).astype(np.float32)
+    np.testing.assert_array_equal(np.stack([record.probabilities for record in records]),
+                                  MeanRunner().predict(pixels))  # every label, not only those over a threshold
+    assert errors == [("a", str(tmp_path / "in" / "a" / "bad.jpg"), "empty file (0 bytes); delete it or fetch it again")]
+
+
+def test_a_new_format_is_one_table_entry_and_sees_every_probability(tmp_path, monkeypatch):
+    from modelfiles import trained_config
+    from tagestimate import inference, results
+
+    def render(item_name, records, config):
+        return "".join(f"{item_name}\t{record.key}\t{record.size[0]}x{record.size[1]}\t"
+                       + " ".join(f"{value:.2f}" for value in record.probabilities) + "\n" for record in records)
+
+    monkeypatch.setitem(results.FORMATS, "tsv", results.OutputFormat("tsv", render, "every probability"))
+    image(tmp_path / "in" / "item" / "a.png", color=(255, 255, 255), size=(48, 40))
+    items, _ = inference.find_items(str(tmp_path / "in"))
+    summary = inference.Tagger(MeanRunner(), trained_config()).run(items, str(tmp_path / "out"), "tsv", progress=False)
+    assert summary["finished_items"] == 1 and os.listdir(tmp_path / "out") == ["item.tsv"]
+    assert (tmp_path / "out" / "item.tsv").read_text() == \
+        "item\ta\t48x40\t0.10 0.19 0.28 0.37 0.46 0.55 0.64 0.73 0.82 0.91 1.00\n"
+    assert multiinference.build_parser().parse_args(["--format", "tsv"]).format == "tsv"
+    assert "tsv: every probability" in " ".join(multiinference.build_parser().format_help().split())
+
+
+def test_a_new_backend_is_one_table_entry(monkeypatch):
+    from modelfiles import trained_config
+    from tagestimate import backends
+
+    made = []
+
+    class FakeRunner:
+        def __init__(self, weights_path, config):
+            made.append((weights_path, config))
+
+    config = trained_config()
+    monkeypatch.setitem(backends.RUNNERS, "fake", backends.Backend(FakeRunner, lambda: True, "nothing"))
+    assert backends.choose_backend("fake") == "fake"
+    assert isinstance(backends.make_runner("fake", "w.weights.h5", config), FakeRunner)
+    assert made == [("w.weights.h5", config)]  # every runner gets the weights' ModelConfig
+    monkeypatch.setitem(backends.RUNNERS, "fake", backends.Backend(FakeRunner, lambda: False, "the fake package"))
+    with pytest.raises(backends.BackendError, match=r"^--backend fake needs the fake package$"):
+        backends.choose_backend("fake")
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    monkeypatch.setitem(backends.RUNNERS, "openvino", backends.RUNNERS["openvino"]._replace(available=lambda: False))
+    with pytest.raises(backends.BackendError, match=r"^--backend openvino needs the openvino package: "
+                                                    r"pip install openvino$"):
+        backends.choose_backend("openvino")
+    assert backends.choose_backend("auto") == "tensorflow"  # auto without OpenVINO
+
+
+def test_plan_skips_done_items_and_the_problems_they_recorded(tmp_path):
+    from tagestimate.inference import Item, plan_run
+
+    items = [Item("a", [("1", "/x/a/1.jpg")]), Item("b", [("1", "/x/b/1.jpg"), ("2", "/x/b/2.jpg")])]
+    (tmp_path / "a.json").write_text("{}")
+    problems = [("a", "/x/a/1.png", "same name"), ("b", "/x/b/\\x83.jpg", "not UTF-8"),
+                ("errors", "/x/errors/1.jpg", "would overwrite errors.json")]
+    plan = plan_run(items, str(tmp_path), "json", problems=problems)
+    assert plan.todo == items[1:] and plan.done == ["a"] and plan.problems == problems[1:]
+    assert plan.entries() == [("b", "1", "/x/b/1.jpg"), ("b", "2", "/x/b/2.jpg")]
+    assert plan.left_out() == problems[2:] and dict(plan.problems_by_item()) == {"b": [problems[1]]}
+    assert plan_run(items, str(tmp_path), "csv", problems=problems).todo == items  # no a.csv yet
+    assert plan_run(items, str(tmp_path), "json", overwrite=True).todo == items
+
+
+def test_any_user_error_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    from tagestimate.errors import UserError
+
+    def refuse(*args):
+        raise UserError("the weight store /w is offline; pass --weights a local file")
+
+    image(tmp_path / "in" / "item" / "a.jpg")
+    monkeypatch.setattr(multiinference, "resolve_weights", refuse)
+    assert multiinference.main(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"),
+                                "--quiet"]) == 1
+    assert capsys.readouterr().err == "error: the weight store /w is offline; pass --weights a local file\n"
