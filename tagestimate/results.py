@@ -12,7 +12,6 @@ import io
 import json
 import re
 
-from tagestimate.model import ModelConfig
 
 DIGITS = re.compile(r"(\d+)")  # runs of decimal digits (Nd) in any script; int() reads them all
 
@@ -39,14 +38,8 @@ def natural_key(text):
 
 
 def thresholds_for(config, override=None):
-    """Per-label thresholds: --threshold for all labels if given, else model.json's, else 0.4.
-
-    The same as ModelConfig.cutoffs. TRANSITIONAL: also takes a dict of model.json's
-    fields (labels, thresholds, default_threshold) for tests/test_results.py.
-    """
-    if not isinstance(config, ModelConfig):
-        config = ModelConfig(**{key: config[key] for key in ("labels", "thresholds", "default_threshold")
-                                if key in config})
+    """Per-label thresholds of a ModelConfig: `override` (--threshold) for all labels if given,
+    else model.json's tuned ones, else its default_threshold (0.4, model.DEFAULT_THRESHOLD)."""
     return config.cutoffs(override)
 
 

@@ -37,7 +37,33 @@ def image(path, color=(120, 60, 30), size=(48, 40)):
 @pytest.fixture(scope="module")
 def constant_weights(tmp_path_factory):
     path, _ = write_trained_weights(str(tmp_path_factory.mktemp("weights")), logits=LOGITS)
+    shared_tensorflow_runner(path, describe_weights(path)[0])  # built here, not in the first test using it
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_tensorflow_model_per_weight_file(monkeypatch):
+    """Runs through the backend table reuse a weight file's TensorFlowRunner within this module.
+
+    Building and tracing the model takes seconds; the runs of one file then share it. The
+    model still predicts every image: the outputs are the real ones.
+    """
+    from tagestimate import backends
+
+    monkeypatch.setitem(backends.RUNNERS, "tensorflow",
+                        backends.RUNNERS["tensorflow"]._replace(runner=shared_tensorflow_runner))
+
+
+_TENSORFLOW_RUNNERS = {}
+
+
+def shared_tensorflow_runner(weights_path, config):
+    from tagestimate.backends import TensorFlowRunner
+
+    key = (os.path.abspath(weights_path), os.path.getmtime(weights_path), config.to_json())
+    if key not in _TENSORFLOW_RUNNERS:
+        _TENSORFLOW_RUNNERS[key] = TensorFlowRunner(weights_path, config)
+    return _TENSORFLOW_RUNNERS[key]
 
 
 def run(*args):
@@ -67,6 +93,7 @@ def test_format_keys_and_items(tmp_path, constant_weights):
     assert not (tmp_path / "out" / "errors.json").exists()
 
 
+@pytest.mark.slow
 def test_threshold_flag_and_per_label_thresholds(tmp_path):
     thresholds = {"graphic": 0.99, "stamp": 0.5}
     weights, _ = write_trained_weights(str(tmp_path / "w"), logits=LOGITS, thresholds=thresholds)
@@ -147,6 +174,7 @@ def test_exit_code_is_1_when_nothing_could_be_read(tmp_path, constant_weights, m
     assert read_json(tmp_path / "out" / "item.json") == {}
 
 
+@pytest.mark.slow
 def test_legacy_layout_loads_by_layer_name(tmp_path):
     import keras
 
@@ -160,6 +188,7 @@ def test_legacy_layout_loads_by_layer_name(tmp_path):
     np.testing.assert_allclose(model.predict(pixels, verbose=0), source.predict(pixels, verbose=0), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_wrong_files_give_one_clear_error(tmp_path, capsys):
     import keras
 
@@ -206,6 +235,7 @@ def spread_model_weights(folder, pixels):
     return path
 
 
+@pytest.mark.slow
 def test_openvino_and_tensorflow_agree(tmp_path, monkeypatch):
     """A random-backbone 64-px model, head set so outputs spread over (0, 1), on 12 noise images.
 
@@ -280,6 +310,7 @@ def original_predictions(paths):
 
 
 @pytest.mark.skipif(not os.path.exists(REPLICA), reason="shared/data replica weights absent")
+@pytest.mark.slow
 def test_replica_matches_the_original_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("TAGESTIMATE_CACHE", str(tmp_path / "cache"))
     source = os.path.join(SHARED_DATA, "ndl-input")
@@ -557,6 +588,7 @@ sys.exit(multiinference.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, constant_weights):
     import signal
     import time
@@ -687,6 +719,7 @@ class _SlowWeightServer(_WeightServer):
         self.wfile.write(self.body[half:])
 
 
+@pytest.mark.slow
 def test_two_downloads_at_once_each_use_their_own_temporary_file(tmp_path):
     import keras
 

@@ -4,8 +4,11 @@ import csv
 import io
 import json
 
+import numpy as np
 
-from tagestimate.results import FORMATS, item_csv, item_json, natural_key, tags_above, thresholds_for
+from tagestimate.model import ModelConfig
+from tagestimate.results import (FORMATS, Record, item_csv, item_json, natural_key, render_csv, render_json,
+                                 tags_above, tags_of, thresholds_for, with_threshold)
 
 
 def test_natural_key_puts_page_2_before_page_10():
@@ -25,13 +28,18 @@ def test_natural_key_sorts_any_unicode_name_without_error():
 
 
 def test_thresholds_override_model_json_then_default():
-    config = {"labels": ["a", "b", "c"], "thresholds": {"a": 0.7, "b": 0.2}, "default_threshold": 0.3}
+    config = ModelConfig(labels=["a", "b", "c"], thresholds={"a": 0.7, "b": 0.2}, default_threshold=0.3)
     assert thresholds_for(config) == [0.7, 0.2, 0.3]
     assert thresholds_for(config, override="0.55") == [0.55, 0.55, 0.55]
     assert thresholds_for(config, override=0) == [0.0, 0.0, 0.0]  # 0 is a threshold, not "no override"
-    assert thresholds_for({"labels": ["a", "b"]}) == [0.4, 0.4]
-    assert thresholds_for({"labels": ["a"], "thresholds": None, "default_threshold": 0.6}) == [0.6]
-    assert all(type(t) is float for t in thresholds_for({"labels": ["a"], "thresholds": {"a": 1}}))
+    assert thresholds_for(ModelConfig(labels=["a", "b"])) == [0.4, 0.4]
+    assert thresholds_for(ModelConfig(labels=["a"], thresholds=None, default_threshold=0.6)) == [0.6]
+    assert all(type(t) is float for t in thresholds_for(ModelConfig(labels=["a"], thresholds={"a": 1})))
+    # --threshold as the writers see it: one threshold for every label, the rest of the config kept
+    flat = with_threshold(config, 0.55)
+    assert thresholds_for(flat) == [0.55, 0.55, 0.55] and flat.labels == config.labels
+    assert thresholds_for(with_threshold(config, 0)) == [0.0, 0.0, 0.0]
+    assert with_threshold(config, None) is config
 
 
 def test_tags_above_is_strict_rounds_and_keeps_label_order():
@@ -80,3 +88,26 @@ def test_item_csv_has_one_row_per_tag_and_an_empty_row_for_untagged_images():
 
 def test_the_two_documented_formats_exist():
     assert set(FORMATS) == {"json", "csv"}  # --format's choices, as the README documents them
+    assert FORMATS["json"].render is render_json and FORMATS["csv"].render is render_csv
+    assert [FORMATS[name].extension for name in ("json", "csv")] == ["json", "csv"]
+
+
+RECORDS = [
+    Record("1054192_10_0", "/in/1054192/1054192_10_0.jpg", (300, 200), np.array([0.9, 0.4, 0.41], np.float32)),
+    Record("1054192_2_0", "/in/1054192/1054192_2_0.png", (50, 60), np.array([0.1, 0.2, 0.3], np.float32)),
+]
+CONFIG = ModelConfig(labels=["picture", "graphic", "stamp"], thresholds={"stamp": 0.405})
+
+
+def test_writers_threshold_the_full_probabilities_with_the_config():
+    assert tags_of(RECORDS, CONFIG) == {"1054192_10_0": [{"tag": "picture", "confidence": 0.9},
+                                                         {"tag": "stamp", "confidence": 0.41}],
+                                        "1054192_2_0": []}  # 0.4 is not above the default 0.4
+    assert render_json("1054192", RECORDS, CONFIG) == item_json(tags_of(RECORDS, CONFIG))
+    assert render_csv("1054192", RECORDS, with_threshold(CONFIG, 0.25)) == (
+        "image,tag,confidence\n"
+        "1054192_2_0,stamp,0.3\n"
+        "1054192_10_0,picture,0.9\n"
+        "1054192_10_0,graphic,0.4\n"
+        "1054192_10_0,stamp,0.41\n"
+    )
