@@ -13,11 +13,9 @@ import argparse
 import logging
 import sys
 
+from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter
-from tagestimate.train_settings import (BALANCE_CHOICES, DISTRIBUTE_CHOICES, TrainingError, TrainSettings,
-                                        interrupted_message)
-
-INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C (and as the crawler exits)
+from tagestimate.train_settings import BALANCE_CHOICES, DISTRIBUTE_CHOICES, TrainSettings, interrupted_message
 
 DEFAULTS = TrainSettings()
 
@@ -88,19 +86,17 @@ def main(argv=None):
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s")
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k != "verbose"})
-    from labelmap import LabelMapError
-    from tagestimate.model import WeightsError
-
     try:
-        from tagestimate import training
+        from tagestimate import metrics, training
 
         report = training.train(settings, explicit=given_flags(argv))
     except KeyboardInterrupt:
         print(interrupted_message(settings), file=sys.stderr)
-        return INTERRUPTED
-    except (TrainingError, LabelMapError, WeightsError) as error:
-        sys.exit(f"error: {error}")
-    print(training.format_summary(report))
+        return EXIT_INTERRUPTED
+    except UserError as error:  # bad data, flags, label map, weights or run folder: one sentence
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(metrics.format_summary(report))
     return 0
 
 

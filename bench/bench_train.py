@@ -20,10 +20,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from labelmap import LABELS  # noqa: E402
-from tagestimate import training  # noqa: E402
+from tagestimate import pipeline, training  # noqa: E402
 from tagestimate.files import HelpFormatter  # noqa: E402
 from tagestimate.images import list_images  # noqa: E402
+from tagestimate.labels import LABELS  # noqa: E402
 from tagestimate.model import build_model  # noqa: E402
 
 
@@ -41,9 +41,9 @@ def demo_images(workdir, count):
 
 def pipeline_rate(paths, args, augment):
     """Images/s of make_dataset over `paths` (one pass after a warm-up batch)."""
-    augmenter = training.build_augmenter(seed=0) if augment else None
+    augmenter = pipeline.build_augmenter(seed=0) if augment else None
     targets = [[0.0] * len(LABELS)] * len(paths)
-    dataset = training.make_dataset(paths, args.image_size, "RGB", args.batch_size, targets,
+    dataset = pipeline.make_dataset(paths, args.image_size, "RGB", args.batch_size, targets,
                                     augmenter=augmenter, shuffle_seed=0)
     iterator = iter(dataset)
     next(iterator)  # builds the graph and fills the prefetch buffer
@@ -70,8 +70,8 @@ def training_rate(paths, args):
     model = build_model(len(LABELS), args.image_size, 0.2)
     training.compile_model(model, 1e-4)
     targets = [[float(i % 2)] * len(LABELS) for i in range(len(paths))]
-    dataset = training.make_dataset(paths, args.image_size, "RGB", args.batch_size, targets,
-                                    augmenter=training.build_augmenter(seed=0), shuffle_seed=0).repeat()
+    dataset = pipeline.make_dataset(paths, args.image_size, "RGB", args.batch_size, targets,
+                                    augmenter=pipeline.build_augmenter(seed=0), shuffle_seed=0).repeat()
     timer = _StepTimer()
     model.fit(dataset, steps_per_epoch=args.warmup_steps + args.steps, epochs=1, callbacks=[timer],
               shuffle=False, verbose=0)

@@ -204,3 +204,6 @@ def load_image(path, size, channel_order="RGB", draft=True):
     if channel_order == "BGR":
         pixels = pixels[..., ::-1]
     return np.ascontiguousarray(pixels)
+
+
+open_image = _open  # public name for the trainer's quick header check (tagestimate.dataset)

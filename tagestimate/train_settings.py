@@ -17,9 +17,9 @@ class TrainingError(UserError, ValueError):
     """A problem with the data, flags or output folder; the message says what to do."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """Everything a run needs; the CLI's defaults are these."""
+    """The flags of a run; the CLI's defaults are these (defined here only)."""
 
     data: str = "datasetpdm"
     out: str = "weights_pdm_multi"

@@ -1,6 +1,7 @@
-"""The trainer's pure parts (tagestimate/training.py), no model fit: data listing, grouped split,
-folder weights, F1 and threshold tuning, the summary, and what --resume relies on (output folder
-checks, split.csv, state.json, weight checkpoints)."""
+"""The trainer's pure parts, no model fit (tagestimate/dataset.py, metrics.py, train_state.py and
+training.py's checkpoints): data listing, grouped split, folder weights, F1 and threshold tuning,
+the summary, and what --resume relies on (output folder checks, split.csv, state.json, weight
+checkpoints)."""
 
 import csv
 import json
@@ -17,8 +18,12 @@ from PIL import Image
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from labelmap import LABELS, LabelMapError, default_labelmap, from_dict
-from tagestimate import train_state, training
-from tagestimate.training import Samples, TrainingError
+from tagestimate import dataset, metrics, train_state, training
+from tagestimate import model as tag_model
+from tagestimate.dataset import Samples
+from tagestimate.files import printable_path
+from tagestimate.images import is_utf8_name
+from tagestimate.train_settings import PREDICTIONS, SPLIT, TrainingError
 
 
 def messages(caplog):
@@ -48,7 +53,7 @@ def read_rows(path):
     (os.path.join("x_9", "scan.jpg"), "scan"),  # the folder never counts
 ])
 def test_item_id(path, item):
-    assert training.item_id(path) == item
+    assert dataset.item_id(path) == item
 
 
 def test_list_samples_reads_folders_in_order_with_their_label_vectors(tmp_path, caplog):
@@ -60,7 +65,7 @@ def test_list_samples_reads_folders_in_order_with_their_label_vectors(tmp_path, 
     os.makedirs(tmp_path / "graphic")  # empty: warned, ignored
     image(os.path.join(data, "loose_1_0.jpg"))
     (tmp_path / "notes.txt").write_text("not an image")
-    samples = training.list_samples(data, default_labelmap())
+    samples = dataset.list_samples(data, default_labelmap())
     assert samples.paths == [os.path.join(data, p) for p in ("picture_landmark/1_1_0.jpg", "picture_landmark/2_1_0.jpg",
                                                              "stamp/3_1_0.png", "stamp/sub/4_1_0.jpg")]
     assert samples.folders == ["picture_landmark", "picture_landmark", "stamp", "stamp"]
@@ -79,23 +84,23 @@ def test_list_samples_one_label_map_row_per_image(tmp_path):
     table = from_dict({"labels": ["a", "b"], "tags": {"x": ["b"], "y": ["a", "b"]}})
     image(str(tmp_path / "x" / "1_1_0.jpg"))
     image(str(tmp_path / "y" / "2_1_0.jpg"))
-    samples = training.list_samples(str(tmp_path), table)
+    samples = dataset.list_samples(str(tmp_path), table)
     assert samples.targets.tolist() == [[0, 1], [1, 1]]
 
 
 def test_list_samples_errors_name_the_folder_and_the_fix(tmp_path):
     with pytest.raises(TrainingError) as error:
-        training.list_samples(str(tmp_path / "nowhere"), default_labelmap())
+        dataset.list_samples(str(tmp_path / "nowhere"), default_labelmap())
     assert str(error.value) == (f"--data {tmp_path / 'nowhere'} is not a folder; pass the folder that holds one "
                                 "sub-folder of images per tag (e.g. datasetpdm/picture_indoor/...)")
     os.makedirs(tmp_path / "stamp")
     with pytest.raises(TrainingError) as error:
-        training.list_samples(str(tmp_path), default_labelmap())
+        dataset.list_samples(str(tmp_path), default_labelmap())
     assert str(error.value) == f"{tmp_path} holds no images in its sub-folders; nothing to train on"
     os.makedirs(tmp_path / "postcards")
     os.makedirs(tmp_path / "zines")
     with pytest.raises(LabelMapError) as error:
-        training.list_samples(str(tmp_path), default_labelmap())
+        dataset.list_samples(str(tmp_path), default_labelmap())
     assert str(error.value) == (f"{tmp_path} has folder(s) the label map does not know: postcards, zines; rename or "
                                 "remove them, or pass --labelmap with a map that has them "
                                 f"(python labelmap.py --check {tmp_path} shows every folder's labels)")
@@ -104,11 +109,11 @@ def test_list_samples_errors_name_the_folder_and_the_fix(tmp_path):
 def test_untagged_folder_is_left_out_unless_the_map_trains_it(tmp_path, caplog):
     image(str(tmp_path / "stamp" / "1_1_0.jpg"))
     image(str(tmp_path / "unknown" / "2_1_0.jpg"))
-    assert training.list_samples(str(tmp_path), default_labelmap()).folders == ["stamp"]
+    assert dataset.list_samples(str(tmp_path), default_labelmap()).folders == ["stamp"]
     assert messages(caplog) == [f"{tmp_path / 'unknown'} holds images the crawler found without any tag; they are "
                                 "not trained (move them into tag folders to use them)"]
     table = from_dict({"labels": ["stamp", "unknown"]})
-    assert training.list_samples(str(tmp_path), table).folders == ["stamp", "unknown"]
+    assert dataset.list_samples(str(tmp_path), table).folders == ["stamp", "unknown"]
 
 
 def test_names_that_are_not_utf8_are_left_out_and_named(tmp_path, caplog):
@@ -118,7 +123,7 @@ def test_names_that_are_not_utf8_are_left_out_and_named(tmp_path, caplog):
         image(os.path.join(str(tmp_path), "stamp", name))
     except (OSError, UnicodeEncodeError):
         pytest.fail("the test file system must accept names that are not UTF-8")
-    samples = training.list_samples(str(tmp_path), default_labelmap())
+    samples = dataset.list_samples(str(tmp_path), default_labelmap())
     assert samples.paths == [str(tmp_path / "stamp" / "1_1_0.jpg")]
     assert messages(caplog) == [
         f"left out, its name is not valid UTF-8: {tmp_path / 'stamp'}/\\x83e\\x83X\\x83g_1_0.jpg",
@@ -129,9 +134,9 @@ def test_names_that_are_not_utf8_are_left_out_and_named(tmp_path, caplog):
 
 def test_shown_path_and_utf8_check():
     bad = os.fsdecode(b"a\x83.jpg")
-    assert training.shown_path(bad) == "a\\x83.jpg"
-    assert training.shown_path("写真.jpg") == "写真.jpg"
-    assert training._is_utf8("写真.jpg") is True and training._is_utf8(bad) is False
+    assert printable_path(bad) == "a\\x83.jpg"
+    assert printable_path("写真.jpg") == "写真.jpg"
+    assert is_utf8_name("写真.jpg") is True and is_utf8_name(bad) is False
 
 
 def test_find_unreadable_names_each_bad_file_and_its_reason(tmp_path):
@@ -144,13 +149,13 @@ def test_find_unreadable_names_each_bad_file_and_its_reason(tmp_path):
     with open(image(str(tmp_path / "full.png"), size=(64, 64)), "rb") as handle:
         whole = handle.read()
     truncated.write_bytes(whole[:60])
-    found = training.find_unreadable([good, str(empty), str(text), str(truncated)], workers=2)
+    found = dataset.find_unreadable([good, str(empty), str(text), str(truncated)], workers=2)
     assert set(found) == {str(empty), str(text), str(truncated)}
     assert found[str(empty)] == "empty file (0 bytes)"
     assert found[str(text)] == "not an image Pillow can read (wrong extension, text or HTML?)"
     assert found[str(truncated)].startswith("corrupt image (") and found[str(truncated)].endswith(")")
-    assert training._quick_check(good) is None
-    assert training._quick_check(str(tmp_path / "missing.jpg")).startswith("corrupt image (FileNotFoundError: ")
+    assert dataset._quick_check(good) is None
+    assert dataset._quick_check(str(tmp_path / "missing.jpg")).startswith("corrupt image (FileNotFoundError: ")
 
 
 def test_samples_subset_keeps_rows_together():
@@ -172,7 +177,7 @@ def spread_samples(count=300, folders=4, items=40, seed=1):
 @pytest.mark.parametrize("val_split, folds", [(0.1, 10), (0.2, 5), (0.5, 2), (0.3, 3), (0.45, 2)])
 def test_split_holds_out_one_fold_of_items(val_split, folds):
     samples = spread_samples()
-    val = training.split_samples(samples, val_split, seed=3)
+    val = dataset.split_samples(samples, val_split, seed=3)
     assert val.dtype == bool and val.shape == (300,)
     val_items = {g for g, v in zip(samples.groups, val) if v}
     train_items = set(samples.groups) - val_items
@@ -180,39 +185,39 @@ def test_split_holds_out_one_fold_of_items(val_split, folds):
     assert len(val_items) == pytest.approx(40 / folds, abs=1.5)  # about 1/folds of the items
     assert len(train_items) + len(val_items) == 40
     assert set(np.asarray(samples.folders)[val]) == set(samples.folders)  # stratified
-    assert (training.split_samples(samples, val_split, seed=3) == val).all()  # seeded
-    assert not (training.split_samples(samples, val_split, seed=4) == val).all()
+    assert (dataset.split_samples(samples, val_split, seed=3) == val).all()  # seeded
+    assert not (dataset.split_samples(samples, val_split, seed=4) == val).all()
 
 
 @pytest.mark.parametrize("val_split", [0, -0.1, 0.51, 1.0])
 def test_split_refuses_a_fraction_outside_0_to_half(val_split):
     with pytest.raises(TrainingError) as error:
-        training.split_samples(spread_samples(), val_split, seed=0)
+        dataset.split_samples(spread_samples(), val_split, seed=0)
     assert str(error.value) == f"--val-split {val_split} must be above 0 and at most 0.5"
 
 
 def test_split_needs_two_item_ids_and_says_which_one_it_found():
     samples = Samples(["1_1.jpg", "1_2.jpg"], ["a", "a"], ["1", "1"], np.zeros((2, 1)))
     with pytest.raises(TrainingError) as error:
-        training.split_samples(samples, 0.5, seed=0)
+        dataset.split_samples(samples, 0.5, seed=0)
     assert str(error.value) == (
         "all 2 readable image(s) belong to one item id (1), but validation needs an item never seen in "
         "training; add images of at least one more item (the item id is the file name up to its first '_': "
         "1054192_10_1.jpg is item 1054192)")
     two = Samples(["1_1.jpg", "2_1.jpg"], ["a", "a"], ["1", "2"], np.zeros((2, 1)))
-    assert training.split_samples(two, 0.5, seed=0).sum() == 1
+    assert dataset.split_samples(two, 0.5, seed=0).sum() == 1
 
 
 def test_a_small_data_set_gets_fewer_folds_with_a_warning(caplog):
     samples = Samples([f"{i}_1.jpg" for i in range(4)], ["a", "a", "b", "b"], ["1", "2", "3", "4"], np.zeros((4, 1)))
-    val = training.split_samples(samples, 0.1, seed=0)
+    val = dataset.split_samples(samples, 0.1, seed=0)
     assert val.sum() == 2 and set(np.asarray(samples.folders)[val]) == {"a", "b"}  # 1/2, still stratified
     assert messages(caplog) == [
         "the data set is too small to hold out 1/10 of its items (--val-split 0.1): 4 images, 4 item ids, at most "
         "2 image(s) per folder; holding out 1/2 of the items instead (2 validation images)"]
     caplog.clear()
     single = Samples([f"{i}_1.jpg" for i in range(3)], ["a", "b", "c"], ["1", "2", "3"], np.zeros((3, 1)))
-    val = training.split_samples(single, 0.25, seed=0)
+    val = dataset.split_samples(single, 0.25, seed=0)
     assert 0 < val.sum() < 3
     assert messages(caplog)[0] == (
         "the data set is too small to hold out 1/4 of its items (--val-split 0.25): 3 images, 3 item ids, at most "
@@ -224,11 +229,11 @@ def test_split_warns_about_folders_on_one_side(caplog):
     groups = [str(i) for i in range(10)] + ["100", "100", "100"]
     folders = ["big"] * 10 + ["one_item"] * 3
     samples = Samples([f"{g}_1_0.jpg" for g in groups], folders, groups, np.zeros((13, 1)))
-    val = training.split_samples(samples, 0.5, seed=0)
+    val = dataset.split_samples(samples, 0.5, seed=0)
     side = "val" if val[-1] else "train"
     assert messages(caplog) == [f"folder one_item has all its images on the {side} side (too few item ids to split it)"]
     caplog.clear()
-    training.split_samples(spread_samples(), 0.2, seed=0)
+    dataset.split_samples(spread_samples(), 0.2, seed=0)
     assert messages(caplog) == []
 
 
@@ -237,7 +242,7 @@ def test_split_warns_val_side_when_a_folder_is_only_validation(caplog):
         groups = [str(i) for i in range(10)] + ["100"]
         samples = Samples([f"{g}_1_0.jpg" for g in groups], ["big"] * 10 + ["one"], groups, np.zeros((11, 1)))
         caplog.clear()
-        if training.split_samples(samples, 0.5, seed=seed)[-1]:
+        if dataset.split_samples(samples, 0.5, seed=seed)[-1]:
             assert messages(caplog) == ["folder one has all its images on the val side (too few item ids to split it)"]
             return
     pytest.fail("no seed put the one-item folder on the validation side")
@@ -247,18 +252,18 @@ def test_split_file_round_trips_and_reports_changes(tmp_path, caplog):
     data = str(tmp_path / "data")
     paths = [os.path.join(data, p) for p in ("stamp/2_1_0.jpg", "graphic/1_1_0.jpg", "stamp/sub/3_1_0.jpg")]
     samples = Samples(paths, ["stamp", "graphic", "stamp"], ["2", "1", "3"], np.zeros((3, 1)))
-    path = str(tmp_path / training.SPLIT)
-    training.write_split(path, samples, np.array([True, False, False]), data)
+    path = str(tmp_path / SPLIT)
+    dataset.write_split(path, samples, np.array([True, False, False]), data)
     assert read_rows(path) == [["path", "folder", "item_id", "subset"], ["graphic/1_1_0.jpg", "graphic", "1", "train"],
                                ["stamp/2_1_0.jpg", "stamp", "2", "val"], ["stamp/sub/3_1_0.jpg", "stamp", "3", "train"]]
     assert open(path, "rb").read().count(b"\r\n") == 4  # csv's own line ends, not doubled
-    keep, val = training.read_split(path, samples, data)
+    keep, val = dataset.read_split(path, samples, data)
     assert keep.dtype == bool and keep.tolist() == [True, True, True] and val.tolist() == [True, False, False]
     assert messages(caplog) == []
     # an image added since, one removed since
     grown = Samples(paths[1:] + [os.path.join(data, "stamp/4_1_0.jpg")], ["graphic", "stamp", "stamp"],
                     ["1", "3", "4"], np.zeros((3, 1)))
-    keep, val = training.read_split(path, grown, data)
+    keep, val = dataset.read_split(path, grown, data)
     assert keep.tolist() == [True, True, False] and val.tolist() == [False, False, False]
     assert messages(caplog) == [
         f"1 image(s) are not in {path} and are left out; start a new run to train on them",
@@ -267,8 +272,8 @@ def test_split_file_round_trips_and_reports_changes(tmp_path, caplog):
 
 
 def test_predictions_file_has_six_decimals_per_label(tmp_path):
-    path = tmp_path / training.PREDICTIONS
-    training.write_predictions(str(path), [str(tmp_path / "d" / "s" / "1_1_0.jpg")], ["s"],
+    path = tmp_path / PREDICTIONS
+    dataset.write_predictions(str(path), [str(tmp_path / "d" / "s" / "1_1_0.jpg")], ["s"],
                                np.array([[0.1234567, 1.0]]), ["a", "b"], str(tmp_path / "d"))
     assert read_rows(path) == [["path", "folder", "a", "b"], ["s/1_1_0.jpg", "s", "0.123457", "1.000000"]]
 
@@ -277,17 +282,17 @@ def test_predictions_file_has_six_decimals_per_label(tmp_path):
 
 def test_folder_weights_per_mode():
     folders = ["small"] * 4 + ["big"] * 16
-    weights, table = training.folder_weights(folders, "inverse")
+    weights, table = dataset.folder_weights(folders, "inverse")
     assert weights.dtype == np.float32 and weights.shape == (20,)
     assert list(table) == ["big", "small"]  # sorted
     assert table == pytest.approx({"big": 0.625, "small": 2.5})  # 20 / (2 folders * n)
     assert weights.tolist() == pytest.approx([2.5] * 4 + [0.625] * 16)
-    _, table = training.folder_weights(folders, "sqrt")
+    _, table = dataset.folder_weights(folders, "sqrt")
     assert table == pytest.approx({"big": 20 / 24 * 4 / 4, "small": 20 / 24 * 2})  # n^-1/2 scaled to mean 1
-    weights, table = training.folder_weights(folders, "none")
+    weights, table = dataset.folder_weights(folders, "none")
     assert weights.tolist() == [1.0] * 20 and table == {"big": 1.0, "small": 1.0}
     with pytest.raises(KeyError):
-        training.folder_weights(folders, "log")
+        dataset.folder_weights(folders, "log")
 
 
 # ---------------------------------------------------------------- metrics
@@ -302,7 +307,7 @@ def test_evaluate_equals_scikit_learn_at_the_default_and_given_thresholds():
     for thresholds in (None, {"a": 0.3, "b": 0.7, "c": 0.5}):
         cut = np.array([0.4] * 3 if thresholds is None else [thresholds[x] for x in labels])
         predicted = (probabilities > cut).astype(int)
-        result = training.evaluate(targets, probabilities, labels, thresholds)
+        result = metrics.evaluate(targets, probabilities, labels, thresholds)
         precision, recall, f1, support = precision_recall_fscore_support(targets, predicted, zero_division=0)
         assert result["macro_f1"] == pytest.approx(f1_score(targets[:, :2], predicted[:, :2], average="macro"))
         assert result["micro_f1"] == pytest.approx(f1_score(targets, predicted, average="micro"))
@@ -314,26 +319,26 @@ def test_evaluate_equals_scikit_learn_at_the_default_and_given_thresholds():
 
 
 def test_evaluate_without_any_positive_has_no_macro_f1():
-    result = training.evaluate(np.zeros((4, 2)), np.full((4, 2), 0.9), ["a", "b"])
+    result = metrics.evaluate(np.zeros((4, 2)), np.full((4, 2), 0.9), ["a", "b"])
     assert result["macro_f1"] is None and result["macro_f1_labels"] == [] and result["micro_f1"] == 0.0
     assert result["per_class"]["a"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
 def test_evaluate_reads_soft_targets_above_half_as_positive():
-    result = training.evaluate(np.array([[0.6, 1], [0.5, 1], [0.0, 0]]), np.array([[0.9, 1], [0.9, 1], [0.1, 0]]),
+    result = metrics.evaluate(np.array([[0.6, 1], [0.5, 1], [0.0, 0]]), np.array([[0.9, 1], [0.9, 1], [0.1, 0]]),
                                ["a", "b"])
     assert result["per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
 
 
 def test_threshold_grid_and_minimum_support():
-    assert training.THRESHOLD_GRID[0] == 0.05 and training.THRESHOLD_GRID[-1] == 0.95
-    assert len(training.THRESHOLD_GRID) == 91 and training.MIN_TUNING_SUPPORT == 10
+    assert metrics.THRESHOLD_GRID[0] == 0.05 and metrics.THRESHOLD_GRID[-1] == 0.95
+    assert len(metrics.THRESHOLD_GRID) == 91 and metrics.MIN_TUNING_SUPPORT == 10
 
 
 def test_tune_thresholds_picks_the_best_f1_nearest_the_default():
     targets = np.array([[1, 1, 1]] * 12 + [[0, 0, 0]] * 12, dtype=float)
     probabilities = np.array([[0.7, 0.9, 0.30]] * 12 + [[0.6, 0.1, 0.20]] * 12)
-    tuned = training.tune_thresholds(targets, probabilities, ["a", "b", "c"])
+    tuned = metrics.tune_thresholds(targets, probabilities, ["a", "b", "c"])
     # a: cuts 0.60..0.69 separate the classes; 0.60 is nearest the default 0.4
     assert tuned["a"] == {"threshold": 0.6, "f1": 1.0, "support": 12, "tuned": True}
     # b: every cut from 0.10 to 0.89 ties; the default itself wins
@@ -346,7 +351,7 @@ def test_tune_thresholds_picks_the_best_f1_nearest_the_default():
 def test_tune_thresholds_best_f1_when_no_cut_is_perfect():
     targets = np.array([[1]] * 10 + [[0]] * 10, dtype=float)
     probabilities = np.array([[0.8]] * 9 + [[0.3]] + [[0.5]] * 2 + [[0.1]] * 8)
-    tuned = training.tune_thresholds(targets, probabilities, ["a"])
+    tuned = metrics.tune_thresholds(targets, probabilities, ["a"])
     # above 0.5: 9 of 10 found, no false positive -> F1 18/19 (a cut below 0.3 costs two false positives)
     assert tuned["a"] == {"threshold": 0.5, "f1": pytest.approx(18 / 19), "support": 10, "tuned": True}
 
@@ -354,15 +359,15 @@ def test_tune_thresholds_best_f1_when_no_cut_is_perfect():
 def test_tune_thresholds_keeps_the_default_below_the_minimum_support():
     targets = np.array([[1, 0]] * 2 + [[0, 0]] * 2, dtype=float)
     probabilities = np.array([[0.7, 0.9]] * 2 + [[0.6, 0.9]] * 2)
-    few = training.tune_thresholds(targets, probabilities, ["a", "b"])
+    few = metrics.tune_thresholds(targets, probabilities, ["a", "b"])
     assert few["a"] == {"threshold": 0.4, "f1": pytest.approx(2 / 3), "support": 2, "tuned": False}
     assert type(few["a"]["f1"]) is float
     assert few["b"] == {"threshold": 0.4, "f1": None, "support": 0, "tuned": False}
-    assert training.tune_thresholds(targets, probabilities, ["a", "b"], min_support=2)["a"]["tuned"] is True
-    assert training.tune_thresholds(targets, probabilities, ["a", "b"], min_support=3)["a"]["tuned"] is False
-    zero = training.tune_thresholds(targets, probabilities, ["a", "b"], min_support=0)["b"]
+    assert metrics.tune_thresholds(targets, probabilities, ["a", "b"], min_support=2)["a"]["tuned"] is True
+    assert metrics.tune_thresholds(targets, probabilities, ["a", "b"], min_support=3)["a"]["tuned"] is False
+    zero = metrics.tune_thresholds(targets, probabilities, ["a", "b"], min_support=0)["b"]
     assert zero == {"threshold": 0.4, "f1": 0.0, "support": 0, "tuned": True}  # nothing to find: F1 0, not 1
-    empty = training.tune_thresholds(np.zeros((0, 1)), np.zeros((0, 1)), ["a"])
+    empty = metrics.tune_thresholds(np.zeros((0, 1)), np.zeros((0, 1)), ["a"])
     assert empty["a"] == {"threshold": 0.4, "f1": None, "support": 0, "tuned": False}
 
 
@@ -372,7 +377,7 @@ def make_report():
     train = Samples(["1_1_0.jpg", "1_2_0.jpg", "2_1_0.jpg"], ["stamp", "stamp", "graphic"], ["1", "1", "2"],
                     np.zeros((3, 2)))
     val = Samples(["3_1_0.jpg"], ["stamp"], ["3"], np.zeros((1, 2)))
-    split = training._split_summary(train, val, 0.25, 7)
+    split = metrics.split_summary(train, val, 0.25, 7)
     return {
         "labels": ["graphic", "stamp"], "default_threshold": 0.4, "macro_f1": 0.5, "micro_f1": 0.25,
         "macro_f1_labels": ["stamp"], "tuned": {"macro_f1": 0.75, "micro_f1": 0.8125},
@@ -395,7 +400,7 @@ def test_split_summary_counts_images_items_and_folders():
 
 def test_format_summary_is_the_documented_table():
     report = make_report()
-    assert training.format_summary(report).splitlines() == [
+    assert metrics.format_summary(report).splitlines() == [
         "label                support   prec recall     F1     thr F1@thr",
         "graphic                    0      -      -      -    0.40*     -",
         "stamp                     12  0.500  1.000  0.667    0.35  0.750",
@@ -408,7 +413,7 @@ def test_format_summary_is_the_documented_table():
     ]
     report.update(macro_f1=None, tuned={"macro_f1": None, "micro_f1": 0.0},
                   skipped_images=[{"path": "x.jpg", "reason": "empty file (0 bytes)"}] * 2)
-    lines = training.format_summary(report).splitlines()
+    lines = metrics.format_summary(report).splitlines()
     assert lines[4].startswith("at threshold 0.4: macro-F1 n/a over")
     assert lines[5].startswith("at tuned thresholds: macro-F1 n/a, micro-F1 0.000 ")
     assert lines[6] == "skipped 2 unreadable image(s), listed in report.json"
@@ -417,55 +422,55 @@ def test_format_summary_is_the_documented_table():
 # ---------------------------------------------------------------- what --resume relies on
 
 def test_run_file_names():
-    assert training.RUN_FILES == ("model.json", "best.weights.h5", "last.weights.h5", "history.csv",
+    assert train_state.RUN_FILES == ("model.json", "best.weights.h5", "last.weights.h5", "history.csv",
                                   "report.json", "split.csv", "state.json", "val_predictions.csv")
 
 
 def test_a_new_run_creates_the_folder_and_refuses_to_replace_a_run(tmp_path):
     out = str(tmp_path / "a" / "run")
-    training.prepare_output(out, resume=False, overwrite=False)
+    train_state.prepare_output(out, resume=False, overwrite=False)
     assert os.path.isdir(out)
     (tmp_path / "a" / "run" / "notes.txt").write_text("mine")
-    training.prepare_output(out, resume=False, overwrite=False)  # other files are no run
+    train_state.prepare_output(out, resume=False, overwrite=False)  # other files are no run
     for name in ("history.csv", "best.weights.h5"):
         (tmp_path / "a" / "run" / name).write_text("x")
     with pytest.raises(TrainingError) as error:
-        training.prepare_output(out, resume=False, overwrite=False)
+        train_state.prepare_output(out, resume=False, overwrite=False)
     assert str(error.value) == (f"{out} already holds a training run (best.weights.h5, history.csv); pass --resume "
                                 "to continue it, --overwrite to replace it, or choose another --out")
-    training.prepare_output(out, resume=False, overwrite=True)
+    train_state.prepare_output(out, resume=False, overwrite=True)
     assert sorted(os.listdir(out)) == ["best.weights.h5", "history.csv", "notes.txt"]  # nothing deleted yet
 
 
 def test_resume_needs_a_whole_run_and_not_overwrite(tmp_path):
     out = str(tmp_path)
     with pytest.raises(TrainingError) as error:
-        training.prepare_output(out, resume=True, overwrite=True)
+        train_state.prepare_output(out, resume=True, overwrite=True)
     assert str(error.value) == "--resume and --overwrite contradict each other; pass one of them"
     (tmp_path / "state.json").write_text("{}")
     with pytest.raises(TrainingError) as error:
-        training.prepare_output(out, resume=True, overwrite=False)
+        train_state.prepare_output(out, resume=True, overwrite=False)
     assert str(error.value) == (f"--resume: {out} holds no run to continue (last.weights.h5, model.json, split.csv "
                                 "missing); drop --resume to start a new run")
     for name in ("last.weights.h5", "model.json", "split.csv"):
         (tmp_path / name).write_text("x")
-    assert training.prepare_output(out, resume=True, overwrite=False) is None
+    assert train_state.prepare_output(out, resume=True, overwrite=False) is None
     with pytest.raises(TrainingError, match="holds no run to continue"):
-        training.prepare_output(str(tmp_path / "missing"), resume=True, overwrite=False)
+        train_state.prepare_output(str(tmp_path / "missing"), resume=True, overwrite=False)
     assert not os.path.exists(tmp_path / "missing")
 
 
 def test_clear_run_removes_only_the_run_files(tmp_path):
-    for name in (*training.RUN_FILES, "notes.txt"):
+    for name in (*train_state.RUN_FILES, "notes.txt"):
         (tmp_path / name).write_text("x")
-    training._clear_run(str(tmp_path))
+    train_state.clear_run(str(tmp_path))
     assert os.listdir(tmp_path) == ["notes.txt"]
-    training._clear_run(str(tmp_path))  # nothing to remove is fine
+    train_state.clear_run(str(tmp_path))  # nothing to remove is fine
 
 
 def test_read_json_reads_utf8(tmp_path):
     (tmp_path / "state.json").write_bytes(json.dumps({"data": "写真"}, ensure_ascii=False).encode("utf-8"))
-    assert training.read_json(str(tmp_path / "state.json")) == {"data": "写真"}
+    assert train_state.read_json(str(tmp_path / "state.json")) == {"data": "写真"}
 
 
 @pytest.fixture
@@ -479,8 +484,8 @@ def tiny_model():
 def test_save_weights_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path, tiny_model):
     tiny_model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, verbose=0)  # Adam now has state
     best, last = str(tmp_path / "best.weights.h5"), str(tmp_path / "last.weights.h5")
-    training.save_weights_atomic(tiny_model, best)
-    training.save_weights_atomic(tiny_model, last, optimizer=True)
+    tag_model.save_weights_atomic(tiny_model, best)
+    tag_model.save_weights_atomic(tiny_model, last, optimizer=True)
     assert sorted(os.listdir(tmp_path)) == ["best.weights.h5", "last.weights.h5"]
     # best holds the weights alone, last the optimizer too (what --resume restores)
     assert os.path.getsize(last) > os.path.getsize(best) + 1000
@@ -507,7 +512,7 @@ def test_save_weights_atomic_keeps_the_old_file_when_saving_fails(tmp_path, tiny
 
     monkeypatch.setattr(tiny_model, "save_weights", broken)
     with pytest.raises(OSError, match="disk full"):
-        training.save_weights_atomic(tiny_model, str(path), optimizer=True)
+        tag_model.save_weights_atomic(tiny_model, str(path), optimizer=True)
     assert path.read_bytes() == b"old weights"
     assert os.listdir(tmp_path) == ["best.weights.h5"]
     assert seen == [".best.tmp.weights.h5"]  # hidden, beside it, a name Keras accepts
@@ -538,7 +543,7 @@ def test_save_state_writes_what_resume_reads(tmp_path, tiny_model):
     tiny_model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, verbose=0)  # Adam now has state
     callback.set_model(tiny_model)
     callback.on_epoch_end(3, {"val_loss": 0.5})
-    state = training.read_json(str(tmp_path / "state.json"))
+    state = train_state.read_json(str(tmp_path / "state.json"))
     assert state == {"pretrained": True, "seed": 5, "val_split": 0.2, "best_epoch": 3, "epochs_done": 4,
                      "phase": "finetune", "finished": False, "best_val_loss": 0.25,
                      "learning_rate": pytest.approx(0.003)}
@@ -547,7 +552,7 @@ def test_save_state_writes_what_resume_reads(tmp_path, tiny_model):
     assert train_state.read_state(str(tmp_path))["epochs_done"] == 4  # what --resume accepts
     checkpoint.best, checkpoint.best_epoch = None, None
     callback.on_epoch_end(4, None)
-    state = training.read_json(str(tmp_path / "state.json"))
+    state = train_state.read_json(str(tmp_path / "state.json"))
     assert state["best_val_loss"] is None and state["best_epoch"] is None and state["epochs_done"] == 5
 
 
@@ -668,10 +673,10 @@ GOOD_CONFIG = {"labels": ["a", "b"], "channel_order": "RGB", "image_size": 64, "
 def test_read_config_names_what_resume_needs(tmp_path, changes, field, expected):
     path = tmp_path / "model.json"
     path.write_text(json.dumps(GOOD_CONFIG))
-    assert train_state.read_config(str(tmp_path))["labels"] == ["a", "b"]
-    assert train_state.read_config(str(tmp_path))["dropout"] == 0.2
+    assert train_state.read_config(str(tmp_path)).labels == ("a", "b")
+    assert train_state.read_config(str(tmp_path)).dropout == 0.2
     path.write_text(json.dumps(dict(GOOD_CONFIG, dropout=0)))
-    assert train_state.read_config(str(tmp_path))["dropout"] == 0
+    assert train_state.read_config(str(tmp_path)).dropout == 0
     path.write_text(json.dumps(dict(GOOD_CONFIG, **changes)))
     with pytest.raises(TrainingError) as error:
         train_state.read_config(str(tmp_path))
@@ -714,20 +719,20 @@ def test_undecodable_names_of_every_folder_are_reported(tmp_path, caplog):
     for folder in ("graphic", "stamp"):
         image(str(tmp_path / folder / "1_1_0.jpg"))
         image(os.path.join(str(tmp_path), folder, os.fsdecode(b"\x83_1_0.jpg")))
-    training.list_samples(str(tmp_path), default_labelmap())
+    dataset.list_samples(str(tmp_path), default_labelmap())
     assert messages(caplog)[-1].startswith("2 image(s) left out because their names are not UTF-8")
 
 
 def test_split_of_no_images_is_a_sentence_not_an_index_error():
     with pytest.raises(TrainingError, match=r"^all 0 readable image\(s\) belong to one item id \(-\), "):
-        training.split_samples(Samples([], [], [], np.zeros((0, 1))), 0.2, seed=0)
+        dataset.split_samples(Samples([], [], [], np.zeros((0, 1))), 0.2, seed=0)
 
 
 def test_never_more_folds_than_items():
     # one folder, 3 items of 2 pages: 6 images per folder would allow 6 folds, 3 items allow 3
     groups = ["1", "1", "2", "2", "3", "3"]
     samples = Samples([f"{g}_{i}_0.jpg" for i, g in enumerate(groups)], ["a"] * 6, groups, np.zeros((6, 1)))
-    val = training.split_samples(samples, 0.1, seed=0)
+    val = dataset.split_samples(samples, 0.1, seed=0)
     assert val.sum() == 2 and len({g for g, v in zip(groups, val) if v}) == 1
 
 
@@ -741,9 +746,9 @@ def test_a_split_with_an_empty_side_is_never_used(monkeypatch):
             yield np.array([], dtype=int), everything  # all validation
             yield everything, np.array([], dtype=int)  # all training
 
-    monkeypatch.setattr(sys.modules[training.split_samples.__module__], "StratifiedGroupKFold", Degenerate)
+    monkeypatch.setattr(dataset, "StratifiedGroupKFold", Degenerate)
     with pytest.raises(TrainingError) as error:
-        training.split_samples(spread_samples(), 0.2, seed=0)
+        dataset.split_samples(spread_samples(), 0.2, seed=0)
     assert str(error.value) == ("could not split 300 images of 40 items into training and validation; "
                                 "add images of more items")
 
@@ -753,7 +758,7 @@ def test_split_warns_train_side_when_a_folder_is_only_training(caplog):
         groups = [str(i) for i in range(10)] + ["100"]
         samples = Samples([f"{g}_1_0.jpg" for g in groups], ["big"] * 10 + ["one"], groups, np.zeros((11, 1)))
         caplog.clear()
-        if not training.split_samples(samples, 0.5, seed=seed)[-1]:
+        if not dataset.split_samples(samples, 0.5, seed=seed)[-1]:
             assert messages(caplog) == ["folder one has all its images on the train side (too few item ids to split it)"]
             return
     pytest.fail("no seed put the one-item folder on the training side")
@@ -762,27 +767,27 @@ def test_split_warns_train_side_when_a_folder_is_only_training(caplog):
 def test_metrics_raise_no_warnings_for_labels_without_examples(recwarn):
     targets = np.array([[1, 0], [0, 0], [1, 0]] * 4, dtype=float)
     probabilities = np.array([[0.1, 0.1]] * 12)  # nothing predicted: precision 0/0
-    result = training.evaluate(targets, probabilities, ["a", "b"])
-    training.tune_thresholds(targets, probabilities, ["a", "b"])
-    training.tune_thresholds(targets[:3], probabilities[:3], ["a", "b"])
+    result = metrics.evaluate(targets, probabilities, ["a", "b"])
+    metrics.tune_thresholds(targets, probabilities, ["a", "b"])
+    metrics.tune_thresholds(targets[:3], probabilities[:3], ["a", "b"])
     assert [str(w.message) for w in recwarn] == []
     assert result["per_class"]["a"]["precision"] == 0.0 and result["macro_f1"] == 0.0
 
 
 def test_micro_f1_is_zero_when_nothing_is_true_or_predicted(recwarn):
-    assert training.evaluate(np.zeros((3, 2)), np.zeros((3, 2)), ["a", "b"])["micro_f1"] == 0.0
+    assert metrics.evaluate(np.zeros((3, 2)), np.zeros((3, 2)), ["a", "b"])["micro_f1"] == 0.0
     assert [str(w.message) for w in recwarn] == []  # and says so without a scikit-learn warning
 
 
 def test_a_label_with_one_example_is_scored():
-    result = training.evaluate(np.array([[1, 1], [0, 1]], dtype=float), np.array([[0.9, 0.9], [0.1, 0.9]]), ["a", "b"])
+    result = metrics.evaluate(np.array([[1, 1], [0, 1]], dtype=float), np.array([[0.9, 0.9], [0.1, 0.9]]), ["a", "b"])
     assert result["macro_f1_labels"] == ["a", "b"]
 
 
 def test_tuning_counts_half_targets_as_negative_and_the_default_cut_as_strict():
     targets = np.array([[0.5]] * 3 + [[1.0]] * 2, dtype=float)
     probabilities = np.array([[0.4]] * 3 + [[0.4]] * 2)
-    few = training.tune_thresholds(targets, probabilities, ["a"])
+    few = metrics.tune_thresholds(targets, probabilities, ["a"])
     assert few["a"]["support"] == 2 and few["a"]["f1"] == 0.0  # 0.4 is not above the 0.4 default
 
 
@@ -793,19 +798,18 @@ def test_the_image_check_shows_a_progress_bar_for_large_data_sets_only(monkeypat
         bars.append(options)
         return iterable
 
-    home = sys.modules[training.find_unreadable.__module__]  # where the function lives
-    monkeypatch.setattr(home, "tqdm", fake_tqdm)
-    monkeypatch.setattr(home, "_quick_check", lambda path: "bad" if path == "p7" else None)
-    assert training.find_unreadable([f"p{i}" for i in range(2000)]) == {"p7": "bad"}
-    assert training.find_unreadable([f"p{i}" for i in range(1999)]) == {"p7": "bad"}
+    monkeypatch.setattr(dataset, "tqdm", fake_tqdm)
+    monkeypatch.setattr(dataset, "_quick_check", lambda path: "bad" if path == "p7" else None)
+    assert dataset.find_unreadable([f"p{i}" for i in range(2000)]) == {"p7": "bad"}
+    assert dataset.find_unreadable([f"p{i}" for i in range(1999)]) == {"p7": "bad"}
     assert bars == [{"total": 2000, "desc": "checking images", "unit": "img", "disable": False, "leave": False},
                     {"total": 1999, "desc": "checking images", "unit": "img", "disable": True, "leave": False}]
 
 
 def test_split_file_of_no_images_gives_boolean_masks(tmp_path):
-    path = str(tmp_path / training.SPLIT)
-    training.write_split(path, Samples([], [], [], np.zeros((0, 1))), np.zeros(0, dtype=bool), str(tmp_path))
-    keep, val = training.read_split(path, Samples([], [], [], np.zeros((0, 1))), str(tmp_path))
+    path = str(tmp_path / SPLIT)
+    dataset.write_split(path, Samples([], [], [], np.zeros((0, 1))), np.zeros(0, dtype=bool), str(tmp_path))
+    keep, val = dataset.read_split(path, Samples([], [], [], np.zeros((0, 1))), str(tmp_path))
     assert keep.dtype == bool and val.dtype == bool and keep.shape == val.shape == (0,)
 
 
@@ -813,27 +817,27 @@ def test_split_file_keeps_names_with_line_breaks(tmp_path):
     data = str(tmp_path / "data")
     paths = [os.path.join(data, "stamp", "a\rb_1_0.jpg"), os.path.join(data, "stamp", "c\nd_1_0.jpg")]
     samples = Samples(paths, ["stamp", "stamp"], ["a", "c"], np.zeros((2, 1)))
-    path = str(tmp_path / training.SPLIT)
-    training.write_split(path, samples, np.array([True, False]), data)
-    keep, val = training.read_split(path, samples, data)
+    path = str(tmp_path / SPLIT)
+    dataset.write_split(path, samples, np.array([True, False]), data)
+    keep, val = dataset.read_split(path, samples, data)
     assert keep.tolist() == [True, True] and val.tolist() == [True, False]
 
 
 SPLIT_UNDER_ASCII_LOCALE = """
 import sys, numpy as np
-from tagestimate import training
-samples = training.Samples(["d/\\u5199\\u771f/1_1_0.jpg"], ["s"], ["1"], np.zeros((1, 1)))
-keep, val = training.read_split(sys.argv[1], samples, "d")
+from tagestimate import dataset
+samples = dataset.Samples(["d/\\u5199\\u771f/1_1_0.jpg"], ["s"], ["1"], np.zeros((1, 1)))
+keep, val = dataset.read_split(sys.argv[1], samples, "d")
 print(keep.tolist(), val.tolist())
 """
 
 
-@pytest.mark.slow  # a Python with TensorFlow in a subprocess
+@pytest.mark.slow  # a Python in a subprocess
 def test_split_file_is_read_as_utf8_whatever_the_locale(tmp_path):
-    path = tmp_path / training.SPLIT
+    path = tmp_path / SPLIT
     path.write_bytes("path,folder,item_id,subset\r\n写真/1_1_0.jpg,s,1,val\r\n".encode("utf-8"))
     samples = Samples(["d/写真/1_1_0.jpg"], ["s"], ["1"], np.zeros((1, 1)))
-    assert [m.tolist() for m in training.read_split(str(path), samples, "d")] == [[True], [True]]
+    assert [m.tolist() for m in dataset.read_split(str(path), samples, "d")] == [[True], [True]]
     env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", SPLIT_UNDER_ASCII_LOCALE, str(path)], cwd=root, env=env,

@@ -1,9 +1,11 @@
 """Trainer tests on CPU: tiny synthetic folders, 64 px, --weights none, 1-3 epochs."""
 
 import csv
+import dataclasses
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -19,9 +21,13 @@ from sklearn.metrics import f1_score
 import multitrain_efficientnet
 from conftest import ROOT, SHARED_DATA
 from labelmap import LABELS, LabelMapError, default_labelmap, from_dict
+from tagestimate import dataset, metrics, pipeline, train_state, training
 from tagestimate import model as tag_model
-from tagestimate import training
+from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED
+from tagestimate.files import write_json
 from tagestimate.images import load_image
+from tagestimate.train_settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT, STATE,
+                                        TrainingError, TrainSettings)
 
 # Four folders (12 of the 11 outputs stay without examples: support 0 must not crash).
 COLOURS = {"graphic_map": (200, 40, 40), "picture_indoor": (40, 190, 60),
@@ -64,6 +70,15 @@ def read_json(path):
         return json.load(handle)
 
 
+def error_of(argv, capsys):
+    """The trainer's error message for `argv`: exit status 1, "error: ..." to the end of stderr."""
+    capsys.readouterr()
+    assert multitrain_efficientnet.main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1, err
+    return err[err.index("error: "):].rstrip("\n")
+
+
 class _Records(logging.Handler):
     def __init__(self):
         super().__init__(logging.INFO)
@@ -91,24 +106,24 @@ def run(tmp_path_factory):
 # ---------------------------------------------------------------- pure parts
 
 def test_item_id_is_the_pid_before_the_first_underscore():
-    assert training.item_id("/x/picture_indoor/1054192_10_1.jpg") == "1054192"
-    assert training.item_id("scan.png") == "scan"
-    assert training.item_id("R1_b_12_0.jpg") == "R1_b"  # crawler ids may hold '_'
-    assert training.item_id("abc_def.jpg") == "abc"
+    assert dataset.item_id("/x/picture_indoor/1054192_10_1.jpg") == "1054192"
+    assert dataset.item_id("scan.png") == "scan"
+    assert dataset.item_id("R1_b_12_0.jpg") == "R1_b"  # crawler ids may hold '_'
+    assert dataset.item_id("abc_def.jpg") == "abc"
 
 
 def test_split_never_puts_one_item_on_both_sides():
     rng = np.random.default_rng(1)
     folders = [f"f{rng.integers(4)}" for _ in range(300)]
     groups = [f"{rng.integers(40)}" for _ in range(300)]  # items spread over several folders
-    samples = training.Samples([f"{g}_{i}.jpg" for i, g in enumerate(groups)], folders, groups,
+    samples = dataset.Samples([f"{g}_{i}.jpg" for i, g in enumerate(groups)], folders, groups,
                                np.zeros((300, 1), np.float32))
-    val = training.split_samples(samples, 0.2, seed=3)
+    val = dataset.split_samples(samples, 0.2, seed=3)
     val_items = {g for g, v in zip(groups, val) if v}
     train_items = {g for g, v in zip(groups, val) if not v}
     assert val_items and train_items and not val_items & train_items
     assert set(np.asarray(folders)[val]) == set(folders)  # stratified: every folder validates
-    assert (training.split_samples(samples, 0.2, seed=3) == val).all()  # seeded
+    assert (dataset.split_samples(samples, 0.2, seed=3) == val).all()  # seeded
 
 
 def test_split_works_on_any_data_with_two_items_or_more(caplog):
@@ -118,15 +133,15 @@ def test_split_works_on_any_data_with_two_items_or_more(caplog):
         count, folder_count = int(rng.integers(1, 50)), int(rng.integers(1, 10))
         folders = [f"f{rng.integers(folder_count)}" for _ in range(count)]
         groups = [f"{rng.integers(1, count + 1)}" for _ in range(count)]
-        samples = training.Samples([f"{g}_{i}_0.jpg" for i, g in enumerate(groups)], folders, groups,
+        samples = dataset.Samples([f"{g}_{i}_0.jpg" for i, g in enumerate(groups)], folders, groups,
                                    np.zeros((count, 1), np.float32))
         val_split = float(rng.choice([0.01, 0.1, 0.25, 0.5]))
         if len(set(groups)) < 2:
-            with pytest.raises(training.TrainingError, match="one item id") as error:
-                training.split_samples(samples, val_split, seed=0)
+            with pytest.raises(TrainingError, match="one item id") as error:
+                dataset.split_samples(samples, val_split, seed=0)
             assert "--val-split" not in str(error.value) and "\n" not in str(error.value)
             continue
-        val = training.split_samples(samples, val_split, seed=int(rng.integers(100)))
+        val = dataset.split_samples(samples, val_split, seed=int(rng.integers(100)))
         val_items = {g for g, v in zip(groups, val) if v}
         assert val.any() and not val.all() and not val_items & {g for g, v in zip(groups, val) if not v}
 
@@ -134,23 +149,23 @@ def test_split_works_on_any_data_with_two_items_or_more(caplog):
 def test_small_data_holds_out_fewer_folds_and_says_so(caplog):
     folders = [f"f{k}" for k in range(9) for _ in range(4)]  # 36 images in 9 folders, as a first try
     groups = [str(1000 + i) for i in range(36)]
-    samples = training.Samples([f"{g}_1_0.jpg" for g in groups], folders, groups, np.zeros((36, 1), np.float32))
-    val = training.split_samples(samples, 0.1, seed=777)
+    samples = dataset.Samples([f"{g}_1_0.jpg" for g in groups], folders, groups, np.zeros((36, 1), np.float32))
+    val = dataset.split_samples(samples, 0.1, seed=777)
     assert val.sum() == 9  # 1/4 of the items: at most 4 images per folder allow 4 folds, not 10
     assert "too small to hold out 1/10" in caplog.text and "1/4 of the items instead (9 validation" in caplog.text
-    one = training.Samples(["1_1_0.jpg"], ["f"], ["1"], np.zeros((1, 1), np.float32))
-    with pytest.raises(training.TrainingError, match="one item id .*add images of at least one more item"):
-        training.split_samples(one, 0.5, seed=0)  # not "raise --val-split": 0.5 is its maximum
+    one = dataset.Samples(["1_1_0.jpg"], ["f"], ["1"], np.zeros((1, 1), np.float32))
+    with pytest.raises(TrainingError, match="one item id .*add images of at least one more item"):
+        dataset.split_samples(one, 0.5, seed=0)  # not "raise --val-split": 0.5 is its maximum
 
 
 def test_folder_weights_even_out_folder_sizes():
     folders = ["big"] * 16 + ["small"] * 4
-    weights, table = training.folder_weights(folders, "inverse")
+    weights, table = dataset.folder_weights(folders, "inverse")
     assert weights.mean() == pytest.approx(1.0)
     assert table["big"] * 16 == pytest.approx(table["small"] * 4)  # each folder weighs the same
-    _, table = training.folder_weights(folders, "sqrt")
+    _, table = dataset.folder_weights(folders, "sqrt")
     assert table["small"] / table["big"] == pytest.approx(2.0)
-    weights, _ = training.folder_weights(folders, "none")
+    weights, _ = dataset.folder_weights(folders, "none")
     assert (weights == 1).all()
 
 
@@ -160,7 +175,7 @@ def test_evaluate_equals_scikit_learn_and_survives_absent_labels():
     targets = rng.integers(0, 2, (50, 3)).astype(float)
     targets[:, 2] = 0  # no positives for c
     probabilities = rng.random((50, 3))
-    result = training.evaluate(targets, probabilities, labels)
+    result = metrics.evaluate(targets, probabilities, labels)
     predicted = (probabilities > 0.4).astype(int)
     assert result["macro_f1"] == pytest.approx(f1_score(targets[:, :2], predicted[:, :2], average="macro"))
     assert result["micro_f1"] == pytest.approx(f1_score(targets, predicted, average="micro"))
@@ -171,62 +186,62 @@ def test_evaluate_equals_scikit_learn_and_survives_absent_labels():
 def test_tune_thresholds_finds_the_gap_and_keeps_default_when_support_is_small():
     targets = np.array([[1, 1]] * 12 + [[0, 0]] * 12, dtype=float)
     probabilities = np.array([[0.7, 0.9]] * 12 + [[0.6, 0.1]] * 12)
-    tuned = training.tune_thresholds(targets, probabilities, ["a", "b"])
+    tuned = metrics.tune_thresholds(targets, probabilities, ["a", "b"])
     assert 0.6 <= tuned["a"]["threshold"] < 0.7 and tuned["a"]["f1"] == 1.0 and tuned["a"]["tuned"]
     assert tuned["b"]["threshold"] == pytest.approx(0.4)  # every cut in (0.1, 0.9) ties: nearest default
-    few = training.tune_thresholds(targets[10:14], probabilities[10:14], ["a", "b"])
+    few = metrics.tune_thresholds(targets[10:14], probabilities[10:14], ["a", "b"])
     assert few["a"] == {"threshold": 0.4, "f1": pytest.approx(2 / 3), "support": 2, "tuned": False}
-    none = training.tune_thresholds(np.zeros((3, 1)), np.full((3, 1), 0.9), ["a"])
+    none = metrics.tune_thresholds(np.zeros((3, 1)), np.full((3, 1), 0.9), ["a"])
     assert none["a"]["support"] == 0 and none["a"]["f1"] is None
 
 
 def test_csv_files_are_replaced_whole_or_not_at_all(tmp_path):
-    path = tmp_path / training.PREDICTIONS
+    path = tmp_path / PREDICTIONS
     path.write_text("old\n")
     images = [str(tmp_path / "f" / "1_1_0.jpg"), str(tmp_path / "f" / "2_1_0.jpg")]
     with pytest.raises(ValueError):  # the second row cannot be formatted
-        training.write_predictions(str(path), images, ["f", "f"], [[0.25], ["bad"]], ["a"], str(tmp_path))
-    assert path.read_text() == "old\n" and os.listdir(tmp_path) == [training.PREDICTIONS]
-    training.write_predictions(str(path), images, ["f", "f"], np.array([[0.25], [0.5]]), ["a"], str(tmp_path))
+        dataset.write_predictions(str(path), images, ["f", "f"], [[0.25], ["bad"]], ["a"], str(tmp_path))
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == [PREDICTIONS]
+    dataset.write_predictions(str(path), images, ["f", "f"], np.array([[0.25], [0.5]]), ["a"], str(tmp_path))
     assert read_csv(path) == [{"path": "f/1_1_0.jpg", "folder": "f", "a": "0.250000"},
                               {"path": "f/2_1_0.jpg", "folder": "f", "a": "0.500000"}]
-    samples = training.Samples(images, ["f", "f"], ["1", "2"], np.zeros((2, 1), np.float32))
-    training.write_split(str(tmp_path / training.SPLIT), samples, np.array([False, True]), str(tmp_path))
-    assert [row["subset"] for row in read_csv(tmp_path / training.SPLIT)] == ["train", "val"]
-    assert sorted(os.listdir(tmp_path)) == sorted([training.PREDICTIONS, training.SPLIT])  # no temporaries
+    samples = dataset.Samples(images, ["f", "f"], ["1", "2"], np.zeros((2, 1), np.float32))
+    dataset.write_split(str(tmp_path / SPLIT), samples, np.array([False, True]), str(tmp_path))
+    assert [row["subset"] for row in read_csv(tmp_path / SPLIT)] == ["train", "val"]
+    assert sorted(os.listdir(tmp_path)) == sorted([PREDICTIONS, SPLIT])  # no temporaries
 
 
 def test_unknown_folder_is_a_clear_error(tmp_path):
     make_folders(str(tmp_path), corrupt=False)
     os.makedirs(tmp_path / "postcards")
     with pytest.raises(LabelMapError, match="postcards.*--labelmap"):
-        training.list_samples(str(tmp_path), default_labelmap())
+        dataset.list_samples(str(tmp_path), default_labelmap())
 
 
 def test_crawlers_untagged_folder_is_left_out_not_an_error(tmp_path, caplog):
     make_folders(str(tmp_path), corrupt=False)
-    before = training.list_samples(str(tmp_path), default_labelmap())
+    before = dataset.list_samples(str(tmp_path), default_labelmap())
     os.makedirs(tmp_path / "unknown")
     Image.new("RGB", (40, 40)).save(tmp_path / "unknown" / "9_1_0.jpg")
-    after = training.list_samples(str(tmp_path), default_labelmap())
+    after = dataset.list_samples(str(tmp_path), default_labelmap())
     assert after.paths == before.paths and "unknown" not in after.folders
     assert "without any tag" in caplog.text
 
 
 def test_file_names_that_are_not_utf8_are_left_out_by_name(tmp_path, caplog):
     make_folders(str(tmp_path), corrupt=False)
-    before = training.list_samples(str(tmp_path), default_labelmap())
+    before = dataset.list_samples(str(tmp_path), default_labelmap())
     name = os.fsdecode(b"\x83e\x83X\x83g.jpg")  # "テスト.jpg" in Shift_JIS, as Linux hands it over
     try:
         shutil.copy(before.paths[0], os.path.join(tmp_path, "stamp", name))
     except (OSError, UnicodeEncodeError):
         pytest.skip("this file system refuses names that are not UTF-8")
     caplog.set_level(logging.WARNING, logger="tagestimate")
-    after = training.list_samples(str(tmp_path), default_labelmap())
+    after = dataset.list_samples(str(tmp_path), default_labelmap())
     assert after.paths == before.paths
     assert "stamp/\\x83e\\x83X\\x83g.jpg" in caplog.text.replace(os.sep, "/") and "not UTF-8" in caplog.text
-    dataset = training.make_dataset(after.paths, 32, "RGB", batch_size=64)  # tf.constant takes them all
-    assert sum(int(images.shape[0]) for images, _ in dataset) == len(before.paths)
+    stream = pipeline.make_dataset(after.paths, 32, "RGB", batch_size=64)  # tf.constant takes them all
+    assert sum(int(images.shape[0]) for images, _ in stream) == len(before.paths)
 
 
 def test_pipeline_is_load_image_and_skips_unreadable_files(tmp_path):
@@ -234,7 +249,7 @@ def test_pipeline_is_load_image_and_skips_unreadable_files(tmp_path):
     paths = [os.path.join(root, BAD_TRUNCATED), os.path.join(root, "stamp", "3000_1_0.jpg"),
              os.path.join(root, BAD_TEXT), os.path.join(root, "graphic_map", "1001_2_0.jpg")]
     skipped = {}
-    batches = list(training.make_dataset(paths, 64, "BGR", batch_size=8, skipped=skipped))
+    batches = list(pipeline.make_dataset(paths, 64, "BGR", batch_size=8, skipped=skipped))
     images, rows = batches[0][0].numpy(), batches[0][1].numpy()
     assert sorted(rows) == [1, 3]
     for image, row in zip(images, rows):
@@ -245,7 +260,7 @@ def test_pipeline_is_load_image_and_skips_unreadable_files(tmp_path):
 def test_augmenter_keeps_shape_and_range():
     rng = np.random.default_rng(3)
     batch = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
-    out = training.augment_batch(training.build_augmenter(seed=1), batch, "BGR").numpy()
+    out = pipeline.augment_batch(pipeline.build_augmenter(seed=1), batch, "BGR").numpy()
     assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 255
     assert not np.allclose(out, batch)
 
@@ -255,7 +270,7 @@ def test_augmentation_layers_decide_independently(seed):
     """Grayscale and flip pick their own images (layers sharing a seed picked the same ones)."""
     import keras
 
-    augmenter = training.build_augmenter(seed=seed)
+    augmenter = pipeline.build_augmenter(seed=seed)
     by_type = {type(layer).__name__: layer for layer in augmenter.layers}
     count, width = 64, 16
     rng = np.random.default_rng(4)
@@ -282,7 +297,7 @@ def test_best_weights_are_saved_whole_on_improvement_only(tmp_path, monkeypatch)
     import keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    path = str(tmp_path / training.BEST_WEIGHTS)
+    path = str(tmp_path / BEST_WEIGHTS)
     saver = training._SaveBest(path, best=2.0)
     saver.set_model(model)
     saver.on_epoch_end(0, {"val_loss": 3.0})  # not below the resumed run's best
@@ -303,7 +318,7 @@ def test_best_weights_are_saved_whole_on_improvement_only(tmp_path, monkeypatch)
         saver.on_epoch_end(3, {"val_loss": 1.0})
     with open(path, "rb") as handle:
         assert handle.read() == saved
-    assert os.listdir(tmp_path) == [training.BEST_WEIGHTS] and saver.best == 1.5
+    assert os.listdir(tmp_path) == [BEST_WEIGHTS] and saver.best == 1.5
 
 
 # The README's flag table is the contract: literal values, not TrainSettings read back.
@@ -313,6 +328,66 @@ DOCUMENTED_DEFAULTS = {
     "seed": 777, "labelmap": None, "resume": False, "overwrite": False, "mixed_precision": False,
     "distribute": "auto", "patience": 5, "balance": "sqrt", "augment": True, "dropout": 0.2, "verbose": False,
 }
+
+
+def test_data_and_metrics_modules_load_no_tensorflow():
+    """Listing, split and scores are usable (and checkable) without TensorFlow."""
+    code = ("import sys, tagestimate.dataset, tagestimate.metrics, tagestimate.train_state\n"
+            "print(sorted({'tensorflow', 'keras'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["[]"], result.stderr
+
+
+def test_quick_check_treats_large_images_as_load_image_does(tmp_path, monkeypatch):
+    """Over Pillow's warning limit: no DecompressionBombWarning (load_image decodes it reduced);
+    over twice the limit: refused by name, as load_image refuses it."""
+    import warnings
+
+    from tagestimate.images import ImageError
+
+    path = str(tmp_path / "scan.png")
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 pixels: above the limit, below twice it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dataset._quick_check(path) is None
+        load_image(path, 16)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    reason = dataset._quick_check(path)
+    assert reason == "too many pixels to decode safely (40 x 30, over Pillow's decompression-bomb limit of 1,000); " \
+                     "scale the image down"
+    with pytest.raises(ImageError) as error:
+        load_image(path, 16)
+    assert error.value.reason == reason
+
+
+def test_a_run_resolves_into_one_frozen_spec(tmp_path):
+    settings = TrainSettings(data=str(tmp_path / "data"), out=str(tmp_path / "out"), weights="none",
+                                      image_size=64, seed=5)
+    spec = train_state.resolve_run(settings)
+    assert (spec.image_size, spec.channel_order, spec.seed, spec.pretrained) == (64, "RGB", 5, False)
+    assert spec.start.kind == "none" and spec.initial_weights == "random initialisation"
+    assert spec.labels == list(LABELS) and spec.state == {} and spec.run_seed == 5 and not spec.resume
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seed = 6
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.epochs = 3
+    assert os.listdir(tmp_path / "out") == []  # resolving writes no file
+
+
+@pytest.mark.slow
+def test_resume_resolves_from_the_run_not_the_flags(run, tmp_path):
+    out = str(tmp_path / "out")
+    shutil.copytree(run["out"], out)
+    given = TrainSettings(out=out, resume=True, epochs=3, image_size=224, seed=1, dropout=0.5)
+    spec = train_state.resolve_run(given, explicit={"out", "resume", "epochs", "image_size", "seed", "dropout"})
+    state = read_json(os.path.join(out, STATE))
+    assert spec.settings.data == os.path.abspath(run["data"]) and spec.settings.epochs == 3
+    assert spec.settings.batch_size == 8  # stored in state.json, not the default 32
+    assert (spec.image_size, spec.channel_order, spec.dropout) == (64, "RGB", 0.2)  # model.json's
+    assert (spec.seed, spec.val_split, spec.pretrained) == (777, 0.25, False)  # state.json's
+    assert spec.state == state and spec.run_seed == 777 + 2 and spec.start is None
+    assert spec.initial_weights == "random initialisation" and not spec.evaluate_only
 
 
 def test_parser_defaults_are_the_documented_ones_and_every_flag_is_explained():
@@ -344,6 +419,7 @@ def test_tensorflow_start_up_noise_is_filtered_and_other_output_kept(capfd):
     assert capfd.readouterr().err == "a real problem\n"
 
 
+@pytest.mark.slow
 def test_importing_the_trainer_prints_no_tensorflow_start_up_lines():
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-c", "import tagestimate.training"], cwd=ROOT, env=environment,
@@ -358,28 +434,29 @@ def test_best_epoch_is_recorded_not_matched_by_loss(tmp_path):
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
-    checkpoint = training._SaveBest(str(tmp_path / training.BEST_WEIGHTS), best=2.0, best_epoch=1)
+    checkpoint = training._SaveBest(str(tmp_path / BEST_WEIGHTS), best=2.0, best_epoch=1)
     saver = training._SaveState(str(tmp_path), checkpoint, "finetune", {})
     for callback in (checkpoint, saver):
         callback.set_model(model)
     for callback in (checkpoint, saver):  # a resumed epoch whose loss equals the best, not below it
         callback.on_epoch_end(1, {"val_loss": 2.0})
-    assert read_json(tmp_path / training.STATE)["best_epoch"] == 1
+    assert read_json(tmp_path / STATE)["best_epoch"] == 1
     for callback in (checkpoint, saver):
         callback.on_epoch_end(2, {"val_loss": 1.0})
-    assert read_json(tmp_path / training.STATE)["best_epoch"] == 3
+    assert read_json(tmp_path / STATE)["best_epoch"] == 3
 
 
 # ---------------------------------------------------------------- a training run
 
+@pytest.mark.slow
 def test_run_writes_everything_and_the_loss_falls(run):
-    for name in training.RUN_FILES:
+    for name in train_state.RUN_FILES:
         assert os.path.isfile(os.path.join(run["out"], name)), name
-    history = read_csv(os.path.join(run["out"], training.HISTORY))
+    history = read_csv(os.path.join(run["out"], HISTORY))
     assert len(history) == 2
     assert float(history[1]["loss"]) < float(history[0]["loss"])
     assert {"val_loss", "macro_f1", "micro_f1", "val_macro_f1", "learning_rate"} <= set(history[0])
-    state = read_json(os.path.join(run["out"], training.STATE))
+    state = read_json(os.path.join(run["out"], STATE))
     assert state["epochs_done"] == 2
 
 
@@ -389,16 +466,19 @@ def optimizer_step(path):
         return int(handle["optimizer/vars/0"][()]) if "optimizer" in handle else None
 
 
+@pytest.mark.slow
 def test_best_weights_hold_weights_only_and_last_weights_the_optimizer_too(run):
-    best, last = (os.path.join(run["out"], name) for name in (training.BEST_WEIGHTS, training.LAST_WEIGHTS))
+    best, last = (os.path.join(run["out"], name) for name in (BEST_WEIGHTS, LAST_WEIGHTS))
     model, _, _ = tag_model.open_model(best)
     weights_bytes = 4 * model.count_params()  # float32
     assert optimizer_step(best) is None and os.path.getsize(best) < 1.05 * weights_bytes  # NDL's ~20 MB
     assert optimizer_step(last) > 0 and os.path.getsize(last) > 2 * weights_bytes  # + Adam's two moments
 
 
+@pytest.mark.slow
 def test_model_json_says_what_inference_needs(run):
-    config = tag_model.read_config(run["out"])
+    config = read_json(os.path.join(run["out"], tag_model.CONFIG_NAME))  # the file as written
+    assert tag_model.read_config(run["out"]).to_dict() == config  # and as inference reads it
     assert config["labels"] == list(LABELS) and config["image_size"] == 64
     assert config["channel_order"] == "RGB" and config["pixel_range"] == [0, 255]
     assert config["backbone"] == "EfficientNetB0" and config["resize"] == "bilinear"
@@ -407,17 +487,19 @@ def test_model_json_says_what_inference_needs(run):
         "picture", "picture_outdoor", "picture_landmark")
 
 
+@pytest.mark.slow
 def test_corrupt_images_are_skipped_by_name(run):
-    report = read_json(os.path.join(run["out"], training.REPORT))
+    report = read_json(os.path.join(run["out"], REPORT))
     skipped = {os.path.relpath(entry["path"], run["data"]) for entry in report["skipped_images"]}
     assert skipped == {BAD_TEXT, BAD_TRUNCATED}
     for bad in (BAD_TEXT, BAD_TRUNCATED):
         assert os.path.join(run["data"], bad) in run["log"]
-    assert BAD_TEXT not in {row["path"] for row in read_csv(os.path.join(run["out"], training.SPLIT))}
+    assert BAD_TEXT not in {row["path"] for row in read_csv(os.path.join(run["out"], SPLIT))}
 
 
+@pytest.mark.slow
 def test_split_file_keeps_items_on_one_side(run):
-    rows = read_csv(os.path.join(run["out"], training.SPLIT))
+    rows = read_csv(os.path.join(run["out"], SPLIT))
     sides = {}
     for row in rows:
         sides.setdefault(row["item_id"], set()).add(row["subset"])
@@ -426,12 +508,13 @@ def test_split_file_keeps_items_on_one_side(run):
     assert {row["folder"] for row in rows if row["subset"] == "val"} == set(COLOURS)
 
 
+@pytest.mark.slow
 def test_reopened_model_predicts_the_same_and_report_equals_scikit_learn(run):
-    model, config, kind = tag_model.open_model(os.path.join(run["out"], training.BEST_WEIGHTS))
+    model, config, kind = tag_model.open_model(os.path.join(run["out"], BEST_WEIGHTS))
     assert kind == tag_model.KERAS
-    rows = read_csv(os.path.join(run["out"], training.PREDICTIONS))
+    rows = read_csv(os.path.join(run["out"], PREDICTIONS))
     paths = [os.path.join(run["data"], row["path"]) for row in rows]
-    pixels = np.stack([load_image(p, config["image_size"], config["channel_order"]) for p in paths])
+    pixels = np.stack([load_image(p, config.image_size, config.channel_order) for p in paths])
     again = model.predict(pixels.astype(np.float32), verbose=0)
     stored = np.array([[float(row[label]) for label in LABELS] for row in rows])
     np.testing.assert_allclose(again, stored, atol=1e-4)
@@ -439,7 +522,7 @@ def test_reopened_model_predicts_the_same_and_report_equals_scikit_learn(run):
     truth = np.array([labels_map.vector(row["folder"]) for row in rows])
     predicted = (stored > 0.4).astype(int)
     present = [j for j in range(len(LABELS)) if truth[:, j].any()]
-    report = read_json(os.path.join(run["out"], training.REPORT))
+    report = read_json(os.path.join(run["out"], REPORT))
     assert report["macro_f1"] == pytest.approx(
         f1_score(truth, predicted, labels=present, average="macro", zero_division=0), abs=1e-6)
     assert report["micro_f1"] == pytest.approx(f1_score(truth, predicted, average="micro", zero_division=0),
@@ -448,30 +531,32 @@ def test_reopened_model_predicts_the_same_and_report_equals_scikit_learn(run):
     assert report["evaluated_images"] == len(rows) == report["split"]["val_images"] - 1  # truncated file
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_epoch(run, tmp_path):
     out = str(tmp_path / "out")
     shutil.copytree(run["out"], out)
     assert multitrain_efficientnet.main(["--data", run["data"], "--out", out, "--epochs", "3",
                                          "--resume", *FAST]) == 0
-    history = read_csv(os.path.join(out, training.HISTORY))
+    history = read_csv(os.path.join(out, HISTORY))
     assert [row["epoch"] for row in history] == ["0", "1", "2"]
-    assert read_json(os.path.join(out, training.STATE))["epochs_done"] == 3
+    assert read_json(os.path.join(out, STATE))["epochs_done"] == 3
     # Adam went on counting from the 2 epochs' steps (a fresh Adam would hold 1 epoch's).
-    steps = optimizer_step(os.path.join(run["out"], training.LAST_WEIGHTS))
-    assert optimizer_step(os.path.join(out, training.LAST_WEIGHTS)) == steps // 2 * 3
+    steps = optimizer_step(os.path.join(run["out"], LAST_WEIGHTS))
+    assert optimizer_step(os.path.join(out, LAST_WEIGHTS)) == steps // 2 * 3
     assert set(tag_model.read_config(out)["thresholds"]) == set(LABELS)
-    with open(os.path.join(run["out"], training.SPLIT)) as before, open(os.path.join(out, training.SPLIT)) as after:
+    with open(os.path.join(run["out"], SPLIT)) as before, open(os.path.join(out, SPLIT)) as after:
         assert before.read() == after.read()
 
 
+@pytest.mark.slow
 def test_resume_killed_while_saving_best_weights_keeps_the_run_usable(run, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     shutil.copytree(run["out"], out)
-    state = read_json(os.path.join(out, training.STATE))
+    state = read_json(os.path.join(out, STATE))
     state["best_val_loss"] = 1e9  # so that the next epoch saves best weights
-    training.write_json(os.path.join(out, training.STATE), state)
+    write_json(os.path.join(out, STATE), state)
     before = {}
-    for name in (training.BEST_WEIGHTS, tag_model.CONFIG_NAME):  # model.json keeps its thresholds
+    for name in (BEST_WEIGHTS, tag_model.CONFIG_NAME):  # model.json keeps its thresholds
         with open(os.path.join(out, name), "rb") as handle:
             before[name] = handle.read()
 
@@ -481,9 +566,11 @@ def test_resume_killed_while_saving_best_weights_keeps_the_run_usable(run, tmp_p
             handle.write(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training.saving_lib, "save_weights_only", killed_mid_save)
+    from keras.src.saving import saving_lib
+
+    monkeypatch.setattr(saving_lib, "save_weights_only", killed_mid_save)
     assert multitrain_efficientnet.main(["--data", run["data"], "--out", out, "--epochs", "3", "--resume",
-                                         *FAST]) == multitrain_efficientnet.INTERRUPTED
+                                         *FAST]) == EXIT_INTERRUPTED
     for name, content in before.items():
         with open(os.path.join(out, name), "rb") as handle:
             assert handle.read() == content, name
@@ -498,6 +585,7 @@ def sigint_raises_keyboard_interrupt():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_the_printed_command_continues_to_the_original_epochs(
         tmp_path, monkeypatch, capsys, sigint_raises_keyboard_interrupt):
     """A first run on a small folder with default flags; Ctrl-C after epoch 1 of 2; then the
@@ -526,55 +614,55 @@ def test_ctrl_c_exits_130_and_the_printed_command_continues_to_the_original_epoc
     monkeypatch.setattr(training._SaveState, "on_epoch_end", original)
     command = shlex.split(lines[-1].split("continue with: ", 1)[1])
     assert multitrain_efficientnet.main(command[2:]) == 0
-    assert [row["epoch"] for row in read_csv(os.path.join(out, training.HISTORY))] == ["0", "1"]
-    state = read_json(os.path.join(out, training.STATE))
+    assert [row["epoch"] for row in read_csv(os.path.join(out, HISTORY))] == ["0", "1"]
+    state = read_json(os.path.join(out, STATE))
     assert state["epochs_done"] == 2 and state["finished"] and state["settings"]["data"] == os.path.abspath(data)
-    assert sum(row["subset"] == "val" for row in read_csv(os.path.join(out, training.SPLIT))) == 9  # 1/4
+    assert sum(row["subset"] == "val" for row in read_csv(os.path.join(out, SPLIT))) == 9  # 1/4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, change, field", [
-    (training.STATE, lambda state: state.pop("epochs_done"), "epochs_done"),
-    (training.STATE, lambda state: state.update(phase="cooldown"), "phase"),
-    (training.STATE, lambda state: state.update(best_epoch="2"), "best_epoch"),
-    (training.STATE, lambda state: state["settings"].update(batch_size="32"), "settings.batch_size"),
+    (STATE, lambda state: state.pop("epochs_done"), "epochs_done"),
+    (STATE, lambda state: state.update(phase="cooldown"), "phase"),
+    (STATE, lambda state: state.update(best_epoch="2"), "best_epoch"),
+    (STATE, lambda state: state["settings"].update(batch_size="32"), "settings.batch_size"),
     (tag_model.CONFIG_NAME, lambda config: config.pop("labelmap"), "labelmap"),
     (tag_model.CONFIG_NAME, lambda config: config.pop("dropout"), "dropout"),
     (tag_model.CONFIG_NAME, lambda config: config["training"].pop("initial_weights"), "training.initial_weights"),
     (tag_model.CONFIG_NAME, lambda config: config.pop("labels"), "labels"),
 ])
-def test_resume_from_a_damaged_run_names_the_file_and_field(run, tmp_path, name, change, field):
+def test_resume_from_a_damaged_run_names_the_file_and_field(run, tmp_path, capsys, name, change, field):
     out = tmp_path / "out"
     shutil.copytree(run["out"], out)
     content = read_json(out / name)
     change(content)
-    training.write_json(str(out / name), content)
-    with pytest.raises(SystemExit) as exit_info:
-        multitrain_efficientnet.main(["--out", str(out), "--resume", "--epochs", "3"])
-    message = str(exit_info.value.code)
+    write_json(str(out / name), content)
+    message = error_of(["--out", str(out), "--resume", "--epochs", "3"], capsys)
     assert str(out / name) in message and f"'{field}'" in message and "\n" not in message
 
 
-def test_resume_from_unreadable_or_older_state(run, tmp_path):
+@pytest.mark.slow
+def test_resume_from_unreadable_or_older_state(run, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(run["out"], out)
-    (out / training.STATE).write_text("{not json")
-    with pytest.raises(SystemExit, match=f"cannot read {out / training.STATE}"):
-        multitrain_efficientnet.main(["--out", str(out), "--resume"])
-    older = read_json(os.path.join(run["out"], training.STATE))
+    (out / STATE).write_text("{not json")
+    assert f"cannot read {out / STATE}" in error_of(["--out", str(out), "--resume"], capsys)
+    older = read_json(os.path.join(run["out"], STATE))
     for field in ("settings", "finished", "version"):  # what the first version did not write
         older.pop(field)
-    training.write_json(str(out / training.STATE), older)
-    assert training.train_state.read_state(str(out))["epochs_done"] == 2
+    write_json(str(out / STATE), older)
+    assert train_state.read_state(str(out))["epochs_done"] == 2
 
 
-def test_refuses_to_replace_a_run_without_a_flag(run, tmp_path):
-    with pytest.raises(SystemExit, match="--resume.*--overwrite"):
-        multitrain_efficientnet.main(["--data", run["data"], "--out", run["out"], *FAST])
-    with pytest.raises(SystemExit, match="no run to continue"):
-        multitrain_efficientnet.main(["--data", run["data"], "--out", str(tmp_path), "--resume", *FAST])
+@pytest.mark.slow
+def test_refuses_to_replace_a_run_without_a_flag(run, tmp_path, capsys):
+    assert re.search("--resume.*--overwrite", error_of(["--data", run["data"], "--out", run["out"], *FAST], capsys))
+    assert "no run to continue" in error_of(["--data", run["data"], "--out", str(tmp_path), "--resume", *FAST],
+                                            capsys)
 
 
-def test_imagenet_offline_is_one_clear_sentence(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_imagenet_offline_is_one_clear_sentence(tmp_path, monkeypatch, capsys):
     import keras
 
     original = keras.applications.EfficientNetB0
@@ -586,10 +674,8 @@ def test_imagenet_offline_is_one_clear_sentence(tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.applications, "EfficientNetB0", offline)
     data, out = make_folders(str(tmp_path / "data"), corrupt=False), tmp_path / "out"
-    with pytest.raises(SystemExit) as exit_info:
-        multitrain_efficientnet.main(["--data", data, "--out", str(out), "--weights", "imagenet",
-                                      "--image-size", "64", "--val-split", "0.25"])
-    message = str(exit_info.value.code)
+    message = error_of(["--data", data, "--out", str(out), "--weights", "imagenet", "--image-size", "64",
+                        "--val-split", "0.25"], capsys)
     assert "--weights none" in message and "\n" not in message
     assert not out.exists() or not any(out.iterdir())  # a failed start writes nothing
 
@@ -597,6 +683,7 @@ def test_imagenet_offline_is_one_clear_sentence(tmp_path, monkeypatch):
 REPLICA = os.path.join(SHARED_DATA, "legacy-weights", "replica_ndllabelimage.hdf5")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(REPLICA), reason="shared/data/legacy-weights replica absent")
 def test_ndl_legacy_file_starts_a_bgr_model_with_its_head():
     model = tag_model.build_model(len(LABELS), 64)
@@ -610,12 +697,13 @@ def test_ndl_legacy_file_starts_a_bgr_model_with_its_head():
     np.testing.assert_array_equal(other.get_layer("stem_conv").get_weights()[0], stored["stem_conv"][0])
 
 
+@pytest.mark.slow
 def test_continue_from_a_tag_model_with_warmup_mixed_precision_and_mirrored(run, tmp_path, monkeypatch):
     previous = tmp_path / "previous"
     shutil.copytree(run["out"], previous)
-    config = read_json(previous / "model.json")
-    config["channel_order"] = "BGR"  # a continued model keeps its predecessor's channel order
-    tag_model.write_config(str(previous), config)
+    config = tag_model.read_config(str(previous))
+    # A continued model keeps its predecessor's channel order.
+    tag_model.write_config(str(previous), dataclasses.replace(config, channel_order="BGR"))
     out = str(tmp_path / "out")
     built = []
 
@@ -626,7 +714,7 @@ def test_continue_from_a_tag_model_with_warmup_mixed_precision_and_mirrored(run,
     original = tag_model.build_model
     monkeypatch.setattr(tag_model, "build_model", build_model)
     assert multitrain_efficientnet.main([
-        "--data", run["data"], "--out", out, *FAST, "--weights", str(previous / training.BEST_WEIGHTS),
+        "--data", run["data"], "--out", out, *FAST, "--weights", str(previous / BEST_WEIGHTS),
         "--epochs", "2", "--warmup-epochs", "1", "--mixed-precision", "--distribute", "mirrored"]) == 0
     trained = built[0]  # the model that was fit (the next one read the starting weights)
     # The policy was active when the trained model was built: its layers compute in 16 bits.
@@ -638,7 +726,7 @@ def test_continue_from_a_tag_model_with_warmup_mixed_precision_and_mirrored(run,
     assert isinstance(trained.distribute_strategy, training.tf.distribute.MirroredStrategy)
     assert isinstance(trained.get_layer("dense").kernel.value, training.tf.distribute.DistributedValues)
     assert training.keras.mixed_precision.global_policy().name == "float32"  # restored
-    assert tag_model.read_config(out)["channel_order"] == "BGR"
-    assert len(read_csv(os.path.join(out, training.HISTORY))) == 2
-    model, _, _ = tag_model.open_model(os.path.join(out, training.BEST_WEIGHTS))
+    assert tag_model.read_config(out).channel_order == "BGR"
+    assert len(read_csv(os.path.join(out, HISTORY))) == 2
+    model, _, _ = tag_model.open_model(os.path.join(out, BEST_WEIGHTS))
     assert model.output_shape == (None, len(LABELS))
