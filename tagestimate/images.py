@@ -112,11 +112,11 @@ def _open(handle, path):
         load_plugins()
         for name in list(Image.ID):
             factory, accept = Image.OPEN[name]
-            accepted = accept(prefix) if accept else True
-            if isinstance(accepted, str) or not accepted:
-                continue
-            handle.seek(0)
-            try:
+            try:  # accept() too: some plugins' checks raise on a prefix of a few bytes
+                accepted = accept(prefix) if accept else True
+                if isinstance(accepted, str) or not accepted:
+                    continue
+                handle.seek(0)
                 return factory(handle, path)
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue

@@ -88,6 +88,26 @@ def test_non_images_raise_image_error_naming_the_file(tmp_path, content, reason)
     assert str(path) in str(caught.value) and reason in caught.value.reason
 
 
+@pytest.mark.parametrize("extension", ["bmp", "png", "jpg", "gif", "tiff", "webp"])
+def test_files_of_a_few_bytes_raise_image_error_whatever_they_start_with(tmp_path, extension):
+    # Format detection looks at a 16-byte prefix; some plugins' checks (BMP's) raise on fewer
+    # bytes, which must not escape as a traceback that ends the whole run.
+    real = tmp_path / f"real.{extension}"
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(real)
+    header = real.read_bytes()[:16]
+    for length in range(1, 16):
+        path = tmp_path / f"short{length}.{extension}"
+        path.write_bytes(header[:length])
+        with pytest.raises(ImageError) as caught:
+            load_image(str(path), SIZE)
+        assert str(path) in str(caught.value)
+    for short in (b"bad", b"BM", b"B"):
+        path = tmp_path / f"text.{extension}"
+        path.write_bytes(short)
+        with pytest.raises(ImageError):
+            load_image(str(path), SIZE)
+
+
 def test_truncated_jpeg_raises_image_error(tmp_path):
     good = save(tmp_path / "good.jpg", gradient(300, 300), quality=95)
     data = open(good, "rb").read()
