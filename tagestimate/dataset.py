@@ -19,10 +19,9 @@ from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from labelmap import LabelMapError
-from tagestimate.labels import UNTAGGED_FOLDER
 from tagestimate.files import NDL_NAME, printable_path, write_atomic
 from tagestimate.images import is_image_name, is_utf8_name, list_images, open_image, pixel_limits
+from tagestimate.labels import UNTAGGED_FOLDER, LabelMapError
 from tagestimate.train_settings import TrainingError
 
 log = logging.getLogger(__name__)

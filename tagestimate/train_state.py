@@ -14,10 +14,9 @@ import logging
 import numbers
 import os
 
-import labelmap as labelmap_module
 from tagestimate import model as tag_model
-from tagestimate.labels import NDL_LABELS
 from tagestimate.files import write_atomic
+from tagestimate.labels import NDL_LABELS, from_dict, load_labelmap
 from tagestimate.train_settings import (BALANCE_CHOICES, BEST_WEIGHTS, DISTRIBUTE_CHOICES, HISTORY, LAST_WEIGHTS,
                                         PREDICTIONS, REPORT, RESUMABLE, SPLIT, STATE, WEIGHT_CHOICES, TrainingError,
                                         TrainSettings)
@@ -250,7 +249,7 @@ class RunSpec:
     """
 
     settings: TrainSettings
-    labels_map: object  # labelmap.LabelMap
+    labels_map: object  # tagestimate.labels.LabelMap
     image_size: int
     channel_order: str
     dropout: float
@@ -287,7 +286,7 @@ def resolve_run(settings, explicit=None):
     check_settings(settings)
     prepare_output(settings.out, settings.resume, settings.overwrite)
     if not settings.resume:
-        labels_map = labelmap_module.load_labelmap(settings.labelmap)
+        labels_map = load_labelmap(settings.labelmap)
         start = starting_weights(settings.weights, labels_map.labels)
         return RunSpec(settings, labels_map, settings.image_size, start.channel_order, settings.dropout,
                        settings.seed, settings.val_split, pretrained=settings.weights != "none",
@@ -300,7 +299,7 @@ def resolve_run(settings, explicit=None):
     settings = resumed_settings(settings, state, explicit)
     check_settings(settings)
     config = read_config(out)
-    labels_map = labelmap_module.from_dict(dict(config.labelmap), source=os.path.join(out, tag_model.CONFIG_NAME))
+    labels_map = from_dict(dict(config.labelmap), source=os.path.join(out, tag_model.CONFIG_NAME))
     done = state["epochs_done"]
     evaluate_only = done >= settings.epochs and state.get("finished") is False
     if done >= settings.epochs and not evaluate_only:

@@ -24,6 +24,7 @@ from tagestimate.model import save_weights_atomic
 from tagestimate.pipeline import build_augmenter, make_dataset, predict
 from tagestimate.train_settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT,
                                         STATE, TrainingError)
+from tagestimate.train_state import read_json, trim_history
 
 quiet_tensorflow()
 import keras  # noqa: E402  (TensorFlow loaded quietly above)

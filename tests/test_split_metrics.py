@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from labelmap import LABELS, LabelMapError, default_labelmap, from_dict
 from tagestimate import dataset, metrics, train_state, training
 from tagestimate import model as tag_model
 from tagestimate.dataset import Samples
 from tagestimate.files import printable_path
 from tagestimate.images import is_utf8_name
+from tagestimate.labels import LABELS, LabelMapError, default_labelmap, from_dict
 from tagestimate.train_settings import PREDICTIONS, SPLIT, TrainingError
 
 

@@ -20,12 +20,12 @@ from sklearn.metrics import f1_score
 
 import multitrain_efficientnet
 from conftest import ROOT, SHARED_DATA
-from labelmap import LABELS, LabelMapError, default_labelmap, from_dict
 from tagestimate import dataset, metrics, pipeline, train_state, training
 from tagestimate import model as tag_model
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED
 from tagestimate.files import write_json
 from tagestimate.images import load_image
+from tagestimate.labels import LABELS, LabelMapError, default_labelmap, from_dict
 from tagestimate.train_settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT, STATE,
                                         TrainingError, TrainSettings)
 
