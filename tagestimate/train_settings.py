@@ -1,7 +1,5 @@
-"""The trainer's settings, choices and error type: what `--help` needs, without TensorFlow.
-
-`multitrain_efficientnet.py` builds its parser from these, so `--help` answers at once;
-`tagestimate.training` (which loads TensorFlow) re-exports them.
+"""The trainer's settings, choices, file names and error type: what `--help` needs, without
+TensorFlow. `multitrain_efficientnet.py` builds its parser from these, so `--help` answers at once.
 """
 
 import dataclasses
@@ -85,6 +83,6 @@ def interrupted_message(settings):
     best = state.get("best_epoch")
     best_text = f"{BEST_WEIGHTS} holds epoch {best}" if best else f"no {BEST_WEIGHTS} yet"
     if done >= total:
-        return (f"interrupted after the last epoch ({done} of {total}), before report.json and the tuned "
+        return (f"interrupted after the last epoch ({done} of {total}), before {REPORT} and the tuned "
                 f"thresholds were written ({best_text}); finish with: {command}")
     return f"interrupted after epoch {done} of {total} ({best_text}); continue with: {command}"

@@ -27,7 +27,7 @@ from tagestimate.files import write_json
 from tagestimate.images import load_image
 from tagestimate.labels import LABELS, LabelMapError, default_labelmap, from_dict
 from tagestimate.train_settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT, STATE,
-                                        TrainingError, TrainSettings)
+                                        TrainingError, TrainSettings, interrupted_message)
 
 # Four folders (12 of the 11 outputs stay without examples: support 0 must not crash).
 COLOURS = {"graphic_map": (200, 40, 40), "picture_indoor": (40, 190, 60),
@@ -388,6 +388,15 @@ def test_resume_resolves_from_the_run_not_the_flags(run, tmp_path):
     assert (spec.seed, spec.val_split, spec.pretrained) == (777, 0.25, False)  # state.json's
     assert spec.state == state and spec.run_seed == 777 + 2 and spec.start is None
     assert spec.initial_weights == "random initialisation" and not spec.evaluate_only
+
+
+def test_ctrl_c_after_the_last_epoch_says_only_the_report_is_left(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    write_json(str(out / STATE), {"epochs_done": 2, "best_epoch": 2, "settings": {"epochs": 2}})
+    assert interrupted_message(TrainSettings(out=str(out), epochs=5)) == (
+        "interrupted after the last epoch (2 of 2), before report.json and the tuned thresholds were written "
+        f"(best.weights.h5 holds epoch 2); finish with: python multitrain_efficientnet.py --out {out} --resume")
 
 
 def test_parser_defaults_are_the_documented_ones_and_every_flag_is_explained():
