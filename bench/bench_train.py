@@ -25,6 +25,9 @@ from tagestimate.files import HelpFormatter  # noqa: E402
 from tagestimate.images import list_images  # noqa: E402
 from tagestimate.labels import LABELS  # noqa: E402
 from tagestimate.model import build_model  # noqa: E402
+from tagestimate.train_settings import TrainSettings  # noqa: E402
+
+DEFAULTS = TrainSettings()  # the trainer's own defaults
 
 
 def demo_images(workdir, count):
@@ -84,8 +87,8 @@ def build_parser():
                                      formatter_class=HelpFormatter)
     parser.add_argument("--data", default=None, help="folder of images to read instead of the demo crops")
     parser.add_argument("--images", type=int, default=640, help="number of demo-crop copies to read")
-    parser.add_argument("--image-size", type=int, default=224, help="model input size in pixels")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size, help="model input size in pixels")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per batch")
     parser.add_argument("--steps", type=int, default=10, help="training steps timed")
     parser.add_argument("--warmup-steps", type=int, default=3, help="training steps run before timing")
     parser.add_argument("--mixed-precision", action="store_true",

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -21,7 +22,7 @@ from tagestimate import dataset, metrics, train_state, training
 from tagestimate import model as tag_model
 from tagestimate.dataset import Samples
 from tagestimate.files import printable_path
-from tagestimate.images import is_utf8_name
+from tagestimate.images import ImageError, is_utf8_name, load_image
 from tagestimate.labels import LABELS, LabelMapError, default_labelmap, from_dict
 from tagestimate.train_settings import PREDICTIONS, SPLIT, TrainingError
 
@@ -156,6 +157,28 @@ def test_find_unreadable_names_each_bad_file_and_its_reason(tmp_path):
     assert found[str(truncated)].startswith("corrupt image (") and found[str(truncated)].endswith(")")
     assert dataset._quick_check(good) is None
     assert dataset._quick_check(str(tmp_path / "missing.jpg")).startswith("corrupt image (FileNotFoundError: ")
+
+
+def test_quick_check_treats_large_images_as_load_image_does(tmp_path, monkeypatch):
+    """Over Pillow's warning limit: no DecompressionBombWarning (load_image decodes it reduced);
+    over twice the limit: refused by name, as load_image refuses it."""
+    path = str(tmp_path / "scan.png")
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 pixels: above the limit, below twice it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dataset._quick_check(path) is None
+        load_image(path, 16)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)  # 1200 pixels: exactly twice the limit, still read
+    assert dataset._quick_check(path) is None
+    assert load_image(path, 16).shape == (16, 16, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    reason = dataset._quick_check(path)
+    assert reason == "too many pixels to decode safely (40 x 30, over Pillow's decompression-bomb limit of 1,000); " \
+                     "scale the image down"
+    with pytest.raises(ImageError) as error:
+        load_image(path, 16)
+    assert error.value.reason == reason
 
 
 def test_samples_subset_keeps_rows_together():

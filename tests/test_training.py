@@ -338,29 +338,6 @@ def test_data_and_metrics_modules_load_no_tensorflow():
     assert result.stdout.split() == ["[]"], result.stderr
 
 
-def test_quick_check_treats_large_images_as_load_image_does(tmp_path, monkeypatch):
-    """Over Pillow's warning limit: no DecompressionBombWarning (load_image decodes it reduced);
-    over twice the limit: refused by name, as load_image refuses it."""
-    import warnings
-
-    from tagestimate.images import ImageError
-
-    path = str(tmp_path / "scan.png")
-    Image.new("RGB", (40, 30), (200, 30, 30)).save(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 pixels: above the limit, below twice it
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert dataset._quick_check(path) is None
-        load_image(path, 16)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
-    reason = dataset._quick_check(path)
-    assert reason == "too many pixels to decode safely (40 x 30, over Pillow's decompression-bomb limit of 1,000); " \
-                     "scale the image down"
-    with pytest.raises(ImageError) as error:
-        load_image(path, 16)
-    assert error.value.reason == reason
-
-
 def test_a_run_resolves_into_one_frozen_spec(tmp_path):
     settings = TrainSettings(data=str(tmp_path / "data"), out=str(tmp_path / "out"), weights="none",
                                       image_size=64, seed=5)
