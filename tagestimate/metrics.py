@@ -30,6 +30,10 @@ def evaluate(targets, probabilities, labels, thresholds=None):
     truth = (np.asarray(targets) > 0.5).astype(int)
     predicted = (np.asarray(probabilities) > cut).astype(int)
     columns = list(range(len(labels)))
+    if len(labels) == 1:
+        # scikit-learn reads an (n, 1) matrix as one column of classes 0/1, so labels=[0] would
+        # score the negatives; an empty second column makes it a label-indicator matrix again.
+        truth, predicted = (np.hstack([m, np.zeros_like(m)]) for m in (truth, predicted))
     precision, recall, f1, support = precision_recall_fscore_support(
         truth, predicted, labels=columns, average=None, zero_division=0)
     present = [j for j in columns if support[j] > 0]

@@ -182,21 +182,6 @@ class ModelConfig:
         tuned = self.thresholds or {}
         return [float(tuned.get(label, self.default_threshold)) for label in self.labels]
 
-    # TRANSITIONAL (issue 9): old code reads config["labels"], config.get("dropout") as from the
-    # model.json dict. Values are model.json's (lists, plain dicts, copies). Remove once every
-    # caller uses the attributes.
-    def __getitem__(self, key):
-        return self.to_dict()[key]
-
-    def get(self, key, default=None):
-        return self.to_dict().get(key, default)
-
-    def keys(self):
-        return self.to_dict().keys()
-
-    def __contains__(self, key):
-        return key in self.to_dict()
-
 
 def _plain(value):
     """Read-only mappings back to plain dicts, recursively (for JSON)."""
@@ -364,9 +349,7 @@ def load_imagenet_weights(model, image_size):
 
 
 def write_config(folder, config):
-    """Write `folder`/model.json atomically from a ModelConfig (or, TRANSITIONAL, its dict)."""
-    if not isinstance(config, ModelConfig):
-        config = ModelConfig.from_dict(config)
+    """Write `folder`/model.json atomically from a ModelConfig."""
     return write_atomic(os.path.join(folder, CONFIG_NAME), config.to_json())
 
 

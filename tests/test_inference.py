@@ -183,7 +183,7 @@ def test_legacy_layout_loads_by_layer_name(tmp_path):
     set_head_bias(source, np.linspace(-3, 3, len(LABELS)))
     path = write_legacy_weights(str(tmp_path / "legacy.hdf5"), source)
     model, config, kind = open_model(path)
-    assert kind == "legacy-hdf5" and config["channel_order"] == "BGR" and config["image_size"] == 224
+    assert kind == "legacy-hdf5" and config.channel_order == "BGR" and config.image_size == 224
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
     np.testing.assert_allclose(model.predict(pixels, verbose=0), source.predict(pixels, verbose=0), atol=1e-6)
 

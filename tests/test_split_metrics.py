@@ -352,6 +352,14 @@ def test_evaluate_reads_soft_targets_above_half_as_positive():
                                ["a", "b"])
     assert result["per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
 
+def test_evaluate_scores_the_positives_of_a_one_label_model():
+    # a label map of one label is valid; scikit-learn must not score its negatives instead
+    result = metrics.evaluate(np.array([[1.0], [0.0], [0.0]]), np.array([[0.9], [0.9], [0.1]]), ["a"])
+    assert result["per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
+    assert result["macro_f1"] == pytest.approx(2 / 3) and result["micro_f1"] == pytest.approx(2 / 3)
+    assert result["macro_f1_labels"] == ["a"]
+
+
 
 def test_threshold_grid_and_minimum_support():
     assert metrics.THRESHOLD_GRID[0] == 0.05 and metrics.THRESHOLD_GRID[-1] == 0.95
