@@ -42,6 +42,17 @@ def test_folders_expand_as_the_table_says(folder, labels):
     assert default_labelmap().labels_for(folder) == labels
 
 
+def test_the_default_table_is_built_from_the_package_s_definitions():
+    # TAG_LABELS is computed once at import; building it again here checks the builders
+    # themselves (a mutation tool cannot switch code that only runs at import)
+    import tagestimate.labels as labels
+
+    assert labels._expanded(from_dict(labels.default_map_dict())) == labels.TAG_LABELS
+    assert {tag: labels.TAG_LABELS[tag] for tag in EXPECTED} == EXPECTED
+    rebuilt, default = from_dict(labels.default_map_dict()), default_labelmap()
+    assert rebuilt.labels == default.labels and dict(rebuilt.aliases) == dict(default.aliases)
+
+
 def test_vector_marks_the_labels_in_output_order():
     vector = default_labelmap().vector("picture_landmark")
     assert [LABELS[i] for i, v in enumerate(vector) if v] == ["picture", "picture_outdoor", "picture_landmark"]
