@@ -874,3 +874,30 @@ def test_split_file_is_read_as_utf8_whatever_the_locale(tmp_path):
     result = subprocess.run([sys.executable, "-c", SPLIT_UNDER_ASCII_LOCALE, str(path)], cwd=root, env=env,
                             capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert result.stdout.strip().splitlines()[-1:] == ["[True] [True]"], result.stderr[-2000:]
+
+
+def test_trim_history_drops_rows_of_epochs_not_finished(tmp_path):
+    # history.csv is logged before state.json, so an interruption between the two leaves a row
+    # of an epoch the run will do again; --resume drops it (and nothing else)
+    path = tmp_path / "history.csv"
+    header = ["epoch", "loss", "note"]
+    rows = [header, ["0", "0.9", "é"], ["1", "0.8", ""], [], ["2", "0.7", ""], ["3", "0.6", ""], ["x", "1", ""]]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    train_state.trim_history(str(path), 2)
+    assert path.read_bytes() == "epoch,loss,note\r\n0,0.9,é\r\n1,0.8,\r\n".encode("utf-8")
+    assert sorted(os.listdir(tmp_path)) == ["history.csv"]  # written atomically, nothing left over
+
+
+def test_trim_history_leaves_a_complete_or_missing_file_alone(tmp_path):
+    path = tmp_path / "history.csv"
+    train_state.trim_history(str(path), 3)
+    assert not path.exists()  # nothing to trim is no reason to create one
+    path.write_text("epoch,loss\n0,0.9\n1,0.8\n", encoding="utf-8")
+    before = os.stat(path)
+    train_state.trim_history(str(path), 2)
+    after = os.stat(path)
+    assert path.read_text(encoding="utf-8") == "epoch,loss\n0,0.9\n1,0.8\n"
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
+    train_state.trim_history(str(path), 0)
+    assert path.read_bytes() == b"epoch,loss\r\n"  # the header always stays
