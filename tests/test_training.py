@@ -529,7 +529,7 @@ def test_resume_continues_from_the_last_epoch(run, tmp_path):
     # Adam went on counting from the 2 epochs' steps (a fresh Adam would hold 1 epoch's).
     steps = optimizer_step(os.path.join(run["out"], LAST_WEIGHTS))
     assert optimizer_step(os.path.join(out, LAST_WEIGHTS)) == steps // 2 * 3
-    assert set(tag_model.read_config(out)["thresholds"]) == set(LABELS)
+    assert set(tag_model.read_config(out).thresholds) == set(LABELS)
     with open(os.path.join(run["out"], SPLIT)) as before, open(os.path.join(out, SPLIT)) as after:
         assert before.read() == after.read()
 
