@@ -1,10 +1,14 @@
-"""Grow a labelled data set, one folder per tag, from the NDL Lab API and the NDL IIIF server.
+"""Grow a labelled data set, one folder per tag, from the NDL Lab API and the NDL IIIF server;
+or fetch whole books (by NDL pid or IIIF manifest) for multiinference.py to tag.
 
     python newdataclawer.py --tag graphic_map --tag stamp --per-class 500
     python newdataclawer.py --from-metadata metadata.csv --label stamp --limit 100
+    python newdataclawer.py --pid 1054192 --out input
+    python newdataclawer.py --iiif-manifest https://example.org/iiif/book/manifest.json --out input
 
-Images land in {out}/{tag}/{id}.jpg, where the trainer reads them, and every saved image
-gets a row in {out}/manifest.csv. Re-running a command only fetches what is missing.
+Images land in {out}/{tag}/{id}.jpg (where the trainer reads them), {out}/{pid}/{id}.jpg or
+{out}/{slug}/{n:04d}.jpg (where multiinference.py reads them), and every saved image gets a
+row in {out}/manifest.csv. Re-running a command only fetches what is missing.
 """
 
 import argparse
@@ -19,6 +23,8 @@ from tagestimate.labels import LABELS
 from tagestimate import crawl, ndl
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter
+
+BOOK_OUT = "input"  # --out of the book modes: the folder multiinference.py reads by default
 
 
 def byte_size(text):
@@ -61,16 +67,24 @@ def _folder_name(text):
     return text
 
 
+def _manifest_source(text):
+    if not re.match(r"https?://\S+$", text) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an http(s) URL nor a file")
+    return text
+
+
 def build_parser():
     defaults = crawl.CrawlOptions
     parser = argparse.ArgumentParser(
         description="Download NDL illustrations into one folder per tag ({out}/{tag}/{id}.jpg) with a "
                     "manifest of where each came from. Tagged mode calls the NDL Lab API's randomwithfacet "
                     "for each tag; --from-metadata rebuilds the human-labelled NDL-ImageLabel set from its "
-                    "index. Re-running a command only fetches what is missing.",
+                    "index; --pid and --iiif-manifest fetch whole books for multiinference.py. Re-running a command "
+                    "only fetches what is missing.",
         formatter_class=HelpFormatter,
     )
-    tagged = parser.add_argument_group("tagged mode (NDL Lab API)")
+    tagged = parser.add_argument_group("tagged mode (NDL Lab API; --max-idle, --batch, --delay and --api-base "
+                                       "serve --pid too)")
     tagged.add_argument("--tag", action="append", choices=LABELS, default=None, metavar="TAG",
                         help=f"a tag to crawl, one of {', '.join(LABELS)}; repeat for several (default: all, "
                              f"the most specific first). Each image goes into the folder of the tag it was "
@@ -94,10 +108,23 @@ def build_parser():
     rebuild.add_argument("--label", action="append", type=_folder_name, default=None,
                          help="only this label of the index; repeat for several (default: all)")
     rebuild.add_argument("--limit", type=_bounded(int, 1), default=None,
-                         help="only the first N rows of each label in the index (default: all)")
-    common = parser.add_argument_group("both modes")
-    common.add_argument("--out", default=defaults.out,
-                        help="data set folder: {out}/{tag}/{id}.jpg and {out}/manifest.csv")
+                         help="only the first N rows of each label in the index; with --iiif-manifest, at most N "
+                              "manifests of each collection (default: all)")
+    books = parser.add_argument_group("book modes (whole books for multiinference.py)")
+    books.add_argument("--pid", action="append", type=_folder_name, default=None,
+                       help="an NDL book (item) id: fetch every illustration the API knows for it into "
+                            "{out}/{pid}/{id}.jpg, calling randomwithfacet with f-pid until --max-idle calls in "
+                            "a row bring nothing new; repeat for several books")
+    books.add_argument("--iiif-manifest", action="append", type=_manifest_source, default=None,
+                       metavar="URL_OR_FILE",
+                       help="a IIIF Presentation 2.1 or 3.0 manifest or collection: each canvas's whole image "
+                            "(at --size) into {out}/{slug}/{n:04d}.jpg, the slug taken from the manifest's id; "
+                            "a collection's manifests are followed, at most --limit of them; repeatable")
+    common = parser.add_argument_group("all modes")
+    common.add_argument("--out", default=None,
+                        help=f"data set folder: {{out}}/{{folder}}/{{id}}.jpg and {{out}}/manifest.csv "
+                             f"(default: {defaults.out}; {BOOK_OUT} with --pid or --iiif-manifest, the folder "
+                             f"multiinference.py reads)")
     common.add_argument("--iiif-base", type=_base_url, default=defaults.iiif_base,
                         help="IIIF Image API base; in rebuild mode it replaces the base of the index's URLs "
                              "(everything before /{pid}/R), e.g. for a mirror")
@@ -125,13 +152,24 @@ def crawl_options(args):
                                  for field in dataclasses.fields(crawl.CrawlOptions)})
 
 
+def check_modes(parser, args):
+    modes = [flag for flag, given in (("--tag", args.tag), ("--from-metadata", args.from_metadata),
+                                      ("--pid", args.pid), ("--iiif-manifest", args.iiif_manifest)) if given]
+    if len(modes) > 1:
+        parser.error(f"{modes[0]} and {modes[1]} are different modes; give one of them")
+    if args.label and not args.from_metadata:
+        parser.error("--label selects rows of an index: use it with --from-metadata")
+    if args.limit and not (args.from_metadata or args.iiif_manifest):
+        parser.error("--limit selects rows of an index or manifests of a collection: use it with --from-metadata "
+                     "or --iiif-manifest")
+    if args.out is None:
+        args.out = BOOK_OUT if args.pid or args.iiif_manifest else crawl.CrawlOptions.out
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.from_metadata and args.tag:
-        parser.error("--tag is for tagged mode and --from-metadata for rebuild mode; give one of them")
-    if not args.from_metadata and (args.label or args.limit):
-        parser.error("--label and --limit select rows of an index: use them with --from-metadata")
+    check_modes(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     options = crawl_options(args)
     try:
@@ -139,6 +177,10 @@ def main(argv=None):
             if args.from_metadata:
                 summary = crawl.rebuild_from_metadata(options, args.from_metadata, labels=args.label,
                                                       limit=args.limit)
+            elif args.pid:
+                summary = crawl.crawl_pids(options, list(dict.fromkeys(args.pid)))
+            elif args.iiif_manifest:
+                summary = crawl.crawl_manifests(options, list(dict.fromkeys(args.iiif_manifest)), limit=args.limit)
             else:
                 summary = crawl.crawl_tagged(options, args.tag or crawl.most_specific_first(LABELS), args.per_class,
                                              min_confidence=args.min_confidence)

@@ -1,5 +1,6 @@
-"""Grow `{out}/{folder}/{id}.jpg` from the NDL API (tagged mode) or an NDL-ImageLabel index
-(rebuild mode), recording every saved image in `{out}/manifest.csv` (`tagestimate.manifest`).
+"""Grow `{out}/{folder}/{id}.jpg` from the NDL API (tagged mode: one folder per tag; book mode:
+one folder per pid), an NDL-ImageLabel index (rebuild mode) or IIIF manifests (one folder per
+manifest), recording every saved image in `{out}/manifest.csv` (`tagestimate.manifest`).
 
 Invariants, kept across crashes and Ctrl-C:
 - an image is only visible under its final name once complete (`files.write_atomic`:
@@ -19,15 +20,17 @@ import csv
 import dataclasses
 import datetime
 import hashlib
+import json
 import logging
 import os
 import re
 import threading
 import time
+import urllib.parse
 
 from tqdm import tqdm
 
-from tagestimate import files, httpclient, ndl
+from tagestimate import files, httpclient, iiif, ndl
 from tagestimate.labels import UNTAGGED_FOLDER, default_labelmap
 from tagestimate.manifest import CrawlError, Manifest
 
@@ -125,6 +128,7 @@ class Job:
     title: str = ""
     confidence: float = None
     stats_key: str = ""  # the summary row the outcome is counted in
+    extra: tuple = ()    # ((column, value), ...) of manifest.EXTRA_FIELDS
 
 
 def _now():
@@ -134,15 +138,16 @@ def _now():
 class _Crawler:
     """What both modes share: the HTTP client, the manifest, the download pool."""
 
-    def __init__(self, options):
+    def __init__(self, options, extended=False):
         if not ndl.valid_size(options.size):
             raise ValueError(f"size {options.size!r} is not an IIIF size such as ,256 or full")
         self.options = options
+        self.image_server = options.iiif_base  # named when no image could be fetched at all
         self.stop_event = threading.Event()  # set on the way out: in-flight downloads stop, unsaved
         self.client = httpclient.HttpClient(timeout=options.timeout, retries=options.retries, backoff=options.backoff,
                                             max_wait=options.max_wait, pool_size=options.workers + 2,
                                             stop_event=self.stop_event)
-        self.manifest = Manifest(options.out)
+        self.manifest = Manifest(options.out, extended=extended)
         self.pool = None
         self.summary = CrawlSummary()
         self.saved_any = False
@@ -191,7 +196,7 @@ class _Crawler:
                 self.summary.stats(job.folder).saved += 1
                 on_saved(job)
             elif outcome == "unreachable" and not self.saved_any:
-                raise CrawlError(f"cannot reach the IIIF server at {self.options.iiif_base} ({reason}); "
+                raise CrawlError(f"cannot reach the IIIF server at {self.image_server} ({reason}); "
                                  f"check --iiif-base and the network")
             elif outcome != "interrupted":
                 stats.failed += 1
@@ -216,14 +221,14 @@ class _Crawler:
         except OSError as error:
             raise CrawlError(f"cannot write {path}: {error.strerror}; "
                              f"check free space and permissions of --out") from None
-        x, y, w, h = job.box
+        box = [ndl.format_number(value) for value in job.box] if job.box else [""] * 4
         try:
             self.manifest.append({
                 "id": job.id, "pid": job.pid, "page": job.page,
-                "x": ndl.format_number(x), "y": ndl.format_number(y), "w": ndl.format_number(w),
-                "h": ndl.format_number(h), "title": job.title, "folder": job.folder,
+                "x": box[0], "y": box[1], "w": box[2], "h": box[3], "title": job.title, "folder": job.folder,
                 "confidence": "" if job.confidence is None else ndl.format_number(job.confidence),
                 "source_url": job.url, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "time": _now(),
+                **dict(job.extra),
             })
         except OSError as error:  # the image stays; the next start adopts it
             raise CrawlError(f"cannot write {self.manifest.path}: {error.strerror}; "
@@ -255,8 +260,7 @@ def crawl_tagged(options, tags, per_class, min_confidence=MIN_CONFIDENCE):
     """
     crawler = _Crawler(options)
     labelmap = default_labelmap()
-    api_answered = False
-    last_call = None
+    api = _ApiCalls(crawler)
     with crawler:
         for tag in tags:
             stats = crawler.summary.stats(tag)
@@ -275,26 +279,10 @@ def crawl_tagged(options, tags, per_class, min_confidence=MIN_CONFIDENCE):
                         log.warning("tag %s ran dry at %d images: %d API calls in a row brought nothing new",
                                     tag, count, idle)
                         break
-                    if last_call is not None:
-                        time.sleep(max(0.0, last_call + options.delay - time.monotonic()))
-                    last_call = time.monotonic()
-                    try:
-                        raw_records = ndl.random_illustrations(crawler.client, options.api_base, tag, options.batch)
-                    except httpclient.FetchError as error:
-                        if not api_answered:
-                            raise CrawlError(f"cannot reach the NDL API at {options.api_base} ({error}); "
-                                             f"check --api-base and the network") from None
-                        stats.api_errors += 1
+                    raw_records = api.call(stats, f"tag {tag}", tag=tag)
+                    if raw_records is None:
                         idle += 1
-                        log.warning("tag %s: API call failed: %s", tag, error)
                         continue
-                    except ndl.RecordError as error:
-                        api_answered = True
-                        stats.api_errors += 1
-                        idle += 1
-                        log.warning("tag %s: API answer skipped: %s", tag, error)
-                        continue
-                    api_answered = True
                     jobs = _select(raw_records, tag, per_class - count, min_confidence, crawler, tried, stats,
                                    labelmap)
                     before = crawler.manifest.counts.get(tag, 0)
@@ -304,6 +292,87 @@ def crawl_tagged(options, tags, per_class, min_confidence=MIN_CONFIDENCE):
                 else:
                     stats.status = "full"
     return crawler.summary
+
+
+class _ApiCalls:
+    """randomwithfacet calls spaced by --delay; failures are counted, except before the API ever answered."""
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+        self.answered = False
+        self.last_call = None
+
+    def call(self, stats, what, tag=None, pid=None):
+        """The raw records of one call, or None (counted in stats.api_errors) when it failed."""
+        options = self.crawler.options
+        if self.last_call is not None:
+            time.sleep(max(0.0, self.last_call + options.delay - time.monotonic()))
+        self.last_call = time.monotonic()
+        try:
+            records = ndl.random_illustrations(self.crawler.client, options.api_base, tag, options.batch, pid=pid)
+        except httpclient.FetchError as error:
+            if not self.answered:
+                raise CrawlError(f"cannot reach the NDL API at {options.api_base} ({error}); "
+                                 f"check --api-base and the network") from None
+            stats.api_errors += 1
+            log.warning("%s: API call failed: %s", what, error)
+            return None
+        except ndl.RecordError as error:
+            self.answered = True
+            stats.api_errors += 1
+            log.warning("%s: API answer skipped: %s", what, error)
+            return None
+        self.answered = True
+        return records
+
+
+def crawl_pids(options, pids):
+    """Every illustration the API knows of each book into `{out}/{pid}/{id}.jpg`, with all NDL's tags.
+
+    randomwithfacet filtered by f-pid only returns random samples of the book, so it is called
+    until `options.max_idle` calls in a row bring nothing new.
+    """
+    crawler = _Crawler(options, extended=True)
+    api = _ApiCalls(crawler)
+    with crawler:
+        for pid in pids:
+            stats = crawler.summary.stats(pid)
+            stats.status = "interrupted"
+            tried, idle = set(), 0
+            with tqdm(initial=crawler.manifest.counts.get(pid, 0), desc=pid, unit="img", disable=None) as bar:
+                while idle < options.max_idle:
+                    raw_records = api.call(stats, f"pid {pid}", pid=pid)
+                    if raw_records is None:
+                        idle += 1
+                        continue
+                    before = crawler.manifest.counts.get(pid, 0)
+                    crawler.fetch_all(_book_jobs(raw_records, pid, crawler, tried, stats), lambda job: bar.update(1))
+                    idle = 0 if crawler.manifest.counts.get(pid, 0) > before else idle + 1
+            stats.status = f"done: {idle} calls in a row brought nothing new"
+    return crawler.summary
+
+
+def _book_jobs(raw_records, pid, crawler, tried, stats):
+    """Jobs for the records of book `pid` not filed yet; records of other books are rejected."""
+    jobs = []
+    for raw in raw_records:
+        try:
+            record = ndl.parse_record(raw)
+            if record.pid != pid:
+                raise ndl.RecordError(f"record {record.id} belongs to pid {record.pid}, not {pid}")
+        except ndl.RecordError as error:
+            stats.rejected += 1
+            log.warning("pid %s: record rejected: %s", pid, error)
+            continue
+        if (pid, record.id) in crawler.manifest.keys or record.id in tried:
+            stats.duplicates += 1
+            continue
+        tried.add(record.id)
+        tags = json.dumps({name: confidence for name, confidence in record.tags}, ensure_ascii=False)
+        jobs.append(Job(record.id, pid, record.url(crawler.options.iiif_base, crawler.options.size), pid,
+                        record.page, (record.x, record.y, record.w, record.h), record.title, stats_key=pid,
+                        extra=(("tags", tags),)))
+    return jobs
 
 
 def _select(raw_records, tag, wanted, min_confidence, crawler, tried, stats, labelmap):
@@ -417,3 +486,113 @@ def rebuild_from_metadata(options, metadata_path, labels=None, limit=None):
         if "-" in rejected:
             crawler.summary.stats("-").rejected = rejected["-"]
     return crawler.summary
+
+
+def crawl_manifests(options, sources, limit=None):
+    """Each canvas's image of IIIF manifests (URLs or files) into `{out}/{slug}/{n:04d}.jpg`.
+
+    A collection's manifests are followed, at most `limit` per collection given. Documents
+    that are not JSON manifests or collections, canvases without an image service and
+    non-image bodies are skipped with a warning and counted (`skipped`); a manifest that
+    cannot be fetched is counted in `api_errors`, in the row `-` when its folder is not known.
+    """
+    crawler = _Crawler(options, extended=True)
+    folders = {}  # manifest id -> folder, this run
+    with crawler:
+        for source in sources:
+            for manifest in _manifests(crawler, source, limit):
+                if manifest.id in folders:
+                    crawler.summary.stats(folders[manifest.id]).duplicates += len(manifest.pages)
+                    continue
+                folder = folders[manifest.id] = _manifest_folder(crawler, manifest, set(folders.values()))
+                _crawl_manifest(crawler, manifest, folder)
+    return crawler.summary
+
+
+def _manifests(crawler, source, limit):
+    """The manifests a source names: itself, or those its collection (and sub-collections) list."""
+    queue, seen, given = [(source, 0)], set(), 0
+    while queue:
+        location, depth = queue.pop(0)
+        if location in seen:
+            continue
+        seen.add(location)
+        document = _document(crawler, location, first=location == source)
+        if isinstance(document, iiif.Manifest):
+            given += 1
+            yield document
+        elif isinstance(document, iiif.Collection):
+            if depth >= iiif.MAX_DEPTH:
+                crawler.summary.stats("-").skipped += 1
+                log.warning("collection %s not followed: nested over %d deep", location, iiif.MAX_DEPTH)
+                continue
+            queue[0:0] = [(member, depth + 1) for _, member in document.members]
+        if limit is not None and given >= limit:
+            return
+
+
+def _document(crawler, location, first):
+    """A parsed Manifest or Collection, or None when it is skipped (counted and logged)."""
+    try:
+        if re.match(r"https?://", location):
+            data = crawler.client.get(location, max_bytes=iiif.MAX_BYTES, accept=iiif.ACCEPT)
+        else:
+            data = _read_local(location)
+        return iiif.parse_document(iiif.load_json(data, location), location)
+    except httpclient.Unreachable as error:
+        if first and not crawler.saved_any:
+            raise CrawlError(f"cannot reach {location} ({error}); check the URL and the network") from None
+        crawler.summary.stats("-").api_errors += 1
+        log.warning("manifest %s not fetched: %s", location, error)
+    except httpclient.FetchError as error:
+        crawler.summary.stats("-").api_errors += 1
+        log.warning("manifest %s not fetched: %s", location, error)
+    except iiif.DocumentError as error:
+        crawler.summary.stats("-").skipped += 1
+        log.warning("manifest skipped: %s", error)
+    return None
+
+
+def _read_local(path):
+    try:
+        size = os.path.getsize(path)
+        if size > iiif.MAX_BYTES:
+            raise iiif.DocumentError(f"{path} is {size} bytes, over the {iiif.MAX_BYTES} byte cap of a manifest")
+        with open(path, "rb") as handle:
+            return handle.read(iiif.MAX_BYTES + 1)
+    except OSError as error:
+        raise CrawlError(f"cannot read the manifest {path}: {error.strerror}; check --iiif-manifest") from None
+
+
+def _manifest_folder(crawler, manifest, taken):
+    """The manifest's slug, with a hash of its id appended when another manifest or mode has that folder."""
+    folder = iiif.slug(manifest.id)
+    origin = crawler.manifest.origins.get(folder)
+    foreign = origin not in (None, manifest.id) or (origin is None and crawler.manifest.counts.get(folder))
+    if foreign or folder in taken:
+        folder = f"{folder[:iiif.SLUG_LENGTH]}-{iiif.short_hash(manifest.id)}"
+    return folder
+
+
+def _crawl_manifest(crawler, manifest, folder):
+    stats = crawler.summary.stats(folder)
+    stats.status = "interrupted"
+    for skipped in manifest.skipped:
+        stats.skipped += 1
+        log.warning("%s canvas %d %s skipped: %s", manifest.id, skipped.number, skipped.canvas, skipped.reason)
+    jobs = []
+    for page in manifest.pages:
+        image_id = f"{page.number:04d}"
+        if (folder, image_id) in crawler.manifest.keys:
+            stats.duplicates += 1
+            continue
+        url = iiif.image_url(page.service, page.version, crawler.options.size)
+        jobs.append(Job(image_id, folder, url, "", page.number, None, manifest.label, stats_key=folder,
+                        extra=(("manifest", manifest.id), ("canvas", page.canvas), ("label", page.label),
+                               ("service", page.service))))
+    if jobs:
+        crawler.image_server = urllib.parse.urlsplit(jobs[0].url).netloc
+    with tqdm(total=len(manifest.pages), initial=len(manifest.pages) - len(jobs), desc=folder, unit="img",
+              disable=None) as bar:
+        crawler.fetch_all(jobs, lambda job: bar.update(1))
+    stats.status = "done" if not stats.failed else "done, with failures: re-run to retry them"

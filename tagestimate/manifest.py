@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("id", "pid", "page", "x", "y", "w", "h", "title", "folder", "confidence",
                    "source_url", "sha256", "bytes", "time")
+# Written by the book (--pid) and IIIF (--iiif-manifest) modes after the columns above: all of
+# NDL's tags with their confidences (JSON), and where a page came from in a IIIF manifest.
+EXTRA_FIELDS = ("tags", "manifest", "canvas", "label", "service")
+EXTENDED_FIELDS = MANIFEST_FIELDS + EXTRA_FIELDS
 IMAGE_SUFFIX = ".jpg"
 
 
@@ -35,10 +39,15 @@ class CrawlError(UserError):
 class Manifest:
     """`{out}/manifest.csv`: one row per saved image, appended with fsync, thread-safe."""
 
-    def __init__(self, out):
+    def __init__(self, out, extended=False):
         self.out = out
         self.path = os.path.join(out, MANIFEST_NAME)
+        # The columns written: EXTENDED_FIELDS when asked for or when the file has them already
+        # (a file with only MANIFEST_FIELDS is then rewritten with the new columns empty).
+        self.fields = EXTENDED_FIELDS if extended else MANIFEST_FIELDS
         self.ids = set()
+        self.keys = set()  # (folder, id): the modes whose ids repeat across folders dedupe by these
+        self.origins = {}  # folder -> the IIIF manifest id its first row names, for folders fetched from one
         self.counts = {}  # folder -> rows
         self._lock = threading.Lock()
         self._handle = None
@@ -77,8 +86,7 @@ class Manifest:
         if dropped or adopted or needs_rewrite:
             self._pending = kept
         for row in kept:
-            self.ids.add(row["id"])
-            self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
+            self._note(row)
         if dropped or adopted or removed:
             log.info("reconciled %s: dropped %d rows (file missing, torn or repeated), adopted %d files "
                      "it lacked, removed %d temporary files", self.path, dropped, len(adopted), removed)
@@ -137,24 +145,27 @@ class Manifest:
         reader = csv.DictReader(io.StringIO(text, newline=""), restkey="_extra")
         if reader.fieldnames is None:
             return [], 0, True
-        if tuple(reader.fieldnames) != MANIFEST_FIELDS:
+        header = tuple(reader.fieldnames)
+        if header not in (MANIFEST_FIELDS, EXTENDED_FIELDS):
             raise CrawlError(f"{self.path} does not have the manifest columns {','.join(MANIFEST_FIELDS)}; "
                              f"move it away or choose another --out")
+        widen = header != self.fields and header == MANIFEST_FIELDS
+        self.fields = EXTENDED_FIELDS if EXTENDED_FIELDS in (header, self.fields) else MANIFEST_FIELDS
         rows, bad = [], 0
         for row in reader:
-            if "_extra" in row or any(row[field] is None for field in MANIFEST_FIELDS) \
+            if "_extra" in row or any(row[field] is None for field in header) \
                     or not (ndl.valid_id(row["folder"]) and ndl.valid_id(row["id"])):
                 bad += 1  # e.g. a line torn by a crash
                 continue
             rows.append(row)
         # Without a final newline the next append would glue onto the last line.
-        return rows, bad, not raw.endswith(b"\n")
+        return rows, bad, widen or not raw.endswith(b"\n")
 
     def _adopt(self, folder, image_id):
         path = self.image_path(folder, image_id)
         parts = files.NDL_NAME.fullmatch(image_id)
         stat = os.stat(path)
-        return {field: "" for field in MANIFEST_FIELDS} | {
+        return {field: "" for field in EXTENDED_FIELDS} | {
             "id": image_id, "folder": folder,
             "pid": parts["pid"] if parts else "", "page": str(int(parts["page"])) if parts else "",
             "sha256": files.sha256_file(path), "bytes": str(stat.st_size),
@@ -163,9 +174,9 @@ class Manifest:
 
     def _rewrite(self, rows):
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS)
+        writer = csv.DictWriter(text, fieldnames=self.fields)
         writer.writeheader()
-        writer.writerows({field: row[field] for field in MANIFEST_FIELDS} for row in rows)
+        writer.writerows({field: row.get(field, "") for field in self.fields} for row in rows)
         files.write_atomic(self.path, text.getvalue())
 
     def append(self, row):
@@ -174,12 +185,18 @@ class Manifest:
             if self._handle is None:
                 self._write_pending()
                 self._handle = open(self.path, "a", newline="", encoding="utf-8")
-                self._writer = csv.DictWriter(self._handle, fieldnames=MANIFEST_FIELDS)
+                self._writer = csv.DictWriter(self._handle, fieldnames=self.fields, extrasaction="ignore")
             self._writer.writerow(row)
             self._handle.flush()
             os.fsync(self._handle.fileno())
-            self.ids.add(row["id"])
-            self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
+            self._note(row)
+
+    def _note(self, row):
+        self.ids.add(row["id"])
+        self.keys.add((row["folder"], row["id"]))
+        self.counts[row["folder"]] = self.counts.get(row["folder"], 0) + 1
+        if row.get("manifest"):
+            self.origins.setdefault(row["folder"], row["manifest"])
 
     def close(self):
         if self._handle is not None:

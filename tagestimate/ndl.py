@@ -22,6 +22,7 @@ DEFAULT_IIIF_BASE = "https://www.dl.ndl.go.jp/api/iiif"
 DEFAULT_SIZE = ",256"
 RANDOM_ENDPOINT = "illustration/randomwithfacet"
 TAG_FILTER = "f-graphictags.tagname"
+PID_FILTER = "f-pid"  # any f-FIELD=VALUE is an exact filter; this one keeps one book
 MAX_API_BATCH = 100
 DEFAULT_BATCH = 20  # records per API call unless --batch says otherwise
 
@@ -214,13 +215,16 @@ def check_jpeg(data, max_pixels=MAX_IMAGE_PIXELS):
     return width, height
 
 
-def random_illustrations(client, api_base, tag=None, size=DEFAULT_BATCH):
-    """One call of randomwithfacet: the raw records (a list), or RecordError/httpclient.FetchError."""
+def random_illustrations(client, api_base, tag=None, size=DEFAULT_BATCH, pid=None):
+    """One call of randomwithfacet (filtered by tag and/or book pid): the raw records (a list),
+    or RecordError/httpclient.FetchError."""
     if not 1 <= size <= MAX_API_BATCH:
         raise ValueError(f"size {size} is outside 1..{MAX_API_BATCH}")
     params = {"size": str(size)}
     if tag is not None:
         params[TAG_FILTER] = tag
+    if pid is not None:
+        params[PID_FILTER] = pid
     body = client.get(f"{api_base.rstrip('/')}/{RANDOM_ENDPOINT}", params=params,
                       max_bytes=API_MAX_BYTES, accept="application/json")
     return parse_api_body(body)

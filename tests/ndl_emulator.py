@@ -1,9 +1,12 @@
 """A loopback emulator of the NDL Lab illustration API and the NDL IIIF Image API.
 
 It answers `/dl/api/illustration/randomwithfacet` from a list of records (random draws with
-repeats, honouring `size` and the tag filter) and `/api/iiif/{pid}/R{page:07d}/{region}/
+repeats, honouring `size`, the tag filter and `f-pid`) and `/api/iiif/{pid}/R{page:07d}/{region}/
 {size}/0/default.jpg` by cropping a page image with Pillow, rejecting any URL that does not
-follow the grammar in shared/docs/ndl-api.md. `fail()` queues misbehaviour.
+follow the grammar in shared/docs/ndl-api.md. IIIF Presentation documents put in `documents`
+are served under `/iiif/docs/`, and `/iiif3/{name}/...` is an Image API 3 service (no `full`
+size) of synthetic pages; `v2_manifest` and `v3_manifest` build documents that use both
+services. `fail()` queues misbehaviour.
 
     with NdlEmulator(records) as emulator:
         emulator.fail("status", service="iiif", status=503, retry_after="1")
@@ -25,6 +28,10 @@ from PIL import Image, ImageDraw
 API_PATH = "/dl/api/illustration/randomwithfacet"
 IIIF_PREFIX = "/api/iiif/"
 TAG_FILTER = "f-graphictags.tagname"
+PID_FILTER = "f-pid"
+DOCS_PREFIX = "/iiif/docs/"
+IIIF3_PREFIX = "/iiif3/"
+_IIIF3_PATH = re.compile(r"(?P<name>[0-9A-Za-z_-]{1,64})/(?P<region>[^/]+)/(?P<size>[^/]+)/0/default\.jpg")
 _NUMBER = r"\d+(?:\.\d+)?"
 _IIIF_PATH = re.compile(
     r"(?P<pid>[0-9A-Za-z_-]{1,64})/R(?P<page>\d{7})/(?P<region>[^/]+)/(?P<size>[^/]+)"
@@ -109,6 +116,7 @@ class NdlEmulator:
         self.filter_tags = filter_tags
         self.random = random.Random(seed)
         self.requests = []
+        self.documents = {}  # name -> a JSON-able object or bytes, served at /iiif/docs/{name}
         self.oversize_sent = []  # bytes actually written for each oversize answer
         self._faults = collections.deque()
         self._lock = threading.Lock()
@@ -152,6 +160,9 @@ class NdlEmulator:
     def iiif_base(self):
         return self.root + "/api/iiif"
 
+    def doc_url(self, name):
+        return self.root + DOCS_PREFIX + name
+
     def count(self, service):
         with self._lock:
             return sum(1 for name, _ in self.requests if name == service)
@@ -184,8 +195,10 @@ class NdlEmulator:
             return len(self._faults)
 
     # -- content ---------------------------------------------------------------------
-    def draw(self, size, tags):
+    def draw(self, size, tags, pids=()):
         pool = self.records
+        if pids:
+            pool = [r for r in pool if isinstance(r, dict) and r.get("pid") in pids]
         if self.filter_tags and tags:
             pool = [r for r in pool if isinstance(r, dict)
                     and all(any(isinstance(t, dict) and t.get("tagname") == tag for t in r.get("graphictags") or [])
@@ -212,7 +225,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         emulator = self.server.emulator
         parsed = urllib.parse.urlsplit(self.path)
-        service = "api" if parsed.path == API_PATH else "iiif" if parsed.path.startswith(IIIF_PREFIX) else "other"
+        service = ("api" if parsed.path == API_PATH else "iiif" if parsed.path.startswith(IIIF_PREFIX)
+                   else "docs" if parsed.path.startswith(DOCS_PREFIX)
+                   else "iiif3" if parsed.path.startswith(IIIF3_PREFIX) else "other")
         with emulator._lock:
             emulator.requests.append((service, self.path))
         if emulator.on_request is not None:
@@ -227,6 +242,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._api(parsed)
             elif service == "iiif":
                 self._iiif(parsed.path[len(IIIF_PREFIX):])
+            elif service == "docs":
+                self._document(parsed.path[len(DOCS_PREFIX):])
+            elif service == "iiif3":
+                self._iiif3(parsed.path[len(IIIF3_PREFIX):])
             else:
                 self._send(404, ERROR_PAGE, "text/html")
         except (BrokenPipeError, ConnectionResetError):
@@ -247,7 +266,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             size = int(query.get("size", ["0"])[0]) or 20
         except ValueError:
             return self._send(400, b'{"error": "bad size"}', "application/json")
-        records = self.server.emulator.draw(min(size, 100), query.get(TAG_FILTER, []))
+        records = self.server.emulator.draw(min(size, 100), query.get(TAG_FILTER, []), query.get(PID_FILTER, []))
         self._send(200, json.dumps(records, ensure_ascii=False).encode("utf-8"), "application/json")
 
     def _iiif(self, rest):
@@ -259,6 +278,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(404, b"<html><body>Not found</body></html>", "text/html")
         try:
             image = crop(page_image, match["region"], match["size"])
+        except ValueError as error:
+            return self._send(400, f"<html><body>{error}</body></html>".encode(), "text/html")
+        self._send(200, jpeg_bytes(image), "image/jpeg")
+
+    def _document(self, name):
+        document = self.server.emulator.documents.get(name)
+        if document is None:
+            return self._send(404, ERROR_PAGE, "text/html")
+        body = document if isinstance(document, bytes) else json.dumps(document, ensure_ascii=False).encode()
+        self._send(200, body, "application/ld+json")
+
+    def _iiif3(self, rest):
+        """Image API 3: `max` instead of `full` as a size, which it refuses (400)."""
+        match = _IIIF3_PATH.fullmatch(rest)
+        if match is None or match["size"] == "full":
+            return self._send(400, b"<html><body>Bad IIIF 3 request</body></html>", "text/html")
+        try:
+            image = crop(synthetic_page(match["name"], 3), match["region"], match["size"])
         except ValueError as error:
             return self._send(400, f"<html><body>{error}</body></html>".encode(), "text/html")
         self._send(200, jpeg_bytes(image), "image/jpeg")
@@ -331,3 +368,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with self.server.emulator._lock:
                 self.server.emulator.oversize_sent.append(sent)
             self.close_connection = True
+
+
+def v2_manifest(emulator, name, pid, pages, extra_canvases=()):
+    """A Presentation 2.1 manifest whose canvases are pages of `pid` on the NDL-like v2 service."""
+    manifest_id = emulator.doc_url(name)
+    canvases = []
+    for page in pages:
+        service = f"{emulator.iiif_base}/{pid}/R{page:07d}"
+        canvases.append({
+            "@id": f"{manifest_id}/canvas/{page}", "@type": "sc:Canvas", "label": f"p. {page}",
+            "width": 600, "height": 800,
+            "images": [{"@type": "oa:Annotation", "motivation": "sc:painting", "on": f"{manifest_id}/canvas/{page}",
+                        "resource": {"@id": service + "/full/full/0/default.jpg", "@type": "dctypes:Image",
+                                     "service": {"@context": "http://iiif.io/api/image/2/context.json",
+                                                 "@id": service, "profile": "http://iiif.io/api/image/2/level1.json"}}}],
+        })
+    return {"@context": "http://iiif.io/api/presentation/2/context.json", "@id": manifest_id, "@type": "sc:Manifest",
+            "label": [{"@value": f"本 {pid}", "@language": "ja"}],
+            "sequences": [{"@type": "sc:Sequence", "canvases": canvases + list(extra_canvases)}]}
+
+
+def v3_manifest(emulator, name, count, extra_canvases=()):
+    """A Presentation 3.0 manifest of `count` canvases painted by the emulator's Image API 3 service."""
+    manifest_id = emulator.doc_url(name)
+    canvases = []
+    for n in range(1, count + 1):
+        canvas_id = f"{manifest_id}/canvas/{n}"
+        service = f"{emulator.root}/iiif3/{re.sub(r'[^0-9A-Za-z_-]', '-', name)}-{n}"
+        canvases.append({
+            "id": canvas_id, "type": "Canvas", "label": {"en": [f"page {n}"]}, "width": 600, "height": 800,
+            "items": [{"id": canvas_id + "/page", "type": "AnnotationPage", "items": [{
+                "id": canvas_id + "/page/image", "type": "Annotation", "motivation": "painting", "target": canvas_id,
+                "body": {"id": service + "/full/max/0/default.jpg", "type": "Image", "format": "image/jpeg",
+                         "service": [{"id": service, "type": "ImageService3", "profile": "level1"}]}}]}],
+        })
+    return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": manifest_id, "type": "Manifest",
+            "label": {"en": [f"Book {name}"]}, "items": canvases + list(extra_canvases)}

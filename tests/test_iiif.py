@@ -1,0 +1,207 @@
+"""Whole books into {out}/{folder}/: by NDL pid (--pid) and by IIIF manifest (--iiif-manifest),
+against the loopback emulator (tests/ndl_emulator.py)."""
+
+import csv
+import hashlib
+import json
+import os
+
+import pytest
+from PIL import Image
+
+import newdataclawer
+from tagestimate import iiif, manifest, ndl
+from tests.ndl_emulator import NdlEmulator, v2_manifest, v3_manifest
+
+FAST = ["--delay", "0", "--timeout", "1", "--retries", "1", "--backoff", "0.01", "--max-wait", "0.2"]
+
+
+def book_records(pid, pages, per_page=2, tags=("picture",)):
+    """The API's records of one book: `per_page` illustrations on each page."""
+    records = []
+    for page in pages:
+        for n in range(per_page):
+            records.append({"id": f"{pid}_{page}_{n}", "pid": pid, "page": page, "title": f"本 {pid}",
+                            "x": 10.0 + 40 * n, "y": 20.5, "w": 35.0, "h": 50.25,
+                            "graphictags": [{"tagname": tag, "confidence": 0.9 - 0.1 * i} for i, tag in enumerate(tags)]})
+    return records
+
+
+def read_rows(out):
+    with open(os.path.join(out, manifest.MANIFEST_NAME), encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == manifest.EXTENDED_FIELDS
+        return list(reader)
+
+
+def files_under(out):
+    """{(folder, name)} of every file below `out`'s sub-folders."""
+    return {(os.path.basename(folder), name) for folder, _, names in os.walk(out) if folder != str(out)
+            for name in names}
+
+
+def crawl(emulator, out, *args):
+    return newdataclawer.main(["--out", str(out), "--api-base", emulator.api_base, "--iiif-base", emulator.iiif_base,
+                               *FAST, *args])
+
+
+def test_pid_crawl_fetches_exactly_that_books_illustrations(tmp_path, capsys):
+    wanted = book_records("1054192", range(1, 9), tags=("picture", "picture_indoor"))
+    other = book_records("2000001", range(1, 5))
+    out = tmp_path / "input"
+    with NdlEmulator(wanted + other) as emulator:
+        assert crawl(emulator, out, "--pid", "1054192", "--max-idle", "3") == 0
+        api_paths = [path for service, path in emulator.requests if service == "api"]
+    assert all("f-pid=1054192" in path and "f-graphictags" not in path for path in api_paths)
+    assert files_under(out) == {("1054192", record["id"] + ".jpg") for record in wanted}
+    rows = read_rows(out)
+    by_id = {record["id"]: record for record in wanted}
+    assert sorted(row["id"] for row in rows) == sorted(by_id)
+    for row in rows:
+        record = by_id[row["id"]]
+        assert (row["folder"], row["pid"], int(row["page"])) == ("1054192", "1054192", record["page"])
+        assert [float(row[k]) for k in "xywh"] == [record[k] for k in "xywh"]
+        assert json.loads(row["tags"]) == {"picture": 0.9, "picture_indoor": 0.8}
+        assert row["source_url"] == ndl.iiif_url(emulator.iiif_base, "1054192", record["page"],
+                                                 ndl.pct_region(*(record[k] for k in "xywh")), ",256")
+        data = (out / "1054192" / (row["id"] + ".jpg")).read_bytes()
+        assert row["sha256"] == hashlib.sha256(data).hexdigest()
+    assert "1054192" in capsys.readouterr().out
+
+
+def test_pid_crawl_resumes_and_rejects_other_books_and_hostile_ids(tmp_path):
+    wanted = book_records("1054192", range(1, 4))
+    hostile = dict(wanted[0], id="../../etc/passwd")
+    stray = dict(book_records("2000001", [1])[0])
+    out = tmp_path / "input"
+    with NdlEmulator(wanted + [hostile], filter_tags=False) as emulator:
+        emulator.records.append(stray)
+        emulator.draw = lambda size, tags, pids=(): [hostile, stray] + wanted  # a server ignoring f-pid
+        assert crawl(emulator, out, "--pid", "1054192", "--max-idle", "2") == 0
+        first = read_rows(out)
+        images = emulator.count("iiif")
+        assert crawl(emulator, out, "--pid", "1054192", "--max-idle", "2") == 0
+        assert emulator.count("iiif") == images  # nothing fetched twice
+    assert read_rows(out) == first
+    assert files_under(out) == {("1054192", record["id"] + ".jpg") for record in wanted}
+    assert not os.path.exists(tmp_path / "etc")
+
+
+def test_manifest_crawl_v2_and_v3(tmp_path):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["book2/manifest.json"] = v2_manifest(emulator, "book2/manifest.json", "1054192", [3, 5, 7])
+        emulator.documents["book3.json"] = v3_manifest(emulator, "book3.json", 2)
+        local = tmp_path / "local.json"
+        local.write_text(json.dumps(v3_manifest(emulator, "elsewhere/xyz-1.json", 1)))
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("book2/manifest.json"),
+                     "--iiif-manifest", emulator.doc_url("book3.json"), "--iiif-manifest", str(local)) == 0
+        iiif3 = [path for service, path in emulator.requests if service == "iiif3"]
+    assert files_under(out) == {("book2", "0001.jpg"), ("book2", "0002.jpg"), ("book2", "0003.jpg"),
+                                ("book3", "0001.jpg"), ("book3", "0002.jpg"), ("xyz-1", "0001.jpg")}
+    assert iiif3 and all("/full/,256/0/default.jpg" in path for path in iiif3)
+    rows = {(row["folder"], row["id"]): row for row in read_rows(out)}
+    row = rows[("book2", "0002")]
+    assert row["manifest"] == emulator.doc_url("book2/manifest.json")
+    assert row["canvas"] == emulator.doc_url("book2/manifest.json") + "/canvas/5"
+    assert (row["label"], row["title"], row["page"]) == ("p. 5", "本 1054192", "2")
+    assert row["service"] == f"{emulator.iiif_base}/1054192/R0000005"
+    assert row["source_url"] == row["service"] + "/full/,256/0/default.jpg"
+    assert rows[("book3", "0002")]["label"] == "page 2"
+    with Image.open(out / "book3" / "0001.jpg") as image:
+        assert image.height == 256
+
+
+def test_v3_service_gets_max_for_full_size(tmp_path):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["m.json"] = v3_manifest(emulator, "m.json", 1)
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("m.json"), "--size", "full") == 0
+        paths = [path for service, path in emulator.requests if service == "iiif3"]
+    assert paths == ["/iiif3/m-json-1/full/max/0/default.jpg"]
+    assert read_rows(out)[0]["source_url"].endswith("/full/max/0/default.jpg")
+
+
+def test_collection_is_followed_up_to_limit_and_broken_documents_are_counted(tmp_path, capsys):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        for name in ("a.json", "b.json", "c.json"):
+            emulator.documents[name] = v3_manifest(emulator, name, 1)
+        emulator.documents["broken.json"] = b'{"id": "http://x/broken", "type": "Manifest", "items": [{'
+        emulator.documents["collection.json"] = {
+            "@context": "http://iiif.io/api/presentation/3/context.json", "id": emulator.doc_url("collection.json"),
+            "type": "Collection", "label": {"en": ["all"]},
+            "items": [{"id": emulator.doc_url(name), "type": "Manifest"}
+                      for name in ("broken.json", "a.json", "b.json", "c.json")]}
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("collection.json"), "--limit", "2") == 0
+    assert {folder for folder, _ in files_under(out)} == {"a", "b"}
+    summary = capsys.readouterr().out
+    assert [line.split()[4] for line in summary.splitlines() if line.startswith("-")] == ["1"]  # skipped: broken
+
+
+def test_canvases_without_an_image_service_are_skipped_and_counted(tmp_path, capsys):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        sound = {"id": "http://x/m/canvas/9", "type": "Canvas", "items": [{"type": "AnnotationPage", "items": [
+            {"type": "Annotation", "motivation": "painting", "body": {"id": "http://x/a.mp3", "type": "Sound"}}]}]}
+        bare = {"id": "http://x/m/canvas/10", "type": "Canvas", "items": [{"type": "AnnotationPage", "items": [
+            {"type": "Annotation", "motivation": "painting", "body": {"id": "http://x/a.jpg", "type": "Image"}}]}]}
+        emulator.documents["m.json"] = v3_manifest(emulator, "m.json", 2, extra_canvases=[sound, bare, "junk"])
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("m.json")) == 0
+    assert files_under(out) == {("m", "0001.jpg"), ("m", "0002.jpg")}
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("m ")][0]
+    assert row.split()[1:5] == ["2", "0", "0", "3"]  # saved, duplicates, rejected, skipped
+
+
+def test_parse_document_reads_v2_and_v3_services():
+    v2 = {"@id": "https://h/m", "@type": "sc:Manifest", "label": "Book", "sequences": [{"canvases": [
+        {"@id": "https://h/c1", "label": "1", "images": [{"resource": {"@type": "dctypes:Image", "service": {
+            "@id": "https://h/img/1/", "profile": "http://iiif.io/api/image/2/level2.json"}}}]},
+        {"@id": "https://h/c2", "images": [{"resource": {"@type": "dctypes:Image"}}]}]}]}
+    parsed = iiif.parse_document(v2, "v2")
+    assert parsed.pages == (iiif.Page(1, "https://h/c1", "1", "https://h/img/1", 2),)
+    assert [s.reason for s in parsed.skipped] == ["the canvas's image has no IIIF Image API service"]
+    with pytest.raises(iiif.DocumentError, match="not a IIIF Manifest or Collection"):
+        iiif.parse_document({"id": "https://h/x", "type": "Canvas"}, "x.json")
+    assert iiif.image_url("https://h/img/1", 3, "full") == "https://h/img/1/full/max/0/default.jpg"
+    assert iiif.image_url("https://h/img/1", 2, "full") == "https://h/img/1/full/full/0/default.jpg"
+
+
+@pytest.mark.parametrize("manifest_id, expected", [
+    ("https://dl.ndl.go.jp/api/iiif/1054192/manifest.json", "1054192"),
+    ("https://iiif.example.org/iiif/manifest/e32a277e-91e2.json", "e32a277e-91e2"),
+    ("https://example.org/books/../../etc%2Fpasswd/manifest", "etc-passwd"),
+    ("https://example.org/iiif/manifest.json", "manifest-" + iiif.short_hash("https://example.org/iiif/manifest.json")),
+])
+def test_slug_is_a_safe_folder_name(manifest_id, expected):
+    assert iiif.slug(manifest_id) == expected and ndl.valid_id(expected)
+
+
+def test_same_slug_of_another_manifest_gets_a_hash(tmp_path):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["x/book.json"] = v3_manifest(emulator, "x/book.json", 1)
+        emulator.documents["y/book.json"] = v3_manifest(emulator, "y/book.json", 1)
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("x/book.json")) == 0
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("y/book.json")) == 0
+    folders = {folder for folder, _ in files_under(out)}
+    assert folders == {"book", "book-" + iiif.short_hash(emulator.doc_url("y/book.json"))}
+
+
+def test_unreachable_manifest_server_and_missing_file_are_one_line_errors(tmp_path, capsys):
+    out = tmp_path / "input"
+    assert newdataclawer.main(["--out", str(out), *FAST, "--iiif-manifest", "http://127.0.0.1:9/m.json"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: cannot reach http://127.0.0.1:9/m.json")
+    assert newdataclawer.main(["--out", str(out), *FAST, "--iiif-manifest", str(tmp_path / "none.json")]) == 1
+    assert "error: cannot read the manifest" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_modes_cannot_be_mixed(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        newdataclawer.main(["--pid", "1", "--tag", "stamp"])
+    assert exit_.value.code == 2 and "different modes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        newdataclawer.main(["--pid", "../x"])
+    with pytest.raises(SystemExit):
+        newdataclawer.main(["--pid", "1", "--limit", "3"])
