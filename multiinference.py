@@ -10,8 +10,10 @@ output/{folder}.json: {"image name without extension": [{"tag": ..., "confidence
 import argparse
 import logging
 import os
+import re
 import sys
 
+from tagestimate import annotations
 from tagestimate.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter, printable_path
@@ -60,6 +62,12 @@ def build_parser():
                         help="decode JPEGs at full size, exactly as NDL's original script did, instead "
                              "of letting libjpeg shrink large scans while decoding (5-8x faster on pages "
                              "of 2,000 px and more; crops under 448 px are decoded in full either way)")
+    parser.add_argument("--id-base", metavar="URL", default=None,
+                        help="--format iiif: the URL the output folder will be published at; the annotations' "
+                             "ids are derived from it (default: the output folder's file: URL)")
+    parser.add_argument("--target-base", metavar="URL", default=None,
+                        help="--format iiif: the URL the input folder's images are published at, for images "
+                             "with no IIIF page or canvas to target (default: their file: URLs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -74,6 +82,9 @@ def check_arguments(parser, args):
     if not os.path.isdir(args.inputpath):
         parser.exit(2, f"error: input folder {printable_path(args.inputpath)} does not exist; put item folders "
                        "of images there or pass --inputpath\n")
+    for flag, value in (("--id-base", args.id_base), ("--target-base", args.target_base)):
+        if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", value):
+            parser.error(f"{flag} must be an absolute URL such as https://example.org/tags, not {value!r}")
     problem = output_folder_problem(args.outputpath)
     if problem:
         parser.exit(2, f"error: {problem}; pass --outputpath a folder you can write to\n")
@@ -130,8 +141,12 @@ def tag(args):
     runner = make_runner(backend, weights, config)
     logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
                  len(config.labels), config.image_size, config.channel_order)
+    context = None
+    if args.format == "iiif":
+        context = annotations.run_context(args.inputpath, weights, args.outputpath, args.id_base, args.target_base)
+        annotations.write_context(args.outputpath)
     tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size,
-                    workers=args.workers, draft=not args.full_decode)
+                    workers=args.workers, draft=not args.full_decode, context=context)
     return tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
                       progress=not args.quiet, errors=problems)
 

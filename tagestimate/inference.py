@@ -215,22 +215,26 @@ def tag_item(item, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, 
     return records, errors
 
 
-def write_item(output_dir, item_name, records, config, output_format="json"):
+def write_item(output_dir, item_name, records, config, output_format="json", context=None):
     """Write an item's output file atomically, thresholds taken from `config`; returns its path.
+    `context` (results.RunContext) is passed to formats that need more than the records (iiif).
 
     With a distributed engine, call it only once errors.json holds the item's errors: a
     rerun skips items that have an output file.
     """
     path = output_path(output_dir, item_name, output_format)
-    write_atomic(path, FORMATS[output_format].render(item_name, records, config))
+    extra = {} if context is None else {"context": context}
+    write_atomic(path, FORMATS[output_format].render(item_name, records, config, **extra))
     return path
 
 
 class Tagger:
     """The local engine: a runner and config; tags items into an output folder."""
 
-    def __init__(self, runner, config, threshold=None, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True):
+    def __init__(self, runner, config, threshold=None, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True,
+                 context=None):
         self.runner = runner
+        self.context = context  # results.RunContext for the formats that need one
         self.config = config
         self.output_config = with_threshold(config, threshold)  # what the writers threshold with
         self.batch_size = batch_size
@@ -306,7 +310,7 @@ class Tagger:
             return
         while waiting:
             name, item_records = waiting[0]
-            write_item(output_dir, name, item_records, self.output_config, output_format)
+            write_item(output_dir, name, item_records, self.output_config, output_format, context=self.context)
             waiting.popleft()
             summary["finished_items"] += 1
 

@@ -19,9 +19,27 @@ DIGITS = re.compile(r"(\d+)")  # runs of decimal digits (Nd) in any script; int(
 # height) of the source as shown, after EXIF orientation), probabilities (one per label).
 Record = collections.namedtuple("Record", "key path size probabilities")
 
-# An output format: the file extension, render(item_name, records, config) -> the file's text,
-# and the description --help gives.
+# An output format: the file extension, render(item_name, records, config, context=None) -> the
+# file's text, and the description --help gives.
 OutputFormat = collections.namedtuple("OutputFormat", "extension render description")
+
+SOFTWARE = "tagestimate"
+SOFTWARE_VERSION = "1.0.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What a format may need beyond an item's records: where the images and weights came from,
+    where the output will be published. Only the iiif format reads it (json and csv ignore it)."""
+
+    input_dir: str = ""         # the folder the items were found in (its manifest.csv gives provenance)
+    weights_name: str = ""      # the weight file's name
+    weights_sha256: str = ""
+    id_base: str = ""           # URL the output files will be published under ('' : the output folder's file: URL)
+    target_base: str = ""       # URL the input folder's images are published under ('' : their file: URLs)
+    software: str = SOFTWARE
+    version: str = SOFTWARE_VERSION
+    created: str = ""           # ISO 8601 time of the run, UTC
 
 
 def natural_key(text):
@@ -88,16 +106,25 @@ def item_csv(tags_by_key):
     return buffer.getvalue()
 
 
-def render_json(item_name, records, config):
+def render_json(item_name, records, config, context=None):
     return item_json(tags_of(records, config))
 
 
-def render_csv(item_name, records, config):
+def render_csv(item_name, records, config, context=None):
     return item_csv(tags_of(records, config))
+
+
+def render_iiif(item_name, records, config, context=None):
+    from tagestimate import annotations  # it imports this module
+
+    return annotations.render_page(item_name, records, config, context or RunContext())
 
 
 # --format name -> OutputFormat. A new format is a render function and one entry here.
 FORMATS = {
     "json": OutputFormat("json", render_json, "NDL's format"),
     "csv": OutputFormat("csv", render_csv, "rows of image,tag,confidence"),
+    "iiif": OutputFormat("iiif.json", render_iiif,
+                         "a IIIF Presentation 3 AnnotationPage of W3C Web Annotations, one per tag (motivation "
+                         "tagging), targeting the crop, canvas, page or file (see --id-base, --target-base)"),
 }

@@ -534,7 +534,9 @@ DOCUMENTED_DEFAULTS = {
     "--from-metadata": (None, "–"),
     "--label": (None, "all"),
     "--limit": (None, "all"),
-    "--out": ("datasetpdm", "`datasetpdm`"),
+    "--pid": (None, "–"),
+    "--iiif-manifest": (None, "–"),
+    "--out": (None, "`datasetpdm`; `input` with `--pid` or `--iiif-manifest`"),  # None: chosen by the mode
     "--iiif-base": ("https://www.dl.ndl.go.jp/api/iiif", "`https://www.dl.ndl.go.jp/api/iiif`"),
     "--size": (",256", "`,256`"),
     "--workers": (4, "4"),
