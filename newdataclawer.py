@@ -147,9 +147,12 @@ def build_parser():
 
 
 def crawl_options(args):
-    """The CrawlOptions that parsed flags ask for (every one of its fields is a flag)."""
-    return crawl.CrawlOptions(**{field.name: getattr(args, field.name)
-                                 for field in dataclasses.fields(crawl.CrawlOptions)})
+    """The CrawlOptions that parsed flags ask for (every one of its fields is a flag; --out's default
+    depends on the mode)."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(crawl.CrawlOptions)}
+    if values["out"] is None:
+        values["out"] = BOOK_OUT if args.pid or args.iiif_manifest else crawl.CrawlOptions.out
+    return crawl.CrawlOptions(**values)
 
 
 def check_modes(parser, args):
@@ -162,8 +165,6 @@ def check_modes(parser, args):
     if args.limit and not (args.from_metadata or args.iiif_manifest):
         parser.error("--limit selects rows of an index or manifests of a collection: use it with --from-metadata "
                      "or --iiif-manifest")
-    if args.out is None:
-        args.out = BOOK_OUT if args.pid or args.iiif_manifest else crawl.CrawlOptions.out
 
 
 def main(argv=None):

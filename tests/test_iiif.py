@@ -205,3 +205,18 @@ def test_modes_cannot_be_mixed(capsys):
         newdataclawer.main(["--pid", "../x"])
     with pytest.raises(SystemExit):
         newdataclawer.main(["--pid", "1", "--limit", "3"])
+
+
+def test_a_tagged_modes_manifest_gets_the_new_columns_and_keeps_its_rows(tmp_path):
+    out = tmp_path / "input"
+    (out / "stamp").mkdir(parents=True)
+    (out / "stamp" / "1_1_0.jpg").write_bytes(b"kept as it is")
+    with open(out / manifest.MANIFEST_NAME, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=manifest.MANIFEST_FIELDS, restval="")
+        writer.writeheader()
+        writer.writerow({"id": "1_1_0", "folder": "stamp", "title": "old"})
+    with NdlEmulator(book_records("1054192", [1])) as emulator:
+        assert crawl(emulator, out, "--pid", "1054192", "--max-idle", "2") == 0
+    rows = read_rows(out)
+    assert [(row["folder"], row["id"], row["title"], row["tags"]) for row in rows][0] == ("stamp", "1_1_0", "old", "")
+    assert sorted(row["id"] for row in rows[1:]) == ["1054192_1_0", "1054192_1_1"]
