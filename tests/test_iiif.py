@@ -161,6 +161,10 @@ def test_parse_document_reads_v2_and_v3_services():
     parsed = iiif.parse_document(v2, "v2")
     assert parsed.pages == (iiif.Page(1, "https://h/c1", "1", "https://h/img/1", 2),)
     assert [s.reason for s in parsed.skipped] == ["the canvas's image has no IIIF Image API service"]
+    sound = {"id": "https://h/m", "type": "Manifest", "items": [{"id": "https://h/c", "type": "Canvas", "items": [
+        {"type": "AnnotationPage", "items": [{"motivation": "painting", "body": {"id": "https://h/a", "type": "Sound"}}]}]}]}
+    assert iiif.parse_document(sound, "v3").skipped == (
+        iiif.Skipped(1, "https://h/c", "the canvas paints a Sound, not an image"),)
     with pytest.raises(iiif.DocumentError, match="not a IIIF Manifest or Collection"):
         iiif.parse_document({"id": "https://h/x", "type": "Canvas"}, "x.json")
     assert iiif.image_url("https://h/img/1", 3, "full") == "https://h/img/1/full/max/0/default.jpg"
@@ -171,6 +175,7 @@ def test_parse_document_reads_v2_and_v3_services():
     ("https://dl.ndl.go.jp/api/iiif/1054192/manifest.json", "1054192"),
     ("https://iiif.example.org/iiif/manifest/e32a277e-91e2.json", "e32a277e-91e2"),
     ("https://example.org/books/../../etc%2Fpasswd/manifest", "etc-passwd"),
+    ("https://example.org/b%C3%BCcher:1.json", "b-cher-1"),
     ("https://example.org/iiif/manifest.json", "manifest-" + iiif.short_hash("https://example.org/iiif/manifest.json")),
 ])
 def test_slug_is_a_safe_folder_name(manifest_id, expected):
