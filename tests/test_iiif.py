@@ -225,3 +225,17 @@ def test_a_tagged_modes_manifest_gets_the_new_columns_and_keeps_its_rows(tmp_pat
     rows = read_rows(out)
     assert [(row["folder"], row["id"], row["title"], row["tags"]) for row in rows][0] == ("stamp", "1_1_0", "old", "")
     assert sorted(row["id"] for row in rows[1:]) == ["1054192_1_0", "1054192_1_1"]
+
+
+def test_an_oversized_manifest_is_not_read_whole(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(iiif, "MAX_BYTES", 1024 * 1024)
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["m.json"] = v3_manifest(emulator, "m.json", 1)
+        emulator.fail("oversize", service="docs", size=8 * 1024 * 1024)
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("m.json"),
+                     "--iiif-manifest", emulator.doc_url("m.json") + "?again") == 0
+        assert max(emulator.oversize_sent) < 8 * 1024 * 1024
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")][0]
+    assert row.split()[6] == "1"  # api_errors: the oversized answer; the second request got the manifest
+    assert files_under(out) == {("m", "0001.jpg")}
