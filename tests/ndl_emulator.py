@@ -382,7 +382,8 @@ def v2_manifest(emulator, name, pid, pages, extra_canvases=()):
             "images": [{"@type": "oa:Annotation", "motivation": "sc:painting", "on": f"{manifest_id}/canvas/{page}",
                         "resource": {"@id": service + "/full/full/0/default.jpg", "@type": "dctypes:Image",
                                      "service": {"@context": "http://iiif.io/api/image/2/context.json",
-                                                 "@id": service, "profile": "http://iiif.io/api/image/2/level1.json"}}}],
+                                                 "@id": service,
+                                                 "profile": "http://iiif.io/api/image/2/level1.json"}}}],
         })
     return {"@context": "http://iiif.io/api/presentation/2/context.json", "@id": manifest_id, "@type": "sc:Manifest",
             "label": [{"@value": f"本 {pid}", "@language": "ja"}],

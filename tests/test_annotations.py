@@ -81,7 +81,8 @@ def test_targets_are_the_most_precise_thing_known(tmp_path):
     base = "http://127.0.0.1:1/api/iiif"
     write_rows(tmp_path, [
         {"id": "1054192_2_0", "folder": "book", "pid": "1054192", "page": "2", "x": "10.0", "y": "20.5",
-         "w": "35.0", "h": "50.25", "source_url": f"{base}/1054192/R0000002/pct:10.0,20.5,35.0,50.25/,256/0/default.jpg"},
+         "w": "35.0", "h": "50.25",
+         "source_url": f"{base}/1054192/R0000002/pct:10.0,20.5,35.0,50.25/,256/0/default.jpg"},
         {"id": "0003", "folder": "book", "page": "3", "canvas": "https://h/m/canvas/3", "manifest": "https://h/m"},
     ])
     keys = ["1054192_2_0", "0003", "1054192_7_1", "scan 1"]
@@ -157,3 +158,15 @@ def test_readme_example_pid_crawl_then_iiif_output(tmp_path, monkeypatch):
     with open("output/1054192.iiif.json", encoding="utf-8") as handle:
         again = json.load(handle)
     assert [a["id"] for a in again["items"]] == [a["id"] for a in document["items"]]
+
+
+def test_bases_must_be_absolute_urls(tmp_path, capsys):
+    import multiinference
+
+    (tmp_path / "in" / "item").mkdir(parents=True)
+    for flag in ("--id-base", "--target-base"):
+        with pytest.raises(SystemExit) as exit_:
+            multiinference.main(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"),
+                                 "--format", "iiif", flag, "example.org/tags"])
+        assert exit_.value.code == 2
+        assert f"{flag} must be an absolute URL" in capsys.readouterr().err

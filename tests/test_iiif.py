@@ -23,7 +23,8 @@ def book_records(pid, pages, per_page=2, tags=("picture",)):
         for n in range(per_page):
             records.append({"id": f"{pid}_{page}_{n}", "pid": pid, "page": page, "title": f"本 {pid}",
                             "x": 10.0 + 40 * n, "y": 20.5, "w": 35.0, "h": 50.25,
-                            "graphictags": [{"tagname": tag, "confidence": 0.9 - 0.1 * i} for i, tag in enumerate(tags)]})
+                            "graphictags": [{"tagname": tag, "confidence": 0.9 - 0.1 * i}
+                                            for i, tag in enumerate(tags)]})
     return records
 
 
@@ -162,7 +163,8 @@ def test_parse_document_reads_v2_and_v3_services():
     assert parsed.pages == (iiif.Page(1, "https://h/c1", "1", "https://h/img/1", 2),)
     assert [s.reason for s in parsed.skipped] == ["the canvas's image has no IIIF Image API service"]
     sound = {"id": "https://h/m", "type": "Manifest", "items": [{"id": "https://h/c", "type": "Canvas", "items": [
-        {"type": "AnnotationPage", "items": [{"motivation": "painting", "body": {"id": "https://h/a", "type": "Sound"}}]}]}]}
+        {"type": "AnnotationPage",
+         "items": [{"motivation": "painting", "body": {"id": "https://h/a", "type": "Sound"}}]}]}]}
     assert iiif.parse_document(sound, "v3").skipped == (
         iiif.Skipped(1, "https://h/c", "the canvas paints a Sound, not an image"),)
     with pytest.raises(iiif.DocumentError, match="not a IIIF Manifest or Collection"):
