@@ -132,12 +132,12 @@ def _decode_reduced(image, size):
     a TIFF's tags.
     """
     factor = max(1, min(image.width // size, image.height // size))
-    with _LARGE_DECODE:
-        with warnings.catch_warnings():
-            # TIFF repeats Pillow's size warning when it allocates its pixels; the size was
-            # checked above. catch_warnings is process-wide, hence only here, under the lock.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image.load()
+    with _LARGE_DECODE, warnings.catch_warnings():
+        # TIFF repeats Pillow's size warning when it allocates its pixels, and Pillow 12's
+        # crop() repeats it for wide bands; the size was checked above. catch_warnings is
+        # process-wide, hence only here, under the lock.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image.load()
         upright = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
         if factor == 1:
             reduced = image

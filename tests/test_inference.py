@@ -478,7 +478,7 @@ def test_documented_defaults():
     assert vars(args) == {
         "inputpath": "input", "outputpath": "output", "weights": None, "weights_url": None, "threshold": None,
         "batch_size": 32, "workers": None, "backend": "auto", "overwrite": False, "format": "json",
-        "full_decode": False, "quiet": False,
+        "full_decode": False, "quiet": False, "id_base": None, "target_base": None,
     }
     assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
     assert multiinference.DEFAULT_THRESHOLD == 0.4

@@ -86,10 +86,10 @@ def test_item_csv_has_one_row_per_tag_and_an_empty_row_for_untagged_images():
     assert rows[1] == ['a,"b"', "x", "1.0"]  # names with commas and quotes survive
 
 
-def test_the_two_documented_formats_exist():
-    assert set(FORMATS) == {"json", "csv"}  # --format's choices, as the README documents them
+def test_the_documented_formats_exist():
+    assert set(FORMATS) == {"json", "csv", "iiif"}  # --format's choices, as the README documents them
     assert FORMATS["json"].render is render_json and FORMATS["csv"].render is render_csv
-    assert [FORMATS[name].extension for name in ("json", "csv")] == ["json", "csv"]
+    assert [FORMATS[name].extension for name in ("json", "csv", "iiif")] == ["json", "csv", "iiif.json"]
 
 
 RECORDS = [
