@@ -60,6 +60,12 @@ def build_parser():
                         help="decode JPEGs at full size, exactly as NDL's original script did, instead "
                              "of letting libjpeg shrink large scans while decoding (5-8x faster on pages "
                              "of 2,000 px and more; crops under 448 px are decoded in full either way)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write no review report (output/index.html, output/html/ with thumbnails); by "
+                             "default every run rebuilds it from all items in the output folder")
+    parser.add_argument("--explain", action="store_true",
+                        help="add Grad-CAM overlays to the report: what the model looked at for each kept tag "
+                             "of each image tagged in this run (a TensorFlow backward pass, slower; see README)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -69,6 +75,8 @@ def check_arguments(parser, args):
         parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
+    if args.explain and args.no_report:
+        parser.error("--explain shows its overlays in the report; leave out --no-report")
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         parser.error(f"--threshold must be in [0, 1), not {args.threshold}")
     if not os.path.isdir(args.inputpath):
@@ -130,10 +138,20 @@ def tag(args):
     runner = make_runner(backend, weights, config)
     logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
                  len(config.labels), config.image_size, config.channel_order)
-    tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size,
-                    workers=args.workers, draft=not args.full_decode)
-    return tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
-                      progress=not args.quiet, errors=problems)
+    engine, options = Tagger, {}
+    if not args.no_report:  # review report (issue 12): the tagger also keeps full probabilities
+        from tagestimate import report as review
+
+        engine, options = review.RecordingTagger, {"explain": args.explain}
+    tagger = engine(runner, config, threshold=args.threshold, batch_size=args.batch_size,
+                    workers=args.workers, draft=not args.full_decode, **options)
+    summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
+                         progress=not args.quiet, errors=problems)
+    if not args.no_report and not summary["interrupted"]:
+        summary["report"] = review.finish_run(args.outputpath, items, weights, kind, backend, tagger.output_config,
+                                              tagger.explained if args.explain else None,
+                                              draft=not args.full_decode, progress=not args.quiet)
+    return summary
 
 
 def report(summary, output_dir):
@@ -149,10 +167,14 @@ def report(summary, output_dir):
         skipped = f" ({summary['skipped_images']} files skipped{errors_note})" if summary["skipped_images"] else ""
         print(f"{summary['skipped_items']} items already done in {output}, nothing to tag{skipped}; "
               "pass --overwrite to tag them again")
+        if summary.get("report"):
+            print(f"review report: {printable_path(summary['report'])}")
         return 0
     print(f"{summary['images']} images tagged in {summary['items']} items, {summary['skipped_images']} files "
           f"skipped{errors_note}, {summary['skipped_items']} items already done; "
           f"{summary['images_per_second']:.1f} images/s")
+    if summary.get("report"):
+        print(f"review report: {printable_path(summary['report'])}")
     if summary["attempted"] and not summary["images"]:
         print("error: none of the files could be read as images", file=sys.stderr)
         return EXIT_ERROR
