@@ -1,0 +1,189 @@
+"""The inference review report (tagestimate/report.py) and the training report's pieces: fast
+tests on the files and HTML written, without a model (outputs and sidecars written directly)."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelfiles import trained_config
+from tagestimate import report
+from tagestimate.inference import Item, write_item
+from tagestimate.results import Record
+from tagestimate.thumbs import safe_name
+
+HOSTILE_ITEM = "<b onmouseover=alert('item')>&\"x"  # a folder name: no slash
+HOSTILE_KEY = "\"><img src=x onerror=alert(1)>/p 2"
+
+
+def image(path, color=(200, 30, 30), size=(120, 80)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return str(path)
+
+
+def tag_output(output, name, rows, config, sidecar=True):
+    """Write an item's NDL output (and its report sidecar) as a run would; rows: (key, path, probabilities)."""
+    records = [Record(key, path, (10, 10), np.asarray(values, np.float32)) for key, path, values in rows]
+    os.makedirs(output, exist_ok=True)
+    if sidecar:
+        report.write_sidecar(str(output), name, records, config)
+    write_item(str(output), name, records, config)
+
+
+def probabilities(**values):
+    """An 11-label vector: 0.05 everywhere but the named labels."""
+    from tagestimate.labels import LABELS
+
+    return [values.get(label, 0.05) for label in LABELS]
+
+
+@pytest.fixture
+def run_output(tmp_path):
+    """Two items (one with a hostile name and key), errors.json, run.json: (output, config)."""
+    config = trained_config()
+    output = tmp_path / "out"
+    a = [(f"p{n}", image(tmp_path / "in" / "a" / f"p{n}.jpg", (20 * n, 90, 90)), probabilities(graphic_map=0.9))
+         for n in range(3)]
+    a.append(("p3", image(tmp_path / "in" / "a" / "p3.jpg"), probabilities(picture=0.45)))  # borderline, kept
+    a.append(("p4", image(tmp_path / "in" / "a" / "p4.jpg"), probabilities()))  # no tag
+    tag_output(output, "a", a, config)
+    b = [(HOSTILE_KEY, image(tmp_path / "in" / "b" / "x.png"), probabilities(stamp=0.8, picture=0.35))]
+    tag_output(output, HOSTILE_ITEM, b, config)
+    (output / "errors.json").write_text(json.dumps([{"item": "a", "path": "in/a/<bad>.jpg", "reason": "empty file"}]))
+    report.write_run_info(str(output), str(tmp_path / "w.h5"), "keras-weights", "openvino", config, False)
+    return output, config
+
+
+def cards(page):
+    return re.findall(r'<figure class="card"', page)
+
+
+def read(path):
+    return open(path, encoding="utf-8").read()
+
+
+def item_page(output, name):
+    return read(os.path.join(output, "html", report.page_names(name, 1)[0]))
+
+
+def test_report_has_overview_one_card_per_image_and_thumbnails(run_output):
+    output, _ = run_output
+    index = read(report.build_report(str(output), progress=False))
+    overview = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td></tr>", index))
+    assert (overview["items"], overview["images"], overview["images with no tag"]) == ("2", "6", "1")
+    assert overview["files skipped"].startswith("1")
+    assert "&lt;bad&gt;.jpg" in index and "empty file" in index
+    assert re.search(r"<td>graphic_map</td><td>0.40</td><td>3</td><td>1</td>", index)
+    # Borderline (within 0.1 of 0.4): p3's picture 0.45 and b's picture 0.35.
+    assert re.search(r"<td>picture</td><td>0.40</td><td>1</td><td>1</td><td>2</td>", index)
+    page = item_page(output, "a")
+    assert len(cards(page)) == 5
+    thumbs = os.listdir(output / "html" / "thumbs" / safe_name("a"))
+    assert len(thumbs) == 5 and all(Image.open(output / "html" / "thumbs" / safe_name("a") / t).size[0] <= 160
+                                    for t in thumbs)
+    assert 'src="thumbs/' in page and "<script>" in page and "http" not in page  # offline: no CDN
+
+
+def test_hostile_names_are_escaped_and_files_safely_named(run_output):
+    output, _ = run_output
+    index = read(report.build_report(str(output), progress=False))
+    page = item_page(output, HOSTILE_ITEM)
+    for text in (index, page):
+        assert "<b onmouseover" not in text and "<img src=x" not in text
+    assert "&lt;b onmouseover=alert(&#x27;item&#x27;)&gt;&amp;&quot;x" in index
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;/p 2" in page
+    for root, folders, files in os.walk(output / "html"):
+        for name in folders + files:
+            assert re.fullmatch(r"[A-Za-z0-9._-]+", name), name
+
+
+def test_sidecar_gives_every_probability_and_the_json_stays_ndl(run_output):
+    output, config = run_output
+    report.build_report(str(output), progress=False)
+    page = item_page(output, "a")
+    first = re.search(r'data-p="([^"]*)"', page).group(1)
+    values = json.loads(first.replace("&quot;", '"'))
+    assert len(values) == len(config.labels) and values["graphic_map"] == 0.9 and values["stamp"] == 0.05
+    assert json.loads(read(output / "a.json"))["p0"] == [{"tag": "graphic_map", "confidence": 0.9}]
+
+
+def test_resumed_run_shows_items_of_earlier_runs(run_output, tmp_path):
+    """An item tagged with --no-report (no sidecar) still gets its cards and thumbnails from the
+    input listing, and the index counts every item in the folder."""
+    output, config = run_output
+    path = image(tmp_path / "in" / "c" / "only.jpg")
+    tag_output(output, "c", [("only", path, probabilities(graphic=0.7))], config, sidecar=False)
+    index = read(report.build_report(str(output), [Item("c", [("only", path)])], progress=False))
+    assert re.search(r'<tr><th>items</th><td>3</td>', index)
+    page = item_page(output, "c")
+    assert len(cards(page)) == 1 and "graphic 0.700" in page and "not shown as borderline" in page
+    assert os.listdir(output / "html" / "thumbs" / safe_name("c"))
+
+
+def test_sidecar_of_a_replaced_output_is_not_trusted(run_output):
+    output, config = run_output
+    (output / "a.json").write_text('{\n"p0": [{"tag": "stamp", "confidence": 0.99}]\n}\n')
+    report.build_report(str(output), progress=False)
+    page = item_page(output, "a")
+    assert len(cards(page)) == 1 and "stamp 0.990" in page and "graphic_map" not in re.search(
+        r'data-p="[^"]*"', page).group(0)
+
+
+def test_big_items_are_paginated(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "PAGE_SIZE", 4)
+    output = tmp_path / "out"
+    tag_output(output, "big", [(f"k{n}", str(tmp_path / "gone.jpg"), probabilities()) for n in range(10)],
+               trained_config())
+    report.build_report(str(output), progress=False)
+    names = report.page_names("big", 10)
+    assert len(names) == 3
+    counts = [len(cards(read(output / "html" / name))) for name in names]
+    assert counts == [4, 4, 2]
+    assert f'href="{names[2]}"' in read(output / "html" / names[0])
+
+
+def test_thumbnails_are_kept_while_current_and_redone_when_the_image_changes(run_output, tmp_path):
+    output, _ = run_output
+    report.build_report(str(output), progress=False)
+    thumb = report.thumb_path(str(output), "a", "p0")
+    os.utime(thumb, (1e9 + 100, 1e9 + 100))
+    os.utime(tmp_path / "in" / "a" / "p0.jpg", (1e9, 1e9))
+    report.build_report(str(output), progress=False)
+    assert os.stat(thumb).st_mtime == 1e9 + 100  # current: not rewritten
+    os.utime(tmp_path / "in" / "a" / "p0.jpg", (1e9 + 200, 1e9 + 200))
+    report.build_report(str(output), progress=False)
+    assert os.stat(thumb).st_mtime > 1e9 + 200
+
+
+def test_unreadable_item_file_is_listed_not_fatal(run_output):
+    output, _ = run_output
+    (output / "broken.json").write_text("{not json")
+    index = read(report.build_report(str(output), progress=False))
+    assert "Output files not shown" in index and "broken" in index
+    assert re.search(r'<tr><th>items</th><td>2</td>', index)
+
+
+def test_safe_name_is_distinct_and_plain():
+    names = [safe_name(text) for text in ("a/b", "a_b", "A_b", "../..", "", "頁 1", "x" * 500)]
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) and len(name) < 60 for name in names)
+
+
+# ---------------------------------------------------------------- training report pieces
+
+def test_worst_cases_and_label_matrix():
+    from tagestimate.train_report import confusion, worst_cases
+
+    truth = np.array([[1, 1], [1, 0], [0, 0], [0, 1]], dtype=bool)
+    scores = np.array([[0.9, 0.2], [0.1, 0.8], [0.7, 0.1], [0.3, 0.95]])
+    false_positive, false_negative = worst_cases(truth, scores, 0, 0.4)
+    assert list(false_positive) == [2] and list(false_negative) == [1]
+    false_positive, false_negative = worst_cases(truth, scores, 1, 0.4)
+    assert list(false_positive) == [1] and list(false_negative) == [0]
+    matrix = confusion(truth, scores > 0.4)
+    np.testing.assert_allclose(matrix, [[0.5, 0.5], [0.5, 0.5]])
+    np.testing.assert_allclose(confusion(truth[:, :1], scores[:, :1] > 0.4), [[0.5]])
