@@ -64,6 +64,8 @@ def _plt():
 def plot_history(rows, path):
     """loss and val_loss, macro and micro F1 (train and validation) per epoch, one PNG."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [int(float(row["epoch"])) + 1 for row in rows]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for axis, names, title in ((left, ("loss", "val_loss"), "loss"),
@@ -74,6 +76,7 @@ def plot_history(rows, path):
                 axis.plot(epochs, values, marker="o", markersize=3, label=name)
         axis.set_title(title)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
@@ -345,3 +348,16 @@ def _prediction_sections(out, predictions, labels, thresholds, config, model, da
                     _case_html(out, f"{paths[row]} ({predictions[row]['folder']})", probabilities[row, j],
                                made.get((row, j))) for row in rows) + "</div>")
     return parts
+
+
+def write_report_or_warn(out, model=None):
+    """write_training_report at the end of a run: a report that fails never fails the training
+    (its files are written); the warning says how to retry."""
+    try:
+        path = write_training_report(out, model)
+    except Exception as error:  # noqa: BLE001 (the trained model matters more than its report)
+        log.warning("could not write %s (%s: %s); retry with python -m tagestimate.report %s",
+                    os.path.join(out, REPORT_HTML), type(error).__name__, error, out)
+        return None
+    log.info("review report: %s", path)
+    return path
