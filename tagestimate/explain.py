@@ -17,7 +17,7 @@ from tagestimate import quiet_tensorflow
 from tagestimate.images import ImageError, load_image
 
 ALPHA = 0.45  # share of the heat map's colours in an overlay
-BATCH_SIZE = 8
+BATCH_SIZE = 16
 
 
 def last_conv_layer(model):
@@ -33,32 +33,32 @@ def last_conv_layer(model):
     raise ValueError(f"model {model.name} has no layer with a 4-D output; Grad-CAM needs a convolutional one")
 
 
-def heatmaps(cam_model, pixels, wanted, pairs_per_call=16):
+def heatmaps(cam_model, pixels, wanted):
     """Grad-CAM heat maps for a batch.
 
     cam_model maps images to (feature map, outputs) (see `gradcam_model`); pixels is
     (n, size, size, 3) in 0-255; wanted[i] lists the label indices to explain for image i.
     Returns [{label index: (h, w) float32 array in [0, 1]}] per image.
     """
-    pairs = [(index, label) for index, row in enumerate(wanted) for label in row]
     result = [dict() for _ in wanted]
-    pixels = np.asarray(pixels, dtype=np.float32)
-    step = _gradcam_step(cam_model)
-    for start in range(0, len(pairs), pairs_per_call):
-        chunk = pairs[start:start + pairs_per_call]
-        maps = step(pixels[[index for index, _ in chunk]], np.array([label for _, label in chunk], np.int32)).numpy()
-        for (index, label), heat in zip(chunk, maps):
+    if not any(wanted):
+        return result
+    maps = _gradcam_step(cam_model)(np.asarray(pixels, dtype=np.float32)).numpy()  # (n, labels, h, w)
+    for index, row in enumerate(wanted):
+        for label in row:
+            heat = maps[index, label]
             peak = float(heat.max())
             result[index][label] = (heat / peak if peak > 0 else np.zeros_like(heat)).astype(np.float32)
     return result
 
 
 def _gradcam_step(cam_model):
-    """A compiled function (images, label per image) -> unscaled heat maps, cached on the model.
+    """A compiled function: images -> unscaled heat maps of every label, (n, labels, h, w).
 
-    Each image of the batch comes with the one label it explains (an image with three tags
-    appears three times): images do not interact in inference mode, so the gradient of the
-    sum of each image's own output gives every image its own gradient in one backward pass.
+    The gradient of an output with respect to the feature map flows only through the
+    layers after it (pooling and the dense head), so one forward pass per image and a
+    Jacobian of the head give every label's map: the cost is close to tagging the image
+    again, whatever the number of tags. Cached on the model.
     """
     step = getattr(cam_model, "_gradcam_step", None)
     if step is not None:
@@ -68,15 +68,14 @@ def _gradcam_step(cam_model):
 
     size = cam_model.inputs[0].shape[1:]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *size], tf.float32), tf.TensorSpec([None], tf.int32)])
-    def step(images, labels):
+    @tf.function(input_signature=[tf.TensorSpec([None, *size], tf.float32)])
+    def step(images):
         with tf.GradientTape() as tape:
             features, outputs = cam_model(images, training=False)
-            chosen = tf.gather(tf.cast(outputs, tf.float32), labels, axis=1, batch_dims=1)
-            total = tf.reduce_sum(chosen)
-        gradients = tf.cast(tape.gradient(total, features), tf.float32)
-        weights = tf.reduce_mean(gradients, axis=(1, 2))  # (n, channels): keras-io's pooled gradients
-        return tf.nn.relu(tf.einsum("nhwc,nc->nhw", tf.cast(features, tf.float32), weights))
+            outputs = tf.cast(outputs, tf.float32)
+        gradients = tf.cast(tape.batch_jacobian(outputs, features), tf.float32)  # (n, labels, h, w, c)
+        weights = tf.reduce_mean(gradients, axis=(2, 3))  # (n, labels, c): keras-io's pooled gradients
+        return tf.nn.relu(tf.einsum("nhwc,nlc->nlhw", tf.cast(features, tf.float32), weights))
 
     cam_model._gradcam_step = step
     return step
