@@ -4,6 +4,7 @@ tests on the files and HTML written, without a model (outputs and sidecars writt
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -187,3 +188,71 @@ def test_worst_cases_and_label_matrix():
     matrix = confusion(truth, scores > 0.4)
     np.testing.assert_allclose(matrix, [[0.5, 0.5], [0.5, 0.5]])
     np.testing.assert_allclose(confusion(truth[:, :1], scores[:, :1] > 0.4), [[0.5]])
+
+
+@pytest.mark.slow
+def test_training_report_from_run_files_lists_what_it_cannot_show(tmp_path):
+    """report.html from the trainer's files (no model, no TensorFlow): every section, and a
+    damaged history.csv leaves only its own section out, with a note."""
+    from modelfiles import trained_config
+    from tagestimate.dataset import write_predictions
+    from tagestimate.labels import LABELS, default_map_dict
+    from tagestimate.model import write_config
+    from tagestimate.train_report import write_training_report
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    os.makedirs(run)
+    config = trained_config()
+    write_config(str(run), config.__class__(**{**config.__dict__, "labelmap": default_map_dict()}))
+    folders = ["graphic_map", "stamp", "picture_landmark", "graphic_map"]
+    paths = [image(data / folder / f"{n}_1_0.jpg") for n, folder in enumerate(folders)]
+    scores = np.full((4, len(LABELS)), 0.1)
+    scores[1, LABELS.index("graphic_map")] = 0.95  # a stamp taken for a map: the worst false positive
+    write_predictions(str(run / "val_predictions.csv"), paths, folders, scores, LABELS, str(data))
+    (run / "split.csv").write_text("path,folder,item_id,subset\na.jpg,stamp,1,train\nb.jpg,stamp,2,val\n")
+    (run / "history.csv").write_text("epoch,loss,val_loss\n0,0.7,0.8\n1,0.5,oops\n")
+    per_class = {label: {"precision": 0.5, "recall": 0.25, "f1": 0.333, "support": 2} for label in LABELS}
+    (run / "report.json").write_text(json.dumps({"labels": list(LABELS), "per_class": per_class, "macro_f1": 0.3,
+                                                 "thresholds": {l: {"threshold": 0.4, "f1": 0.3, "tuned": False}
+                                                                for l in LABELS}}))
+    page = read(write_training_report(str(run), explain=False))
+    assert all(f'id="{name}"' in page for name in ("summary", "labels", "pr", "confusion", "split"))
+    assert 'id="history"' not in page and "history.csv" in page  # listed under "Not shown"
+    assert len(re.findall(r"<tr><td>", page.split('id="labels"')[1].split("</table>")[0])) == len(LABELS)
+    worst = page.split("<h3>graphic_map</h3>")[1].split("<h3>")[0]
+    assert "false positives" in worst and "1_1_0.jpg (stamp)" in worst and "0.950" in worst
+    assert "false negatives" in worst and "0_1_0.jpg (graphic_map)" in worst
+    for name in ("pr_curves.png", "confusion.png"):
+        assert Image.open(run / "report_files" / name).size[0] > 300
+
+
+@pytest.mark.slow
+def test_run_writes_the_report_and_json_identical_to_no_report(tmp_path):
+    """multiinference: the report is on by default, --no-report writes none of it, the NDL JSON
+    is byte-identical either way, and a resumed run's report covers every item."""
+    import multiinference
+    from modelfiles import write_trained_weights
+
+    weights, _ = write_trained_weights(str(tmp_path / "w"), logits=[2.0, -2.0] + [0.0] * 9, image_size=64)
+    for item in ("a", "b"):
+        for n in range(3):
+            image(tmp_path / "in" / item / f"{item}_{n}_0.jpg", (40 * n, 90, 200))
+    common = ["--inputpath", str(tmp_path / "in"), "--weights", weights, "--backend", "tensorflow", "--quiet"]
+    assert multiinference.main([*common, "--outputpath", str(tmp_path / "plain"), "--no-report"]) == 0
+    assert sorted(os.listdir(tmp_path / "plain")) == ["a.json", "b.json"]
+    shutil.rmtree(tmp_path / "in" / "b")  # b is done already: the resumed run tags only a
+    os.makedirs(tmp_path / "out")
+    shutil.copy(tmp_path / "plain" / "b.json", tmp_path / "out")
+    assert multiinference.main([*common, "--outputpath", str(tmp_path / "out")]) == 0
+    assert read(tmp_path / "out" / "a.json") == read(tmp_path / "plain" / "a.json")
+    index = read(tmp_path / "out" / "index.html")
+    assert re.search(r"<tr><th>items</th><td>2</td>", index) and re.search(r"<tr><th>images</th><td>6</td>", index)
+    assert re.search(r"<td>graphic</td><td>0.40</td><td>6</td><td>2</td>", index)
+
+
+def test_explain_needs_the_report():
+    import multiinference
+
+    with pytest.raises(SystemExit) as stopped:
+        multiinference.main(["--explain", "--no-report"])
+    assert stopped.value.code == 2
