@@ -179,13 +179,14 @@ def test_safe_name_is_distinct_and_plain():
 def test_worst_cases_and_label_matrix():
     from tagestimate.train_report import confusion, worst_cases
 
-    truth = np.array([[1, 1], [1, 0], [0, 0], [0, 1]], dtype=bool)
-    scores = np.array([[0.9, 0.2], [0.1, 0.8], [0.7, 0.1], [0.3, 0.95]])
+    truth = np.array([[1, 1], [1, 0], [0, 0], [0, 1], [0, 0]], dtype=bool)
+    scores = np.array([[0.9, 0.2], [0.1, 0.8], [0.7, 0.1], [0.3, 0.95], [0.8, 0.1]])
     false_positive, false_negative = worst_cases(truth, scores, 0, 0.4)
-    assert list(false_positive) == [2] and list(false_negative) == [1]
+    assert list(false_positive) == [4, 2] and list(false_negative) == [1]
+    assert list(worst_cases(truth, scores, 0, 0.4, count=1)[0]) == [4]
     false_positive, false_negative = worst_cases(truth, scores, 1, 0.4)
     assert list(false_positive) == [1] and list(false_negative) == [0]
-    matrix = confusion(truth, scores > 0.4)
+    matrix = confusion(truth[:4], scores[:4] > 0.4)
     np.testing.assert_allclose(matrix, [[0.5, 0.5], [0.5, 0.5]])
     np.testing.assert_allclose(confusion(truth[:, :1], scores[:, :1] > 0.4), [[0.5]])
 
