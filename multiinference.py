@@ -167,8 +167,6 @@ def report(summary, output_dir):
         skipped = f" ({summary['skipped_images']} files skipped{errors_note})" if summary["skipped_images"] else ""
         print(f"{summary['skipped_items']} items already done in {output}, nothing to tag{skipped}; "
               "pass --overwrite to tag them again")
-        if summary.get("report"):
-            print(f"review report: {printable_path(summary['report'])}")
         return 0
     print(f"{summary['images']} images tagged in {summary['items']} items, {summary['skipped_images']} files "
           f"skipped{errors_note}, {summary['skipped_items']} items already done; "

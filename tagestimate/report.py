@@ -54,7 +54,8 @@ def esc(text):
 
 def href(path):
     """A relative file path as a URL (each part quoted)."""
-    return "/".join(urllib.parse.quote(part) for part in path.replace(os.sep, "/").split("/"))
+    # surrogateescape: a folder name that is not UTF-8 keeps its bytes (%83), as the disk has them
+    return "/".join(urllib.parse.quote(part, errors="surrogateescape") for part in path.replace(os.sep, "/").split("/"))
 
 
 # ---------------------------------------------------------------- during the run
@@ -72,7 +73,8 @@ def write_sidecar(output_dir, item_name, records, config):
                        for record in records]}
     path = sidecar_path(output_dir, item_name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomic(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
+    # ASCII: a path that is not UTF-8 is kept as \udcXX escapes, which json.load gives back as they were.
+    write_atomic(path, json.dumps(data, separators=(",", ":")) + "\n")
 
 
 class RecordingTagger(Tagger):
@@ -397,7 +399,7 @@ def index_html(output_dir, rows, labels, totals, errors, run_info, unreadable):
                      ("backend", run_info.get("backend", "?")), ("latest run", run_info.get("date", "?")),
                      ("Grad-CAM", "yes (--explain): hover or click a tag on an item page" if run_info.get("explain")
                       else "no (run with --explain)")]
-    parts = [f"<h1>Tagging report: {esc(os.path.basename(os.path.abspath(output_dir)))}</h1>",
+    parts = [f"<h1>Tagging report: {esc(printable_path(os.path.basename(os.path.abspath(output_dir))))}</h1>",
              "<table class=\"overview\">" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in overview)
              + "</table>", "<h2>Tags</h2><table id=\"tags\"><tr><th>tag</th><th>threshold</th><th>images</th>"
              "<th>items</th><th>borderline (&plusmn;0.1)</th></tr>"]

@@ -67,7 +67,8 @@ def shared_tensorflow_runner(weights_path, config):
 
 
 def run(*args):
-    return multiinference.main([*map(str, args), "--quiet", "--backend", "tensorflow"])
+    # --no-report: these tests look at the tagging outputs; the review report has tests/test_report*.py
+    return multiinference.main([*map(str, args), "--quiet", "--backend", "tensorflow", "--no-report"])
 
 
 def read_json(path):
@@ -478,7 +479,7 @@ def test_documented_defaults():
     assert vars(args) == {
         "inputpath": "input", "outputpath": "output", "weights": None, "weights_url": None, "threshold": None,
         "batch_size": 32, "workers": None, "backend": "auto", "overwrite": False, "format": "json",
-        "full_decode": False, "quiet": False,
+        "full_decode": False, "quiet": False, "no_report": False, "explain": False,
     }
     assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
     assert multiinference.DEFAULT_THRESHOLD == 0.4

@@ -257,3 +257,16 @@ def test_explain_needs_the_report():
     with pytest.raises(SystemExit) as stopped:
         multiinference.main(["--explain", "--no-report"])
     assert stopped.value.code == 2
+
+
+def test_paths_that_are_not_utf8_work(tmp_path):
+    """An input or output folder whose name is not UTF-8 (e.g. Shift_JIS bytes): the sidecar
+    keeps the path's bytes, the thumbnail is made, links carry the bytes %-escaped."""
+    source = image(os.path.join(str(tmp_path), os.fsdecode(b"scans\x83e"), "book", "ok.jpg"))
+    output = os.path.join(str(tmp_path), os.fsdecode(b"tags\xff"))
+    tag_output(output, "book", [("ok", source, probabilities(stamp=0.9))], trained_config())
+    index = read(report.build_report(output, progress=False))
+    assert "tags\\xff" in index
+    page = item_page(output, "book")
+    assert len(cards(page)) == 1 and "scans%83e/book/ok.jpg" in page
+    assert os.path.exists(report.thumb_path(output, "book", "ok"))
