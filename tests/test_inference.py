@@ -389,7 +389,7 @@ def test_offline_main_job_prints_one_sentence(tmp_path):
 def test_help_explains_every_flag():
     text = multiinference.build_parser().format_help()
     for flag in ("--inputpath", "--outputpath", "--weights", "--threshold", "--batch-size", "--overwrite",
-                 "--format", "--backend", "--workers", "--weights-url", "--full-decode"):
+                 "--format", "--backend", "--workers", "--weights-url", "--full-decode", "--no-report", "--explain"):
         assert flag in text
     assert "default: input" in text and "default: output" in text and "default: None" not in text
 
@@ -600,7 +600,7 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
         (tmp_path / "in" / name / "empty.jpg").write_bytes(b"")  # one error per item
     out = tmp_path / "out"
     arguments = ["--inputpath", str(tmp_path / "in"), "--outputpath", str(out), "--weights", constant_weights,
-                 "--backend", "tensorflow", "--batch-size", "1", "--quiet"]
+                 "--backend", "tensorflow", "--batch-size", "1", "--quiet", "--no-report"]
     # pytest may run with SIGINT ignored (a background job); the child needs Python's handler.
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=ROOT), *arguments], cwd=str(tmp_path),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
