@@ -115,7 +115,11 @@ def test_inference_report_in_chromium(browser, tagged, artifacts):
     assert browser.find_element("css selector", "h1").text == "1054192"
     cards = browser.find_elements("css selector", ".card")
     assert len(cards) == 10
-    assert browser.execute_script("return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 20).until(lambda driver: driver.execute_script(
+        "return Array.from(document.images).every(i => i.complete)"))
+    assert browser.execute_script("return Array.from(document.images).every(i => i.naturalWidth > 0)")
     browser.save_screenshot(os.path.join(artifacts, "inference_item.png"))
 
     visible = "return document.querySelectorAll('.card:not(.hidden)').length"
@@ -140,9 +144,9 @@ def test_inference_report_in_chromium(browser, tagged, artifacts):
     browser.find_element("id", "lo").send_keys("0")
 
     browser.find_element("id", "cams").click()  # every card shows its first tag's Grad-CAM overlay
-    overlays = browser.execute_script(
-        "return Array.from(document.querySelectorAll('.card img')).filter(i => i.src.includes('/cam/'))"
-        ".map(i => i.complete ? i.naturalWidth : -1)")
+    overlays = "return Array.from(document.querySelectorAll('.card img')).filter(i => i.src.includes('/cam/'))"
+    WebDriverWait(browser, 20).until(lambda driver: driver.execute_script(overlays + ".every(i => i.complete)"))
+    overlays = browser.execute_script(overlays + ".map(i => i.naturalWidth)")
     tagged_images = sum(1 for tags in kept.values() if tags)
     assert len(overlays) == tagged_images > 0 and all(width > 0 for width in overlays)
     browser.save_screenshot(os.path.join(artifacts, "inference_item_gradcam.png"))
