@@ -68,6 +68,12 @@ def build_parser():
     parser.add_argument("--target-base", metavar="URL", default=None,
                         help="--format iiif: the URL the input folder's images are published at, for images "
                              "with no IIIF page or canvas to target (default: their file: URLs)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write no review report (output/index.html, output/html/ with thumbnails); by "
+                             "default every run rebuilds it from all items in the output folder")
+    parser.add_argument("--explain", action="store_true",
+                        help="add Grad-CAM overlays to the report: what the model looked at for each kept tag "
+                             "of each image tagged in this run (a TensorFlow backward pass, slower; see README)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -77,6 +83,8 @@ def check_arguments(parser, args):
         parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
+    if args.explain and args.no_report:
+        parser.error("--explain shows its overlays in the report; leave out --no-report")
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         parser.error(f"--threshold must be in [0, 1), not {args.threshold}")
     if not os.path.isdir(args.inputpath):
@@ -145,10 +153,20 @@ def tag(args):
     if args.format == "iiif":
         context = annotations.run_context(args.inputpath, weights, args.outputpath, args.id_base, args.target_base)
         annotations.write_context(args.outputpath)
-    tagger = Tagger(runner, config, threshold=args.threshold, batch_size=args.batch_size,
-                    workers=args.workers, draft=not args.full_decode, context=context)
-    return tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
-                      progress=not args.quiet, errors=problems)
+    engine, options = Tagger, {}
+    if not args.no_report:  # review report: the tagger also keeps full probabilities
+        from tagestimate import report as review
+
+        engine, options = review.RecordingTagger, {"explain": args.explain}
+    tagger = engine(runner, config, threshold=args.threshold, batch_size=args.batch_size,
+                    workers=args.workers, draft=not args.full_decode, context=context, **options)
+    summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
+                         progress=not args.quiet, errors=problems)
+    if not args.no_report and not summary["interrupted"]:
+        summary["report"] = review.finish_run(args.outputpath, items, weights, kind, backend, tagger.output_config,
+                                              tagger.explained if args.explain else None,
+                                              draft=not args.full_decode, progress=not args.quiet)
+    return summary
 
 
 def report(summary, output_dir):
@@ -168,6 +186,8 @@ def report(summary, output_dir):
     print(f"{summary['images']} images tagged in {summary['items']} items, {summary['skipped_images']} files "
           f"skipped{errors_note}, {summary['skipped_items']} items already done; "
           f"{summary['images_per_second']:.1f} images/s")
+    if summary.get("report"):
+        print(f"review report: {printable_path(summary['report'])}")
     if summary["attempted"] and not summary["images"]:
         print("error: none of the files could be read as images", file=sys.stderr)
         return EXIT_ERROR

@@ -9,7 +9,7 @@ target is the most precise thing known about the image, in this order:
 3. a file named like NDL's crops (`{pid}_{page}_{n}`): NDL's page image;
 4. anything else: the file, under --target-base or as a file: URL.
 The documents are built and checked with iiif-prezi3; the confidence, which no IIIF or W3C
-term covers, is an extension property defined by the context `context.json` published beside
+term covers, is an extension property defined by the context `context.jsonld` published beside
 the pages (`EXTENSION_CONTEXT`).
 """
 
@@ -30,7 +30,7 @@ from tagestimate.results import RunContext, natural_key, tags_of
 log = logging.getLogger(__name__)
 
 PRESENTATION_CONTEXT = "http://iiif.io/api/presentation/3/context.json"
-CONTEXT_NAME = "context.json"  # the extension context, written beside the pages
+CONTEXT_NAME = "context.jsonld"  # the extension context beside the pages; .jsonld: never an item's name.json
 HOMEPAGE = "https://github.com/ndl-lab/tagestimatemodel"
 NAMESPACE = HOMEPAGE + "/ns#"  # the IRI of the extension's terms; fixed, wherever the pages are published
 CONFIDENCE = "confidence"
@@ -59,7 +59,7 @@ def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=N
 
 
 def write_context(output_dir):
-    """Write the extension context (`context.json`) the pages refer to, unless it is there already."""
+    """Write the extension context (`context.jsonld`) the pages refer to, unless it is there already."""
     path = os.path.join(output_dir, CONTEXT_NAME)
     text = json.dumps(EXTENSION_CONTEXT, indent=2) + "\n"
     try:

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def write_rows(input_dir, rows):
 def test_page_validates_and_says_who_made_each_tag_and_how_sure(tmp_path):
     document = render([record(tmp_path, "book", "b"), record(tmp_path, "book", "a")], context(tmp_path))
     AnnotationPage(**document)  # raises when the document is not IIIF Presentation 3
-    assert document["@context"] == [ID_BASE + "/context.json", "http://iiif.io/api/presentation/3/context.json"]
+    assert document["@context"] == [ID_BASE + "/context.jsonld", "http://iiif.io/api/presentation/3/context.json"]
     assert document["id"] == ID_BASE + "/book.iiif.json" and document["type"] == "AnnotationPage"
     assert [a["id"] for a in document["items"]] == [ID_BASE + "/book.iiif.json#" + suffix
                                                     for suffix in ("a/picture", "a/stamp", "b/picture", "b/stamp")]
@@ -144,7 +145,10 @@ def test_readme_example_pid_crawl_then_iiif_output(tmp_path, monkeypatch):
                                    "--iiif-base", emulator.iiif_base, "--max-idle", "3", *FAST]) == 0
     argv = ["--format", "iiif", "--weights", weights, "--backend", "tensorflow", "--quiet", "--id-base", ID_BASE]
     assert multiinference.main(argv) == 0
-    assert sorted(os.listdir("output")) == ["1054192.iiif.json", "context.json"]
+    assert sorted(os.listdir("output")) == ["1054192.iiif.json", "context.jsonld", "html", "index.html"]
+    with open("output/index.html", encoding="utf-8") as handle:  # the review report reads the IIIF page
+        overview = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td></tr>", handle.read()))
+    assert (overview["items"], overview["images"]) == ("1", str(sum(r["pid"] == "1054192" for r in books)))
     with open("output/1054192.iiif.json", encoding="utf-8") as handle:
         text = handle.read()
     document = json.loads(text)

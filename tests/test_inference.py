@@ -67,7 +67,8 @@ def shared_tensorflow_runner(weights_path, config):
 
 
 def run(*args):
-    return multiinference.main([*map(str, args), "--quiet", "--backend", "tensorflow"])
+    # --no-report: these tests look at the tagging outputs; the review report has tests/test_report*.py
+    return multiinference.main([*map(str, args), "--quiet", "--backend", "tensorflow", "--no-report"])
 
 
 def read_json(path):
@@ -388,7 +389,7 @@ def test_offline_main_job_prints_one_sentence(tmp_path):
 def test_help_explains_every_flag():
     text = multiinference.build_parser().format_help()
     for flag in ("--inputpath", "--outputpath", "--weights", "--threshold", "--batch-size", "--overwrite",
-                 "--format", "--backend", "--workers", "--weights-url", "--full-decode"):
+                 "--format", "--backend", "--workers", "--weights-url", "--full-decode", "--no-report", "--explain"):
         assert flag in text
     assert "default: input" in text and "default: output" in text and "default: None" not in text
 
@@ -479,6 +480,7 @@ def test_documented_defaults():
         "inputpath": "input", "outputpath": "output", "weights": None, "weights_url": None, "threshold": None,
         "batch_size": 32, "workers": None, "backend": "auto", "overwrite": False, "format": "json",
         "full_decode": False, "quiet": False, "id_base": None, "target_base": None,
+        "no_report": False, "explain": False,
     }
     assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
     assert multiinference.DEFAULT_THRESHOLD == 0.4
@@ -599,7 +601,7 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
         (tmp_path / "in" / name / "empty.jpg").write_bytes(b"")  # one error per item
     out = tmp_path / "out"
     arguments = ["--inputpath", str(tmp_path / "in"), "--outputpath", str(out), "--weights", constant_weights,
-                 "--backend", "tensorflow", "--batch-size", "1", "--quiet"]
+                 "--backend", "tensorflow", "--batch-size", "1", "--quiet", "--no-report"]
     # pytest may run with SIGINT ignored (a background job); the child needs Python's handler.
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=ROOT), *arguments], cwd=str(tmp_path),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

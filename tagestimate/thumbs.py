@@ -1,0 +1,100 @@
+"""Small preview files for the review reports: safe file names, thumbnails, freshness checks.
+
+Item names, image keys and labels come from folder names and model.json, so they are
+hostile text: every file the reports write is named by `safe_name`, which keeps a readable
+prefix of [A-Za-z0-9._-] and appends a hash of the full text (distinct names never collide,
+even on case-insensitive disks).
+"""
+
+import hashlib
+import io
+import os
+import re
+
+from PIL import Image, ImageOps
+
+from tagestimate import images
+from tagestimate.files import write_atomic
+from tagestimate.images import ImageError
+
+THUMB_SIZE = 160  # longest side in pixels: about 5-8 KB as JPEG
+QUALITY = 80
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text, limit=40):
+    """A file-name stem made only of [A-Za-z0-9._-] for any text, distinct for distinct texts."""
+    digest = hashlib.sha1(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    stem = _UNSAFE.sub("_", str(text))[:limit].strip("._-") or "x"
+    return f"{stem}-{digest}"
+
+
+def is_current(target, *sources):
+    """True when `target` exists and is at least as new as every existing source file."""
+    try:
+        made = os.stat(target).st_mtime
+    except OSError:
+        return False
+    for source in sources:
+        try:
+            if os.stat(source).st_mtime > made:
+                return False
+        except OSError:
+            continue
+    return True
+
+
+def make_thumbnail(path, size=THUMB_SIZE):
+    """The image at `path`, upright and RGB, shrunk to fit size x size (aspect kept).
+
+    Decodes as images.load_image does (libjpeg's reduced decode, the same pixel limits, any
+    colour mode flattened on white); ImageError when the file cannot be used.
+    """
+    try:
+        with open(path, "rb") as handle, images.open_image(handle, path) as image:
+            large, refused = images.pixel_limits()
+            count = image.width * image.height
+            if refused is not None and count > refused:
+                raise ImageError(path, "too many pixels to decode safely")
+            is_jpeg = image.format in ("JPEG", "MPO")
+            if is_jpeg:
+                image.draft("RGB", (size, size))
+            if large is not None and count > large and not is_jpeg:
+                image = images._decode_reduced(image, size)
+            else:
+                image = ImageOps.exif_transpose(image)
+            image = images._to_rgb(image)
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+            return image.copy()
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageError(path, f"cannot make a thumbnail ({error})") from None
+
+
+def jpeg_bytes(image, quality=QUALITY):
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def write_jpeg(path, image):
+    """Save a Pillow image as JPEG at `path`, atomically (folders made as needed)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, jpeg_bytes(image))
+    return path
+
+
+def ensure_thumbnail(source, target, size=THUMB_SIZE):
+    """Write the thumbnail of `source` at `target` unless it is already current.
+
+    Returns True when `target` holds a current thumbnail, False when the source cannot be
+    read (gone since tagging, or unreadable).
+    """
+    if is_current(target, source):  # also keeps the thumbnail of a source gone since
+        return True
+    try:
+        write_jpeg(target, make_thumbnail(source, size))
+    except (ImageError, OSError):
+        return False
+    return True

@@ -1,0 +1,363 @@
+"""report.html of a training run, from the files the trainer writes into --out.
+
+    history.csv          -> loss / val_loss and macro / micro F1 per epoch (plot)
+    report.json          -> per-label precision, recall, F1, support; tuned thresholds (table)
+    val_predictions.csv  -> precision-recall curve per label with its threshold marked, the
+                            true-label x predicted-label matrix (parents and children), and per
+                            label the worst false positives and false negatives
+    model.json + best.weights.h5 -> Grad-CAM overlays on those worst cases
+
+Written at the end of a successful run (training.py calls write_training_report) and by
+`python -m tagestimate.report RUN`. Plots are PNG files made with matplotlib's Agg backend
+in report_files/; the page works from disk, offline. A missing or damaged input file
+leaves its section out with a note, never the whole report.
+"""
+
+import csv
+import html
+import json
+import logging
+import os
+import urllib.parse
+from collections import Counter
+
+import numpy as np
+
+from tagestimate.files import printable_path, write_atomic
+from tagestimate.thumbs import make_thumbnail, safe_name, write_jpeg
+
+log = logging.getLogger(__name__)
+
+REPORT_HTML = "report.html"
+FILES = "report_files"
+WORST = 4  # false positives and false negatives shown per label
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0 1.5em 2em;color:#222;background:#fafafa;max-width:1200px}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}h3{font-size:1em;margin:1em 0 .3em}
+table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#eee}img.plot{max-width:100%;background:#fff}
+.cases{display:flex;flex-wrap:wrap;gap:6px}.case{width:170px;background:#fff;border:1px solid #ccc;padding:3px;
+margin:0;font-size:12px;word-break:break-all}.case img{max-width:160px;max-height:160px;display:block}
+.case .cam{display:none}.case:hover .cam{display:block}.case:hover .plain{display:none}.note{color:#666}
+"""
+
+
+def esc(text):
+    return html.escape(str(text), quote=True)
+
+
+def _read_csv(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(rows, path):
+    """loss and val_loss, macro and micro F1 (train and validation) per epoch, one PNG."""
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(float(row["epoch"])) + 1 for row in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for axis, names, title in ((left, ("loss", "val_loss"), "loss"),
+                               (right, ("macro_f1", "val_macro_f1", "micro_f1", "val_micro_f1"), "F1 at 0.4")):
+        for name in names:
+            values = [float(row[name]) if row.get(name) not in (None, "") else np.nan for row in rows]
+            if not all(np.isnan(values)):
+                axis.plot(epochs, values, marker="o", markersize=3, label=name)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def plot_pr_curves(truth, probabilities, labels, thresholds, path):
+    """One precision-recall curve per label with validation positives; the tuned threshold marked."""
+    from sklearn.metrics import precision_recall_curve
+
+    plt = _plt()
+    shown = [j for j in range(len(labels)) if truth[:, j].any()]
+    columns = 4
+    rows = max(1, -(-len(shown) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(12, 2.9 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.set_visible(False)
+    for axis, j in zip(axes.flat, shown):
+        axis.set_visible(True)
+        precision, recall, _ = precision_recall_curve(truth[:, j], probabilities[:, j])
+        axis.plot(recall, precision, linewidth=1.2)
+        cut = thresholds.get(labels[j], 0.4)
+        predicted = probabilities[:, j] > cut
+        hits = int((predicted & truth[:, j]).sum())
+        at_precision = hits / predicted.sum() if predicted.any() else 1.0
+        at_recall = hits / truth[:, j].sum()
+        axis.plot([at_recall], [at_precision], "o", color="crimson", label=f"threshold {cut:.2f}")
+        axis.set_title(f"{labels[j]} ({int(truth[:, j].sum())})", fontsize=9)
+        axis.set_xlim(0, 1.02)
+        axis.set_ylim(0, 1.02)
+        axis.set_xlabel("recall", fontsize=8)
+        axis.set_ylabel("precision", fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.legend(fontsize=7, loc="lower left")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def confusion(truth, predicted):
+    """matrix[i, j]: share of the validation images that carry label i and are predicted label j."""
+    counts = truth.sum(axis=0)
+    together = truth.T.astype(float) @ predicted.astype(float)
+    return np.divide(together, counts[:, None], out=np.zeros_like(together), where=counts[:, None] > 0)
+
+
+def plot_confusion(matrix, labels, path):
+    plt = _plt()
+    size = 2.5 + 0.55 * len(labels)
+    figure, axis = plt.subplots(figsize=(size + 1.5, size))
+    image = axis.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
+    axis.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.set_xlabel("predicted (tuned thresholds)")
+    axis.set_ylabel("true label")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if matrix[i, j] >= 0.005:
+                axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                          color="white" if matrix[i, j] > 0.6 else "black")
+    figure.colorbar(image, ax=axis, fraction=0.04)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def targets_for(folders, config):
+    """0/1 targets of validation images from their folders and the run's label map."""
+    from tagestimate import labels as label_tables
+
+    table = label_tables.from_dict(dict(config.labelmap)) if config and config.labelmap else \
+        label_tables.default_labelmap()
+    rows = []
+    for folder in folders:
+        try:
+            rows.append(table.vector(folder))
+        except label_tables.LabelMapError:
+            rows.append([0] * len(table.labels))
+    return np.asarray(rows, dtype=bool).reshape(len(folders), len(table.labels)), list(table.labels)
+
+
+def worst_cases(truth, probabilities, j, threshold, count=WORST):
+    """(false positives, false negatives) of label j: row indices, most confident errors first."""
+    scores = probabilities[:, j]
+    false_positive = np.flatnonzero(~truth[:, j] & (scores > threshold))
+    false_negative = np.flatnonzero(truth[:, j] & ~(scores > threshold))
+    return (false_positive[np.argsort(-scores[false_positive], kind="stable")][:count],
+            false_negative[np.argsort(scores[false_negative], kind="stable")][:count])
+
+
+def _load_model(out):
+    from tagestimate.model import open_model
+
+    return open_model(os.path.join(out, "best.weights.h5"))[0]
+
+
+def write_cases(out, cases, paths, labels, model, config, data):
+    """Thumbnails (and Grad-CAM overlays with a model) of the worst cases; {(row, j): (thumb, cam)}."""
+    files = os.path.join(out, FILES, "cases")
+    explainer = None
+    if model is not None:
+        from tagestimate.explain import Explainer
+
+        explainer = Explainer(model, config)
+    made = {}
+    wanted = {}
+    for row, j in cases:
+        wanted.setdefault(row, []).append(j)
+    entries = []
+    for row, columns in sorted(wanted.items()):
+        source = os.path.join(data, paths[row])
+        name = safe_name(paths[row])
+        try:
+            base = make_thumbnail(source)
+        except Exception:  # noqa: BLE001 (moved or deleted since training: shown as missing)
+            continue
+        thumb = os.path.join(files, name + ".jpg")
+        write_jpeg(thumb, base)
+        for j in columns:
+            made[(row, j)] = (thumb, None)
+        entries.append((row, base, source, columns))
+    if explainer is not None:
+        from tagestimate.explain import overlay
+
+        for (row, base, _, _), maps in explainer.explain(entries):
+            for j, heat in maps.items():
+                cam = os.path.join(files, f"{safe_name(paths[row])}.{safe_name(labels[j])}.cam.jpg")
+                write_jpeg(cam, overlay(base, heat))
+                made[(row, j)] = (made[(row, j)][0], cam)
+    return made
+
+
+def _href(path, start):
+    return "/".join(urllib.parse.quote(part) for part in os.path.relpath(path, start).split(os.sep))
+
+
+def _case_html(out, path, score, made):
+    thumb, cam = made if made else (None, None)
+    if thumb is None:
+        picture = "<span class=\"note\">image not found</span>"
+    else:
+        picture = f"<img class=\"plain\" src=\"{esc(_href(thumb, out))}\" alt=\"{esc(path)}\">"
+        if cam:
+            picture += f"<img class=\"cam\" src=\"{esc(_href(cam, out))}\" alt=\"Grad-CAM of {esc(path)}\">"
+    return f"<figure class=\"case\">{picture}<figcaption>{esc(path)}<br>{score:.3f}</figcaption></figure>"
+
+
+def write_training_report(out, model=None, data=None, explain=True):
+    """Write `out`/report.html (and report_files/) from the run's files; returns its path.
+
+    model: the trained model, for Grad-CAM (loaded from best.weights.h5 when None and
+    explain is set). data: the data folder (default: the one model.json records).
+    """
+    from tagestimate.model import WeightsError, read_config
+
+    files = os.path.join(out, FILES)
+    os.makedirs(files, exist_ok=True)
+    notes, parts = [], []
+    try:
+        config = read_config(out)
+    except WeightsError as error:
+        config, notes = None, [str(error)]
+    try:
+        with open(os.path.join(out, "report.json"), encoding="utf-8") as handle:
+            report = json.load(handle)
+    except (OSError, ValueError) as error:
+        report = {}
+        notes.append(f"report.json: {error}")
+    labels = list(report.get("labels") or (config.labels if config else []))
+    thresholds = {label: float(entry["threshold"]) for label, entry in (report.get("thresholds") or {}).items()}
+
+    parts.append(f"<h1>Training report: {esc(os.path.basename(os.path.abspath(out)))}</h1>")
+    summary = [("macro-F1 at 0.4", report.get("macro_f1")), ("micro-F1 at 0.4", report.get("micro_f1")),
+               ("macro-F1 at tuned thresholds", (report.get("tuned") or {}).get("macro_f1")),
+               ("epochs", report.get("epochs_done")), ("best epoch", report.get("best_epoch")),
+               ("validation images", report.get("evaluated_images")),
+               ("skipped images", len(report.get("skipped_images") or []))]
+    parts.append("<table id=\"summary\">" + "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(f'{v:.3f}' if isinstance(v, float) else ('' if v is None else v))}</td></tr>"
+        for k, v in summary) + "</table>")
+
+    try:
+        rows = _read_csv(os.path.join(out, "history.csv"))
+        if rows:
+            plot_history(rows, os.path.join(files, "history.png"))
+            parts.append("<h2>Per epoch</h2><img class=\"plot\" id=\"history\" src=\"report_files/history.png\" "
+                         "alt=\"loss and F1 per epoch\">")
+    except (OSError, KeyError, ValueError) as error:
+        notes.append(f"history.csv: {error}")
+
+    per_class = report.get("per_class") or {}
+    if per_class:
+        parts.append("<h2>Per label (validation, best weights)</h2><table id=\"labels\"><tr><th>label</th>"
+                     "<th>support</th><th>precision</th><th>recall</th><th>F1 at 0.4</th><th>threshold</th>"
+                     "<th>F1 at threshold</th></tr>")
+        for label in labels:
+            entry, tuned = per_class.get(label, {}), (report.get("thresholds") or {}).get(label, {})
+            cells = [entry.get("support", ""), *(f"{entry[k]:.3f}" if k in entry else "" for k in
+                                                 ("precision", "recall", "f1")),
+                     f"{tuned['threshold']:.2f}{'' if tuned.get('tuned') else ' *'}" if tuned else "",
+                     f"{tuned['f1']:.3f}" if tuned.get("f1") is not None else ""]
+            parts.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        parts.append("</table><p class=\"note\">* too few validation positives to tune: the default threshold. "
+                     "The tuned F1 is measured on the split that chose the thresholds, so it is optimistic.</p>")
+
+    try:
+        predictions = _read_csv(os.path.join(out, "val_predictions.csv"))
+        parts += _prediction_sections(out, predictions, labels, thresholds, config, model, data, explain, notes)
+    except (OSError, KeyError, ValueError) as error:
+        notes.append(f"val_predictions.csv: {error}")
+    try:
+        split = Counter((row["folder"], row["subset"]) for row in _read_csv(os.path.join(out, "split.csv")))
+        folders = sorted({folder for folder, _ in split})
+        parts.append("<h2>Split (split.csv)</h2><table id=\"split\"><tr><th>folder</th><th>train</th><th>val</th></tr>"
+                     + "".join(f"<tr><td>{esc(f)}</td><td>{split[f, 'train']}</td><td>{split[f, 'val']}</td></tr>"
+                               for f in folders) + "</table>")
+    except (OSError, KeyError, ValueError) as error:
+        notes.append(f"split.csv: {error}")
+    if notes:
+        parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Training report</title>"
+            f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return write_atomic(os.path.join(out, REPORT_HTML), page)
+
+
+def _prediction_sections(out, predictions, labels, thresholds, config, model, data, explain, notes):
+    if not predictions:
+        return []
+    paths = [row["path"] for row in predictions]
+    truth, map_labels = targets_for([row["folder"] for row in predictions], config)
+    if map_labels != labels:
+        raise ValueError(f"the label map's labels {map_labels} differ from the report's")
+    probabilities = np.array([[float(row[label]) for label in labels] for row in predictions])
+    parts = []
+    plot_pr_curves(truth, probabilities, labels, thresholds, os.path.join(out, FILES, "pr_curves.png"))
+    parts.append("<h2>Precision-recall per label</h2><p class=\"note\">The red dot is the label's threshold "
+                 "(tuned, or 0.4); the number in brackets is its validation support.</p>"
+                 "<img class=\"plot\" id=\"pr\" src=\"report_files/pr_curves.png\" alt=\"precision-recall curves\">")
+    cut = np.array([thresholds.get(label, 0.4) for label in labels])
+    matrix = confusion(truth, probabilities > cut)
+    plot_confusion(matrix, labels, os.path.join(out, FILES, "confusion.png"))
+    parts.append("<h2>True label &times; predicted label</h2><p class=\"note\">Row: images that carry the label; "
+                 "column: share of them predicted with each label. The diagonal is recall; off the diagonal, a "
+                 "child predicted for its parent's images (or another label) shows as a dark cell.</p>"
+                 "<img class=\"plot\" id=\"confusion\" src=\"report_files/confusion.png\" alt=\"label matrix\">")
+    data = data or ((config.training or {}).get("data") if config and config.training else None) or ""
+    cases = {j: worst_cases(truth, probabilities, j, cut[j]) for j in range(len(labels))}
+    if explain and model is None and os.path.exists(os.path.join(out, "best.weights.h5")):
+        try:
+            model = _load_model(out)
+        except Exception as error:  # noqa: BLE001 (a report without Grad-CAM beats no report)
+            notes.append(f"Grad-CAM: cannot load best.weights.h5 ({error})")
+    wanted = [(row, j) for j, (fp, fn) in cases.items() for row in (*fp, *fn)]
+    made = write_cases(out, wanted, paths, labels, model if explain else None, config, data)
+    parts.append(f"<h2>Worst errors per label</h2><p class=\"note\">Validation images from {esc(printable_path(data))}"
+                 "; false positives with the highest confidence, false negatives with the lowest. "
+                 + ("Hover over an image for its Grad-CAM overlay (what the model looked at for that label)."
+                    if explain and model is not None else "") + "</p>")
+    for j, label in enumerate(labels):
+        false_positive, false_negative = cases[j]
+        if not len(false_positive) and not len(false_negative):
+            continue
+        parts.append(f"<h3>{esc(label)}</h3>")
+        for title, rows in (("false positives", false_positive), ("false negatives", false_negative)):
+            if len(rows):
+                parts.append(f"<div>{title}</div><div class=\"cases\">" + "".join(
+                    _case_html(out, f"{paths[row]} ({predictions[row]['folder']})", probabilities[row, j],
+                               made.get((row, j))) for row in rows) + "</div>")
+    return parts
+
+
+def write_report_or_warn(out, model=None):
+    """write_training_report at the end of a run: a report that fails never fails the training
+    (its files are written); the warning says how to retry."""
+    try:
+        path = write_training_report(out, model)
+    except Exception as error:  # noqa: BLE001 (the trained model matters more than its report)
+        log.warning("could not write %s (%s: %s); retry with python -m tagestimate.report %s",
+                    os.path.join(out, REPORT_HTML), type(error).__name__, error, out)
+        return None
+    log.info("review report: %s", path)
+    return path

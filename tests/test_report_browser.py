@@ -1,0 +1,198 @@
+"""The review reports opened from disk in headless Chromium (Selenium + Debian's chromium and
+chromium-driver): no console errors, one card per image, the tag filter works, item pages
+open, Grad-CAM overlays load. Screenshots are kept in $TAGESTIMATE_ARTIFACTS (else pytest's
+tmp folder; the path is printed) for a person to look at."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import multiinference
+import multitrain_efficientnet
+from tagestimate import report
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1280,1000")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
+                                    "(pip install -r requirements-dev.txt)")
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("Chromium or chromedriver not found (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    folder = os.environ.get("TAGESTIMATE_ARTIFACTS") or str(tmp_path_factory.mktemp("screenshots"))
+    os.makedirs(folder, exist_ok=True)
+    print(f"\nscreenshots in {folder}")
+    return folder
+
+
+def open_page(browser, path):
+    browser.get("file://" + os.path.abspath(path))
+    browser.get_log("browser")  # nothing from earlier pages
+
+
+def console_errors(browser):
+    return [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+
+
+def spread_weights(folder, pixels):
+    """A 64-px model whose outputs spread over (0, 1) on `pixels` (random init gives ~0.5)."""
+    import keras
+
+    from modelfiles import trained_config
+    from tagestimate.labels import LABELS
+    from tagestimate.model import build_model, write_config
+
+    keras.utils.set_random_seed(7)
+    model = build_model(len(LABELS), 64)
+    features = keras.Model(model.input, model.get_layer("dense_1").output).predict(pixels, verbose=0)
+    kernel = np.random.default_rng(1).normal(0, 1, (features.shape[1], len(LABELS))).astype(np.float32)
+    kernel *= 2.0 / (features @ kernel).std()
+    model.get_layer("dense_2").set_weights([kernel, -(features @ kernel).mean(axis=0)])
+    os.makedirs(folder, exist_ok=True)
+    model.save_weights(os.path.join(folder, "best.weights.h5"))
+    write_config(folder, trained_config())
+    return os.path.join(folder, "best.weights.h5")
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory):
+    """multiinference --explain on two items of noise-and-colour images (one item hostile-named)."""
+    from tagestimate.images import load_image
+
+    root = tmp_path_factory.mktemp("run")
+    paths = []
+    for index in range(14):
+        rng = np.random.default_rng(index)
+        noise = rng.integers(0, 255, (70 + 3 * index, 90, 3), dtype=np.uint8) // (index % 5 + 1)
+        folder = root / "in" / ("book<1>&'x" if index < 4 else "1054192")
+        os.makedirs(folder, exist_ok=True)
+        paths.append(str(folder / f"{index}_{index % 3}.jpg"))
+        Image.fromarray((noise + rng.integers(0, 128, 3, dtype=np.uint8)).astype(np.uint8)).save(paths[-1])
+    weights = spread_weights(str(root / "w"), np.stack([load_image(p, 64) for p in paths]).astype(np.float32))
+    output = root / "out"
+    assert multiinference.main(["--inputpath", str(root / "in"), "--outputpath", str(output), "--weights", weights,
+                                "--backend", "tensorflow", "--explain", "--quiet"]) == 0
+    return output, paths
+
+
+def test_inference_report_in_chromium(browser, tagged, artifacts):
+    output, paths = tagged
+    open_page(browser, output / "index.html")
+    assert browser.find_element("css selector", "h1").text.startswith("Tagging report")
+    browser.save_screenshot(os.path.join(artifacts, "inference_index.png"))
+    assert console_errors(browser) == []
+    links = browser.find_elements("css selector", "a.item")
+    assert sorted(link.text for link in links) == ["1054192", "book<1>&'x"]
+    [link] = [link for link in links if link.text == "1054192"]
+    link.click()
+    assert browser.find_element("css selector", "h1").text == "1054192"
+    cards = browser.find_elements("css selector", ".card")
+    assert len(cards) == 10
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 20).until(lambda driver: driver.execute_script(
+        "return Array.from(document.images).every(i => i.complete)"))
+    assert browser.execute_script("return Array.from(document.images).every(i => i.naturalWidth > 0)")
+    browser.save_screenshot(os.path.join(artifacts, "inference_item.png"))
+
+    visible = "return document.querySelectorAll('.card:not(.hidden)').length"
+    kept = json.loads((output / "1054192.json").read_text())
+    counts = {}
+    for tags in kept.values():
+        for tag in tags:
+            counts[tag["tag"]] = counts.get(tag["tag"], 0) + 1
+    label = min(counts, key=counts.get)  # a tag some images have and others lack
+    assert 0 < counts[label] < 10
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("id", "tag")).select_by_value(label)
+    assert browser.execute_script(visible) == counts[label]
+    assert browser.find_element("id", "count").text == f"{counts[label]} of 10 images shown"
+    browser.save_screenshot(os.path.join(artifacts, "inference_item_filtered.png"))
+    browser.find_element("id", "lo").clear()
+    browser.find_element("id", "lo").send_keys("1")
+    assert browser.execute_script(visible) == 0  # nothing above confidence 1
+    Select(browser.find_element("id", "tag")).select_by_value("")
+    browser.find_element("id", "lo").clear()
+    browser.find_element("id", "lo").send_keys("0")
+
+    browser.find_element("id", "cams").click()  # every card shows its first tag's Grad-CAM overlay
+    overlays = "return Array.from(document.querySelectorAll('.card img')).filter(i => i.src.includes('/cam/'))"
+    WebDriverWait(browser, 20).until(lambda driver: driver.execute_script(overlays + ".every(i => i.complete)"))
+    overlays = browser.execute_script(overlays + ".map(i => i.naturalWidth)")
+    tagged_images = sum(1 for tags in kept.values() if tags)
+    assert len(overlays) == tagged_images > 0 and all(width > 0 for width in overlays)
+    browser.save_screenshot(os.path.join(artifacts, "inference_item_gradcam.png"))
+    assert console_errors(browser) == []
+
+
+def test_hostile_item_page_opens_and_runs_no_injected_code(browser, tagged):
+    output, _ = tagged
+    open_page(browser, output / "index.html")
+    [link] = [link for link in browser.find_elements("css selector", "a.item") if link.text == "book<1>&'x"]
+    link.click()
+    assert browser.find_element("css selector", "h1").text == "book<1>&'x"
+    assert len(browser.find_elements("css selector", ".card")) == 4
+    assert console_errors(browser) == []
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real 2-epoch 64-px training run: the trainer writes report.html at its end."""
+    from test_training import FAST, make_folders
+
+    root = tmp_path_factory.mktemp("trained")
+    data, out = make_folders(str(root / "data"), corrupt=False), str(root / "out")
+    assert multitrain_efficientnet.main(["--data", data, "--out", out, "--epochs", "2", *FAST]) == 0
+    return out
+
+
+def test_training_report_in_chromium(browser, trained, artifacts):
+    page = os.path.join(trained, "report.html")
+    assert os.path.exists(page)
+    open_page(browser, page)
+    for plot in ("history", "pr", "confusion"):
+        image = browser.find_element("id", plot)
+        assert browser.execute_script("return arguments[0].naturalWidth", image) > 300
+    rows = browser.find_elements("css selector", "#labels tr")
+    assert len(rows) == 1 + 11
+    cams = browser.find_elements("css selector", ".case img.cam")
+    assert cams and all(browser.execute_script("return arguments[0].naturalWidth", cam) > 0 for cam in cams)
+    browser.save_screenshot(os.path.join(artifacts, "training_report.png"))
+    browser.execute_script("window.scrollTo(0, document.body.scrollHeight * 0.55)")
+    browser.save_screenshot(os.path.join(artifacts, "training_report_lower.png"))
+    assert console_errors(browser) == []
+
+
+def test_rebuilding_the_training_report_from_the_run_folder(trained, capsys):
+    os.remove(os.path.join(trained, "report.html"))
+    assert report.main([trained, "--no-explain", "--quiet"]) == 0
+    assert "report written" in capsys.readouterr().out
+    assert "Per label" in open(os.path.join(trained, "report.html"), encoding="utf-8").read()
