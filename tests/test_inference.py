@@ -630,7 +630,7 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
 def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monkeypatch):
     """The next run skips items with an output file, so their errors must be on disk first."""
     from modelfiles import trained_config
-    from tagestimate import inference
+    from tagestimate import inference, storage
 
     class Runner:
         def predict(self, batch):
@@ -642,7 +642,7 @@ def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monk
     out = tmp_path / "out"
     monkeypatch.setattr(inference.ErrorLog, "SHARE", 10 ** 6)  # rewrites of errors.json as rare as allowed
     saved_first = []
-    write_atomic = inference.write_atomic
+    write_atomic = storage.write_atomic  # every write of the engine goes through storage
 
     def checked(path, data):
         if os.path.basename(path) != "errors.json":
@@ -650,7 +650,7 @@ def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monk
             saved_first.append(os.path.basename(path)[:-5] in {entry["item"] for entry in on_disk})
         return write_atomic(path, data)
 
-    monkeypatch.setattr(inference, "write_atomic", checked)
+    monkeypatch.setattr(storage, "write_atomic", checked)
     items, problems = inference.find_items(str(tmp_path / "in"))
     tagger = inference.Tagger(Runner(), trained_config(), batch_size=1, workers=1)
     summary = tagger.run(items, str(out), progress=False, errors=problems)
