@@ -19,6 +19,7 @@ from tagestimate.images import IMAGE_EXTENSIONS
 from tagestimate.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, Tagger, find_items
 from tagestimate.model import DEFAULT_THRESHOLD, describe_weights
 from tagestimate.results import FORMATS
+from tagestimate import storage
 from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
 
 
@@ -61,6 +62,20 @@ def build_parser():
                              "of letting libjpeg shrink large scans while decoding (5-8x faster on pages "
                              "of 2,000 px and more; crops under 448 px are decoded in full either way)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    scale = parser.add_argument_group(
+        "collection scale", "--inputpath and --outputpath may also be URIs (s3://bucket/prefix; credentials "
+        "and AWS_ENDPOINT_URL from the environment), with either engine; both need requirements-scale.txt")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this process; ray: a pool of Ray actors, one item (book) per task, on this "
+                            "machine or the cluster of --ray-address")
+    scale.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                       help="join a running Ray cluster (auto, or ray://host:10001); default: start a local Ray "
+                            "with this machine's CPUs and stop it at the end")
+    scale.add_argument("--actors", type=int, default=None,
+                       help="Ray actors, each holding the model (default: one per GPU when the cluster has GPUs, "
+                            "else one per CPU)")
+    scale.add_argument("--gpus-per-actor", type=float, default=None,
+                       help="GPUs each actor reserves (default: 1 when the cluster has GPUs, else 0)")
     return parser
 
 
@@ -71,10 +86,20 @@ def check_arguments(parser, args):
         parser.error(f"--workers must be at least 1, not {args.workers}")
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         parser.error(f"--threshold must be in [0, 1), not {args.threshold}")
-    if not os.path.isdir(args.inputpath):
+    if args.actors is not None and args.actors < 1:
+        parser.error(f"--actors must be at least 1, not {args.actors}")
+    if args.gpus_per_actor is not None and args.gpus_per_actor < 0:
+        parser.error(f"--gpus-per-actor must be 0 or more, not {args.gpus_per_actor}")
+    if args.engine != "ray" and (args.ray_address or args.actors or args.gpus_per_actor is not None):
+        parser.error("--ray-address, --actors and --gpus-per-actor need --engine ray")
+    try:
+        input_missing = not storage.isdir(args.inputpath)
+        problem = output_folder_problem(args.outputpath)
+    except UserError as error:  # a URI whose package or store is missing
+        parser.exit(2, f"error: {error}\n")
+    if input_missing:
         parser.exit(2, f"error: input folder {printable_path(args.inputpath)} does not exist; put item folders "
                        "of images there or pass --inputpath\n")
-    problem = output_folder_problem(args.outputpath)
     if problem:
         parser.exit(2, f"error: {problem}; pass --outputpath a folder you can write to\n")
 
@@ -87,6 +112,8 @@ def output_folder_problem(folder):
     """
     import tempfile
 
+    if storage.is_uri(folder):
+        return storage.output_problem(folder)
     shown = printable_path(folder)
     if os.path.exists(folder) and not os.path.isdir(folder):
         return f"output folder {shown} is an existing file, not a folder"
@@ -126,6 +153,12 @@ def tag(args):
         return None
     weights = resolve_weights(args.weights, args.weights_url)
     config, kind = describe_weights(weights)
+    if args.engine == "ray":  # imported here: the local engine never loads Ray
+        from tagestimate import ray_engine
+
+        return ray_engine.run(items, args.outputpath, weights, args.backend, args.threshold, args.format,
+                              args.overwrite, not args.quiet, problems, args.batch_size, args.workers,
+                              not args.full_decode, args.ray_address, args.actors, args.gpus_per_actor)
     backend = choose_backend(args.backend)
     runner = make_runner(backend, weights, config)
     logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,

@@ -114,28 +114,21 @@ def info(uri):
     return _call("reach", uri, system.get_file_info, path)
 
 
-def exists(path):
-    if not is_uri(path):
-        return os.path.exists(path)
-    import pyarrow.fs as pafs
+def _type(uri):
+    """pyarrow's FileType name of a URI: 'NotFound', 'File' or 'Directory'."""
+    return info(uri).type.name
 
-    return info(path).type != pafs.FileType.NotFound
+
+def exists(path):
+    return os.path.exists(path) if not is_uri(path) else _type(path) != "NotFound"
 
 
 def isdir(path):
-    if not is_uri(path):
-        return os.path.isdir(path)
-    import pyarrow.fs as pafs
-
-    return info(path).type == pafs.FileType.Directory
+    return os.path.isdir(path) if not is_uri(path) else _type(path) == "Directory"
 
 
 def isfile(path):
-    if not is_uri(path):
-        return os.path.isfile(path)
-    import pyarrow.fs as pafs
-
-    return info(path).type == pafs.FileType.File
+    return os.path.isfile(path) if not is_uri(path) else _type(path) == "File"
 
 
 def makedirs(path):
