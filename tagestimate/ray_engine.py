@@ -179,13 +179,18 @@ def weight_files(weights):
 
 def _first_line(error):
     """The message of a ModelLoadError or UserError raised in a worker, however Ray wrapped it."""
-    seen = set()
+    first, seen = error, set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, UserError):
             return str(error).splitlines()[0]
         cause = getattr(error, "cause", None)
         error = cause if isinstance(cause, BaseException) else (error.__cause__ or error.__context__)
+    # An actor that died in its constructor reaches the driver as text (ActorDiedError).
+    marker = f"{ModelLoadError.__name__}: "
+    for line in str(first).splitlines():
+        if marker in line:
+            return line.split(marker, 1)[1]
     return None
 
 

@@ -1,0 +1,173 @@
+"""--engine ray on a local Ray (2 CPUs): the local engine's bytes, resume, errors.json, clear errors,
+no Ray process left behind, and object storage on a loopback S3. One Ray start for the in-process tests."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import multiinference
+from conftest import ROOT
+from labelmap import LABELS
+from modelfiles import write_trained_weights
+from tagestimate import ray_engine, storage
+from test_storage import download, make_bucket, s3_server, upload  # noqa: F401 - s3_server is a fixture
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # each test starts Ray or model-holding actors: seconds
+
+LOGITS = np.full(len(LABELS), -4.0, np.float32)
+LOGITS[LABELS.index("graphic")] = 3.0
+LOGITS[LABELS.index("graphic_map")] = -0.45  # just below 0.4: a threshold off by a little shows
+
+
+def make_items(folder):
+    """Three items: varied colours, a sub-folder, a bad file in book2."""
+    for item, count in (("book1", 3), ("book2", 2), ("book10", 1)):
+        for page in range(count):
+            path = os.path.join(folder, item, f"{item}_{page}_0.jpg")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Image.new("RGB", (50 + page, 40), (40 * page, 90, 200 - page)).save(path)
+    os.makedirs(os.path.join(folder, "book1", "scans"))
+    Image.new("RGB", (60, 60), (7, 8, 9)).save(os.path.join(folder, "book1", "scans", "p1.png"))
+    with open(os.path.join(folder, "book2", "broken.jpg"), "wb") as handle:
+        handle.write(b"\xff\xd8\xff\xe0 truncated")
+    return folder
+
+
+def files_in(folder):
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as handle:
+            found[name] = handle.read()
+    return found
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path, _ = write_trained_weights(str(tmp_path_factory.mktemp("weights")), logits=LOGITS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_ray(s3_server):  # noqa: F811 - after the S3 server, so workers inherit its environment
+    """One local Ray for this module's in-process tests (the engine joins it, and leaves it running)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run(source, output, weights, *extra, engine="ray"):
+    return multiinference.main(["--inputpath", str(source), "--outputpath", str(output), "--weights", weights,
+                                "--quiet", "--backend", "tensorflow", "--engine", engine, *map(str, extra)])
+
+
+def ray_processes():
+    """pids of raylet and gcs_server processes running now."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = handle.read().split(b"\0")[0]
+        except (OSError, ValueError):
+            continue
+        if os.path.basename(command) in (b"raylet", b"gcs_server"):
+            found.add(int(pid))
+    return found
+
+
+def test_script_gives_the_local_engine_s_bytes_and_leaves_no_ray_running(tmp_path, weights):
+    source = make_items(str(tmp_path / "input"))
+    assert run(source, tmp_path / "local", weights, engine="local") == 0
+    before = ray_processes()
+    arguments = ["--inputpath", source, "--outputpath", str(tmp_path / "ray"), "--weights", weights,
+                 "--backend", "tensorflow", "--engine", "ray", "--quiet"]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "multiinference.py"), *arguments],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "7 images tagged in 3 items, 1 files skipped" in done.stdout
+    assert files_in(tmp_path / "ray") == files_in(tmp_path / "local")  # errors.json included
+    assert sorted(files_in(tmp_path / "ray")) == ["book1.json", "book10.json", "book2.json", "errors.json"]
+    [entry] = json.loads(files_in(tmp_path / "ray")["errors.json"])
+    assert entry["item"] == "book2" and entry["path"].endswith("broken.jpg")
+    deadline = time.monotonic() + 20  # ray.shutdown() has sent the signals; give them a moment
+    while ray_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not ray_processes() - before
+
+
+def test_resume_takes_over_the_errors_of_an_interrupted_run(tmp_path, weights, local_ray):
+    source = make_items(str(tmp_path / "input"))
+    out = tmp_path / "out"
+    out.mkdir()
+    # As a driver killed mid-run leaves it: book2 done by a worker (output and its pending
+    # errors), book1 and book10 not started.
+    (out / "book2.json").write_text('{"marker": []}')
+    pending = out / ray_engine.PENDING_FOLDER
+    pending.mkdir()
+    (pending / "book2.json").write_text(json.dumps([["book2", "x/broken.jpg", "corrupt"]]))
+    assert run(source, out, weights) == 0
+    assert (out / "book2.json").read_text() == '{"marker": []}'  # done: not scheduled again
+    assert json.loads((out / "book1.json").read_text()).keys() == {"book1_0_0", "book1_1_0", "book1_2_0", "scans/p1"}
+    assert (out / "book10.json").exists()
+    assert json.loads((out / "errors.json").read_text()) == [
+        {"item": "book2", "path": "x/broken.jpg", "reason": "corrupt"}]
+    assert not pending.exists()  # merged into errors.json, then removed
+
+
+def test_a_worker_that_cannot_load_the_model_is_one_error(tmp_path, weights, local_ray, capsys):
+    source = make_items(str(tmp_path / "input"))
+    # model.json says 64 px, the file holds a model of another label count: the driver's
+    # description passes, the worker's load fails.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    other, _ = write_trained_weights(str(tmp_path / "other"), image_size=64)
+    config = json.loads(open(os.path.join(os.path.dirname(weights), "model.json")).read())
+    config["labels"] = config["labels"][:3]
+    (broken / "model.json").write_text(json.dumps(config))
+    (broken / "best.weights.h5").write_bytes(open(other, "rb").read())
+    assert run(source, tmp_path / "out", str(broken / "best.weights.h5")) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "could not load the model" in lines[0] and "does not fit" in lines[0], err
+    assert not (tmp_path / "out" / "book1.json").exists()
+
+
+def test_a_missing_model_file_is_one_error_before_ray_starts(tmp_path):
+    source = make_items(str(tmp_path / "input"))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "multiinference.py"), "--inputpath", source,
+                           "--outputpath", str(tmp_path / "out"), "--weights", str(tmp_path / "nope.h5"),
+                           "--engine", "ray", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: weight file {tmp_path / 'nope.h5'} does not exist; "
+                                                "check --weights"]
+
+
+def test_ray_engine_reads_and_writes_s3_with_the_local_bytes(tmp_path, weights, local_ray, s3_server):  # noqa: F811
+    source = make_items(str(tmp_path / "input"))
+    bucket = make_bucket("rayengine")
+    upload(source, bucket + "/input")
+    assert run(source, tmp_path / "local", weights, engine="local") == 0
+    assert run(bucket + "/input/", bucket + "/output/", weights) == 0
+    remote, local = download(bucket + "/output"), files_in(tmp_path / "local")
+    assert sorted(remote) == sorted(local)
+    for name in ("book1.json", "book2.json", "book10.json"):
+        assert remote[name] == local[name]
+    assert json.loads(remote["errors.json"])[0]["path"] == bucket + "/input/book2/broken.jpg"
+
+
+def test_the_local_engine_never_imports_ray(tmp_path, weights):
+    source = make_items(str(tmp_path / "input"))
+    code = ("import sys, multiinference; "
+            f"rc = multiinference.main(['--inputpath', {source!r}, '--outputpath', {str(tmp_path / 'out')!r}, "
+            f"'--weights', {weights!r}, '--quiet', '--backend', 'tensorflow']); "
+            "print(rc, sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
