@@ -197,7 +197,8 @@ def _first_line(error):
 def run(items, output_dir, weights, backend="auto", threshold=None, output_format="json", overwrite=False,
         progress=True, errors=(), batch_size=32, workers=None, draft=True, address=None, actors=None,
         gpus_per_actor=None):
-    """Tag items on Ray; the same summary dict as Tagger.run (plus "startup_seconds")."""
+    """Tag items on Ray; the same summary dict as Tagger.run, plus "startup_seconds" (until the first
+    item came back) and "startup_images" (that item's images)."""
     from tqdm import tqdm
 
     ray = import_ray()
@@ -217,7 +218,8 @@ def run(items, output_dir, weights, backend="auto", threshold=None, output_forma
     images = sum(len(item.images) for item in plan.todo)
     summary = {"images": 0, "items": len(plan.todo), "finished_items": 0, "skipped_images": len(plan.problems),
                "skipped_items": len(plan.done), "attempted": images, "seconds": 0.0,
-               "images_per_second": 0.0, "interrupted": False, "startup_seconds": 0.0}
+               "images_per_second": 0.0, "interrupted": False, "startup_seconds": 0.0,
+               "startup_images": 0}
     if not plan.todo:
         return summary
     started = time.perf_counter()
@@ -242,8 +244,9 @@ def run(items, output_dir, weights, backend="auto", threshold=None, output_forma
         sizes = {item.name: len(item.images) for item in plan.todo}
         try:
             for row in results.iter_rows():
-                if not summary["startup_seconds"]:
+                if not summary["startup_seconds"]:  # Ray, actors and model loads, and the first item
                     summary["startup_seconds"] = time.perf_counter() - started
+                    summary["startup_images"] = int(row["images"])
                 name = str(row["name"])
                 item_errors = [tuple(error) for error in json.loads(row["errors"])]
                 for error in item_errors:
