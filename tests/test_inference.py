@@ -388,7 +388,8 @@ def test_offline_main_job_prints_one_sentence(tmp_path):
 def test_help_explains_every_flag():
     text = multiinference.build_parser().format_help()
     for flag in ("--inputpath", "--outputpath", "--weights", "--threshold", "--batch-size", "--overwrite",
-                 "--format", "--backend", "--workers", "--weights-url", "--full-decode"):
+                 "--format", "--backend", "--workers", "--weights-url", "--full-decode",
+                 "--engine", "--ray-address", "--actors", "--gpus-per-actor"):
         assert flag in text
     assert "default: input" in text and "default: output" in text and "default: None" not in text
 
@@ -479,6 +480,7 @@ def test_documented_defaults():
         "inputpath": "input", "outputpath": "output", "weights": None, "weights_url": None, "threshold": None,
         "batch_size": 32, "workers": None, "backend": "auto", "overwrite": False, "format": "json",
         "full_decode": False, "quiet": False,
+        "engine": "local", "ray_address": None, "actors": None, "gpus_per_actor": None,
     }
     assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
     assert multiinference.DEFAULT_THRESHOLD == 0.4
