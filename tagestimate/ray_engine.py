@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 from tagestimate import storage
 from tagestimate.errors import UserError
@@ -131,11 +132,16 @@ def connect(ray, address, quiet):
         return False
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                "configure_logging": True}
+    # Ray's C++ core logs to the terminal (e.g. a notice on every actor with object-store
+    # arguments); its log files keep everything. RAY_BACKEND_LOG_LEVEL set by the user wins.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, **options)
+        with warnings.catch_warnings():  # Ray Client warns, then raises: the error says it all
+            warnings.simplefilter("ignore")
+            if address:
+                ray.init(address=address, **options)
+            else:
+                ray.init(num_cpus=os.cpu_count() or 1, **options)
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, grpc errors...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
