@@ -123,7 +123,7 @@ def merge_pending(output_dir, error_log):
     return paths
 
 
-def connect(ray, address, quiet):
+def connect(ray, address):
     """Join the cluster at `address`, or start a local Ray; True when this call started it."""
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -132,6 +132,7 @@ def connect(ray, address, quiet):
         return False
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                "configure_logging": True}
+    _probe(address)
     # Ray's C++ core logs to the terminal (e.g. a notice on every actor with object-store
     # arguments); its log files keep everything. RAY_BACKEND_LOG_LEVEL set by the user wins.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
@@ -149,6 +150,24 @@ def connect(ray, address, quiet):
                         "(auto, or ray://host:10001) and that the cluster is running") from None
     _quiet_data(ray)
     return True
+
+
+PROBE_TIMEOUT = 10  # seconds to open a TCP connection to --ray-address
+
+
+def _probe(address):
+    """UserError at once when host:port of `address` does not answer (Ray itself waits minutes)."""
+    import socket
+
+    target = address.split("://", 1)[-1] if address else ""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" or a name Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT).close()
+    except OSError as error:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check "
+                        "--ray-address (auto, or ray://host:10001) and that the cluster is running") from None
 
 
 def _quiet_data(ray):
@@ -229,7 +248,7 @@ def run(items, output_dir, weights, backend="auto", threshold=None, output_forma
     if not plan.todo:
         return summary
     started = time.perf_counter()
-    started_ray = connect(ray, address, not progress)
+    started_ray = connect(ray, address)
     finished = []  # pending-error files of items whose errors errors.json now holds
     try:
         actors, gpus_per_actor = pool_size(ray, actors, gpus_per_actor)

@@ -172,3 +172,21 @@ def test_the_local_engine_never_imports_ray(tmp_path, weights):
             "print(rc, sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+
+
+def test_an_unreachable_cluster_or_no_ray_is_one_error(tmp_path, weights, monkeypatch, capsys):
+    import socket
+
+    source = make_items(str(tmp_path / "input"))
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    assert run(source, tmp_path / "out", weights, "--ray-address", f"ray://127.0.0.1:{port}") == 1
+    assert time.monotonic() - started < 30  # Ray alone waits minutes on an address that does not answer
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot reach the Ray cluster at ray://127.0.0.1:{port}")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert run(source, tmp_path / "out", weights) == 1
+    assert capsys.readouterr().err.strip() == ("error: --engine ray needs Ray: pip install -r "
+                                               "requirements-scale.txt")
