@@ -190,3 +190,41 @@ def test_an_unreachable_cluster_or_no_ray_is_one_error(tmp_path, weights, monkey
     assert run(source, tmp_path / "out", weights) == 1
     assert capsys.readouterr().err.strip() == ("error: --engine ray needs Ray: pip install -r "
                                                "requirements-scale.txt")
+
+
+def test_a_killed_worker_s_item_is_retried_and_no_partial_file_is_left(tmp_path, weights, local_ray):
+    import signal
+    import threading
+
+    source = str(tmp_path / "input")
+    for item in range(12):
+        for page in range(12):
+            path = os.path.join(source, f"book{item}", f"p{page}.jpg")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Image.new("RGB", (64, 64), (item * 20, page * 20, 90)).save(path)
+    assert run(source, tmp_path / "local", weights, engine="local") == 0
+    out = tmp_path / "ray"
+    killed = []
+
+    def kill_one_actor_after_the_first_output():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if out.exists() and any(name.endswith(".json") for name in os.listdir(out)):
+                for pid in os.listdir("/proc"):
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                            command = handle.read()
+                    except OSError:
+                        continue
+                    if b"MapWorker" in command:
+                        killed.append(len(os.listdir(out)))
+                        os.kill(int(pid), signal.SIGKILL)
+                        break
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_actor_after_the_first_output)
+    killer.start()
+    assert run(source, out, weights, "--batch-size", "2") == 0
+    killer.join()
+    assert killed and killed[0] < 12  # an actor died while items were still to do
+    assert files_in(out) == files_in(tmp_path / "local")  # every item, whole, no temporary file
