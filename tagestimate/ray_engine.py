@@ -127,12 +127,12 @@ def connect(ray, address):
     """Join the cluster at `address`, or start a local Ray; True when this call started it."""
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    if ray.is_initialized():
+    _probe(address)
+    if ray.is_initialized():  # a program (or a test) that started Ray itself: used as it is
         _quiet_data(ray)
         return False
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                "configure_logging": True}
-    _probe(address)
     # Ray's C++ core logs to the terminal (e.g. a notice on every actor with object-store
     # arguments); its log files keep everything. RAY_BACKEND_LOG_LEVEL set by the user wins.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")

@@ -178,11 +178,11 @@ def test_an_unreachable_cluster_or_no_ray_is_one_error(tmp_path, weights, monkey
     import socket
 
     source = make_items(str(tmp_path / "input"))
-    with socket.socket() as closed:  # a port nobody listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    started = time.monotonic()
-    assert run(source, tmp_path / "out", weights, "--ray-address", f"ray://127.0.0.1:{port}") == 1
+    with socket.socket() as bound:  # bound, not listening: refused, and no one else can take the port
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        started = time.monotonic()
+        assert run(source, tmp_path / "out", weights, "--ray-address", f"ray://127.0.0.1:{port}") == 1
     assert time.monotonic() - started < 30  # Ray alone waits minutes on an address that does not answer
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: cannot reach the Ray cluster at ray://127.0.0.1:{port}")
