@@ -13,14 +13,14 @@ import os
 import re
 import sys
 
-from tagestimate import annotations
+from tagestimate import storage
 from tagestimate.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter, printable_path
 from tagestimate.images import IMAGE_EXTENSIONS
 from tagestimate.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, Tagger, find_items
 from tagestimate.model import DEFAULT_THRESHOLD, describe_weights
-from tagestimate.results import FORMATS
+from tagestimate.results import FORMATS, with_threshold
 from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
 
 
@@ -75,6 +75,20 @@ def build_parser():
                         help="add Grad-CAM overlays to the report: what the model looked at for each kept tag "
                              "of each image tagged in this run (a TensorFlow backward pass, slower; see README)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    scale = parser.add_argument_group(
+        "collection scale", "--inputpath and --outputpath may also be URIs (s3://bucket/prefix; credentials "
+        "and AWS_ENDPOINT_URL from the environment), with either engine; both need requirements-scale.txt")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this process; ray: a pool of Ray actors, one item (book) per task, on this "
+                            "machine or the cluster of --ray-address")
+    scale.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                       help="join a running Ray cluster (auto, or ray://host:10001); default: start a local Ray "
+                            "with this machine's CPUs and stop it at the end")
+    scale.add_argument("--actors", type=int, default=None,
+                       help="Ray actors, each holding the model (default: one per GPU when the cluster has GPUs, "
+                            "else one per CPU)")
+    scale.add_argument("--gpus-per-actor", type=float, default=None,
+                       help="GPUs each actor reserves (default: 1 when the cluster has GPUs, else 0)")
     return parser
 
 
@@ -85,15 +99,28 @@ def check_arguments(parser, args):
         parser.error(f"--workers must be at least 1, not {args.workers}")
     if args.explain and args.no_report:
         parser.error("--explain shows its overlays in the report; leave out --no-report")
+    if args.explain and (args.engine == "ray" or storage.is_uri(args.outputpath)):
+        parser.error("--explain runs with the local engine into a local output folder; leave out --engine ray "
+                     "or tag into a local folder")
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         parser.error(f"--threshold must be in [0, 1), not {args.threshold}")
-    if not os.path.isdir(args.inputpath):
+    if args.actors is not None and args.actors < 1:
+        parser.error(f"--actors must be at least 1, not {args.actors}")
+    if args.gpus_per_actor is not None and args.gpus_per_actor < 0:
+        parser.error(f"--gpus-per-actor must be 0 or more, not {args.gpus_per_actor}")
+    if args.engine != "ray" and (args.ray_address or args.actors or args.gpus_per_actor is not None):
+        parser.error("--ray-address, --actors and --gpus-per-actor need --engine ray")
+    try:
+        input_missing = not storage.isdir(args.inputpath)
+        problem = output_folder_problem(args.outputpath)
+    except UserError as error:  # a URI whose package or store is missing
+        parser.exit(2, f"error: {error}\n")
+    if input_missing:
         parser.exit(2, f"error: input folder {printable_path(args.inputpath)} does not exist; put item folders "
                        "of images there or pass --inputpath\n")
     for flag, value in (("--id-base", args.id_base), ("--target-base", args.target_base)):
         if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", value):
             parser.error(f"{flag} must be an absolute URL such as https://example.org/tags, not {value!r}")
-    problem = output_folder_problem(args.outputpath)
     if problem:
         parser.exit(2, f"error: {problem}; pass --outputpath a folder you can write to\n")
 
@@ -106,6 +133,8 @@ def output_folder_problem(folder):
     """
     import tempfile
 
+    if storage.is_uri(folder):
+        return storage.output_problem(folder)
     shown = printable_path(folder)
     if os.path.exists(folder) and not os.path.isdir(folder):
         return f"output folder {shown} is an existing file, not a folder"
@@ -145,27 +174,44 @@ def tag(args):
         return None
     weights = resolve_weights(args.weights, args.weights_url)
     config, kind = describe_weights(weights)
-    backend = choose_backend(args.backend)
-    runner = make_runner(backend, weights, config)
-    logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
-                 len(config.labels), config.image_size, config.channel_order)
     context = None
     if args.format == "iiif":
+        from tagestimate import annotations  # iiif-prezi3 and pydantic load only for this format
+
         context = annotations.run_context(args.inputpath, weights, args.outputpath, args.id_base, args.target_base)
         annotations.write_context(args.outputpath)
-    engine, options = Tagger, {}
-    if not args.no_report:  # review report: the tagger also keeps full probabilities
+    with_report = not args.no_report and not storage.is_uri(args.outputpath)
+    if not args.no_report and not with_report:
+        logging.info("no review report for an object-store output; copy the output folder to a disk and run "
+                     "python -m tagestimate.report on it")
+    if args.engine == "ray":  # imported here: the local engine never loads Ray
+        from tagestimate import ray_engine
+
+        summary = ray_engine.run(items, args.outputpath, weights, args.backend, args.threshold, args.format,
+                                 args.overwrite, not args.quiet, problems, args.batch_size, args.workers,
+                                 not args.full_decode, args.ray_address, args.actors, args.gpus_per_actor,
+                                 context=context, sidecars=with_report)
+        backend, output_config, explained = f"{args.backend} on Ray", with_threshold(config, args.threshold), None
+    else:
+        backend = choose_backend(args.backend)
+        runner = make_runner(backend, weights, config)
+        logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
+                     len(config.labels), config.image_size, config.channel_order)
+        engine, options = Tagger, {}
+        if with_report:  # the tagger also keeps full probabilities for the report
+            from tagestimate.report import RecordingTagger
+
+            engine, options = RecordingTagger, {"explain": args.explain}
+        tagger = engine(runner, config, threshold=args.threshold, batch_size=args.batch_size,
+                        workers=args.workers, draft=not args.full_decode, context=context, **options)
+        summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
+                             progress=not args.quiet, errors=problems)
+        output_config, explained = tagger.output_config, (tagger.explained if args.explain else None)
+    if with_report and not summary["interrupted"]:
         from tagestimate import report as review
 
-        engine, options = review.RecordingTagger, {"explain": args.explain}
-    tagger = engine(runner, config, threshold=args.threshold, batch_size=args.batch_size,
-                    workers=args.workers, draft=not args.full_decode, context=context, **options)
-    summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
-                         progress=not args.quiet, errors=problems)
-    if not args.no_report and not summary["interrupted"]:
-        summary["report"] = review.finish_run(args.outputpath, items, weights, kind, backend, tagger.output_config,
-                                              tagger.explained if args.explain else None,
-                                              draft=not args.full_decode, progress=not args.quiet)
+        summary["report"] = review.finish_run(args.outputpath, items, weights, kind, backend, output_config,
+                                              explained, draft=not args.full_decode, progress=not args.quiet)
     return summary
 
 

@@ -2,6 +2,7 @@
 
     python bench/bench_inference.py                      # all backends available
     python bench/bench_inference.py --backend openvino --repeat 20 --scans 100
+    python bench/bench_inference.py --engine ray         # Ray engine against the local one, same crops
 
 Small crops: the 60 demo crops of input/1054192 repeated to 1,200 files. Large scans:
 generated 3000x2200 JPEG pages with paper grain, text and a photograph.
@@ -122,9 +123,46 @@ def build_parser():
                         help="backend(s) to measure (default: all)")
     parser.add_argument("--repeat", type=int, default=20, help="copies of the 60 demo crops (default: 20)")
     parser.add_argument("--scans", type=int, default=100, help="number of large scans (default: 100)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: the crops through the local engine and the Ray engine (a local Ray with "
+                             "every CPU), alternately --rounds times, with Ray's start-up seconds")
+    parser.add_argument("--rounds", type=int, default=2, help="--engine ray: local/Ray pairs (default: 2)")
+    parser.add_argument("--actors", type=int, default=None, help="--engine ray: actors (default: one per CPU)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per model call (default: {DEFAULT_BATCH_SIZE})")
     return parser
+
+
+def ray_against_local(args, backends):
+    """images/s of both engines on the same crops, side by side, and Ray's start-up seconds."""
+    from tagestimate import ray_engine
+
+    backend = backends[0]
+    workdir = tempfile.mkdtemp(prefix="bench-inference-")
+    try:
+        weights = weights_file(workdir)
+        config, _ = describe_weights(weights)
+        folder, count = small_crops(workdir, args.repeat)
+        items, _ = find_items(folder)
+        runner = make_runner(choose_backend(backend), weights, config)  # converted and cached before timing
+        print(f"crops: {count} demo crops of 256 px in {len(items)} items; backend {backend}; "
+              f"cpu cores: {os.cpu_count()}; weights: {weights}\n")
+        print(f"{'round':<6} {'local img/s':>12} {'ray img/s':>10} {'ray/local':>10} {'ray start-up s':>15}")
+        ratios = []
+        for round_ in range(args.rounds):
+            local = end_to_end(runner, config, folder, workdir, args.batch_size, f"local-{round_}")
+            summary = ray_engine.run(items, os.path.join(workdir, f"out-ray-{round_}"), weights, backend=backend,
+                                     overwrite=True, progress=False, batch_size=args.batch_size,
+                                     actors=args.actors)
+            rate = summary["images_per_second"]
+            ratios.append(rate / local)
+            print(f"{round_ + 1:<6} {local:>12.1f} {rate:>10.1f} {rate / local:>10.0%} "
+                  f"{summary['startup_seconds']:>15.1f}")
+        print(f"\nray/local, mean of {args.rounds}: {sum(ratios) / len(ratios):.0%} "
+              "(start-up included; start-up = until the first item is back)")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
 
 
 def main(argv=None):
@@ -135,6 +173,8 @@ def main(argv=None):
             sys.exit("error: --backend openvino needs the openvino package (a requirement): pip install openvino")
         print("openvino is not installed (it is a requirement): measuring TensorFlow alone")
         backends.remove("openvino")
+    if args.engine == "ray":
+        return ray_against_local(args, backends)
     workdir = tempfile.mkdtemp(prefix="bench-inference-")
     try:
         weights = weights_file(workdir)

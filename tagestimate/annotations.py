@@ -15,15 +15,17 @@ the pages (`EXTENSION_CONTEXT`).
 
 import csv
 import functools
+import io
 import json
 import logging
 import os
 import pathlib
+import posixpath
 import urllib.parse
 
 from iiif_prezi3 import Agent, Annotation, AnnotationPage, FragmentSelector, SpecificResource, TextualBody
 
-from tagestimate import files, ndl
+from tagestimate import files, ndl, storage
 from tagestimate.manifest import MANIFEST_NAME
 from tagestimate.results import RunContext, natural_key, tags_of
 
@@ -43,7 +45,9 @@ LANGUAGE = "en"  # the tags are NDL's English label names
 
 
 def file_url(path):
-    """The absolute file: URL of a local path."""
+    """The absolute file: URL of a local path; a URI (s3://...) as it is."""
+    if storage.is_uri(path):
+        return path
     return pathlib.Path(os.path.abspath(path)).as_uri()
 
 
@@ -52,7 +56,8 @@ def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=N
     import datetime
 
     created = created or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return RunContext(input_dir=os.path.abspath(input_dir), weights_name=os.path.basename(weights_path),
+    return RunContext(input_dir=input_dir if storage.is_uri(input_dir) else os.path.abspath(input_dir),
+                      weights_name=os.path.basename(weights_path),
                       weights_sha256=files.sha256_file(weights_path),
                       id_base=(id_base or file_url(output_dir)).rstrip("/"),
                       target_base=(target_base or "").rstrip("/"), created=created)
@@ -60,15 +65,14 @@ def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=N
 
 def write_context(output_dir):
     """Write the extension context (`context.jsonld`) the pages refer to, unless it is there already."""
-    path = os.path.join(output_dir, CONTEXT_NAME)
+    path = storage.join(output_dir, CONTEXT_NAME)
     text = json.dumps(EXTENSION_CONTEXT, indent=2) + "\n"
     try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return path
-    except (OSError, UnicodeDecodeError):
+        if storage.read_bytes(path) == text.encode("utf-8"):
+            return path
+    except OSError:
         pass
-    files.write_atomic(path, text)
+    storage.write_atomic(path, text)
     return path
 
 
@@ -131,10 +135,18 @@ def _target(item_name, record, context, rows):
     if page is not None:
         source = {"id": page, "type": "Image", "format": "image/jpeg"}
         return SpecificResource(source=source, selector=_selector(box) if box else None)
-    relative = os.path.relpath(record.path, context.input_dir) if context.input_dir else None
+    relative = _relative(record.path, context.input_dir)
     if context.target_base and relative and not relative.startswith(".."):
         return f"{context.target_base}/{urllib.parse.quote(relative.replace(os.sep, '/'))}"
     return file_url(record.path)
+
+
+def _relative(path, input_dir):
+    if not input_dir or storage.is_uri(path) != storage.is_uri(input_dir):
+        return None
+    if storage.is_uri(path):
+        return posixpath.relpath(path.split("://", 1)[1], input_dir.split("://", 1)[1])
+    return os.path.relpath(path, input_dir)
 
 
 def _selector(box):
@@ -172,7 +184,11 @@ def _ndl_page(row, key):
 
 def provenance(input_dir):
     """{(folder, id): row} of `{input_dir}/manifest.csv` (the crawler's), or {} when there is none."""
-    path = os.path.join(input_dir, MANIFEST_NAME) if input_dir else ""
+    if not input_dir:
+        return {}
+    path = storage.join(input_dir, MANIFEST_NAME)
+    if storage.is_uri(path):
+        return _read_rows(path, None, None) if storage.exists(path) else {}
     try:
         stat = os.stat(path)
     except OSError:
@@ -184,9 +200,9 @@ def provenance(input_dir):
 def _read_rows(path, mtime_ns, size):
     """Cached per file version: every item of a run looks its images up in the same file."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return {(row.get("folder"), row.get("id")): row for row in csv.DictReader(handle)
-                    if row.get("folder") and row.get("id")}
+        text = storage.read_bytes(path).decode("utf-8")
+        return {(row.get("folder"), row.get("id")): row for row in csv.DictReader(io.StringIO(text, newline=""))
+                if row.get("folder") and row.get("id")}
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         log.warning("%s not read (%s): targets fall back to pages and files", files.printable_path(path), error)
         return {}

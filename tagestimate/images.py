@@ -6,6 +6,7 @@ interpolation, put the channels in the model's order. The model takes 0-255 pixe
 rescales inside itself, so there is no other scaling step to forget.
 """
 
+import io
 import os
 import struct
 import threading
@@ -164,8 +165,11 @@ def resize_bilinear(pixels, size):
     return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def load_image(path, size, channel_order="RGB", draft=True):
+def load_image(path, size, channel_order="RGB", draft=True, data=None):
     """Read one image as a (size, size, 3) uint8 array; ImageError if it cannot be used.
+
+    With `data` (the file's bytes, e.g. read from object storage) the image is decoded from
+    memory and `path` only names it in messages.
 
     draft=True lets libjpeg decode a JPEG at least twice `size` at 1/2..1/8 scale: 5-8x
     faster on page scans, but not the full-size decode NDL's original script made.
@@ -175,9 +179,9 @@ def load_image(path, size, channel_order="RGB", draft=True):
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel order must be one of {CHANNEL_ORDERS}, not {channel_order!r}")
     try:
-        if os.path.getsize(path) == 0:
+        if (len(data) if data is not None else os.path.getsize(path)) == 0:
             raise ImageError(path, "empty file (0 bytes); delete it or fetch it again")
-        with open(path, "rb") as handle, _open(handle, path) as image:
+        with (open(path, "rb") if data is None else io.BytesIO(data)) as handle, _open(handle, path) as image:
             large, refused = pixel_limits()
             count = image.width * image.height
             if refused is not None and count > refused:

@@ -14,6 +14,7 @@ output is written once errors.json holds its errors (a rerun skips items with an
 import collections
 import json
 import os
+import posixpath
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tagestimate import images as image_files
+from tagestimate import storage
 from tagestimate.images import ImageError, is_image_name, is_utf8_name, list_images, load_image
-from tagestimate.files import printable_path, write_atomic
+from tagestimate.files import printable_path
 from tagestimate.results import FORMATS, Record, natural_key, with_threshold
 
 ERRORS_NAME = "errors.json"
@@ -42,13 +44,17 @@ def find_items(input_dir):
     with item and path made printable.
     """
     items, problems = [], []
-    input_dir = os.path.abspath(input_dir)
-    entries = sorted(os.scandir(input_dir), key=lambda e: natural_key(e.name))
-    loose = [e.path for e in entries if e.is_file() and not e.name.startswith(".") and is_image_name(e.name)]
-    folders = [e.path for e in entries if e.is_dir() and not e.name.startswith(".")]
-    groups = [(os.path.basename(path), path, list_images(path)) for path in folders]
-    if loose:
-        groups.append((os.path.basename(input_dir), input_dir, sorted(loose)))
+    if storage.is_uri(input_dir):
+        input_dir = storage.strip(input_dir)
+        groups = _uri_groups(input_dir)
+    else:
+        input_dir = os.path.abspath(input_dir)
+        entries = sorted(os.scandir(input_dir), key=lambda e: natural_key(e.name))
+        loose = [e.path for e in entries if e.is_file() and not e.name.startswith(".") and is_image_name(e.name)]
+        folders = [e.path for e in entries if e.is_dir() and not e.name.startswith(".")]
+        groups = [(os.path.basename(path), path, list_images(path)) for path in folders]
+        if loose:
+            groups.append((os.path.basename(input_dir), input_dir, sorted(loose)))
     taken = set()
     for name, root, paths in groups:
         reason = _item_name_problem(name, taken)
@@ -58,7 +64,7 @@ def find_items(input_dir):
         taken.add(name)
         seen, images = {}, []
         for path in paths:
-            key = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
+            key = os.path.splitext(_relative(path, root))[0].replace(os.sep, "/")
             if not is_utf8_name(key):
                 problems.append((name, printable_path(path), "file name is not valid UTF-8; rename the file"))
             elif key in seen:
@@ -70,6 +76,31 @@ def find_items(input_dir):
         if images:
             items.append(Item(name, images))
     return items, problems
+
+
+def _relative(path, root):
+    return posixpath.relpath(path, root) if storage.is_uri(path) else os.path.relpath(path, root)
+
+
+def _uri_groups(input_uri):
+    """find_items' (item name, root, image paths) for a URI, from one recursive listing.
+
+    The same layout and order as on a disk: sub-folders are items (hidden names skipped at
+    any depth), loose images form an item named after the input folder, paths sorted.
+    """
+    folders, loose = collections.defaultdict(list), []
+    for relative, uri in storage.walk_files(input_uri):
+        parts = relative.split("/")
+        if any(part.startswith(".") for part in parts) or not is_image_name(parts[-1]):
+            continue
+        if len(parts) == 1:
+            loose.append(uri)
+        else:
+            folders[parts[0]].append(uri)
+    groups = [(name, storage.join(input_uri, name), sorted(folders[name])) for name in sorted(folders, key=natural_key)]
+    if loose:
+        groups.append((storage.basename(input_uri), input_uri, sorted(loose)))
+    return groups
 
 
 def _item_name_problem(name, taken):
@@ -88,7 +119,7 @@ def default_workers():
 
 
 def output_path(output_dir, item_name, output_format):
-    return os.path.join(output_dir, f"{item_name}.{FORMATS[output_format].extension}")
+    return storage.join(output_dir, f"{item_name}.{FORMATS[output_format].extension}")
 
 
 class Plan(collections.namedtuple("Plan", "todo done problems")):
@@ -118,16 +149,26 @@ def plan_run(items, output_dir, output_format="json", overwrite=False, problems=
 
     Problems of items skipped as done were recorded by the run that tagged them.
     """
-    todo = [item for item in items if overwrite or not os.path.exists(output_path(output_dir, item.name, output_format))]
+    exists = _exists_function(output_dir) if not overwrite else None
+    todo = [item for item in items if overwrite or not exists(output_path(output_dir, item.name, output_format))]
     todo_names = {item.name for item in todo}
     done = [item.name for item in items if item.name not in todo_names]
     skipped = set(done)
     return Plan(todo, done, [problem for problem in problems if problem[0] not in skipped])
 
 
-def source_size(path):
+def _exists_function(output_dir):
+    """os.path.exists for a folder; for a URI, one listing instead of a request per item."""
+    if not storage.is_uri(output_dir):
+        return os.path.exists
+    return {uri for _, uri in storage.walk_files(output_dir)}.__contains__
+
+
+def source_size(path, data=None):
     """(width, height) of an image as shown (after EXIF orientation), read from its header."""
-    with open(path, "rb") as handle, image_files._open(handle, path) as image:
+    import io
+
+    with (open(path, "rb") if data is None else io.BytesIO(data)) as handle, image_files._open(handle, path) as image:
         width, height = image.size
         rotated = image.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap the sides
     return (height, width) if rotated else (width, height)
@@ -140,12 +181,15 @@ def load_batches(images, size, channel_order, batch_size, workers, draft=True):
     batches in flight, so memory stays flat however many images there are.
     """
     def load(path):
+        data = None
         try:
-            pixels = load_image(path, size, channel_order, draft)
+            if storage.is_uri(path):  # read once, decoded from memory; local files as they are
+                data = _read_remote(path)
+            pixels = load_image(path, size, channel_order, draft, data=data)
         except ImageError as error:
             return error
         try:
-            return pixels, source_size(path)
+            return pixels, source_size(path, data)
         except (OSError, SyntaxError, ValueError):  # decoded a moment ago: gone or changed since
             return pixels, None
 
@@ -158,6 +202,13 @@ def load_batches(images, size, channel_order, batch_size, workers, draft=True):
             batch = []
     if batch:
         yield batch
+
+
+def _read_remote(path):
+    try:
+        return storage.read_bytes(path)
+    except (OSError, storage.StorageError) as error:
+        raise ImageError(path, f"could not be read ({str(error).splitlines()[0]})") from None
 
 
 def _in_order(images, load, workers, window):
@@ -224,7 +275,7 @@ def write_item(output_dir, item_name, records, config, output_format="json", con
     """
     path = output_path(output_dir, item_name, output_format)
     extra = {} if context is None else {"context": context}
-    write_atomic(path, FORMATS[output_format].render(item_name, records, config, **extra))
+    storage.write_atomic(path, FORMATS[output_format].render(item_name, records, config, **extra))
     return path
 
 
@@ -249,7 +300,7 @@ class Tagger:
         """
         from tqdm import tqdm
 
-        os.makedirs(output_dir, exist_ok=True)
+        storage.makedirs(output_dir)
         plan = plan_run(items, output_dir, output_format, overwrite, errors)
         for _, path, reason in plan.problems:
             tqdm.write(f"skipped {printable_path(path)}: {reason}", file=sys.stderr)
@@ -327,12 +378,12 @@ class ErrorLog:
     SHARE = 20  # wait at least 20 times the last rewrite's duration before the next one
 
     def __init__(self, output_dir):
-        self.path = os.path.join(output_dir, ERRORS_NAME)
+        self.path = storage.join(output_dir, ERRORS_NAME)
         self.old = []
-        if os.path.exists(self.path):
+        if storage.exists(self.path):
             try:
-                with open(self.path, encoding="utf-8") as handle:
-                    self.old = [entry for entry in json.load(handle) if isinstance(entry, dict)]
+                self.old = [entry for entry in json.loads(storage.read_bytes(self.path).decode("utf-8"))
+                            if isinstance(entry, dict)]
             except (OSError, ValueError, TypeError):
                 self.old = []
         self.new = []
@@ -364,8 +415,7 @@ class ErrorLog:
         entries += [{"item": printable_path(item), "path": printable_path(path), "reason": printable_path(reason)}
                     for item, path, reason in self.new]
         if not entries:
-            if os.path.exists(self.path):
-                os.unlink(self.path)
+            storage.remove(self.path)
             return
         entries.sort(key=lambda e: (natural_key(str(e.get("item"))), natural_key(str(e.get("path")))))
-        write_atomic(self.path, json.dumps(entries, ensure_ascii=False, indent=1) + "\n")
+        storage.write_atomic(self.path, json.dumps(entries, ensure_ascii=False, indent=1) + "\n")

@@ -389,7 +389,8 @@ def test_offline_main_job_prints_one_sentence(tmp_path):
 def test_help_explains_every_flag():
     text = multiinference.build_parser().format_help()
     for flag in ("--inputpath", "--outputpath", "--weights", "--threshold", "--batch-size", "--overwrite",
-                 "--format", "--backend", "--workers", "--weights-url", "--full-decode", "--no-report", "--explain"):
+                 "--format", "--backend", "--workers", "--weights-url", "--full-decode", "--no-report", "--explain",
+                 "--engine", "--ray-address", "--actors", "--gpus-per-actor"):
         assert flag in text
     assert "default: input" in text and "default: output" in text and "default: None" not in text
 
@@ -481,6 +482,7 @@ def test_documented_defaults():
         "batch_size": 32, "workers": None, "backend": "auto", "overwrite": False, "format": "json",
         "full_decode": False, "quiet": False, "id_base": None, "target_base": None,
         "no_report": False, "explain": False,
+        "engine": "local", "ray_address": None, "actors": None, "gpus_per_actor": None,
     }
     assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
     assert multiinference.DEFAULT_THRESHOLD == 0.4
@@ -632,7 +634,7 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
 def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monkeypatch):
     """The next run skips items with an output file, so their errors must be on disk first."""
     from modelfiles import trained_config
-    from tagestimate import inference
+    from tagestimate import inference, storage
 
     class Runner:
         def predict(self, batch):
@@ -644,7 +646,7 @@ def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monk
     out = tmp_path / "out"
     monkeypatch.setattr(inference.ErrorLog, "SHARE", 10 ** 6)  # rewrites of errors.json as rare as allowed
     saved_first = []
-    write_atomic = inference.write_atomic
+    write_atomic = storage.write_atomic  # every write of the engine goes through storage
 
     def checked(path, data):
         if os.path.basename(path) != "errors.json":
@@ -652,7 +654,7 @@ def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monk
             saved_first.append(os.path.basename(path)[:-5] in {entry["item"] for entry in on_disk})
         return write_atomic(path, data)
 
-    monkeypatch.setattr(inference, "write_atomic", checked)
+    monkeypatch.setattr(storage, "write_atomic", checked)
     items, problems = inference.find_items(str(tmp_path / "in"))
     tagger = inference.Tagger(Runner(), trained_config(), batch_size=1, workers=1)
     summary = tagger.run(items, str(out), progress=False, errors=problems)
