@@ -139,7 +139,7 @@ def connect(ray, address):
         _quiet_data(ray)
         return False
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
-               "configure_logging": True}
+               "configure_logging": True, "runtime_env": runtime_env()}
     # Ray's C++ core logs to the terminal (e.g. a notice on every actor with object-store
     # arguments); its log files keep everything. RAY_BACKEND_LOG_LEVEL set by the user wins.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
@@ -157,6 +157,15 @@ def connect(ray, address):
                         "(auto, or ray://host:10001) and that the cluster is running") from None
     _quiet_data(ray)
     return True
+
+
+def runtime_env():
+    """Ray's runtime environment for this package: Ray ships the tagestimate/ folder to every
+    worker, so a cluster's nodes need only requirements.txt installed, and a local Ray's workers
+    import it whatever folder they start in."""
+    import tagestimate
+
+    return {"py_modules": [os.path.dirname(os.path.abspath(tagestimate.__file__))]}
 
 
 PROBE_TIMEOUT = 10  # seconds to open a TCP connection to --ray-address

@@ -61,7 +61,8 @@ def weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_ray(s3_server):  # noqa: F811 - after the S3 server, so workers inherit its environment
     """One local Ray for this module's in-process tests (the engine joins it, and leaves it running)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env=ray_engine.runtime_env())  # as the engine starts its own
     try:
         yield
     finally:
