@@ -210,8 +210,6 @@ class ModelConfig:
             "labelmap": None if self.labelmap is None else _plain(self.labelmap),
             "training": None if self.training is None else _plain(self.training),
             "source": self.source,
-            # Written for readers of the file, never read back: it follows from the backbone.
-            "preprocessing": f"in the model: {backbone_spec(self.backbone).preprocessing}",
         }
         return {key: value for key, value in values.items() if not (key in _OPTIONAL and value is None)}
 
