@@ -118,8 +118,9 @@ def main(argv=None):
         report = training.train(settings, explicit=given_flags(argv))
     except KeyboardInterrupt:
         if settings.folds:
-            print("interrupted; finished folds are kept: continue with the same command and --resume",
-                  file=sys.stderr)
+            from tagestimate import crossval
+
+            print(crossval.interrupted_message(settings), file=sys.stderr)
         else:
             print(interrupted_message(settings), file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,6 +1,6 @@
 """Training speed: input pipeline images/s (decode + resize, what feeds the model; with augmentation
-on the CPU for comparison) and training images/s with augmentation inside the training step (the
-trainer's way) and, side by side, in the tf.data pipeline (the way before).
+on the CPU for comparison) and training images/s, side by side, with augmentation in the tf.data
+pipeline (the trainer's way on a CPU alone) and inside the training step (its way with a GPU).
 
     python bench/bench_train.py                          # 224 px, batch 32
     python bench/bench_train.py --image-size 224 --batch-size 64 --steps 30 --mixed-precision
@@ -116,7 +116,8 @@ def main(argv=None):
         print(f"input pipeline, decode + resize + CPU augment:     {pipeline_rate(paths, args, True):8.1f} images/s")
         if args.train:
             precision = "mixed precision" if args.mixed_precision else "float32"
-            for on_device, where in ((False, "augment in tf.data (before)"), (True, "augment in the step (now)")):
+            for on_device, where in ((False, "augment in tf.data (CPU default)"),
+                                     (True, "augment in the step (GPU default)")):
                 rate = training_rate(paths, args, on_device)
                 print(f"training, {where + ':':<33}{rate:8.1f} images/s ({precision}, {args.backbone})")
     finally:

@@ -23,7 +23,7 @@ from tagestimate.dataset import (VAL, TRAIN, assign_folds, find_unreadable, list
 from tagestimate.files import write_atomic, write_json
 from tagestimate.labels import load_labelmap
 from tagestimate.metrics import evaluate, tune_thresholds
-from tagestimate.train_settings import BEST_WEIGHTS, PREDICTIONS, REPORT, STATE, TrainingError
+from tagestimate.train_settings import BEST_WEIGHTS, PREDICTIONS, REPORT, SCRIPT, STATE, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ def _run_fold(settings, explicit, number, samples, folds_of, data):
     if os.path.exists(state_path):
         log.info("fold %d of %d: continuing", number, settings.folds)
         return training.train(dataclasses.replace(fold_settings, resume=True), explicit)
+    # Stopped before its first epoch ended (no state.json): nothing of it to keep, so start it again.
+    restart = os.path.isdir(out) and bool(os.listdir(out))
     os.makedirs(out, exist_ok=True)
     split_path = os.path.join(settings.out, f".fold{number}.split.csv")
     text = io.StringIO(newline="")
@@ -159,7 +161,7 @@ def _run_fold(settings, explicit, number, samples, folds_of, data):
     write_atomic(split_path, text.getvalue())
     log.info("fold %d of %d: training into %s", number, settings.folds, out)
     try:
-        return training.train(dataclasses.replace(fold_settings, resume=False, split=split_path))
+        return training.train(dataclasses.replace(fold_settings, resume=False, overwrite=restart, split=split_path))
     finally:
         os.remove(split_path)
 
@@ -192,7 +194,8 @@ def cross_validate(settings, explicit=None):
                   thresholds=thresholds, out_of_fold_tuned=evaluate(targets, probabilities, labels, chosen),
                   out=os.path.abspath(out), final=None)
     if settings.final:
-        report["final"] = train_final(settings, samples, report["median_best_epoch"], chosen)
+        report["final"] = final_done(out, report["median_best_epoch"], chosen, len(samples.paths)) or \
+            train_final(settings, samples, report["median_best_epoch"], chosen)
     write_json(os.path.join(out, CV_REPORT), report)
     return report
 
@@ -208,6 +211,39 @@ def train_final(settings, samples, epochs, thresholds):
     training.train_all(spec, samples, thresholds, {"cross_validation": CV_REPORT, "folds": settings.folds})
     return {"weights": BEST_WEIGHTS, "config": tag_model.CONFIG_NAME, "epochs": epochs,
             "images": len(samples.paths)}
+
+
+def final_done(out, epochs, thresholds, images):
+    """cv_report.json's "final" entry when --out already holds the final model these folds call for
+    (a --resume after it was written: same epoch count, images and out-of-fold thresholds), else None."""
+    try:
+        previous = train_state.read_json(os.path.join(out, CV_REPORT)).get("final")
+        config = tag_model.read_config(out)
+    except (OSError, ValueError, AttributeError, tag_model.WeightsError):
+        return None
+    if not previous or not os.path.isfile(os.path.join(out, BEST_WEIGHTS)) or \
+            previous.get("epochs") != epochs or previous.get("images") != images:
+        return None
+    training = config.training or {}
+    if training.get("epochs_done") != epochs or dict(config.thresholds or {}) != thresholds:
+        return None
+    log.info("final model: already trained for these folds (%d epochs on %d images), kept", epochs, images)
+    return previous
+
+
+def interrupted_message(settings):
+    """The line printed on Ctrl-C during --folds: the command that continues the cross-validation."""
+    import shlex
+
+    if not os.path.exists(os.path.join(settings.out, CV_SETTINGS)):
+        return ("interrupted before the folds were assigned, so there is nothing to resume; run the same "
+                "command again" + (" with --overwrite" if os.path.isdir(settings.out) and os.listdir(settings.out)
+                                   else ""))
+    finished = [k for k in range(1, settings.folds + 1)
+                if os.path.exists(os.path.join(fold_dir(settings.out, k), STATE))
+                and train_state.read_json(os.path.join(fold_dir(settings.out, k), STATE)).get("finished")]
+    return (f"interrupted; {len(finished)} of {settings.folds} folds finished and are kept; continue with: "
+            f"python {SCRIPT} --out {shlex.quote(settings.out)} --folds {settings.folds} --resume")
 
 
 def format_summary(report):

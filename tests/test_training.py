@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import h5py
 import numpy as np
@@ -720,7 +721,7 @@ def test_continue_from_a_tag_model_with_warmup_mixed_precision_and_mirrored(run,
     assert model.output_shape == (None, len(LABELS))
 
 
-def _trained_on(seed, batch):
+def _trained_on(seed, batch, channel_order="BGR"):
     """The pixels an AugmentingModel (augmenter seeded `seed`) trains on in one step over `batch`."""
     import keras
 
@@ -737,10 +738,18 @@ def _trained_on(seed, batch):
     inputs = keras.Input(batch.shape[1:])
     spy = Spy()
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(spy(inputs))))
-    trainer = pipeline.AugmentingModel(model, pipeline.build_augmenter(seed=seed), "BGR")
+    trainer = pipeline.AugmentingModel(model, pipeline.build_augmenter(seed=seed), channel_order)
     trainer.compile(optimizer="sgd", loss="mse", jit_compile=False)
     trainer.fit(batch, np.zeros((len(batch), 1), np.float32), batch_size=len(batch), epochs=1, verbose=0)
     assert len(trainer.weights) == len(model.weights)  # the augmenter's seed state is not saved
+    with tempfile.TemporaryDirectory() as folder:  # and its weight file has the tag model's layout
+        names = []
+        for saved, name in ((trainer, "trainer"), (model, "model")):
+            saved.save_weights(os.path.join(folder, f"{name}.weights.h5"))
+            with h5py.File(os.path.join(folder, f"{name}.weights.h5")) as handle:
+                names.append([])
+                handle.visit(names[-1].append)
+        assert [name for name in names[0] if not name.startswith("optimizer")] == names[1]
     assert np.allclose(model.predict_on_batch(batch), trainer.predict_on_batch(batch))  # inference: none
     return keras.ops.convert_to_numpy(spy.seen)
 
@@ -768,6 +777,8 @@ def test_augmentation_in_the_training_step_draws_like_the_tf_data_pipeline_and_i
     on_device = _trained_on(5, batch)
     assert np.array_equal(on_device, _trained_on(5, batch))  # deterministic for a seed
     assert not np.allclose(on_device, _trained_on(6, batch))
+    # a BGR model's pixels get the colour operations in RGB order, as an RGB model's do
+    assert np.allclose(on_device, _trained_on(5, batch[..., ::-1].copy(), "RGB")[..., ::-1], atol=1e-3)
     keras.utils.set_random_seed(5)
     augmenter = pipeline.build_augmenter(seed=5)
     in_tf_data = next(iter(tf.data.Dataset.from_tensors(batch).map(
