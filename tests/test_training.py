@@ -783,8 +783,8 @@ def test_augmentation_in_the_training_step_draws_like_the_tf_data_pipeline_and_i
     augmenter = pipeline.build_augmenter(seed=5)
     in_tf_data = next(iter(tf.data.Dataset.from_tensors(batch).map(
         lambda images: pipeline.augment_batch(augmenter, images, "BGR")))).numpy()
-    for images in (on_device, in_tf_data):
+    for path, images in (("in the step", on_device), ("in tf.data", in_tf_data)):
         gray, flipped = _grayscale_and_flipped(images, batch)
-        assert 16 <= gray.sum() <= 48 and 16 <= flipped.sum() <= 48, (gray.sum(), flipped.sum())
+        assert 16 <= gray.sum() <= 48 and 16 <= flipped.sum() <= 48, (path, gray.sum(), flipped.sum())
         assert 16 <= (gray == flipped).sum() <= 48
         assert not np.allclose(images, batch, atol=1)
