@@ -2,6 +2,7 @@
 
     python multitrain_efficientnet.py --data datasetpdm --out weights_pdm_multi
     python multitrain_efficientnet.py --out weights_pdm_multi --resume --epochs 40
+    python multitrain_efficientnet.py --data datasetpdm --out cv5 --folds 5 --final   # cross-validated
 
 Writes best.weights.h5 + model.json (what inference needs), last.weights.h5 + state.json
 (for --resume), history.csv, report.json (validation scores and tuned thresholds) and
@@ -15,7 +16,8 @@ import sys
 
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter
-from tagestimate.train_settings import BALANCE_CHOICES, DISTRIBUTE_CHOICES, TrainSettings, interrupted_message
+from tagestimate.train_settings import (BACKBONE_CHOICES, BALANCE_CHOICES, DISTRIBUTE_CHOICES, LOSS_CHOICES,
+                                        TrainSettings, interrupted_message)
 
 DEFAULTS = TrainSettings()
 
@@ -39,7 +41,11 @@ def build_parser():
     add("--warmup-epochs", type=int, default=DEFAULTS.warmup_epochs,
         help="epochs that train only the head on a frozen backbone first (ignored with --weights none)")
     add("--warmup-lr", type=float, default=DEFAULTS.warmup_lr, help="learning rate of the head warm-up")
-    add("--image-size", type=int, default=DEFAULTS.image_size, help="square input size in pixels")
+    add("--image-size", type=int, default=DEFAULTS.image_size,
+        help="square input size in pixels (default: the backbone's native size, 224 for efficientnetb0)")
+    add("--backbone", choices=BACKBONE_CHOICES, default=DEFAULTS.backbone,
+        help="keras.applications backbone under NDL's head (default: efficientnetb0, NDL's, or the backbone "
+             "of a --weights tag model)")
     add("--weights", default=DEFAULTS.weights, metavar="imagenet|none|PATH",
         help="starting weights: Keras' ImageNet backbone (downloaded once), none (random), or a file: "
              "Keras' notop EfficientNetB0 .h5, NDL's weights_ndllabelimage.hdf5, or a best.weights.h5 "
@@ -67,6 +73,21 @@ def build_parser():
              "(augment: %(default)s)")
     add("--dropout", type=float, default=DEFAULTS.dropout,
         help="dropout rate before the head (no weights: any value loads NDL's file)")
+    add("--loss", choices=LOSS_CHOICES, default=DEFAULTS.loss,
+        help="bce: binary cross-entropy (NDL's); asl: asymmetric loss (Ridnik et al. 2021); focal: focal loss")
+    add("--asl-gamma-neg", type=float, default=DEFAULTS.asl_gamma_neg,
+        help="--loss asl: focusing exponent of negatives (higher: easy negatives count less)")
+    add("--asl-gamma-pos", type=float, default=DEFAULTS.asl_gamma_pos, help="--loss asl: focusing exponent of positives")
+    add("--asl-clip", type=float, default=DEFAULTS.asl_clip,
+        help="--loss asl: probability margin; negatives below it cost nothing")
+    add("--focal-gamma", type=float, default=DEFAULTS.focal_gamma, help="--loss focal: focusing exponent")
+    add("--folds", type=int, default=DEFAULTS.folds,
+        help="K-fold cross-validation (K >= 2; 0: off): K item-grouped, stratified folds, each trained into "
+             "--out/foldK/, then cv_report.json (mean and std over folds), oof_predictions.csv and thresholds "
+             "tuned on the out-of-fold predictions; --resume skips finished folds")
+    add("--final", action="store_true",
+        help="with --folds: then train one model on all images for the folds' median best epoch and write "
+             "best.weights.h5 + model.json (with the out-of-fold thresholds) into --out")
     add("--verbose", action="store_true", help="log debugging detail")
     return parser
 
@@ -87,11 +108,21 @@ def main(argv=None):
                         format="%(levelname)s %(message)s")
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k != "verbose"})
     try:
+        if settings.folds:
+            from tagestimate import crossval
+
+            print(crossval.format_summary(crossval.cross_validate(settings, explicit=given_flags(argv))))
+            return 0
         from tagestimate import metrics, training
 
         report = training.train(settings, explicit=given_flags(argv))
     except KeyboardInterrupt:
-        print(interrupted_message(settings), file=sys.stderr)
+        if settings.folds:
+            from tagestimate import crossval
+
+            print(crossval.interrupted_message(settings), file=sys.stderr)
+        else:
+            print(interrupted_message(settings), file=sys.stderr)
         return EXIT_INTERRUPTED
     except UserError as error:  # bad data, flags, label map, weights or run folder: one sentence
         print(f"error: {error}", file=sys.stderr)

@@ -1,4 +1,6 @@
-"""Training speed: input pipeline images/s (decode + resize + augment, no model) and training images/s.
+"""Training speed: input pipeline images/s (decode + resize, what feeds the model; with augmentation
+on the CPU for comparison) and training images/s, side by side, with augmentation in the tf.data
+pipeline (the trainer's way on a CPU alone) and inside the training step (its way with a GPU).
 
     python bench/bench_train.py                          # 224 px, batch 32
     python bench/bench_train.py --image-size 224 --batch-size 64 --steps 30 --mixed-precision
@@ -25,7 +27,7 @@ from tagestimate.files import HelpFormatter  # noqa: E402
 from tagestimate.images import list_images  # noqa: E402
 from tagestimate.labels import LABELS  # noqa: E402
 from tagestimate.model import build_model  # noqa: E402
-from tagestimate.train_settings import TrainSettings  # noqa: E402
+from tagestimate.train_settings import BACKBONE_CHOICES, TrainSettings  # noqa: E402
 
 DEFAULTS = TrainSettings()  # the trainer's own defaults
 
@@ -65,16 +67,20 @@ class _StepTimer(training.keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
-def training_rate(paths, args):
-    """Images/s of model.fit on the augmented pipeline, steps after the first --warmup-steps."""
+def training_rate(paths, args, on_device=True):
+    """Images/s of model.fit with augmentation in the training step (on_device) or in tf.data,
+    steps after the first --warmup-steps."""
     keras = training.keras
+    augmenter = pipeline.build_augmenter(seed=0)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy(training.mixed_precision_policy())
-    model = build_model(len(LABELS), args.image_size, 0.2)
+    model = build_model(len(LABELS), args.image_size or 224, 0.2, args.backbone)
+    if on_device:
+        model = pipeline.AugmentingModel(model, augmenter, "RGB")
     training.compile_model(model, 1e-4)
     targets = [[float(i % 2)] * len(LABELS) for i in range(len(paths))]
     dataset = pipeline.make_dataset(paths, args.image_size, "RGB", args.batch_size, targets,
-                                    augmenter=pipeline.build_augmenter(seed=0), shuffle_seed=0).repeat()
+                                    augmenter=None if on_device else augmenter, shuffle_seed=0).repeat()
     timer = _StepTimer()
     model.fit(dataset, steps_per_epoch=args.warmup_steps + args.steps, epochs=1, callbacks=[timer],
               shuffle=False, verbose=0)
@@ -87,7 +93,8 @@ def build_parser():
                                      formatter_class=HelpFormatter)
     parser.add_argument("--data", default=None, help="folder of images to read instead of the demo crops")
     parser.add_argument("--images", type=int, default=640, help="number of demo-crop copies to read")
-    parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size, help="model input size in pixels")
+    parser.add_argument("--image-size", type=int, default=224, help="model input size in pixels")
+    parser.add_argument("--backbone", choices=BACKBONE_CHOICES, default="efficientnetb0", help="backbone to time")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per batch")
     parser.add_argument("--steps", type=int, default=10, help="training steps timed")
     parser.add_argument("--warmup-steps", type=int, default=3, help="training steps run before timing")
@@ -105,12 +112,14 @@ def main(argv=None):
         gpus = len(training.tf.config.list_logical_devices("GPU"))
         print(f"{len(paths)} images, {args.image_size} px, batch {args.batch_size}, "
               f"{os.cpu_count()} CPU cores, {gpus} GPU(s)")
-        print(f"input pipeline, decode + resize:           {pipeline_rate(paths, args, False):8.1f} images/s")
-        print(f"input pipeline, decode + resize + augment: {pipeline_rate(paths, args, True):8.1f} images/s")
+        print(f"input pipeline, decode + resize (feeds the model): {pipeline_rate(paths, args, False):8.1f} images/s")
+        print(f"input pipeline, decode + resize + CPU augment:     {pipeline_rate(paths, args, True):8.1f} images/s")
         if args.train:
-            rate = training_rate(paths, args)
-            print(f"training (forward + backward + update):    {rate:8.1f} images/s "
-                  f"({'mixed precision' if args.mixed_precision else 'float32'})")
+            precision = "mixed precision" if args.mixed_precision else "float32"
+            for on_device, where in ((False, "augment in tf.data (CPU default)"),
+                                     (True, "augment in the step (GPU default)")):
+                rate = training_rate(paths, args, on_device)
+                print(f"training, {where + ':':<33}{rate:8.1f} images/s ({precision}, {args.backbone})")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -221,3 +221,62 @@ def folder_weights(folders, mode):
     scale = len(folders) / sum(raw[f] for f in folders)
     table = {folder: raw[folder] * scale for folder in sorted(counts)}
     return np.array([table[f] for f in folders], dtype=np.float32), table
+
+
+def assign_folds(samples, folds, seed):
+    """Fold number (1..folds) of every sample for --folds: StratifiedGroupKFold stratified by
+    folder (each folder is its most specific label) and grouped by item id, seeded, as the
+    single split is. TrainingError when there are fewer item ids than folds."""
+    groups = sorted(set(samples.groups))
+    if len(groups) < folds:
+        raise TrainingError(f"--folds {folds} needs at least {folds} item ids (books), but the readable images "
+                            f"belong to {len(groups)}; use fewer folds or add images of more items")
+    codes = np.unique(samples.folders, return_inverse=True)[1]
+    if int(np.bincount(codes).max()) < folds:  # scikit-learn cannot stratify then: group only
+        log.warning("no folder has %d images, so the %d folds are grouped by item id but not stratified",
+                    folds, folds)
+        codes = np.zeros_like(codes)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    assigned = np.zeros(len(codes), dtype=int)
+    with warnings.catch_warnings():  # "least populated class" warning: small folders are expected
+        warnings.simplefilter("ignore", UserWarning)
+        for number, (_, held_out) in enumerate(splitter.split(np.zeros(len(codes)), codes, samples.groups), 1):
+            assigned[held_out] = number
+    for folder in sorted(set(samples.folders)):
+        present = set(assigned[np.asarray(samples.folders) == folder])
+        if len(present) < folds:
+            log.warning("folder %s has images in only %d of the %d folds (too few item ids)", folder,
+                        len(present), folds)
+    return assigned
+
+
+def write_folds(path, samples, assigned, data_dir):
+    """folds.csv: one row per image (path relative to --data, folder, item id, fold number)."""
+    rows = sorted((os.path.relpath(p, data_dir).replace(os.sep, "/"), folder, group, int(fold))
+                  for p, folder, group, fold in zip(samples.paths, samples.folders, samples.groups, assigned))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["path", "folder", "item_id", "fold"])
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
+
+
+def read_folds(path, samples, data_dir):
+    """(keep mask, fold numbers) for `samples` from a folds.csv; images it lacks are left out."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        stored = {row["path"]: int(row["fold"]) for row in csv.DictReader(handle)}
+    relative = [os.path.relpath(p, data_dir).replace(os.sep, "/") for p in samples.paths]
+    keep = np.array([r in stored for r in relative], dtype=bool)
+    if not keep.all():
+        log.warning("%d image(s) are not in %s and are left out; start a new cross-validation to use them",
+                    int((~keep).sum()), path)
+    return keep, np.array([stored.get(r, 0) for r in relative], dtype=int)
+
+
+def read_predictions(path):
+    """{relative path: probabilities} and the label order of a val_predictions.csv."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        labels = header[2:]
+        return {row[0]: np.array([float(v) for v in row[2:]]) for row in reader}, labels

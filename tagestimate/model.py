@@ -1,8 +1,10 @@
 """The one model definition, its weight files and the `model.json` that travels with them.
 
 The model takes (size, size, 3) pixels in 0-255, in the channel order its config names,
-and rescales inside itself (keras.applications' EfficientNet starts with Rescaling(1/255)
-and a Normalization layer). Trainer and inference both call `build_model`.
+and rescales inside itself: every backbone in BACKBONES is built with its keras.applications
+preprocessing layers (EfficientNet: Rescaling(1/255) and a Normalization layer), so
+`images.load_image` stays the one preprocessing function. Trainer and inference both call
+`build_model`.
 """
 
 import dataclasses
@@ -30,7 +32,7 @@ def _keras():
 
     return keras
 
-BACKBONE = "EfficientNetB0"
+BACKBONE = "EfficientNetB0"  # NDL's; model.json without a "backbone" means this one
 CONFIG_NAME = "model.json"
 CONFIG_VERSION = 1
 DEFAULT_THRESHOLD = 0.4
@@ -44,6 +46,46 @@ HEAD_LAYERS = ("dense", "dense_1", "dense_2")
 
 class WeightsError(UserError, ValueError):
     """A weight file or model config that cannot be used; the message says what to do."""
+
+
+# ---------------------------------------------------------------- backbones
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A keras.applications backbone: its --backbone name, its class name (model.json's
+    "backbone"), its native image size, and what it does inside itself with 0-255 pixels."""
+
+    flag: str
+    keras_name: str
+    native_size: int
+    preprocessing: str
+    options: tuple = ()  # extra keyword arguments of the keras.applications constructor
+
+    def build(self, image_size, weights=None):
+        keras = _keras()
+        return getattr(keras.applications, self.keras_name)(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3), **dict(self.options))
+
+
+_IMAGENET_STD = "x / 255, then (x - ImageNet mean) / ImageNet std"
+BACKBONES = {backbone.flag: backbone for backbone in (
+    # EfficientNet (v1) normalises with weights of its own (identity until ImageNet's are loaded).
+    Backbone("efficientnetb0", "EfficientNetB0", 224, _IMAGENET_STD),
+    Backbone("efficientnetb3", "EfficientNetB3", 300, _IMAGENET_STD),
+    Backbone("efficientnetv2b0", "EfficientNetV2B0", 224, _IMAGENET_STD, (("include_preprocessing", True),)),
+    Backbone("efficientnetv2s", "EfficientNetV2S", 384, "x / 128 - 1", (("include_preprocessing", True),)),
+    Backbone("convnext_tiny", "ConvNeXtTiny", 224, "(x - 255 * ImageNet mean) / (255 * ImageNet std)",
+             (("include_preprocessing", True),)),
+)}
+DEFAULT_BACKBONE = "efficientnetb0"
+
+
+def backbone_spec(name):
+    """The Backbone for a --backbone name or a model.json class name; WeightsError otherwise."""
+    for backbone in BACKBONES.values():
+        if name in (backbone.flag, backbone.keras_name):
+            return backbone
+    raise WeightsError(f"unknown backbone {name!r}; this project builds {', '.join(BACKBONES)}")
 
 
 # ---------------------------------------------------------------- ModelConfig (model.json)
@@ -82,8 +124,8 @@ def _check(data, source):
     if list(data.get("pixel_range", PIXEL_RANGE)) != list(PIXEL_RANGE) or data.get("resize", RESIZE) != RESIZE:
         raise WeightsError(f"{source}: only pixel_range [0, 255] and resize 'bilinear' are supported "
                            "(the model rescales inside itself)")
-    if data.get("backbone", BACKBONE) != BACKBONE:
-        raise _invalid(source, "backbone", f"{BACKBONE}, the one architecture this project builds")
+    if data.get("backbone", BACKBONE) not in [b.keras_name for b in BACKBONES.values()]:
+        raise _invalid(source, "backbone", f"one of {', '.join(b.keras_name for b in BACKBONES.values())}")
     if not _is_int(data.get("version", CONFIG_VERSION)):
         raise _invalid(source, "version", "a whole number")
     thresholds = data.get("thresholds")
@@ -198,16 +240,16 @@ def legacy_config(labels=NDL_LABELS):
                        source="NDL published weights (legacy HDF5 layout)")
 
 
-def build_model(num_labels, image_size=224, dropout=0.0):
-    """EfficientNetB0 (no top) -> GAP -> Dense(512) -> Dense(512, relu) -> Dense(n, sigmoid).
+def build_model(num_labels, image_size=224, dropout=0.0, backbone=BACKBONE):
+    """Backbone (no top; EfficientNetB0 by default) -> GAP -> Dense(512) -> Dense(512, relu)
+    -> Dense(n, sigmoid): NDL's head on any of BACKBONES (a flag or class name).
 
     Always built with weights=None so that the graph is identical whatever the weights'
     origin; ImageNet or saved weights are loaded afterwards. Layer names match NDL's file.
     """
     keras = _keras()
-    backbone = keras.applications.EfficientNetB0(
-        include_top=False, weights=None, input_shape=(image_size, image_size, 3)
-    )
+    spec = backbone_spec(backbone)
+    backbone = spec.build(image_size)
     x = keras.layers.GlobalAveragePooling2D(name="global_average_pooling2d")(backbone.output)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
@@ -215,7 +257,7 @@ def build_model(num_labels, image_size=224, dropout=0.0):
     x = keras.layers.Dense(512, activation="relu", name="dense_1")(x)
     # float32 output keeps sigmoid and loss stable under mixed precision.
     outputs = keras.layers.Dense(num_labels, activation="sigmoid", dtype="float32", name="dense_2")(x)
-    return keras.Model(backbone.input, outputs, name="tagestimate_efficientnetb0")
+    return keras.Model(backbone.input, outputs, name=f"tagestimate_{spec.flag}")
 
 
 def backbone_layers(model):
@@ -299,8 +341,9 @@ def load_legacy_weights(model, path, require_all=True, include_head=True):
 
 
 def input_normalization(model):
-    """keras.applications' Normalization layer (its name varies: normalization_N)."""
-    return next(layer for layer in model.layers if type(layer).__name__ == "Normalization")
+    """keras.applications' input Normalization layer (its name varies: normalization_N), or
+    None for a backbone without one (EfficientNetV2S rescales only)."""
+    return next((layer for layer in model.layers if type(layer).__name__ == "Normalization"), None)
 
 
 def _set_imagenet_normalization(layer, values):
@@ -325,27 +368,28 @@ def legacy_output_count(path):
         return int(group[names[-1]].shape[0]) if names else None
 
 
-def load_imagenet_weights(model, image_size):
-    """Copy Keras' ImageNet EfficientNetB0 (no top) weights into the backbone of `model`.
+def load_imagenet_weights(model, image_size, backbone=BACKBONE):
+    """Copy Keras' ImageNet weights of `backbone` (no top) into the backbone of `model`.
 
     Downloads once into the Keras cache (~/.keras/models). Offline: WeightsError.
     """
-    keras = _keras()
+    spec = backbone_spec(backbone)
     try:
-        reference = keras.applications.EfficientNetB0(
-            include_top=False, weights="imagenet", input_shape=(image_size, image_size, 3)
-        )
+        reference = spec.build(image_size, weights="imagenet")
     except Exception as error:  # urllib/HTTP/OS errors all mean "could not get the file"
         raise WeightsError(
-            "could not download the ImageNet EfficientNetB0 weights (offline?); "
+            f"could not download the ImageNet {spec.keras_name} weights (offline?); "
             "use --weights none to train from scratch or --weights PATH with a local weight file "
             f"({type(error).__name__})"
         ) from None
     target = input_normalization(model)
-    for layer in backbone_layers(model):
-        if layer.weights and layer is not target:
-            layer.set_weights(reference.get_layer(layer.name).get_weights())
-    _set_imagenet_normalization(target, input_normalization(reference).get_weights())
+    ours = [layer for layer in backbone_layers(model) if layer.weights and layer is not target]
+    theirs = [layer for layer in reference.layers if layer.weights and layer is not input_normalization(reference)]
+    # Same architecture, same order; names of unnamed layers differ between builds.
+    for layer, source in zip(ours, theirs, strict=True):
+        layer.set_weights(source.get_weights())
+    if spec.keras_name.startswith("EfficientNetB"):  # the v1 variance quirk (see below)
+        _set_imagenet_normalization(target, input_normalization(reference).get_weights())
 
 
 def write_config(folder, config):
@@ -385,7 +429,7 @@ def describe_weights(path):
 def open_model(path):
     """Build the model for a weight file and load it; returns (model, ModelConfig, kind)."""
     config, kind = describe_weights(path)
-    model = build_model(len(config.labels), config.image_size, config.dropout or 0.0)
+    model = build_model(len(config.labels), config.image_size, config.dropout or 0.0, config.backbone)
     if kind == LEGACY:
         load_legacy_weights(model, path, require_all=True)
         return model, config, kind
@@ -393,7 +437,8 @@ def open_model(path):
         model.load_weights(path)
     except Exception as error:  # Keras raises ValueError/KeyError for mismatched files
         raise WeightsError(f"{path} does not fit the model described by its model.json "
-                           f"({len(config.labels)} labels, {config.image_size} px): {error}") from None
+                           f"({config.backbone}, {len(config.labels)} labels, {config.image_size} px): "
+                           f"{error}") from None
     return model, config, kind
 
 
@@ -425,9 +470,9 @@ def save_weights_atomic(model, path, optimizer=False):
 def copy_weights(source, target, include_head=True):
     """Copy a tag model's weights into another built by build_model, layer by layer (same
     names); include_head=False leaves the target's head (HEAD_LAYERS) as it is."""
-    # The input Normalization layer's name differs between builds (normalization_N).
-    normalization = input_normalization(target)
-    normalization.set_weights(input_normalization(source).get_weights())
-    for layer in target.layers:
-        if layer.weights and layer is not normalization and (include_head or layer.name not in HEAD_LAYERS):
-            layer.set_weights(source.get_layer(layer.name).get_weights())
+    # Same architecture, same layer order; unnamed layers (normalization_N) are named per build.
+    if len(source.layers) != len(target.layers):
+        raise WeightsError(f"cannot copy weights from {source.name} into {target.name}: other backbones")
+    for layer, origin in zip(target.layers, source.layers):
+        if layer.weights and (include_head or layer.name not in HEAD_LAYERS):
+            layer.set_weights(origin.get_weights())

@@ -1,8 +1,14 @@
-"""The input pipeline: images read with load_image in parallel, augmented, batched (tf.data).
+"""The input pipeline: images read with load_image in parallel and batched (tf.data), and the
+augmentation, which the trainer applies inside its training step (`AugmentingModel`).
 
 Pixels come from `tagestimate.images.load_image` (the loader inference uses) and reach the
 model as 0-255 floats: the model rescales inside itself, so nothing here divides by 255.
 Unreadable files are dropped from the stream and recorded, never fatal.
+
+Decoding and resizing stay on the CPU (tf.data threads); augmentation runs where the model
+runs, on the GPU when there is one, so that a GPU is fed at decode speed (about 10 times
+augmentation's speed on a CPU core). `make_dataset(augmenter=...)` still augments on the CPU,
+for comparison (bench/bench_train.py).
 """
 
 import itertools
@@ -77,6 +83,34 @@ def augment_batch(augmenter, images, channel_order):
     if channel_order == "BGR":
         images = images[..., ::-1]
     return tf.clip_by_value(images, 0.0, 255.0)
+
+
+class _Augmentation:
+    """augment_batch bound to an augmenter and channel order. A plain object, not a Layer: Keras
+    would otherwise track the augmenter, and its random-seed state would join the saved weights."""
+
+    def __init__(self, augmenter, channel_order):
+        self.augmenter, self.channel_order = augmenter, channel_order
+
+    def __call__(self, images):
+        return augment_batch(self.augmenter, images, self.channel_order)
+
+
+class AugmentingModel(keras.Model):
+    """The tag model for fitting only: the same layers (so the same weights and weight-file
+    layout) with each training batch augmented inside the training step, on the model's device.
+
+    Callbacks that save this model's weights save the tag model's; validation, prediction and
+    inference see unaugmented pixels, and nothing of the augmentation is saved.
+    """
+
+    def __init__(self, model, augmenter, channel_order):
+        super().__init__(model.inputs, model.outputs, name=model.name)
+        self.augmentation = _Augmentation(augmenter, channel_order)
+
+    def train_step(self, data):
+        images, targets, weights = keras.utils.unpack_x_y_sample_weight(data)
+        return super().train_step((self.augmentation(images), targets, weights))
 
 
 class _SafeLoader:

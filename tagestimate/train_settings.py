@@ -9,6 +9,10 @@ from tagestimate.errors import UserError
 WEIGHT_CHOICES = ("imagenet", "none")  # or a path
 BALANCE_CHOICES = ("sqrt", "inverse", "none")
 DISTRIBUTE_CHOICES = ("auto", "mirrored", "none")
+LOSS_CHOICES = ("bce", "asl", "focal")
+# --backbone choices (tagestimate.model.BACKBONES holds what each means; model.py loads no TensorFlow
+# at import, but this list is what --help needs).
+BACKBONE_CHOICES = ("efficientnetb0", "efficientnetb3", "efficientnetv2b0", "efficientnetv2s", "convnext_tiny")
 
 
 class TrainingError(UserError, ValueError):
@@ -26,7 +30,7 @@ class TrainSettings:
     lr: float = 1e-4
     warmup_epochs: int = 1
     warmup_lr: float = 1e-3
-    image_size: int = 224
+    image_size: int = None  # None: the backbone's native size (224 for efficientnetb0)
     weights: str = "imagenet"
     val_split: float = 0.1
     seed: int = 777
@@ -39,13 +43,23 @@ class TrainSettings:
     balance: str = "sqrt"
     augment: bool = True
     dropout: float = 0.2
+    backbone: str = None  # None: efficientnetb0, or the backbone of a --weights tag model
+    loss: str = "bce"
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+    focal_gamma: float = 2.0
+    folds: int = 0  # 0: one split by --val-split; K >= 2: K-fold cross-validation (tagestimate.crossval)
+    final: bool = False  # with --folds: then train on all images for the folds' median best epoch
+    split: str = None  # not a flag: a split.csv whose sides a new run uses (one fold of --folds)
 
 
 # What state.json keeps of a run's settings, so that `--resume` alone continues it; a flag given
 # with --resume replaces the stored value. Labels, image size, channel order, dropout, seed and
 # split always come from the run (model.json, state.json, split.csv) and cannot change.
 RESUMABLE = ("data", "epochs", "batch_size", "lr", "warmup_epochs", "warmup_lr", "patience",
-             "balance", "augment", "mixed_precision", "distribute")
+             "balance", "augment", "mixed_precision", "distribute", "loss", "asl_gamma_neg", "asl_gamma_pos",
+             "asl_clip", "focal_gamma")
 
 # What a run writes into --out (with model.json, named in tagestimate.model); defined once.
 BEST_WEIGHTS = "best.weights.h5"

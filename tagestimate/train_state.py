@@ -17,9 +17,9 @@ import os
 from tagestimate import model as tag_model
 from tagestimate.files import write_atomic
 from tagestimate.labels import NDL_LABELS, from_dict, load_labelmap
-from tagestimate.train_settings import (BALANCE_CHOICES, BEST_WEIGHTS, DISTRIBUTE_CHOICES, HISTORY, LAST_WEIGHTS,
-                                        PREDICTIONS, REPORT, RESUMABLE, SPLIT, STATE, WEIGHT_CHOICES, TrainingError,
-                                        TrainSettings)
+from tagestimate.train_settings import (BACKBONE_CHOICES, BALANCE_CHOICES, BEST_WEIGHTS, DISTRIBUTE_CHOICES,
+                                        HISTORY, LAST_WEIGHTS, LOSS_CHOICES, PREDICTIONS, REPORT, RESUMABLE, SPLIT,
+                                        STATE, WEIGHT_CHOICES, TrainingError, TrainSettings)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ _DEFAULTS = TrainSettings()
 
 
 def _setting_ok(name, value):
-    choices = {"balance": BALANCE_CHOICES, "distribute": DISTRIBUTE_CHOICES}
+    choices = {"balance": BALANCE_CHOICES, "distribute": DISTRIBUTE_CHOICES, "loss": LOSS_CHOICES}
     if name in choices:
         return value in choices[name]
     default = getattr(_DEFAULTS, name)
@@ -188,14 +188,24 @@ def check_settings(settings):
     """TrainingError naming the first flag whose value cannot work."""
     for flag, value, lowest in (("--epochs", settings.epochs, 1), ("--batch-size", settings.batch_size, 1),
                                 ("--image-size", settings.image_size, 32), ("--patience", settings.patience, 1),
-                                ("--warmup-epochs", settings.warmup_epochs, 0)):
-        if value < lowest:
+                                ("--warmup-epochs", settings.warmup_epochs, 0),
+                                ("--asl-gamma-neg", settings.asl_gamma_neg, 0), ("--asl-gamma-pos", settings.asl_gamma_pos, 0),
+                                ("--asl-clip", settings.asl_clip, 0), ("--focal-gamma", settings.focal_gamma, 0)):
+        if value is not None and value < lowest:
             raise TrainingError(f"{flag} {value} is too small; it must be at least {lowest}")
     for flag, value in (("--lr", settings.lr), ("--warmup-lr", settings.warmup_lr)):
         if not value > 0:
             raise TrainingError(f"{flag} {value} must be a positive learning rate such as 1e-4")
     if not 0 <= settings.dropout < 1:
         raise TrainingError(f"--dropout {settings.dropout} must be in [0, 1)")
+    if not settings.asl_clip < 1:
+        raise TrainingError(f"--asl-clip {settings.asl_clip} must be in [0, 1)")
+    if settings.backbone is not None and settings.backbone not in BACKBONE_CHOICES:
+        raise TrainingError(f"--backbone {settings.backbone} is not one of {', '.join(BACKBONE_CHOICES)}")
+    if settings.folds == 1 or settings.folds < 0:
+        raise TrainingError(f"--folds {settings.folds}: cross-validation needs at least 2 folds (0 turns it off)")
+    if settings.final and settings.folds < 2:
+        raise TrainingError("--final trains on all images for the folds' median best epoch; it needs --folds K")
     if settings.weights not in WEIGHT_CHOICES and not os.path.isfile(settings.weights):
         raise TrainingError(f"--weights {settings.weights}: no such file; pass imagenet, none, or the path "
                             "of a weight file (NDL's weights_ndllabelimage.hdf5, Keras' notop .h5, or a "
@@ -212,16 +222,19 @@ class StartingWeights:
     channel_order: str
     with_head: bool
     description: str
+    backbone: str = None  # the class name a weight file was trained with; None: any (imagenet, none)
 
 
-def starting_weights(weights, labels):
+def starting_weights(weights, labels, backbone=None):
     """StartingWeights for --weights. A legacy HDF5 (NDL's file, or Keras' notop EfficientNetB0 .h5)
     loads by layer name, head included when its outputs are NDL's labels; a tag model of this
-    project loads with its model.json. Each keeps the channel order its weights were trained with."""
+    project loads with its model.json. Each keeps the channel order (and backbone) its weights were
+    trained with. `backbone` (--backbone, None: the default) only names the ImageNet weights."""
     if weights == "none":
         return StartingWeights(weights, "none", "RGB", False, "random initialisation")
     if weights == "imagenet":
-        return StartingWeights(weights, "imagenet", "RGB", False, "ImageNet (Keras EfficientNetB0)")
+        name = tag_model.backbone_spec(backbone or tag_model.DEFAULT_BACKBONE).keras_name
+        return StartingWeights(weights, "imagenet", "RGB", False, f"ImageNet (Keras {name})")
     if tag_model.detect_weights_kind(weights) == tag_model.LEGACY:
         outputs = tag_model.legacy_output_count(weights)
         # Only NDL's own outputs, in NDL's order, are what its file's head means.
@@ -231,13 +244,26 @@ def starting_weights(weights, labels):
         # A file with a tag head is NDL's layout, trained on BGR; a notop file is Keras' (RGB).
         order = "RGB" if outputs is None else "BGR"
         return StartingWeights(weights, tag_model.LEGACY, order, with_head,
-                               f"{weights} ({'backbone and head' if with_head else 'backbone'}, legacy HDF5)")
+                               f"{weights} ({'backbone and head' if with_head else 'backbone'}, legacy HDF5)",
+                               tag_model.BACKBONE)
     config, _ = tag_model.describe_weights(weights)
     with_head = config.labels == tuple(labels)
     if not with_head:
         log.warning("%s was trained for other labels; only its backbone is loaded", weights)
     return StartingWeights(weights, tag_model.KERAS, config.channel_order, with_head,
-                           f"{weights} ({'backbone and head' if with_head else 'backbone'})")
+                           f"{weights} ({'backbone and head' if with_head else 'backbone'})", config.backbone)
+
+
+def choose_backbone(settings, start):
+    """The Backbone of a new run: --backbone, else that of the --weights file, else efficientnetb0.
+    A --backbone that contradicts the weights file is a TrainingError."""
+    if start.backbone is None:
+        return tag_model.backbone_spec(settings.backbone or tag_model.DEFAULT_BACKBONE)
+    stored = tag_model.backbone_spec(start.backbone)
+    if settings.backbone is not None and settings.backbone != stored.flag:
+        raise TrainingError(f"--weights {settings.weights} holds a {stored.flag} model, not --backbone "
+                            f"{settings.backbone}; drop --backbone or pass other weights")
+    return stored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +286,7 @@ class RunSpec:
     start: StartingWeights = None  # None on --resume (last.weights.h5 is loaded instead)
     state: dict = dataclasses.field(default_factory=dict)  # state.json on --resume, else empty
     evaluate_only: bool = False  # stopped after its last epoch, before its report
+    backbone: str = tag_model.BACKBONE  # model.json's class name (tagestimate.model.BACKBONES)
 
     @property
     def resume(self):
@@ -279,6 +306,17 @@ class RunSpec:
         return self.seed + self.epochs_done
 
 
+def new_run_spec(settings):
+    """The RunSpec of a new run from its flags (label map, starting weights, backbone, image size);
+    checks and writes nothing."""
+    labels_map = load_labelmap(settings.labelmap)
+    start = starting_weights(settings.weights, labels_map.labels, settings.backbone)
+    backbone = choose_backbone(settings, start)
+    return RunSpec(settings, labels_map, settings.image_size or backbone.native_size, start.channel_order,
+                   settings.dropout, settings.seed, settings.val_split, pretrained=settings.weights != "none",
+                   initial_weights=start.description, start=start, backbone=backbone.keras_name)
+
+
 def resolve_run(settings, explicit=None):
     """The RunSpec for `settings`: flags checked, --out checked, and with --resume the run's
     state.json (flags not in `explicit`), model.json (labels, image size, channel order,
@@ -286,11 +324,7 @@ def resolve_run(settings, explicit=None):
     check_settings(settings)
     prepare_output(settings.out, settings.resume, settings.overwrite)
     if not settings.resume:
-        labels_map = load_labelmap(settings.labelmap)
-        start = starting_weights(settings.weights, labels_map.labels)
-        return RunSpec(settings, labels_map, settings.image_size, start.channel_order, settings.dropout,
-                       settings.seed, settings.val_split, pretrained=settings.weights != "none",
-                       initial_weights=start.description, start=start)
+        return new_run_spec(settings)
     out = settings.out
     state = read_state(out)
     if "settings" not in state:
@@ -310,4 +344,5 @@ def resolve_run(settings, explicit=None):
              config.image_size, "; only the report is left to write" if evaluate_only else "")
     return RunSpec(settings, labels_map, config.image_size, config.channel_order, config.dropout,
                    state["seed"], state["val_split"], pretrained=state["pretrained"],
-                   initial_weights=config.training["initial_weights"], state=state, evaluate_only=evaluate_only)
+                   initial_weights=config.training["initial_weights"], state=state, evaluate_only=evaluate_only,
+                   backbone=config.backbone)

@@ -21,7 +21,8 @@ from tagestimate.dataset import write_predictions
 from tagestimate.files import write_json
 from tagestimate.metrics import evaluate, split_summary, tune_thresholds
 from tagestimate.model import save_weights_atomic
-from tagestimate.pipeline import build_augmenter, make_dataset, predict
+from tagestimate.losses import make_loss
+from tagestimate.pipeline import AugmentingModel, build_augmenter, make_dataset, predict
 from tagestimate.train_settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT,
                                         STATE, TrainingError)
 from tagestimate.train_state import read_json, trim_history
@@ -48,10 +49,10 @@ def mixed_precision_policy():
     return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
 
 
-def load_starting_weights(model, start, image_size):
+def load_starting_weights(model, start, image_size, backbone=tag_model.BACKBONE):
     """Load what train_state.starting_weights found into a freshly built model."""
     if start.kind == "imagenet":
-        tag_model.load_imagenet_weights(model, image_size)
+        tag_model.load_imagenet_weights(model, image_size, backbone)
     elif start.kind == tag_model.LEGACY:
         tag_model.load_legacy_weights(model, start.source, require_all=False, include_head=start.with_head)
     elif start.kind == tag_model.KERAS:
@@ -75,12 +76,21 @@ def set_phase(model, phase, freeze_batchnorm):
             layer.trainable = not (freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization))
 
 
-def compile_model(model, learning_rate):
-    """Adam + binary cross-entropy; macro/micro F1 at the default threshold (Keras' F1Score)."""
+def run_loss(settings):
+    """The Keras loss that --loss and its parameters name."""
+    return make_loss(settings.loss, settings.asl_gamma_neg, settings.asl_gamma_pos, settings.asl_clip,
+                     settings.focal_gamma)
+
+
+def compile_model(model, learning_rate, loss=None):
+    """Adam + `loss` (binary cross-entropy when None); macro/micro F1 at the default threshold
+    (Keras' F1Score)."""
     threshold = tag_model.DEFAULT_THRESHOLD
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
+        loss=keras.losses.BinaryCrossentropy() if loss is None else loss,
+        # The augmentation inside an AugmentingModel's step has layers XLA cannot compile.
+        jit_compile=False if isinstance(model, AugmentingModel) else "auto",
         metrics=[keras.metrics.F1Score(average="macro", threshold=threshold, name="macro_f1"),
                  keras.metrics.F1Score(average="micro", threshold=threshold, name="micro_f1")],
     )
@@ -167,8 +177,8 @@ def _readable_split(spec):
     if not samples.paths:
         raise TrainingError(f"none of the images in {data} can be read (each is listed above); "
                             "nothing to train on")
-    if spec.resume:
-        keep, val_mask = read_split(os.path.join(out, SPLIT), samples, data)
+    if spec.resume or settings.split:
+        keep, val_mask = read_split(os.path.join(out, SPLIT) if spec.resume else settings.split, samples, data)
         samples, val_mask = samples.subset(keep), val_mask[keep]
     else:
         val_mask = split_samples(samples, spec.val_split, spec.seed)
@@ -189,10 +199,44 @@ def model_config(spec):
     settings = spec.settings
     return tag_model.ModelConfig(
         labels=spec.labels, image_size=spec.image_size, channel_order=spec.channel_order, dropout=spec.dropout,
-        labelmap=spec.labels_map.to_dict(),
+        backbone=spec.backbone, labelmap=spec.labels_map.to_dict(),
         training={"data": os.path.abspath(settings.data), "initial_weights": spec.initial_weights,
                   "seed": spec.seed, "val_split": spec.val_split, "balance": settings.balance,
-                  "augment": settings.augment, "split_file": SPLIT})
+                  "augment": settings.augment, "split_file": SPLIT, "loss": _loss_description(settings)})
+
+
+def _loss_description(settings):
+    if settings.loss == "asl":
+        return (f"asl (gamma_neg {settings.asl_gamma_neg:g}, gamma_pos {settings.asl_gamma_pos:g}, "
+                f"clip {settings.asl_clip:g})")
+    if settings.loss == "focal":
+        return f"focal (gamma {settings.focal_gamma:g})"
+    return settings.loss
+
+
+def build_for_run(spec):
+    """(tag model, the model to fit, strategy, augmenter for tf.data or None) for a run: built under the run's precision policy
+    and strategy, starting weights loaded (last.weights.h5 on --resume). The model to fit is an
+    AugmentingModel over the same layers when the run augments, so the augmenter's random seeds
+    follow the run's seed (--resume shifts it) and the pixels are augmented on the model's device."""
+    settings = spec.settings
+    # Built before any mixed-precision policy: augmentation stays float32 on 0-255 values.
+    augmenter = build_augmenter(spec.run_seed) if settings.augment else None
+    if settings.mixed_precision:
+        keras.mixed_precision.set_global_policy(mixed_precision_policy())
+        log.info("mixed precision: %s", keras.mixed_precision.global_policy().name)
+    strategy = pick_strategy(settings.distribute)
+    with strategy.scope():
+        model = tag_model.build_model(len(spec.labels), spec.image_size, spec.dropout, spec.backbone)
+        if spec.resume:
+            model.load_weights(os.path.join(settings.out, LAST_WEIGHTS))
+        else:
+            load_starting_weights(model, spec.start, spec.image_size, spec.backbone)
+        # On a GPU, augmenting in the step feeds it at decode speed; on a CPU alone, tf.data's threads
+        # augment the next batch while the step runs, which measured faster (bench/bench_train.py).
+        on_device = augmenter is not None and bool(tf.config.list_logical_devices("GPU"))
+        fitted = AugmentingModel(model, augmenter, spec.channel_order) if on_device else model
+    return model, fitted, strategy, None if on_device else augmenter
 
 
 def _train(spec):
@@ -207,18 +251,7 @@ def _train(spec):
     sample_weights, weight_table = folder_weights(train_set.folders, settings.balance)
     val_weights = np.array([weight_table.get(f, 1.0) for f in val_set.folders], dtype=np.float32)
 
-    # Built before any mixed-precision policy: augmentation stays float32 on 0-255 values.
-    augmenter = build_augmenter(spec.run_seed) if settings.augment else None
-    if settings.mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_precision_policy())
-        log.info("mixed precision: %s", keras.mixed_precision.global_policy().name)
-    strategy = pick_strategy(settings.distribute)
-    with strategy.scope():
-        model = tag_model.build_model(len(labels), spec.image_size, spec.dropout)
-        if spec.resume:
-            model.load_weights(os.path.join(out, LAST_WEIGHTS))
-        else:
-            load_starting_weights(model, spec.start, spec.image_size)
+    model, fitted, strategy, cpu_augmenter = build_for_run(spec)
     gpus = len(tf.config.list_logical_devices("GPU"))
     log.info("%d training and %d validation images (%d and %d items); %s replicas on %s; weights: %s",
              len(train_set.paths), len(val_set.paths), len(set(train_set.groups)), len(set(val_set.groups)),
@@ -235,7 +268,7 @@ def _train(spec):
         tag_model.write_config(out, model_config(spec))
 
     train_data = make_dataset(train_set.paths, spec.image_size, spec.channel_order, settings.batch_size,
-                              train_set.targets, sample_weights, augmenter, shuffle_seed=spec.run_seed,
+                              train_set.targets, sample_weights, cpu_augmenter, shuffle_seed=spec.run_seed,
                               skipped=skipped)
     val_data = make_dataset(val_set.paths, spec.image_size, spec.channel_order, settings.batch_size,
                             val_set.targets, val_weights, skipped=skipped)
@@ -246,7 +279,7 @@ def _train(spec):
     if spec.resume:
         trim_history(os.path.join(out, HISTORY), spec.epochs_done)
     if not spec.evaluate_only:
-        _fit_phases(model, strategy, spec, train_data, val_data, checkpoint, extra)
+        _fit_phases(fitted, strategy, spec, train_data, val_data, checkpoint, extra)
     if not os.path.exists(os.path.join(out, BEST_WEIGHTS)):
         raise TrainingError(f"no epoch reached a finite validation loss, so {out} has no {BEST_WEIGHTS}; "
                             "lower --lr and start again with --overwrite")
@@ -266,7 +299,8 @@ def _train(spec):
 
 
 def _fit_phases(model, strategy, spec, train_data, val_data, checkpoint, extra):
-    """Head warm-up (pretrained backbones only), then full fine-tuning, each freshly compiled."""
+    """Head warm-up (pretrained backbones only), then full fine-tuning, each freshly compiled.
+    Without val_data (the final model of --folds), every epoch trains and nothing is checkpointed."""
     settings, state, pretrained = spec.settings, spec.state, spec.pretrained
     out, done = settings.out, spec.epochs_done
     warmup_end = min(settings.warmup_epochs, settings.epochs) if pretrained else 0
@@ -279,7 +313,7 @@ def _fit_phases(model, strategy, spec, train_data, val_data, checkpoint, extra):
             learning_rate = state["learning_rate"]  # keep what ReduceLROnPlateau had reached
         with strategy.scope():
             set_phase(model, phase, freeze_batchnorm=pretrained)
-            compile_model(model, learning_rate)
+            compile_model(model, learning_rate, run_loss(settings))
             if spec.resume and state.get("phase") == phase and first == done:
                 # Adam continues with its step count and moments (saved in last.weights.h5).
                 step = restore_optimizer(model, os.path.join(out, LAST_WEIGHTS))
@@ -289,7 +323,7 @@ def _fit_phases(model, strategy, spec, train_data, val_data, checkpoint, extra):
                 else:
                     log.info("optimizer state restored (Adam step %d)", step)
         log.info("%s: epochs %d-%d at learning rate %.2g", phase, first + 1, last, learning_rate)
-        callbacks = [
+        callbacks = [keras.callbacks.TerminateOnNaN()] if val_data is None else [
             checkpoint,
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.2, min_lr=1e-7,
@@ -337,3 +371,25 @@ def _write_results(model, spec, state, val_set, train_set, skipped, weight_table
     write_predictions(os.path.join(settings.out, PREDICTIONS), [val_set.paths[i] for i in rows],
                       [val_set.folders[i] for i in rows], probabilities, labels, settings.data)
     return report, chosen
+
+
+def train_all(spec, samples, thresholds, note):
+    """The final model of --folds: every image of `samples` for spec.settings.epochs epochs (no
+    validation, so no early stopping or checkpoints), then best.weights.h5 and a model.json with
+    `thresholds` (tuned out of fold) in --out; `note` joins model.json's training block."""
+    settings = spec.settings
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        keras.utils.set_random_seed(spec.run_seed)
+        sample_weights, _ = folder_weights(samples.folders, settings.balance)
+        model, fitted, strategy, cpu_augmenter = build_for_run(spec)
+        data = make_dataset(samples.paths, spec.image_size, spec.channel_order, settings.batch_size,
+                            samples.targets, sample_weights, cpu_augmenter, shuffle_seed=spec.run_seed)
+        _fit_phases(fitted, strategy, spec, data, None, None, None)
+        save_weights_atomic(model, os.path.join(settings.out, BEST_WEIGHTS))
+        config = model_config(spec)
+        tag_model.write_config(settings.out, dataclasses.replace(config, thresholds=thresholds, training={
+            **config.training, **note, "val_split": None, "split_file": None, "epochs_done": settings.epochs,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}))
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)

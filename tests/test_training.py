@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import h5py
 import numpy as np
@@ -324,9 +325,11 @@ def test_best_weights_are_saved_whole_on_improvement_only(tmp_path, monkeypatch)
 # The README's flag table is the contract: literal values, not TrainSettings read back.
 DOCUMENTED_DEFAULTS = {
     "data": "datasetpdm", "out": "weights_pdm_multi", "epochs": 30, "batch_size": 32, "lr": 1e-4,
-    "warmup_epochs": 1, "warmup_lr": 1e-3, "image_size": 224, "weights": "imagenet", "val_split": 0.1,
+    "warmup_epochs": 1, "warmup_lr": 1e-3, "image_size": None, "weights": "imagenet", "val_split": 0.1,
     "seed": 777, "labelmap": None, "resume": False, "overwrite": False, "mixed_precision": False,
     "distribute": "auto", "patience": 5, "balance": "sqrt", "augment": True, "dropout": 0.2, "verbose": False,
+    "backbone": None, "loss": "bce", "asl_gamma_neg": 4.0, "asl_gamma_pos": 0.0, "asl_clip": 0.05,
+    "focal_gamma": 2.0, "folds": 0, "final": False,
 }
 
 
@@ -716,3 +719,72 @@ def test_continue_from_a_tag_model_with_warmup_mixed_precision_and_mirrored(run,
     assert len(read_csv(os.path.join(out, HISTORY))) == 2
     model, _, _ = tag_model.open_model(os.path.join(out, BEST_WEIGHTS))
     assert model.output_shape == (None, len(LABELS))
+
+
+def _trained_on(seed, batch, channel_order="BGR"):
+    """The pixels an AugmentingModel (augmenter seeded `seed`) trains on in one step over `batch`."""
+    import keras
+
+    class Spy(keras.layers.Layer):  # records the pixels the model is trained on
+        def build(self, shape):
+            self.seen = self.add_weight(shape=batch.shape, initializer="zeros", trainable=False)
+
+        def call(self, images, training=False):
+            if training:
+                self.seen.assign(images)
+            return images
+
+    keras.utils.set_random_seed(seed)  # as a run does before it builds anything
+    inputs = keras.Input(batch.shape[1:])
+    spy = Spy()
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(spy(inputs))))
+    trainer = pipeline.AugmentingModel(model, pipeline.build_augmenter(seed=seed), channel_order)
+    trainer.compile(optimizer="sgd", loss="mse", jit_compile=False)
+    trainer.fit(batch, np.zeros((len(batch), 1), np.float32), batch_size=len(batch), epochs=1, verbose=0)
+    assert len(trainer.weights) == len(model.weights)  # the augmenter's seed state is not saved
+    with tempfile.TemporaryDirectory() as folder:  # and its weight file has the tag model's layout
+        names = []
+        for saved, name in ((trainer, "trainer"), (model, "model")):
+            saved.save_weights(os.path.join(folder, f"{name}.weights.h5"))
+            with h5py.File(os.path.join(folder, f"{name}.weights.h5")) as handle:
+                names.append([])
+                handle.visit(names[-1].append)
+        assert [name for name in names[0] if not name.startswith("optimizer")] == names[1]
+    assert np.allclose(model.predict_on_batch(batch), trainer.predict_on_batch(batch))  # inference: none
+    return keras.ops.convert_to_numpy(spy.seen)
+
+
+def _grayscale_and_flipped(images, originals):
+    """Which images were made grayscale (equal channels) and flipped (the left-to-right ramp reversed)."""
+    gray = np.array([np.allclose(im[..., 0], im[..., 1], atol=0.5) and np.allclose(im[..., 0], im[..., 2], atol=0.5)
+                     for im in images])
+    slope = images[:, :, 12:].mean(axis=(1, 2, 3)) - images[:, :, :4].mean(axis=(1, 2, 3))
+    assert originals[:, :, 12:].mean() > originals[:, :, :4].mean() + 50  # the ramp rises to the right
+    return gray, slope < 0
+
+
+@pytest.mark.slow
+def test_augmentation_in_the_training_step_draws_like_the_tf_data_pipeline_and_is_not_saved():
+    """AugmentingModel augments inside the training step with the same layers, seeds and BGR handling
+    as augment_batch in tf.data did: seeded runs repeat exactly, and grayscale and flips hit about
+    half of the images each, independently, on both paths."""
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(6)
+    ramp = np.linspace(0, 1, 16)[None, None, :, None]
+    batch = (rng.uniform(120, 255, (64, 1, 1, 3)) * ramp + rng.uniform(0, 30, (64, 16, 16, 3))).astype(np.float32)
+    on_device = _trained_on(5, batch)
+    assert np.array_equal(on_device, _trained_on(5, batch))  # deterministic for a seed
+    assert not np.allclose(on_device, _trained_on(6, batch))
+    # a BGR model's pixels get the colour operations in RGB order, as an RGB model's do
+    assert np.allclose(on_device, _trained_on(5, batch[..., ::-1].copy(), "RGB")[..., ::-1], atol=1e-3)
+    keras.utils.set_random_seed(5)
+    augmenter = pipeline.build_augmenter(seed=5)
+    in_tf_data = next(iter(tf.data.Dataset.from_tensors(batch).map(
+        lambda images: pipeline.augment_batch(augmenter, images, "BGR")))).numpy()
+    for path, images in (("in the step", on_device), ("in tf.data", in_tf_data)):
+        gray, flipped = _grayscale_and_flipped(images, batch)
+        assert 16 <= gray.sum() <= 48 and 16 <= flipped.sum() <= 48, (path, gray.sum(), flipped.sum())
+        assert 16 <= (gray == flipped).sum() <= 48
+        assert not np.allclose(images, batch, atol=1)
