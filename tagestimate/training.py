@@ -291,10 +291,10 @@ def _train(spec):
         **config.training, "epochs_done": state["epochs_done"], "best_epoch": state.get("best_epoch"),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}))
     write_json(os.path.join(out, STATE), dict(state, finished=True))
-    # --- review report (issue 12): report.html from the files above; a failure only warns.
+    # report.html from the files above; a failure only warns (the model is saved already).
     from tagestimate.train_report import write_report_or_warn
+
     write_report_or_warn(out, model)
-    # --- end review report
     return report
 
 
