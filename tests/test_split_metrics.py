@@ -23,7 +23,7 @@ from tagestimate import model as tag_model
 from tagestimate.dataset import Samples
 from tagestimate.files import printable_path
 from tagestimate.images import ImageError, is_utf8_name, load_image
-from tagestimate.labels import LABELS, LabelMapError, default_labelmap, from_dict
+from tagestimate.labels import LabelMapError, default_labelmap, from_dict
 from tagestimate.train_settings import PREDICTIONS, SPLIT, TrainingError
 
 
