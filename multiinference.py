@@ -112,7 +112,7 @@ def check_arguments(parser, args):
         parser.error("--ray-address, --actors and --gpus-per-actor need --engine ray")
     try:
         input_missing = not storage.isdir(args.inputpath)
-        problem = output_folder_problem(args.outputpath)
+        problem = storage.output_problem(args.outputpath)
     except UserError as error:  # a URI whose package or store is missing
         parser.exit(2, f"error: {error}\n")
     if input_missing:
@@ -123,28 +123,6 @@ def check_arguments(parser, args):
             parser.error(f"{flag} must be an absolute URL such as https://example.org/tags, not {value!r}")
     if problem:
         parser.exit(2, f"error: {problem}; pass --outputpath a folder you can write to\n")
-
-
-def output_folder_problem(folder):
-    """Why `folder` cannot take the output (None if it can), found before any model work.
-
-    Creates the folder and writes a probe file in it: permission bits alone do not tell
-    (root ignores them; a read-only mount or /proc refuses even root).
-    """
-    import tempfile
-
-    if storage.is_uri(folder):
-        return storage.output_problem(folder)
-    shown = printable_path(folder)
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        return f"output folder {shown} is an existing file, not a folder"
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        return f"cannot write in output folder {shown} ({error.strerror or error})"
-    return None
 
 
 def main(argv=None):

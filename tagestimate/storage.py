@@ -17,7 +17,7 @@ import re
 import threading
 
 from tagestimate.errors import UserError
-from tagestimate.files import write_atomic as write_local
+from tagestimate.files import printable_path, write_atomic as write_local
 
 SCALE_REQUIREMENTS = "requirements-scale.txt"
 MAX_REMOTE_BYTES = 512 * 1024 * 1024  # an image file larger than this is refused unread
@@ -189,7 +189,14 @@ def remove(path):
 
 
 def output_problem(folder):
-    """Why URI `folder` cannot take the output (None if it can): writes and deletes a probe object."""
+    """Why `folder` cannot take the output (None if it can), found before any model work.
+
+    A local folder is created and a probe file written in it: permission bits alone do not
+    tell (root ignores them; a read-only mount or /proc refuses even root). On a store, a
+    probe object is written and deleted.
+    """
+    if not is_uri(folder):
+        return _local_output_problem(folder)
     import uuid
 
     try:
@@ -200,4 +207,19 @@ def output_problem(folder):
         remove(probe)
     except (StorageError, OSError) as error:
         return str(error) if isinstance(error, StorageError) else f"cannot write in output folder {folder} ({error})"
+    return None
+
+
+def _local_output_problem(folder):
+    import tempfile
+
+    shown = printable_path(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"output folder {shown} is an existing file, not a folder"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        return f"cannot write in output folder {shown} ({error.strerror or error})"
     return None
