@@ -174,12 +174,16 @@ def split_samples(samples, val_split, seed):
 
 def write_split(path, samples, val_mask, data_dir):
     """split.csv: one row per image (path relative to --data, folder, item id, subset)."""
-    rows = sorted(
-        (os.path.relpath(p, data_dir).replace(os.sep, "/"), folder, group, VAL if is_val else TRAIN)
-        for p, folder, group, is_val in zip(samples.paths, samples.folders, samples.groups, val_mask))
+    _write_sample_rows(path, samples, data_dir, "subset", [VAL if is_val else TRAIN for is_val in val_mask])
+
+
+def _write_sample_rows(path, samples, data_dir, column, values):
+    """A CSV of the samples (path relative to --data, folder, item id) plus `column`, sorted by path."""
+    rows = sorted((os.path.relpath(p, data_dir).replace(os.sep, "/"), folder, group, value)
+                  for p, folder, group, value in zip(samples.paths, samples.folders, samples.groups, values))
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(["path", "folder", "item_id", "subset"])
+    writer.writerow(["path", "folder", "item_id", column])
     writer.writerows(rows)
     write_atomic(path, text.getvalue())
 
@@ -252,13 +256,7 @@ def assign_folds(samples, folds, seed):
 
 def write_folds(path, samples, assigned, data_dir):
     """folds.csv: one row per image (path relative to --data, folder, item id, fold number)."""
-    rows = sorted((os.path.relpath(p, data_dir).replace(os.sep, "/"), folder, group, int(fold))
-                  for p, folder, group, fold in zip(samples.paths, samples.folders, samples.groups, assigned))
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(["path", "folder", "item_id", "fold"])
-    writer.writerows(rows)
-    write_atomic(path, text.getvalue())
+    _write_sample_rows(path, samples, data_dir, "fold", [int(fold) for fold in assigned])
 
 
 def read_folds(path, samples, data_dir):
