@@ -151,8 +151,9 @@ def write_explanations(output_dir, entries, explainer, weights=None, progress=Tr
 ItemData = collections.namedtuple("ItemData", "name tags probabilities paths labels thresholds")
 
 
-# Output files by format, longest extension first: "a.iiif.json" is item "a", not "a.iiif".
-ITEM_EXTENSIONS = (".iiif.json", ".json", ".csv")
+# Item output files by extension, in the order the report prefers them when an item has
+# several: NDL's JSON, then CSV, then the IIIF page (it has no entry for untagged images).
+ITEM_EXTENSIONS = (".json", ".csv", ".iiif.json")
 
 
 def list_item_files(output_dir):
@@ -161,19 +162,14 @@ def list_item_files(output_dir):
     for entry in os.scandir(output_dir):
         if entry.name.startswith(".") or not entry.is_file() or entry.name == ERRORS_NAME:
             continue
-        extension = next((ext for ext in ITEM_EXTENSIONS if entry.name.endswith(ext)), None)
+        # The longest match: "a.iiif.json" is item "a", not "a.iiif".
+        extension = max((ext for ext in ITEM_EXTENSIONS if entry.name.endswith(ext)), key=len, default=None)
         if extension is None:
             continue
-        stem = entry.name[:-len(extension)]
-        rank = ITEM_EXTENSIONS.index(extension)
-        if stem not in found or _preference(rank) < _preference(found[stem][0]):
+        stem, rank = entry.name[:-len(extension)], ITEM_EXTENSIONS.index(extension)
+        if stem not in found or rank < found[stem][0]:
             found[stem] = (rank, entry.path)
     return {name: found[name][1] for name in sorted(found, key=natural_key)}
-
-
-def _preference(rank):
-    """NDL's JSON first, then CSV, then the IIIF page (the one with no untagged images)."""
-    return (2, 0, 1)[rank]
 
 
 def read_tags(path):
