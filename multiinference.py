@@ -14,13 +14,13 @@ import re
 import sys
 
 from tagestimate import storage
-from tagestimate.backends import BACKENDS, choose_backend, make_runner
+from tagestimate.tag.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter, printable_path
 from tagestimate.images import IMAGE_EXTENSIONS
-from tagestimate.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, Tagger, find_items
+from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, Tagger, find_items
 from tagestimate.model import DEFAULT_THRESHOLD, describe_weights
-from tagestimate.results import FORMATS, with_threshold
+from tagestimate.formats import FORMATS, with_threshold
 from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
 
 
@@ -161,9 +161,9 @@ def tag(args):
     with_report = not args.no_report and not storage.is_uri(args.outputpath)
     if not args.no_report and not with_report:
         logging.info("no review report for an object-store output; copy the output folder to a disk and run "
-                     "python -m tagestimate.report on it")
+                     "python -m tagestimate.review.report on it")
     if args.engine == "ray":  # imported here: the local engine never loads Ray
-        from tagestimate import ray_engine
+        from tagestimate.tag import ray_engine
 
         summary = ray_engine.run(items, args.outputpath, weights, args.backend, args.threshold, args.format,
                                  args.overwrite, not args.quiet, problems, args.batch_size, args.workers,
@@ -177,7 +177,7 @@ def tag(args):
                      len(config.labels), config.image_size, config.channel_order)
         engine, options = Tagger, {}
         if with_report:  # the tagger also keeps full probabilities for the report
-            from tagestimate.report import RecordingTagger
+            from tagestimate.review.report import RecordingTagger
 
             engine, options = RecordingTagger, {"explain": args.explain}
         tagger = engine(runner, config, threshold=args.threshold, batch_size=args.batch_size,
@@ -186,7 +186,7 @@ def tag(args):
                              progress=not args.quiet, errors=problems)
         output_config, explained = tagger.output_config, (tagger.explained if args.explain else None)
     if with_report and not summary["interrupted"]:
-        from tagestimate import report as review
+        from tagestimate.review import report as review
 
         summary["report"] = review.finish_run(args.outputpath, items, weights, kind, backend, output_config,
                                               explained, draft=not args.full_decode, progress=not args.quiet)

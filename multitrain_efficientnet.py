@@ -6,7 +6,7 @@
 
 Writes best.weights.h5 + model.json (what inference needs), last.weights.h5 + state.json
 (for --resume), history.csv, report.json (validation scores and tuned thresholds) and
-split.csv. The work is done by tagestimate.training, imported only once the flags are
+split.csv. The work is done by tagestimate.train.training, imported only once the flags are
 parsed: TensorFlow takes seconds to load, and --help should not wait for it.
 """
 
@@ -16,7 +16,7 @@ import sys
 
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter
-from tagestimate.train_settings import (BACKBONE_CHOICES, BALANCE_CHOICES, DISTRIBUTE_CHOICES, LOSS_CHOICES,
+from tagestimate.train.settings import (BACKBONE_CHOICES, BALANCE_CHOICES, DISTRIBUTE_CHOICES, LOSS_CHOICES,
                                         TrainSettings, interrupted_message)
 
 DEFAULTS = TrainSettings()
@@ -109,16 +109,17 @@ def main(argv=None):
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k != "verbose"})
     try:
         if settings.folds:
-            from tagestimate import crossval
+            from tagestimate.train import crossval
 
             print(crossval.format_summary(crossval.cross_validate(settings, explicit=given_flags(argv))))
             return 0
-        from tagestimate import metrics, training
+        from tagestimate.train import metrics
+        from tagestimate.train import training
 
         report = training.train(settings, explicit=given_flags(argv))
     except KeyboardInterrupt:
         if settings.folds:
-            from tagestimate import crossval
+            from tagestimate.train import crossval
 
             print(crossval.interrupted_message(settings), file=sys.stderr)
         else:

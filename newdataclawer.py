@@ -20,7 +20,8 @@ import sys
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tagestimate.labels import LABELS
-from tagestimate import crawl, ndl
+from tagestimate import ndl
+from tagestimate.crawl import crawler as crawl
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter
 

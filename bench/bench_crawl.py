@@ -15,7 +15,7 @@ import time
 
 
 def build_parser():
-    from tagestimate.crawl import CrawlOptions
+    from tagestimate.crawl.crawler import CrawlOptions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -29,7 +29,7 @@ def build_parser():
 def main(argv=None):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, root)
-    from tagestimate import crawl
+    from tagestimate.crawl import crawler as crawl
     from tests.ndl_emulator import NdlEmulator
 
     args = build_parser().parse_args(argv)

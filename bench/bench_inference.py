@@ -24,9 +24,9 @@ from PIL import Image, ImageDraw
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tagestimate.backends import choose_backend, make_runner, openvino_available  # noqa: E402
+from tagestimate.tag.backends import choose_backend, make_runner, openvino_available  # noqa: E402
 from tagestimate.images import load_image  # noqa: E402
-from tagestimate.inference import DEFAULT_BATCH_SIZE, Tagger, find_items  # noqa: E402
+from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, Tagger, find_items  # noqa: E402
 from tagestimate.model import describe_weights  # noqa: E402
 
 REPLICA = os.path.join(os.path.dirname(ROOT), "shared", "data", "legacy-weights", "replica_ndllabelimage.hdf5")
@@ -135,7 +135,7 @@ def build_parser():
 
 def ray_against_local(args, backends):
     """images/s of both engines on the same crops, side by side, and Ray's start-up seconds."""
-    from tagestimate import ray_engine
+    from tagestimate.tag import ray_engine
 
     backend = backends[0]
     workdir = tempfile.mkdtemp(prefix="bench-inference-")

@@ -22,12 +22,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tagestimate import pipeline, training  # noqa: E402
+from tagestimate.train import pipeline  # noqa: E402
+from tagestimate.train import training
 from tagestimate.files import HelpFormatter  # noqa: E402
 from tagestimate.images import list_images  # noqa: E402
 from tagestimate.labels import LABELS  # noqa: E402
 from tagestimate.model import build_model  # noqa: E402
-from tagestimate.train_settings import BACKBONE_CHOICES, TrainSettings  # noqa: E402
+from tagestimate.train.settings import BACKBONE_CHOICES, TrainSettings  # noqa: E402
 
 DEFAULTS = TrainSettings()  # the trainer's own defaults
 

@@ -1,16 +1,18 @@
 """Shared code of the NDL illustration tagger; the scripts at the top level are thin command lines over it.
 
-- labels and model: `labels` (tags -> labels, NDL's fixed output order), `model` (ModelConfig,
-  the network, weight files), `weights` (finding or downloading NDL's weight file);
-- images: `images` (the one loader that training and inference share);
-- training: `training` (the loop), `dataset` (folders, split, weights), `pipeline` (tf.data),
-  `metrics` (F1, thresholds), `train_settings` (flags, file names), `train_state` (run folder, --resume);
-- inference: `inference` (the stages and the local engine), `backends` (the name -> runner table),
-  `results` (records, thresholds, the output formats' text);
-- crawling: `crawl` (both modes), `manifest` (manifest.csv), `ndl` (what NDL's API and IIIF
-  answers mean), `httpclient` (retries, byte caps, deadline);
-- shared: `errors` (UserError, exit statuses), `files` (atomic writes, printable paths),
-  `tfenv` (TensorFlow's environment and quiet import).
+Floors, from the ground up (an import never points up a floor; tests/test_layout.py checks it):
+
+- ground: `errors` (UserError, exit statuses), `files` (atomic writes, printable paths), `tfenv`
+  (TensorFlow's environment and quiet import), `images` (the one loader that training and
+  inference share), `labels` (tags -> labels, NDL's fixed output order), `model` (ModelConfig, the
+  network, weight files), `weights` (finding or downloading NDL's weight file), `storage` (local
+  folders and object stores), `httpclient` (retries, byte caps, deadline), `ndl` (what NDL's API
+  and IIIF answers mean), `iiif` (reading IIIF manifests), `manifest` (the crawl's manifest.csv),
+  `annotations` (W3C/IIIF annotation pages);
+- `formats`: the output formats, each one entry that writes and reads back;
+- wings: `crawl/` (newdataclawer.py), `train/` (multitrain_efficientnet.py), `tag/`
+  (multiinference.py and its engines);
+- `review/`: the inference and training reports, thumbnails, Grad-CAM.
 """
 
 from tagestimate import tfenv

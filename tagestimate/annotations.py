@@ -27,7 +27,7 @@ from iiif_prezi3 import Agent, Annotation, AnnotationPage, FragmentSelector, Spe
 
 from tagestimate import files, ndl, storage
 from tagestimate.manifest import MANIFEST_NAME
-from tagestimate.results import RunContext, natural_key, tags_of
+from tagestimate.formats import RunContext, natural_key, tags_of
 
 log = logging.getLogger(__name__)
 

@@ -210,4 +210,4 @@ def load_image(path, size, channel_order="RGB", draft=True, data=None):
     return np.ascontiguousarray(pixels)
 
 
-open_image = _open  # public name for the trainer's quick header check (tagestimate.dataset)
+open_image = _open  # public name for the trainer's quick header check (tagestimate.train.dataset)

@@ -443,7 +443,7 @@ def open_model(path):
 
 
 # ---------------------------------------------------------------- saving and copying weights
-# (moved here from tagestimate/training.py by the trainer split, issue 9)
+# (moved here from tagestimate/train/training.py by the trainer split, issue 9)
 
 def save_weights_atomic(model, path, optimizer=False):
     """Save the model's weights (and, with optimizer=True, Adam's step count and moments) to a

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from iiif_prezi3 import AnnotationPage
 
-from tagestimate import annotations, manifest, results
-from tagestimate.inference import write_item
+from tagestimate import annotations, manifest
+from tagestimate import formats as results
+from tagestimate.tag.inference import write_item
 from tagestimate.labels import LABELS
 from tagestimate.model import ModelConfig
 from tests.ndl_emulator import NdlEmulator

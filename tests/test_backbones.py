@@ -9,10 +9,10 @@ import pytest
 
 import multitrain_efficientnet
 from test_training import make_folders
-from tagestimate import backends
+from tagestimate.tag import backends
 from tagestimate import model as tag_model
 from tagestimate.images import load_image
-from tagestimate.train_settings import BACKBONE_CHOICES
+from tagestimate.train.settings import BACKBONE_CHOICES
 
 
 def test_every_flag_choice_is_a_known_backbone_and_old_configs_mean_efficientnetb0():
@@ -36,7 +36,7 @@ def test_backbone_trains_a_step_and_tags_alike_on_both_backends(tmp_path, monkey
     import keras
 
     from modelfiles import trained_config
-    from tagestimate.training import compile_model
+    from tagestimate.train.training import compile_model
 
     monkeypatch.setenv("TAGESTIMATE_CACHE", str(tmp_path / "cache"))
     keras.utils.set_random_seed(0)

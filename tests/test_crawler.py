@@ -17,7 +17,8 @@ from PIL import Image
 
 import newdataclawer
 from tagestimate.labels import LABELS
-from tagestimate import crawl, files, manifest, ndl
+from tagestimate import files, manifest, ndl
+from tagestimate.crawl import crawler as crawl
 from tagestimate.errors import EXIT_ERROR
 from conftest import ROOT, restore_default_sigint
 from tests.ndl_emulator import NdlEmulator

@@ -11,10 +11,12 @@ import pytest
 import multitrain_efficientnet
 from test_training import make_folders, read_csv
 import tagestimate
-from tagestimate import crossval, dataset, metrics
+from tagestimate.train import crossval
+from tagestimate.train import dataset
+from tagestimate.train import metrics
 from tagestimate import model as tag_model
 from tagestimate.labels import default_labelmap
-from tagestimate.train_settings import TrainSettings
+from tagestimate.train.settings import TrainSettings
 
 FAST = ["--weights", "none", "--image-size", "64", "--batch-size", "4", "--lr", "1e-3", "--epochs", "1"]
 
@@ -63,8 +65,8 @@ def test_a_fold_stopped_before_its_first_epoch_is_started_again(tmp_path, monkey
         return {"fold": 2}
 
     fake = types.SimpleNamespace(train=train)
-    monkeypatch.setitem(sys.modules, "tagestimate.training", fake)
-    monkeypatch.setattr(tagestimate, "training", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "tagestimate.train.training", fake)
+    monkeypatch.setattr(tagestimate.train, "training", fake, raising=False)
     settings = TrainSettings(data=data, out=str(out), folds=2, resume=True)
     assert crossval._run_fold(settings, None, 2, samples, folds_of, data) == {"fold": 2}
     (fold_settings, split), = calls
@@ -82,8 +84,8 @@ def test_resume_keeps_finished_folds_and_continues_a_stopped_one(tmp_path, monke
     (out / "fold1" / "report.json").write_text(json.dumps({"fold": 1}))
     calls = []
     fake = types.SimpleNamespace(train=lambda settings, explicit=None: calls.append(settings) or {"fold": 2})
-    monkeypatch.setitem(sys.modules, "tagestimate.training", fake)
-    monkeypatch.setattr(tagestimate, "training", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "tagestimate.train.training", fake)
+    monkeypatch.setattr(tagestimate.train, "training", fake, raising=False)
     settings = TrainSettings(data=data, out=str(out), folds=2, resume=True)
     assert [crossval._run_fold(settings, {"out"}, k, samples, folds_of, data) for k in (1, 2)] == [{"fold": 1},
                                                                                                   {"fold": 2}]
@@ -124,7 +126,7 @@ def test_ctrl_c_names_the_command_that_continues_the_folds(tmp_path):
 
 @pytest.mark.slow
 def test_two_folds_write_runs_a_report_matching_them_and_a_final_model(tmp_path, capsys, monkeypatch):
-    from tagestimate import training
+    from tagestimate.train import training
 
     data, out = make_folders(str(tmp_path / "data"), corrupt=False), str(tmp_path / "cv")
     # Ctrl-C in fold 2 after its last epoch: exit 130 and the command that continues that fold

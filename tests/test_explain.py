@@ -1,4 +1,4 @@
-"""Grad-CAM (tagestimate/explain.py): the feature map found by shape, heat maps in [0, 1] at
+"""Grad-CAM (tagestimate/review/explain.py): the feature map found by shape, heat maps in [0, 1] at
 the feature map's size, highest where the signal is, overlays written as JPEG files."""
 
 import os
@@ -25,7 +25,7 @@ def signal_model():
 
 
 def test_heat_map_is_highest_where_the_signal_is():
-    from tagestimate.explain import gradcam_model, heatmaps, last_conv_layer
+    from tagestimate.review.explain import gradcam_model, heatmaps, last_conv_layer
 
     model = signal_model()
     assert last_conv_layer(model).name == "features"
@@ -46,9 +46,9 @@ def test_efficientnet_tag_model_gives_maps_and_overlays(tmp_path):
     top activation, maps are 2 x 2 in [0, 1], and write_explanations writes one JPEG overlay per
     kept tag, the size of the thumbnail."""
     from modelfiles import write_trained_weights
-    from tagestimate import report
-    from tagestimate.explain import Explainer, last_conv_layer
-    from tagestimate.thumbs import make_thumbnail
+    from tagestimate.review import report
+    from tagestimate.review.explain import Explainer, last_conv_layer
+    from tagestimate.review.thumbs import make_thumbnail
 
     weights, model = write_trained_weights(str(tmp_path / "w"), image_size=64)
     assert last_conv_layer(model).name == "top_activation"

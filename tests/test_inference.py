@@ -48,7 +48,7 @@ def one_tensorflow_model_per_weight_file(monkeypatch):
     Building and tracing the model takes seconds; the runs of one file then share it. The
     model still predicts every image: the outputs are the real ones.
     """
-    from tagestimate import backends
+    from tagestimate.tag import backends
 
     monkeypatch.setitem(backends.RUNNERS, "tensorflow",
                         backends.RUNNERS["tensorflow"]._replace(runner=shared_tensorflow_runner))
@@ -58,7 +58,7 @@ _TENSORFLOW_RUNNERS = {}
 
 
 def shared_tensorflow_runner(weights_path, config):
-    from tagestimate.backends import TensorFlowRunner
+    from tagestimate.tag.backends import TensorFlowRunner
 
     key = (os.path.abspath(weights_path), os.path.getmtime(weights_path), config.to_json())
     if key not in _TENSORFLOW_RUNNERS:
@@ -242,7 +242,7 @@ def test_openvino_and_tensorflow_agree(tmp_path, monkeypatch):
 
     OpenVINO is a requirement: this test fails, never skips, when it is missing.
     """
-    from tagestimate.backends import OpenVINORunner, TensorFlowRunner
+    from tagestimate.tag.backends import OpenVINORunner, TensorFlowRunner
     from tagestimate.images import load_image
 
     monkeypatch.setenv("TAGESTIMATE_CACHE", str(tmp_path / "cache"))
@@ -445,7 +445,7 @@ UNICODE_NAMES = ["p2", "p10", "p01", "p1", "①", "1①", "①1", "第2巻", "�
 
 
 def test_natural_key_orders_any_name_totally():
-    from tagestimate.results import natural_key
+    from tagestimate.formats import natural_key
 
     ordered = sorted(UNICODE_NAMES, key=natural_key)  # raises TypeError/ValueError on a partial key
     assert sorted(reversed(UNICODE_NAMES), key=natural_key) == ordered  # total: not the listing order
@@ -474,7 +474,7 @@ def test_unicode_names_are_sorted_and_tagged(tmp_path, constant_weights):
 def test_documented_defaults():
     """The README's flag table is the contract: literal values, not the parser's own constants."""
     from tagestimate.model import ModelConfig
-    from tagestimate.results import thresholds_for
+    from tagestimate.formats import thresholds_for
 
     args = multiinference.build_parser().parse_args([])
     assert vars(args) == {
@@ -582,7 +582,7 @@ CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
 import multiinference
-from tagestimate import backends
+from tagestimate.tag import backends
 predict = backends.TensorFlowRunner.predict
 def slow(self, batch):  # slow enough for the parent to stop the run between items
     time.sleep(0.25)
@@ -634,7 +634,8 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
 def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monkeypatch):
     """The next run skips items with an output file, so their errors must be on disk first."""
     from modelfiles import trained_config
-    from tagestimate import inference, storage
+    from tagestimate import storage
+    from tagestimate.tag import inference
 
     class Runner:
         def predict(self, batch):
@@ -703,7 +704,7 @@ def test_help_and_parser_import_no_model_library():
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--outputpath" in done.stdout
     imported = [line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
-    assert "tagestimate.backends" in imported  # the check saw the real imports
+    assert "tagestimate.tag.backends" in imported  # the check saw the real imports
     assert not [name for name in imported if name.split(".")[0] in heavy]
 
 
@@ -758,7 +759,7 @@ def test_openvino_runner_serves_threads_one_call_at_a_time():
     import openvino as ov
     from openvino import opset13 as ops
 
-    from tagestimate.backends import OpenVINORunner
+    from tagestimate.tag.backends import OpenVINORunner
 
     pixels = ops.parameter([-1, 4], np.float32)
     model = ov.Model([ops.multiply(pixels, ops.constant(np.float32(2)))], [pixels])
@@ -801,9 +802,9 @@ def exif_rotated(path, size, color):
 def test_tag_item_and_write_item_give_the_local_engine_s_bytes(tmp_path):
     """The per-item stages a distributed engine calls write what Tagger.run writes, whatever the batching."""
     from modelfiles import trained_config
-    from tagestimate import inference
+    from tagestimate.tag import inference
     from tagestimate.images import load_image
-    from tagestimate.results import with_threshold
+    from tagestimate.formats import with_threshold
 
     config = trained_config()
     image(tmp_path / "in" / "a" / "p1.jpg", color=(200, 190, 180), size=(48, 40))
@@ -834,7 +835,8 @@ def test_tag_item_and_write_item_give_the_local_engine_s_bytes(tmp_path):
 
 def test_a_new_format_is_one_table_entry_and_sees_every_probability(tmp_path, monkeypatch):
     from modelfiles import trained_config
-    from tagestimate import inference, results
+    from tagestimate.tag import inference
+    from tagestimate import formats as results
 
     def render(item_name, records, config):
         return "".join(f"{item_name}\t{record.key}\t{record.size[0]}x{record.size[1]}\t"
@@ -853,7 +855,7 @@ def test_a_new_format_is_one_table_entry_and_sees_every_probability(tmp_path, mo
 
 def test_a_new_backend_is_one_table_entry(monkeypatch):
     from modelfiles import trained_config
-    from tagestimate import backends
+    from tagestimate.tag import backends
 
     made = []
 
@@ -878,7 +880,7 @@ def test_a_new_backend_is_one_table_entry(monkeypatch):
 
 
 def test_plan_skips_done_items_and_the_problems_they_recorded(tmp_path):
-    from tagestimate.inference import Item, plan_run
+    from tagestimate.tag.inference import Item, plan_run
 
     items = [Item("a", [("1", "/x/a/1.jpg")]), Item("b", [("1", "/x/b/1.jpg"), ("2", "/x/b/2.jpg")])]
     (tmp_path / "a.json").write_text("{}")

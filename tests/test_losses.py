@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tagestimate import losses
+from tagestimate.train import losses
 
 EPS = losses.EPSILON
 

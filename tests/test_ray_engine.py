@@ -15,7 +15,7 @@ import multiinference
 from conftest import ROOT
 from labelmap import LABELS
 from modelfiles import write_trained_weights
-from tagestimate import ray_engine
+from tagestimate.tag import ray_engine
 from test_storage import download, make_bucket, s3_server, upload  # noqa: F401 - s3_server is a fixture
 
 ray = pytest.importorskip("ray")

@@ -1,4 +1,4 @@
-"""The inference review report (tagestimate/report.py) and the training report's pieces: fast
+"""The inference review report (tagestimate/review/report.py) and the training report's pieces: fast
 tests on the files and HTML written, without a model (outputs and sidecars written directly)."""
 
 import json
@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from modelfiles import trained_config
-from tagestimate import report
-from tagestimate.inference import Item, write_item
-from tagestimate.results import Record
-from tagestimate.thumbs import safe_name
+from tagestimate.review import report
+from tagestimate.tag.inference import Item, write_item
+from tagestimate.formats import Record
+from tagestimate.review.thumbs import safe_name
 
 HOSTILE_ITEM = "<b onmouseover=alert('item')>&\"x"  # a folder name: no slash
 HOSTILE_KEY = "\"><img src=x onerror=alert(1)>/p 2"
@@ -177,7 +177,7 @@ def test_safe_name_is_distinct_and_plain():
 # ---------------------------------------------------------------- training report pieces
 
 def test_worst_cases_and_label_matrix():
-    from tagestimate.train_report import confusion, worst_cases
+    from tagestimate.review.train_report import confusion, worst_cases
 
     truth = np.array([[1, 1], [1, 0], [0, 0], [0, 1], [0, 0]], dtype=bool)
     scores = np.array([[0.9, 0.2], [0.1, 0.8], [0.7, 0.1], [0.3, 0.95], [0.8, 0.1]])
@@ -196,10 +196,10 @@ def test_training_report_from_run_files_lists_what_it_cannot_show(tmp_path):
     """report.html from the trainer's files (no model, no TensorFlow): every section, and a
     damaged history.csv leaves only its own section out, with a note."""
     from modelfiles import trained_config
-    from tagestimate.dataset import write_predictions
+    from tagestimate.train.dataset import write_predictions
     from tagestimate.labels import LABELS, default_map_dict
     from tagestimate.model import write_config
-    from tagestimate.train_report import write_training_report
+    from tagestimate.review.train_report import write_training_report
 
     run, data = tmp_path / "run", tmp_path / "data"
     os.makedirs(run)

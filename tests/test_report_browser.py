@@ -13,7 +13,7 @@ from PIL import Image
 
 import multiinference
 import multitrain_efficientnet
-from tagestimate import report
+from tagestimate.review import report
 
 pytestmark = pytest.mark.slow
 

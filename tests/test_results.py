@@ -1,4 +1,4 @@
-"""Output formats and thresholds (tagestimate/results.py): pure functions, exact expected text."""
+"""Output formats and thresholds (tagestimate/formats.py): pure functions, exact expected text."""
 
 import csv
 import io
@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from tagestimate.model import ModelConfig
-from tagestimate.results import (FORMATS, Record, item_csv, item_json, natural_key, render_csv, render_json,
+from tagestimate.formats import (FORMATS, Record, item_csv, item_json, natural_key, render_csv, render_json,
                                  tags_above, tags_of, thresholds_for, with_threshold)
 
 

@@ -1,4 +1,4 @@
-"""The trainer's pure parts, no model fit (tagestimate/dataset.py, metrics.py, train_state.py and
+"""The trainer's pure parts, no model fit (tagestimate/train/dataset.py, metrics.py, train_state.py and
 training.py's checkpoints): data listing, grouped split, folder weights, F1 and threshold tuning,
 the summary, and what --resume relies on (output folder checks, split.csv, state.json, weight
 checkpoints)."""
@@ -18,13 +18,16 @@ import pytest
 from PIL import Image
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from tagestimate import dataset, metrics, train_state, training
+from tagestimate.train import dataset
+from tagestimate.train import metrics
+from tagestimate.train import state as train_state
+from tagestimate.train import training
 from tagestimate import model as tag_model
-from tagestimate.dataset import Samples
+from tagestimate.train.dataset import Samples
 from tagestimate.files import printable_path
 from tagestimate.images import ImageError, is_utf8_name, load_image
 from tagestimate.labels import LabelMapError, default_labelmap, from_dict
-from tagestimate.train_settings import PREDICTIONS, SPLIT, TrainingError
+from tagestimate.train.settings import PREDICTIONS, SPLIT, TrainingError
 
 
 def messages(caplog):
@@ -722,7 +725,7 @@ def test_read_config_passes_on_the_models_own_check(tmp_path):
 
 
 def test_resumed_settings_take_stored_flags_not_given_again():
-    from tagestimate.train_settings import TrainSettings
+    from tagestimate.train.settings import TrainSettings
 
     settings = TrainSettings(out="run", epochs=50, lr=0.5, resume=True)
     state = {"settings": {"data": "/stored", "epochs": 40, "lr": 0.01, "balance": "none", "seed": 1}}
@@ -735,7 +738,7 @@ def test_resumed_settings_take_stored_flags_not_given_again():
 
 
 def test_stored_settings_are_the_resumable_flags_with_an_absolute_data_path(tmp_path, monkeypatch):
-    from tagestimate.train_settings import RESUMABLE, TrainSettings
+    from tagestimate.train.settings import RESUMABLE, TrainSettings
 
     monkeypatch.chdir(tmp_path)
     stored = train_state.stored_settings(TrainSettings(data="d", epochs=3, balance="none"))
@@ -856,7 +859,7 @@ def test_split_file_keeps_names_with_line_breaks(tmp_path):
 
 SPLIT_UNDER_ASCII_LOCALE = """
 import sys, numpy as np
-from tagestimate import dataset
+from tagestimate.train import dataset
 samples = dataset.Samples(["d/\\u5199\\u771f/1_1_0.jpg"], ["s"], ["1"], np.zeros((1, 1)))
 keep, val = dataset.read_split(sys.argv[1], samples, "d")
 print(keep.tolist(), val.tolist())

@@ -16,7 +16,7 @@ from conftest import ROOT
 from labelmap import LABELS
 from modelfiles import write_trained_weights
 from tagestimate import storage
-from tagestimate.inference import find_items
+from tagestimate.tag.inference import find_items
 
 LOGITS = np.full(len(LABELS), -4.0, np.float32)
 LOGITS[LABELS.index("graphic")] = 3.0
@@ -187,7 +187,7 @@ def test_a_uri_without_pyarrow_names_the_requirements_file(monkeypatch):
 
 
 def test_local_paths_never_import_pyarrow_or_ray():
-    code = ("import sys; from tagestimate import storage, inference; "
+    code = ("import sys; from tagestimate import storage; from tagestimate.tag import inference; "
             "storage.write_atomic('x.txt', 'a'); assert storage.exists('x.txt'); storage.remove('x.txt'); "
             "inference.find_items('.'); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'ray', 'fsspec')))")

@@ -21,13 +21,17 @@ from sklearn.metrics import f1_score
 
 import multitrain_efficientnet
 from conftest import ROOT, SHARED_DATA
-from tagestimate import dataset, metrics, pipeline, train_state, training
+from tagestimate.train import dataset
+from tagestimate.train import metrics
+from tagestimate.train import pipeline
+from tagestimate.train import state as train_state
+from tagestimate.train import training
 from tagestimate import model as tag_model
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED
 from tagestimate.files import write_json
 from tagestimate.images import load_image
 from tagestimate.labels import LABELS, LabelMapError, default_labelmap, from_dict
-from tagestimate.train_settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT, STATE,
+from tagestimate.train.settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT, STATE,
                                         TrainingError, TrainSettings, interrupted_message)
 
 # Four folders (12 of the 11 outputs stay without examples: support 0 must not crash).
@@ -335,7 +339,7 @@ DOCUMENTED_DEFAULTS = {
 
 def test_data_and_metrics_modules_load_no_tensorflow():
     """Listing, split and scores are usable (and checkable) without TensorFlow."""
-    code = ("import sys, tagestimate.dataset, tagestimate.metrics, tagestimate.train_state\n"
+    code = ("import sys, tagestimate.train.dataset, tagestimate.train.metrics, tagestimate.train.state\n"
             "print(sorted({'tensorflow', 'keras'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["[]"], result.stderr
@@ -411,7 +415,7 @@ def test_tensorflow_start_up_noise_is_filtered_and_other_output_kept(capfd):
 @pytest.mark.slow
 def test_importing_the_trainer_prints_no_tensorflow_start_up_lines():
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run([sys.executable, "-c", "import tagestimate.training"], cwd=ROOT, env=environment,
+    result = subprocess.run([sys.executable, "-c", "import tagestimate.train.training"], cwd=ROOT, env=environment,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     for noise in ("oneDNN", "cudart_stub", "absl::InitializeLog", "cuInit"):

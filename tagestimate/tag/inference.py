@@ -25,7 +25,7 @@ from tagestimate import images as image_files
 from tagestimate import storage
 from tagestimate.images import ImageError, is_image_name, is_utf8_name, list_images, load_image
 from tagestimate.files import printable_path
-from tagestimate.results import FORMATS, Record, natural_key, with_threshold
+from tagestimate.formats import FORMATS, Record, natural_key, with_threshold
 
 ERRORS_NAME = "errors.json"
 RESERVED_ITEMS = {os.path.splitext(ERRORS_NAME)[0]}

@@ -22,7 +22,7 @@ import warnings
 from tagestimate import storage
 from tagestimate.errors import UserError
 from tagestimate.files import printable_path
-from tagestimate.inference import ErrorLog, Item, default_workers, plan_run, tag_item, write_item
+from tagestimate.tag.inference import ErrorLog, Item, default_workers, plan_run, tag_item, write_item
 
 PENDING_FOLDER = ".pending-errors"
 INIT_DEATHS = 2  # actors that fail to load the model, in a row, before the run stops
@@ -75,9 +75,9 @@ class ItemWorker:
 
         import ray
 
-        from tagestimate.backends import choose_backend, make_runner
+        from tagestimate.tag.backends import choose_backend, make_runner
         from tagestimate.model import describe_weights
-        from tagestimate.results import with_threshold
+        from tagestimate.formats import with_threshold
 
         weights = weight_files[0]  # a path on a local Ray, else the files themselves
         if not isinstance(weights, str):
@@ -102,7 +102,7 @@ class ItemWorker:
                 storage.makedirs(storage.join(self.output_dir, PENDING_FOLDER))
                 storage.write_atomic(pending_path(self.output_dir, name), json.dumps(known, ensure_ascii=False))
             if self.sidecars:
-                from tagestimate.report import write_sidecar
+                from tagestimate.review.report import write_sidecar
 
                 write_sidecar(self.output_dir, name, records, self.output_config)
             write_item(self.output_dir, name, records, self.output_config, self.output_format, context=self.context)

@@ -17,13 +17,13 @@ import shutil
 import numpy as np
 
 from tagestimate import model as tag_model
-from tagestimate import train_state
-from tagestimate.dataset import (VAL, TRAIN, assign_folds, find_unreadable, list_samples, read_folds,
+from tagestimate.train import state as train_state
+from tagestimate.train.dataset import (VAL, TRAIN, assign_folds, find_unreadable, list_samples, read_folds,
                                  read_predictions, write_folds)
 from tagestimate.files import write_atomic, write_json
 from tagestimate.labels import load_labelmap
-from tagestimate.metrics import evaluate, tune_thresholds
-from tagestimate.train_settings import BEST_WEIGHTS, PREDICTIONS, REPORT, SCRIPT, STATE, TrainingError
+from tagestimate.train.metrics import evaluate, tune_thresholds
+from tagestimate.train.settings import BEST_WEIGHTS, PREDICTIONS, REPORT, SCRIPT, STATE, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _samples(settings, labels_map):
 
 def _run_fold(settings, explicit, number, samples, folds_of, data):
     """Train fold `number` (or continue it; a finished one is left alone); returns its report.json."""
-    from tagestimate import training
+    from tagestimate.train import training
 
     out = fold_dir(settings.out, number)
     state_path = os.path.join(out, STATE)
@@ -203,7 +203,7 @@ def cross_validate(settings, explicit=None):
 def train_final(settings, samples, epochs, thresholds):
     """One model on every image for `epochs` epochs (no validation, so no early stopping), saved
     as best.weights.h5 with a model.json that carries the out-of-fold `thresholds`."""
-    from tagestimate import training
+    from tagestimate.train import training
 
     final = dataclasses.replace(settings, epochs=epochs, folds=0, final=False, resume=False, split=None)
     spec = train_state.new_run_spec(final)

@@ -49,7 +49,7 @@ class TrainSettings:
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
     focal_gamma: float = 2.0
-    folds: int = 0  # 0: one split by --val-split; K >= 2: K-fold cross-validation (tagestimate.crossval)
+    folds: int = 0  # 0: one split by --val-split; K >= 2: K-fold cross-validation (tagestimate.train.crossval)
     final: bool = False  # with --folds: then train on all images for the folds' median best epoch
     split: str = None  # not a flag: a split.csv whose sides a new run uses (one fold of --folds)
 

@@ -8,7 +8,7 @@
     model.json + best.weights.h5 -> Grad-CAM overlays on those worst cases
 
 Written at the end of a successful run (training.py calls write_training_report) and by
-`python -m tagestimate.report RUN`. Plots are PNG files made with matplotlib's Agg backend
+`python -m tagestimate.review.report RUN`. Plots are PNG files made with matplotlib's Agg backend
 in report_files/; the page works from disk, offline. A missing or damaged input file
 leaves its section out with a note, never the whole report.
 """
@@ -24,7 +24,7 @@ from collections import Counter
 import numpy as np
 
 from tagestimate.files import printable_path, write_atomic
-from tagestimate.thumbs import make_thumbnail, safe_name, write_jpeg
+from tagestimate.review.thumbs import make_thumbnail, safe_name, write_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def write_cases(out, cases, paths, labels, model, config, data):
     files = os.path.join(out, FILES, "cases")
     explainer = None
     if model is not None:
-        from tagestimate.explain import Explainer
+        from tagestimate.review.explain import Explainer
 
         explainer = Explainer(model, config)
     made = {}
@@ -201,7 +201,7 @@ def write_cases(out, cases, paths, labels, model, config, data):
             made[(row, j)] = (thumb, None)
         entries.append((row, base, source, columns))
     if explainer is not None:
-        from tagestimate.explain import overlay
+        from tagestimate.review.explain import overlay
 
         for (row, base, _, _), maps in explainer.explain(entries):
             for j, heat in maps.items():
@@ -356,7 +356,7 @@ def write_report_or_warn(out, model=None):
     try:
         path = write_training_report(out, model)
     except Exception as error:  # noqa: BLE001 (the trained model matters more than its report)
-        log.warning("could not write %s (%s: %s); retry with python -m tagestimate.report %s",
+        log.warning("could not write %s (%s: %s); retry with python -m tagestimate.review.report %s",
                     os.path.join(out, REPORT_HTML), type(error).__name__, error, out)
         return None
     log.info("review report: %s", path)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from tagestimate.files import NDL_NAME, printable_path, write_atomic
 from tagestimate.images import is_image_name, is_utf8_name, list_images, open_image, pixel_limits
 from tagestimate.labels import UNTAGGED_FOLDER, LabelMapError
-from tagestimate.train_settings import TrainingError
+from tagestimate.train.settings import TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import os
 from tagestimate import model as tag_model
 from tagestimate.files import write_atomic
 from tagestimate.labels import NDL_LABELS, from_dict, load_labelmap
-from tagestimate.train_settings import (BACKBONE_CHOICES, BALANCE_CHOICES, BEST_WEIGHTS, DISTRIBUTE_CHOICES,
+from tagestimate.train.settings import (BACKBONE_CHOICES, BALANCE_CHOICES, BEST_WEIGHTS, DISTRIBUTE_CHOICES,
                                         HISTORY, LAST_WEIGHTS, LOSS_CHOICES, PREDICTIONS, REPORT, RESUMABLE, SPLIT,
                                         STATE, WEIGHT_CHOICES, TrainingError, TrainSettings)
 

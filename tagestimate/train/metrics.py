@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from tagestimate import model as tag_model
-from tagestimate.train_settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT,
+from tagestimate.train.settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT,
                                         STATE)
 
 # Per-label thresholds are searched on this grid; fewer validation positives than

@@ -2,8 +2,8 @@
 
 `multitrain_efficientnet.py` parses flags into `TrainSettings` and calls `train`, which
 resolves them into one `train_state.RunSpec` (new or resumed run) and then trains. The data
-side lives in `tagestimate.dataset` (listing, split, folder weights), the tf.data input in
-`tagestimate.pipeline`, the scores and thresholds in `tagestimate.metrics`.
+side lives in `tagestimate.train.dataset` (listing, split, folder weights), the tf.data input in
+`tagestimate.train.pipeline`, the scores and thresholds in `tagestimate.train.metrics`.
 """
 
 import dataclasses
@@ -15,17 +15,18 @@ import warnings
 import numpy as np
 
 from tagestimate import model as tag_model
-from tagestimate import quiet_tensorflow, train_state
-from tagestimate.dataset import find_unreadable, folder_weights, list_samples, read_split, split_samples, write_split
-from tagestimate.dataset import write_predictions
+from tagestimate import quiet_tensorflow
+from tagestimate.train import state as train_state
+from tagestimate.train.dataset import find_unreadable, folder_weights, list_samples, read_split, split_samples, write_split
+from tagestimate.train.dataset import write_predictions
 from tagestimate.files import write_json
-from tagestimate.metrics import evaluate, split_summary, tune_thresholds
+from tagestimate.train.metrics import evaluate, split_summary, tune_thresholds
 from tagestimate.model import save_weights_atomic
-from tagestimate.losses import make_loss
-from tagestimate.pipeline import AugmentingModel, build_augmenter, make_dataset, predict
-from tagestimate.train_settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT,
+from tagestimate.train.losses import make_loss
+from tagestimate.train.pipeline import AugmentingModel, build_augmenter, make_dataset, predict
+from tagestimate.train.settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT,
                                         STATE, TrainingError)
-from tagestimate.train_state import read_json, trim_history
+from tagestimate.train.state import read_json, trim_history
 
 quiet_tensorflow()
 import keras  # noqa: E402  (TensorFlow loaded quietly above)
@@ -292,7 +293,7 @@ def _train(spec):
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}))
     write_json(os.path.join(out, STATE), dict(state, finished=True))
     # report.html from the files above; a failure only warns (the model is saved already).
-    from tagestimate.train_report import write_report_or_warn
+    from tagestimate.review.train_report import write_report_or_warn
 
     write_report_or_warn(out, model)
     return report

@@ -13,8 +13,8 @@ errors.json, so a resumed run shows the items of earlier runs too. Pages work fr
 without a network: inline CSS and a little inline JavaScript. All names are escaped, and
 file names come from thumbs.safe_name.
 
-    python -m tagestimate.report OUTPUT [--inputpath input]   # rebuild an inference report
-    python -m tagestimate.report RUN                          # rebuild a trainer's report.html
+    python -m tagestimate.review.report OUTPUT [--inputpath input]   # rebuild an inference report
+    python -m tagestimate.review.report RUN                          # rebuild a trainer's report.html
 """
 
 import argparse
@@ -31,9 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tagestimate.errors import UserError
 from tagestimate.files import printable_path, write_atomic
-from tagestimate.inference import ERRORS_NAME, Tagger
-from tagestimate.results import natural_key
-from tagestimate.thumbs import ensure_thumbnail, is_current, safe_name, write_jpeg
+from tagestimate.tag.inference import ERRORS_NAME, Tagger
+from tagestimate.formats import natural_key
+from tagestimate.review.thumbs import ensure_thumbnail, is_current, safe_name, write_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,8 @@ def write_explanations(output_dir, entries, explainer, weights=None, progress=Tr
     written. Overlays newer than their image and the weight file are kept."""
     from tqdm import tqdm
 
-    from tagestimate.explain import overlay
-    from tagestimate.thumbs import make_thumbnail
+    from tagestimate.review.explain import overlay
+    from tagestimate.review.thumbs import make_thumbnail
 
     labels = explainer.config.labels
     todo = [entry for entry in entries if entry[3] and not all(
@@ -527,21 +527,21 @@ def finish_run(output_dir, items, weights, kind, backend, config, explain_entrie
     write_run_info(output_dir, weights, kind, backend, config, explain_entries is not None)
     try:
         if explain_entries:
-            from tagestimate.explain import Explainer
+            from tagestimate.review.explain import Explainer
 
             explainer = Explainer.from_weights(weights, draft=draft)
             write_explanations(output_dir, explain_entries, explainer, weights, progress)
         return build_report(output_dir, items, progress)
     except OSError as error:
         raise UserError(f"could not write the report in {printable_path(output_dir)} ({error}); the tags are "
-                        "written; run python -m tagestimate.report on the output folder to retry") from None
+                        "written; run python -m tagestimate.review.report on the output folder to retry") from None
 
 
 # ---------------------------------------------------------------- command line
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tagestimate.report",
+        prog="python -m tagestimate.review.report",
         description="Rebuild a review report: output/index.html for a multiinference.py output folder, or "
                     "report.html for a multitrain_efficientnet.py run folder (one with history.csv).")
     parser.add_argument("folder", help="an inference output folder, or a training run's --out folder")
@@ -561,13 +561,13 @@ def main(argv=None):
     try:
         if os.path.exists(os.path.join(args.folder, "history.csv")) or os.path.exists(
                 os.path.join(args.folder, "report.json")):
-            from tagestimate.train_report import write_training_report
+            from tagestimate.review.train_report import write_training_report
 
             path = write_training_report(args.folder, data=args.data, explain=not args.no_explain)
         else:
             items = []
             if args.inputpath:
-                from tagestimate.inference import find_items
+                from tagestimate.tag.inference import find_items
 
                 items, _ = find_items(args.inputpath)
             path = build_report(args.folder, items, progress=not args.quiet)

@@ -1,0 +1,1 @@
+"""The review wing: the inference and training reports, thumbnails and Grad-CAM."""
