@@ -667,10 +667,11 @@ LOADING_CHILD = """
 import os, sys, time
 sys.path.insert(0, {root!r})
 import multiinference
+from tagestimate.commands import tag as tag_command
 def slow_weights(*args):  # stands for a long download or model conversion
     open("loading", "w").close()
     time.sleep(60)
-multiinference.resolve_weights = slow_weights
+tag_command.resolve_weights = slow_weights
 sys.exit(multiinference.main(sys.argv[1:]))
 """
 
@@ -901,7 +902,8 @@ def test_any_user_error_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
         raise UserError("the weight store /w is offline; pass --weights a local file")
 
     image(tmp_path / "in" / "item" / "a.jpg")
-    monkeypatch.setattr(multiinference, "resolve_weights", refuse)
+    from tagestimate.commands import tag as tag_command
+    monkeypatch.setattr(tag_command, "resolve_weights", refuse)
     assert multiinference.main(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"),
                                 "--quiet"]) == 1
     assert capsys.readouterr().err == "error: the weight store /w is offline; pass --weights a local file\n"

@@ -1,0 +1,197 @@
+"""Grow a labelled data set, one folder per tag, from the NDL Lab API and the NDL IIIF server;
+or fetch whole books (by NDL pid or IIIF manifest) for multiinference.py to tag.
+
+    python newdataclawer.py --tag graphic_map --tag stamp --per-class 500
+    python newdataclawer.py --from-metadata metadata.csv --label stamp --limit 100
+    python newdataclawer.py --pid 1054192 --out input
+    python newdataclawer.py --iiif-manifest https://example.org/iiif/book/manifest.json --out input
+
+Images land in {out}/{tag}/{id}.jpg (where the trainer reads them), {out}/{pid}/{id}.jpg or
+{out}/{slug}/{n:04d}.jpg (where multiinference.py reads them), and every saved image gets a
+row in {out}/manifest.csv. Re-running a command only fetches what is missing.
+"""
+
+import argparse
+import dataclasses
+import logging
+import re
+import sys
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from tagestimate.labels import LABELS
+from tagestimate import ndl
+from tagestimate.crawl import crawler as crawl
+from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
+from tagestimate.files import HelpFormatter
+
+BOOK_OUT = "input"  # --out of the book modes: the folder multiinference.py reads by default
+
+
+def byte_size(text):
+    """Bytes from '20971520', '500KB' or '20MB' (K, M, G are powers of 1024), for argparse."""
+    try:
+        return crawl.byte_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _bounded(kind, low, high=None, low_open=False):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        too_low = value <= low if low_open else value < low
+        if too_low or (high is not None and value > high):
+            bound = f"{'over' if low_open else 'at least'} {low}" + (f" and at most {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use a value {bound}")
+        return value
+    return parse
+
+
+def _base_url(text):
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL")
+    return text.rstrip("/")
+
+
+def _iiif_size(text):
+    if not ndl.valid_size(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IIIF size such as ,256 or 512, or !300,300 or full")
+    return text
+
+
+def _folder_name(text):
+    if not ndl.valid_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name of [0-9A-Za-z_-]")
+    return text
+
+
+def _manifest_source(text):
+    if not re.match(r"https?://\S+$", text) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an http(s) URL nor a file")
+    return text
+
+
+def build_parser():
+    defaults = crawl.CrawlOptions
+    parser = argparse.ArgumentParser(
+        description="Download NDL illustrations into one folder per tag ({out}/{tag}/{id}.jpg) with a "
+                    "manifest of where each came from. Tagged mode calls the NDL Lab API's randomwithfacet "
+                    "for each tag; --from-metadata rebuilds the human-labelled NDL-ImageLabel set from its "
+                    "index; --pid and --iiif-manifest fetch whole books for multiinference.py. Re-running a command "
+                    "only fetches what is missing.",
+        formatter_class=HelpFormatter,
+    )
+    tagged = parser.add_argument_group("tagged mode (NDL Lab API; --max-idle, --batch, --delay and --api-base "
+                                       "serve --pid too)")
+    tagged.add_argument("--tag", action="append", choices=LABELS, default=None, metavar="TAG",
+                        help=f"a tag to crawl, one of {', '.join(LABELS)}; repeat for several (default: all, "
+                             f"the most specific first). Each image goes into the folder of the tag it was "
+                             f"requested for; records that also carry a more specific tag are left for that "
+                             f"tag's folder (a picture_landmark record is not filed under picture_outdoor)")
+    tagged.add_argument("--per-class", type=_bounded(int, 1), default=crawl.PER_CLASS,
+                        help="stop a tag once its folder holds this many images")
+    tagged.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=crawl.MIN_CONFIDENCE,
+                        help="keep only records whose requested tag has NDL's confidence >= this (0-1)")
+    tagged.add_argument("--max-idle", type=_bounded(int, 1), default=defaults.max_idle,
+                        help="give up on a tag after this many API calls in a row bring nothing new")
+    tagged.add_argument("--batch", type=_bounded(int, 1, ndl.MAX_API_BATCH), default=defaults.batch,
+                        help="records asked for per API call (the API's size parameter)")
+    tagged.add_argument("--delay", type=_bounded(float, 0.0), default=defaults.delay,
+                        help="seconds between API calls")
+    tagged.add_argument("--api-base", type=_base_url, default=defaults.api_base, help="NDL Lab API base URL")
+    rebuild = parser.add_argument_group("rebuild mode (NDL-ImageLabel index)")
+    rebuild.add_argument("--from-metadata", metavar="CSV", default=None,
+                         help="NDL-ImageLabel metadata.csv: download its crops into one folder per label, "
+                              "at --size instead of the index's full size")
+    rebuild.add_argument("--label", action="append", type=_folder_name, default=None,
+                         help="only this label of the index; repeat for several (default: all)")
+    rebuild.add_argument("--limit", type=_bounded(int, 1), default=None,
+                         help="only the first N rows of each label in the index; with --iiif-manifest, at most N "
+                              "manifests of each collection (default: all)")
+    books = parser.add_argument_group("book modes (whole books for multiinference.py)")
+    books.add_argument("--pid", action="append", type=_folder_name, default=None,
+                       help="an NDL book (item) id: fetch every illustration the API knows for it into "
+                            "{out}/{pid}/{id}.jpg, calling randomwithfacet with f-pid until --max-idle calls in "
+                            "a row bring nothing new; repeat for several books")
+    books.add_argument("--iiif-manifest", action="append", type=_manifest_source, default=None,
+                       metavar="URL_OR_FILE",
+                       help="a IIIF Presentation 2.1 or 3.0 manifest or collection: each canvas's whole image "
+                            "(at --size) into {out}/{slug}/{n:04d}.jpg, the slug taken from the manifest's id; "
+                            "a collection's manifests are followed, at most --limit of them; repeatable")
+    common = parser.add_argument_group("all modes")
+    common.add_argument("--out", default=None,
+                        help=f"data set folder: {{out}}/{{folder}}/{{id}}.jpg and {{out}}/manifest.csv "
+                             f"(default: {defaults.out}; {BOOK_OUT} with --pid or --iiif-manifest, the folder "
+                             f"multiinference.py reads)")
+    common.add_argument("--iiif-base", type=_base_url, default=defaults.iiif_base,
+                        help="IIIF Image API base; in rebuild mode it replaces the base of the index's URLs "
+                             "(everything before /{pid}/R), e.g. for a mirror")
+    common.add_argument("--size", type=_iiif_size, default=defaults.size,
+                        help="IIIF size of each image: ,256 is 256 px high; full is the original crop")
+    common.add_argument("--workers", type=_bounded(int, 1, 64), default=defaults.workers,
+                        help="parallel image downloads")
+    common.add_argument("--timeout", type=_bounded(float, 0.0, low_open=True), default=defaults.timeout,
+                        help="seconds to wait for a server to answer; a whole body must have arrived within "
+                             "twice that of the request, or the download is cut off there and retried")
+    common.add_argument("--retries", type=_bounded(int, 0), default=defaults.retries,
+                        help="retries of a request after a connection error, timeout, 429 or 5xx")
+    common.add_argument("--backoff", type=_bounded(float, 0.0), default=defaults.backoff,
+                        help="first retry waits this many seconds, doubling each time")
+    common.add_argument("--max-wait", type=_bounded(float, 0.0), default=defaults.max_wait,
+                        help="longest wait before a retry, including one asked for by Retry-After")
+    common.add_argument("--max-bytes", type=byte_size, default=crawl.MAX_BYTES,
+                        help="drop an image larger than this (K, M, G = 1024, 1024^2, 1024^3 bytes)")
+    return parser
+
+
+def crawl_options(args):
+    """The CrawlOptions that parsed flags ask for (every one of its fields is a flag; --out's default
+    depends on the mode)."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(crawl.CrawlOptions)}
+    if values["out"] is None:
+        values["out"] = BOOK_OUT if args.pid or args.iiif_manifest else crawl.CrawlOptions.out
+    return crawl.CrawlOptions(**values)
+
+
+def check_modes(parser, args):
+    modes = [flag for flag, given in (("--tag", args.tag), ("--from-metadata", args.from_metadata),
+                                      ("--pid", args.pid), ("--iiif-manifest", args.iiif_manifest)) if given]
+    if len(modes) > 1:
+        parser.error(f"{modes[0]} and {modes[1]} are different modes; give one of them")
+    if args.label and not args.from_metadata:
+        parser.error("--label selects rows of an index: use it with --from-metadata")
+    if args.limit and not (args.from_metadata or args.iiif_manifest):
+        parser.error("--limit selects rows of an index or manifests of a collection: use it with --from-metadata "
+                     "or --iiif-manifest")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_modes(parser, args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    options = crawl_options(args)
+    try:
+        with logging_redirect_tqdm():
+            if args.from_metadata:
+                summary = crawl.rebuild_from_metadata(options, args.from_metadata, labels=args.label,
+                                                      limit=args.limit)
+            elif args.pid:
+                summary = crawl.crawl_pids(options, list(dict.fromkeys(args.pid)))
+            elif args.iiif_manifest:
+                summary = crawl.crawl_manifests(options, list(dict.fromkeys(args.iiif_manifest)), limit=args.limit)
+            else:
+                summary = crawl.crawl_tagged(options, args.tag or crawl.most_specific_first(LABELS), args.per_class,
+                                             min_confidence=args.min_confidence)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # before the crawl started, or a second Ctrl-C while it winds down
+        print("interrupted: every image saved so far is complete and recorded; run the same command "
+              "again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary.format())
+    return EXIT_INTERRUPTED if summary.interrupted else 0

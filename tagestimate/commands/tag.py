@@ -1,0 +1,218 @@
+"""Tag every image under input/ and write one JSON per item into output/.
+
+    python multiinference.py                       # input/ -> output/, weights found or fetched
+    python multiinference.py --weights weights_ndllabelimage.hdf5 --inputpath scans --outputpath tags
+
+Each direct sub-folder of the input folder is one item (e.g. a book's pid) and becomes
+output/{folder}.json: {"image name without extension": [{"tag": ..., "confidence": ...}]}.
+"""
+
+import argparse
+import logging
+import os
+import re
+import sys
+
+from tagestimate import storage
+from tagestimate.tag.backends import BACKENDS, choose_backend, make_runner
+from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
+from tagestimate.files import HelpFormatter, printable_path
+from tagestimate.images import IMAGE_EXTENSIONS
+from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, Tagger, find_items
+from tagestimate.model import DEFAULT_THRESHOLD, describe_weights
+from tagestimate.formats import FORMATS, with_threshold
+from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Tag the illustrations under an input folder with NDL's tag model or one "
+                    "trained by multitrain_efficientnet.py.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--inputpath", default="input",
+                        help="folder whose sub-folders (items) hold the images; loose images in it "
+                             "form one more item named after the folder. Extensions read: "
+                             + " ".join(sorted(IMAGE_EXTENSIONS)))
+    parser.add_argument("--outputpath", default="output",
+                        help="folder for {item}.json (or .csv) and errors.json")
+    parser.add_argument("--weights", metavar="PATH", default=None,
+                        help=f"weight file: NDL's {NDL_WEIGHTS_NAME} or a best.weights.h5 with its "
+                             f"model.json. Default: ./{NDL_WEIGHTS_NAME}, else {TRAINED_WEIGHTS}, "
+                             "else NDL's file downloaded once into ~/.keras/models")
+    parser.add_argument("--weights-url", default=None,
+                        help=f"where to download NDL's file from when no local file is found "
+                             f"(also ${URL_ENVIRONMENT}); default: NDL Lab's published URL")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"keep tags whose confidence is above this, for every label. Default: "
+                             f"the per-label thresholds in model.json, else {DEFAULT_THRESHOLD} "
+                             "(the original's)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per model call")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads decoding images in parallel with the model (default: CPU count, at most "
+                             f"{MAX_WORKERS})")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: OpenVINO (fp32) on a CPU when installed, TensorFlow on a GPU or otherwise")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="tag items again even when their output file exists; without it they are "
+                             "skipped, so an interrupted run resumes")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="json",
+                        help="; ".join(f"{name}: {output.description}" for name, output in FORMATS.items()))
+    parser.add_argument("--full-decode", action="store_true",
+                        help="decode JPEGs at full size, exactly as NDL's original script did, instead "
+                             "of letting libjpeg shrink large scans while decoding (5-8x faster on pages "
+                             "of 2,000 px and more; crops under 448 px are decoded in full either way)")
+    parser.add_argument("--id-base", metavar="URL", default=None,
+                        help="--format iiif: the URL the output folder will be published at; the annotations' "
+                             "ids are derived from it (default: the output folder's file: URL)")
+    parser.add_argument("--target-base", metavar="URL", default=None,
+                        help="--format iiif: the URL the input folder's images are published at, for images "
+                             "with no IIIF page or canvas to target (default: their file: URLs)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write no review report (output/index.html, output/html/ with thumbnails); by "
+                             "default every run rebuilds it from all items in the output folder")
+    parser.add_argument("--explain", action="store_true",
+                        help="add Grad-CAM overlays to the report: what the model looked at for each kept tag "
+                             "of each image tagged in this run (a TensorFlow backward pass, slower; see README)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    scale = parser.add_argument_group(
+        "collection scale", "--inputpath and --outputpath may also be URIs (s3://bucket/prefix; credentials "
+        "and AWS_ENDPOINT_URL from the environment), with either engine; both need requirements-scale.txt")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this process; ray: a pool of Ray actors, one item (book) per task, on this "
+                            "machine or the cluster of --ray-address")
+    scale.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                       help="join a running Ray cluster (auto, or ray://host:10001); default: start a local Ray "
+                            "with this machine's CPUs and stop it at the end")
+    scale.add_argument("--actors", type=int, default=None,
+                       help="Ray actors, each holding the model (default: one per GPU when the cluster has GPUs, "
+                            "else one per CPU)")
+    scale.add_argument("--gpus-per-actor", type=float, default=None,
+                       help="GPUs each actor reserves (default: 1 when the cluster has GPUs, else 0)")
+    return parser
+
+
+def check_arguments(parser, args):
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
+    if args.explain and args.no_report:
+        parser.error("--explain shows its overlays in the report; leave out --no-report")
+    if args.explain and (args.engine == "ray" or storage.is_uri(args.outputpath)):
+        parser.error("--explain runs with the local engine into a local output folder; leave out --engine ray "
+                     "or tag into a local folder")
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        parser.error(f"--threshold must be in [0, 1), not {args.threshold}")
+    if args.actors is not None and args.actors < 1:
+        parser.error(f"--actors must be at least 1, not {args.actors}")
+    if args.gpus_per_actor is not None and args.gpus_per_actor < 0:
+        parser.error(f"--gpus-per-actor must be 0 or more, not {args.gpus_per_actor}")
+    if args.engine != "ray" and (args.ray_address or args.actors or args.gpus_per_actor is not None):
+        parser.error("--ray-address, --actors and --gpus-per-actor need --engine ray")
+    try:
+        input_missing = not storage.isdir(args.inputpath)
+        problem = storage.output_problem(args.outputpath)
+    except UserError as error:  # a URI whose package or store is missing
+        parser.exit(2, f"error: {error}\n")
+    if input_missing:
+        parser.exit(2, f"error: input folder {printable_path(args.inputpath)} does not exist; put item folders "
+                       "of images there or pass --inputpath\n")
+    for flag, value in (("--id-base", args.id_base), ("--target-base", args.target_base)):
+        if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", value):
+            parser.error(f"{flag} must be an absolute URL such as https://example.org/tags, not {value!r}")
+    if problem:
+        parser.exit(2, f"error: {problem}; pass --outputpath a folder you can write to\n")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        summary = tag(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # while listing or loading: the run itself reports its own
+        print("interrupted before any image was tagged; run the same command again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary is None:
+        print(f"no images found in {printable_path(args.inputpath)}; put one folder of images per item there",
+              file=sys.stderr)
+        return EXIT_ERROR
+    return report(summary, args.outputpath)
+
+
+def tag(args):
+    """List the items, load the model, tag; the run's summary, or None when there is no image."""
+    items, problems = find_items(args.inputpath)
+    if not items:
+        return None
+    weights = resolve_weights(args.weights, args.weights_url)
+    config, kind = describe_weights(weights)
+    context = None
+    if args.format == "iiif":
+        from tagestimate import annotations  # iiif-prezi3 and pydantic load only for this format
+
+        context = annotations.run_context(args.inputpath, weights, args.outputpath, args.id_base, args.target_base)
+        annotations.write_context(args.outputpath)
+    with_report = not args.no_report and not storage.is_uri(args.outputpath)
+    if not args.no_report and not with_report:
+        logging.info("no review report for an object-store output; copy the output folder to a disk and run "
+                     "python -m tagestimate.review.report on it")
+    if args.engine == "ray":  # imported here: the local engine never loads Ray
+        from tagestimate.tag import ray_engine
+
+        summary = ray_engine.run(items, args.outputpath, weights, args.backend, args.threshold, args.format,
+                                 args.overwrite, not args.quiet, problems, args.batch_size, args.workers,
+                                 not args.full_decode, args.ray_address, args.actors, args.gpus_per_actor,
+                                 context=context, sidecars=with_report)
+        backend, output_config, explained = f"{args.backend} on Ray", with_threshold(config, args.threshold), None
+    else:
+        backend = choose_backend(args.backend)
+        runner = make_runner(backend, weights, config)
+        logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
+                     len(config.labels), config.image_size, config.channel_order)
+        engine, options = Tagger, {}
+        if with_report:  # the tagger also keeps full probabilities for the report
+            from tagestimate.review.report import RecordingTagger
+
+            engine, options = RecordingTagger, {"explain": args.explain}
+        tagger = engine(runner, config, threshold=args.threshold, batch_size=args.batch_size,
+                        workers=args.workers, draft=not args.full_decode, context=context, **options)
+        summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
+                             progress=not args.quiet, errors=problems)
+        output_config, explained = tagger.output_config, (tagger.explained if args.explain else None)
+    if with_report and not summary["interrupted"]:
+        from tagestimate.review import report as review
+
+        summary["report"] = review.finish_run(args.outputpath, items, weights, kind, backend, output_config,
+                                              explained, draft=not args.full_decode, progress=not args.quiet)
+    return summary
+
+
+def report(summary, output_dir):
+    """Print the run's outcome; returns the exit status."""
+    output = printable_path(output_dir)
+    errors_note = f" (see {os.path.join(output, ERRORS_NAME)})" if summary["skipped_images"] else ""
+    if summary["interrupted"]:
+        print(f"interrupted: {summary['finished_items']} of {summary['items']} items finished "
+              f"({summary['images']} images tagged) in {output}{errors_note}; run the same command again "
+              "to tag the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not summary["items"]:
+        skipped = f" ({summary['skipped_images']} files skipped{errors_note})" if summary["skipped_images"] else ""
+        print(f"{summary['skipped_items']} items already done in {output}, nothing to tag{skipped}; "
+              "pass --overwrite to tag them again")
+        return 0
+    print(f"{summary['images']} images tagged in {summary['items']} items, {summary['skipped_images']} files "
+          f"skipped{errors_note}, {summary['skipped_items']} items already done; "
+          f"{summary['images_per_second']:.1f} images/s")
+    if summary.get("report"):
+        print(f"review report: {printable_path(summary['report'])}")
+    if summary["attempted"] and not summary["images"]:
+        print("error: none of the files could be read as images", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
