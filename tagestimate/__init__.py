@@ -8,7 +8,7 @@ Floors, from the ground up (an import never points up a floor; tests/test_layout
   network, weight files), `weights` (finding or downloading NDL's weight file), `storage` (local
   folders and object stores), `httpclient` (retries, byte caps, deadline), `ndl` (what NDL's API
   and IIIF answers mean), `iiif` (reading IIIF manifests), `manifest` (the crawl's manifest.csv),
-  `annotations` (W3C/IIIF annotation pages);
+  `records` (a run's per-image records, thresholds, RunContext), `annotations` (W3C/IIIF annotation pages);
 - `formats`: the output formats, each one entry that writes and reads back;
 - wings: `crawl/` (newdataclawer.py), `train/` (multitrain_efficientnet.py), `tag/`
   (multiinference.py and its engines);

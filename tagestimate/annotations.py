@@ -13,6 +13,7 @@ term covers, is an extension property defined by the context `context.jsonld` pu
 the pages (`EXTENSION_CONTEXT`).
 """
 
+import collections
 import csv
 import functools
 import io
@@ -27,7 +28,7 @@ from iiif_prezi3 import Agent, Annotation, AnnotationPage, FragmentSelector, Spe
 
 from tagestimate import files, ndl, storage
 from tagestimate.manifest import MANIFEST_NAME
-from tagestimate.formats import RunContext, natural_key, tags_of
+from tagestimate.records import RunContext, natural_key, tags_of
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def render_page(item_name, records, config, context):
         target = _target(item_name, record, context, rows)
         for tag in tags[record.key]:
             items.append(Annotation(
-                id=f"{identifier}#{urllib.parse.quote(record.key, safe='')}/{urllib.parse.quote(tag['tag'], safe='')}",
+                id=annotation_id(identifier, record.key, tag["tag"]),
                 motivation="tagging",
                 body=TextualBody(value=tag["tag"], language=LANGUAGE, format="text/plain", purpose="tagging"),
                 target=target, generator=generator, created=context.created or None))
@@ -106,6 +107,26 @@ def render_page(item_name, records, config, context):
     document["items"] = [_with_confidence(annotation, value)
                          for annotation, value in zip(document["items"], confidences)]
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+
+
+def annotation_id(page, key, tag):
+    """The id of one tag's annotation, "{page}#{key}/{tag}": both percent-encoded, "/" included, so
+    the last "/" splits them (page_tags reads them back)."""
+    return f"{page}#{urllib.parse.quote(key, safe='')}/{urllib.parse.quote(tag, safe='')}"
+
+
+def page_tags(document):
+    """{key: [(tag, confidence)]} of an AnnotationPage render_page wrote, read from its annotation ids
+    (annotation_id); images without a tag have no annotation, so they are not in it."""
+    if not isinstance(document, dict) or document.get("type") != "AnnotationPage" \
+            or not isinstance(document.get("items"), list):
+        raise ValueError("not an AnnotationPage")
+    tags = collections.defaultdict(list)
+    for annotation in document["items"]:
+        fragment = str(annotation["id"]).rpartition("#")[2]
+        key, _, tag = fragment.rpartition("/")
+        tags[urllib.parse.unquote(key)].append((urllib.parse.unquote(tag), float(annotation[CONFIDENCE])))
+    return dict(tags)
 
 
 def _with_confidence(annotation, value):

@@ -1,8 +1,9 @@
-"""What a tagging run produces: per-image records, thresholds, and the output formats' text.
+"""The output formats: each one entry of FORMATS that names, writes and reads back an item's file.
 
-A record holds the full probability vector of one image; thresholding happens here, when
-a format turns an item's records into the text of its output file (inference.write_item
-writes that text atomically). Adding a format is one entry in FORMATS.
+A format turns an item's records (full probabilities, tagestimate.records) into the text of
+`{item}.{extension}` (inference.write_item writes it atomically), and parses that text back
+into tags, which is how the review report reads an output folder and how resume knows an item
+is done. Adding a format is one entry in FORMATS.
 """
 
 import collections
@@ -10,77 +11,33 @@ import csv
 import dataclasses
 import io
 import json
-import re
+from typing import Callable, Optional
 
-
-DIGITS = re.compile(r"(\d+)")  # runs of decimal digits (Nd) in any script; int() reads them all
-
-# One tagged image: key (path in its item without extension), path (as found), size ((width,
-# height) of the source as shown, after EXIF orientation), probabilities (one per label).
-Record = collections.namedtuple("Record", "key path size probabilities")
-
-# An output format: the file extension, render(item_name, records, config, context=None) -> the
-# file's text, and the description --help gives.
-OutputFormat = collections.namedtuple("OutputFormat", "extension render description")
-
-SOFTWARE = "tagestimate"
-SOFTWARE_VERSION = "1.0.0"
+# Re-exported: the formats' callers and tests have always found these here.
+from tagestimate.records import (  # noqa: F401
+    SOFTWARE, SOFTWARE_VERSION, Record, RunContext, natural_key, tags_above, tags_of, thresholds_for, with_threshold)
 
 
 @dataclasses.dataclass(frozen=True)
-class RunContext:
-    """What a format may need beyond an item's records: where the images and weights came from,
-    where the output will be published. Only the iiif format reads it (json and csv ignore it)."""
+class OutputFormat:
+    """One --format: how it names an item's file, writes it, and reads it back."""
 
-    input_dir: str = ""         # the folder the items were found in (its manifest.csv gives provenance)
-    weights_name: str = ""      # the weight file's name
-    weights_sha256: str = ""
-    id_base: str = ""           # URL the output files will be published under ('' : the output folder's file: URL)
-    target_base: str = ""       # URL the input folder's images are published under ('' : their file: URLs)
-    software: str = SOFTWARE
-    version: str = SOFTWARE_VERSION
-    created: str = ""           # ISO 8601 time of the run, UTC
+    extension: str  # after the item's name and a dot: "iiif.json" names "{item}.iiif.json"
+    render: Callable  # render(item_name, records, config, context=None) -> the file's text
+    description: str  # what --help says
+    parse: Optional[Callable] = None  # parse(text) -> {key: [(tag, confidence)]}, ValueError if malformed;
+    #                                   None: a write-only format, which the report does not show
+    lists_untagged: bool = True  # False: images without a tag are not in the file (the reader adds them)
 
+    def file_name(self, item_name):
+        return f"{item_name}.{self.extension}"
 
-def natural_key(text):
-    """Sort key that puts page 2 before page 10 ("1054192_2_0" < "1054192_10_0"), for any name.
-
-    Splitting on digit runs alternates text and number, so two keys compare text with text
-    and number with number, never one with the other. Characters that are digit-like but not
-    decimal (①, ², Ⅻ) stay text. The name itself breaks ties ("p01" and "p1"), so the
-    order is total and never depends on the listing order.
-    """
-    parts = DIGITS.split(text)
-    parts[1::2] = [int(run) for run in parts[1::2]]
-    return parts, text
-
-
-def thresholds_for(config, override=None):
-    """Per-label thresholds of a ModelConfig: `override` (--threshold) for all labels if given,
-    else model.json's tuned ones, else its default_threshold (0.4, model.DEFAULT_THRESHOLD)."""
-    return config.cutoffs(override)
-
-
-def with_threshold(config, threshold):
-    """`config` with one threshold for every label (--threshold), or `config` itself for None."""
-    if threshold is None:
-        return config
-    return dataclasses.replace(config, thresholds=None, default_threshold=float(threshold))
-
-
-def tags_above(probabilities, labels, thresholds):
-    """[{"tag", "confidence"}] for outputs strictly above their threshold, in label order."""
-    return [
-        {"tag": label, "confidence": round(float(value), 3)}
-        for label, value, threshold in zip(labels, probabilities, thresholds)
-        if value > threshold
-    ]
-
-
-def tags_of(records, config):
-    """{key: tags above the config's thresholds} for an item's records."""
-    thresholds = config.cutoffs()
-    return {record.key: tags_above(record.probabilities, config.labels, thresholds) for record in records}
+    def item_name(self, file_name):
+        """The item whose file `file_name` would be, or None."""
+        suffix = "." + self.extension
+        if file_name.endswith(suffix) and len(file_name) > len(suffix):
+            return file_name[:-len(suffix)]
+        return None
 
 
 def item_json(tags_by_key):
@@ -115,16 +72,62 @@ def render_csv(item_name, records, config, context=None):
 
 
 def render_iiif(item_name, records, config, context=None):
-    from tagestimate import annotations  # it imports this module
+    from tagestimate import annotations  # lazy: only --format iiif loads iiif-prezi3
 
     return annotations.render_page(item_name, records, config, context or RunContext())
 
 
-# --format name -> OutputFormat. A new format is a render function and one entry here.
+def parse_json(text):
+    """{key: [(tag, confidence)]} of NDL's JSON."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    tags = {}
+    for key, values in data.items():
+        if not isinstance(values, list):
+            raise ValueError(f"the value of {key!r} is not a list")
+        tags[key] = [(str(value["tag"]), float(value["confidence"])) for value in values]
+    return tags
+
+
+def parse_csv(text):
+    """{key: [(tag, confidence)]} of the long CSV; a row with an empty tag is an untagged image."""
+    tags = collections.defaultdict(list)
+    for row in csv.DictReader(io.StringIO(text, newline="")):
+        key = row.get("image")
+        if key is None:
+            raise ValueError("no 'image' column")
+        tags[key]
+        if row.get("tag"):
+            tags[key].append((row["tag"], float(row["confidence"])))
+    return dict(tags)
+
+
+def parse_iiif(text):
+    from tagestimate import annotations  # lazy, as in render_iiif
+
+    return annotations.page_tags(json.loads(text))
+
+
+# --format name -> OutputFormat, in the order a reader prefers them when an item has several files.
 FORMATS = {
-    "json": OutputFormat("json", render_json, "NDL's format"),
-    "csv": OutputFormat("csv", render_csv, "rows of image,tag,confidence"),
+    "json": OutputFormat("json", render_json, "NDL's format", parse_json),
+    "csv": OutputFormat("csv", render_csv, "rows of image,tag,confidence", parse_csv),
     "iiif": OutputFormat("iiif.json", render_iiif,
                          "a IIIF Presentation 3 AnnotationPage of W3C Web Annotations, one per tag (motivation "
-                         "tagging), targeting the crop, canvas, page or file (see --id-base, --target-base)"),
+                         "tagging), targeting the crop, canvas, page or file (see --id-base, --target-base)",
+                         parse_iiif, lists_untagged=False),
 }
+
+
+def match_file(file_name):
+    """(item name, format name) of a file a readable format wrote, or None.
+
+    The longest extension wins: "a.iiif.json" is item "a" of iiif, not item "a.iiif" of json.
+    """
+    found = [(len(output.extension), output.item_name(file_name), name)
+             for name, output in FORMATS.items() if output.parse is not None and output.item_name(file_name)]
+    if not found:
+        return None
+    _, item_name, name = max(found, key=lambda entry: entry[0])  # a tie: the first in FORMATS
+    return item_name, name

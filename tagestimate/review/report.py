@@ -19,7 +19,6 @@ file names come from thumbs.safe_name.
 
 import argparse
 import collections
-import csv
 import datetime
 import html
 import json
@@ -32,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from tagestimate.errors import UserError
 from tagestimate.files import printable_path, write_atomic
 from tagestimate.tag.inference import ERRORS_NAME, Tagger
-from tagestimate.formats import natural_key
+from tagestimate import formats
+from tagestimate.records import natural_key
 from tagestimate.review.thumbs import ensure_thumbnail, is_current, safe_name, write_jpeg
 
 log = logging.getLogger(__name__)
@@ -151,68 +151,35 @@ def write_explanations(output_dir, entries, explainer, weights=None, progress=Tr
 ItemData = collections.namedtuple("ItemData", "name tags probabilities paths labels thresholds")
 
 
-# Item output files by extension, in the order the report prefers them when an item has
-# several: NDL's JSON, then CSV, then the IIIF page (it has no entry for untagged images).
-ITEM_EXTENSIONS = (".json", ".csv", ".iiif.json")
-
-
 def list_item_files(output_dir):
-    """{item name: its output file} for every {item}.json / .csv / .iiif.json (in that preference)."""
+    """{item name: its output file} for every file a readable format wrote (formats.match_file);
+    an item with several is read from the one whose format comes first in formats.FORMATS."""
+    order = list(formats.FORMATS)
     found = {}
     for entry in os.scandir(output_dir):
         if entry.name.startswith(".") or not entry.is_file() or entry.name == ERRORS_NAME:
             continue
-        # The longest match: "a.iiif.json" is item "a", not "a.iiif".
-        extension = max((ext for ext in ITEM_EXTENSIONS if entry.name.endswith(ext)), key=len, default=None)
-        if extension is None:
+        match = formats.match_file(entry.name)
+        if match is None:
             continue
-        stem, rank = entry.name[:-len(extension)], ITEM_EXTENSIONS.index(extension)
+        stem, rank = match[0], order.index(match[1])
         if stem not in found or rank < found[stem][0]:
             found[stem] = (rank, entry.path)
     return {name: found[name][1] for name in sorted(found, key=natural_key)}
 
 
+def item_format(path):
+    """The OutputFormat that wrote the item file at `path`; ValueError when no readable one did."""
+    match = formats.match_file(os.path.basename(path))
+    if match is None:
+        raise ValueError(f"no output format reads {os.path.basename(path)}")
+    return formats.FORMATS[match[1]]
+
+
 def read_tags(path):
-    """{key: [(tag, confidence)]} from an item's JSON, CSV or IIIF output; ValueError if malformed."""
-    if path.endswith(".csv"):
-        tags = collections.defaultdict(list)
-        with open(path, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                key = row.get("image")
-                if key is None:
-                    raise ValueError("no 'image' column")
-                tags[key]
-                if row.get("tag"):
-                    tags[key].append((row["tag"], float(row["confidence"])))
-        return dict(tags)
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    if path.endswith(".iiif.json"):
-        return _annotation_tags(data)
-    tags = {}
-    for key, values in data.items():
-        if not isinstance(values, list):
-            raise ValueError(f"the value of {key!r} is not a list")
-        tags[key] = [(str(value["tag"]), float(value["confidence"])) for value in values]
-    return tags
-
-
-def _annotation_tags(page):
-    """{key: [(tag, confidence)]} of an AnnotationPage written by --format iiif.
-
-    Each annotation's id ends in "#{key}/{tag}", both percent-encoded (annotations.py);
-    images without a tag have no annotation, so the sidecar adds them.
-    """
-    if page.get("type") != "AnnotationPage" or not isinstance(page.get("items"), list):
-        raise ValueError("not an AnnotationPage")
-    tags = collections.defaultdict(list)
-    for annotation in page["items"]:
-        fragment = str(annotation["id"]).rpartition("#")[2]
-        key, _, tag = fragment.rpartition("/")
-        tags[urllib.parse.unquote(key)].append((urllib.parse.unquote(tag), float(annotation["confidence"])))
-    return dict(tags)
+    """{key: [(tag, confidence)]} of an item's output file, parsed by its format; ValueError if malformed."""
+    with open(path, encoding="utf-8", newline="") as handle:  # newline="": a CSV key may hold a line break
+        return item_format(path).parse(handle.read())
 
 
 def read_sidecar(output_dir, item_name):
@@ -245,7 +212,7 @@ def read_item(output_dir, item_name, path, sources, default_labels, default_thre
     labels, thresholds = list(default_labels), list(default_thresholds)
     if side is not None:
         labels, thresholds, images = side
-        if path.endswith(".iiif.json"):  # an AnnotationPage holds no image without a tag
+        if not item_format(path).lists_untagged:  # e.g. an AnnotationPage: no image without a tag
             for key in images:
                 tags.setdefault(key, [])
         for key, (image_path, values) in images.items():

@@ -119,7 +119,8 @@ def default_workers():
 
 
 def output_path(output_dir, item_name, output_format):
-    return storage.join(output_dir, f"{item_name}.{FORMATS[output_format].extension}")
+    """Where `output_format` writes an item: the file resume looks for (plan_run)."""
+    return storage.join(output_dir, FORMATS[output_format].file_name(item_name))
 
 
 class Plan(collections.namedtuple("Plan", "todo done problems")):
