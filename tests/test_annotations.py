@@ -17,11 +17,21 @@ from tagestimate.model import ModelConfig
 from tests.ndl_emulator import NdlEmulator
 
 CONFIG = ModelConfig(labels=LABELS, image_size=64, channel_order="RGB", default_threshold=0.4)
-PROBABILITIES = np.array([0.9 if label in ("picture", "stamp") else 0.1 for label in LABELS], np.float32)
+# (picture, stamp) of each image the tests name, every other label at 0.1: no two confidences
+# alike, so one paired with the wrong tag or image shows.
+CONFIDENCES = {"a": (0.91, 0.62), "b": (0.83, 0.74), "p 1": (0.95, 0.56), "p2": (0.87, 0.68),
+               "1054192_2_0": (0.93, 0.64), "0003": (0.85, 0.76), "1054192_7_1": (0.97, 0.58), "scan 1": (0.89, 0.7),
+               "1054192_10_1": (0.81, 0.72)}
 ID_BASE = "https://example.org/tags"
 
 
-def record(input_dir, item, key, probabilities=PROBABILITIES):
+def probabilities_of(key):
+    picture, stamp = CONFIDENCES[key]
+    return np.array([{"picture": picture, "stamp": stamp}.get(label, 0.1) for label in LABELS], np.float32)
+
+
+def record(input_dir, item, key, probabilities=None):
+    probabilities = probabilities_of(key) if probabilities is None else probabilities
     return results.Record(key, os.path.join(str(input_dir), item, key + ".jpg"), (100, 80), probabilities)
 
 
@@ -52,7 +62,12 @@ def test_page_validates_and_says_who_made_each_tag_and_how_sure(tmp_path):
     assert [a["id"] for a in document["items"]] == [ID_BASE + "/book.iiif.json#" + suffix
                                                     for suffix in ("a/picture", "a/stamp", "b/picture", "b/stamp")]
     first = document["items"][0]
-    assert first["motivation"] == "tagging" and first["confidence"] == 0.9
+    assert first["motivation"] == "tagging" and first["confidence"] == 0.91
+    assert [(a["id"].split("#")[1], a["body"]["value"], a["confidence"]) for a in document["items"]] == [
+        ("a/picture", "picture", 0.91), ("a/stamp", "stamp", 0.62), ("b/picture", "picture", 0.83),
+        ("b/stamp", "stamp", 0.74)]
+    assert annotations.page_tags(document) == {"a": [("picture", 0.91), ("stamp", 0.62)],
+                                               "b": [("picture", 0.83), ("stamp", 0.74)]}
     assert first["body"] == {"type": "TextualBody", "value": "picture", "format": "text/plain", "language": "en",
                              "purpose": "tagging"}
     assert first["created"] == "2026-11-25T10:00:00Z"
@@ -122,8 +137,8 @@ def test_ndl_json_output_is_unchanged_by_a_context(tmp_path):
     with_context = write_item(str(tmp_path / "b"), "book", records, CONFIG, "json", context=context(tmp_path))
     with open(plain, "rb") as one, open(with_context, "rb") as two:
         assert one.read() == two.read() == (
-            b'{\n"1054192_2_0": [{"tag": "picture", "confidence": 0.9}, {"tag": "stamp", "confidence": 0.9}],\n'
-            b'"1054192_10_1": [{"tag": "picture", "confidence": 0.9}, {"tag": "stamp", "confidence": 0.9}]\n}\n')
+            b'{\n"1054192_2_0": [{"tag": "picture", "confidence": 0.93}, {"tag": "stamp", "confidence": 0.64}],\n'
+            b'"1054192_10_1": [{"tag": "picture", "confidence": 0.81}, {"tag": "stamp", "confidence": 0.72}]\n}\n')
     iiif_path = write_item(str(tmp_path / "b"), "book", records, CONFIG, "iiif", context=context(tmp_path))
     assert os.path.basename(iiif_path) == "book.iiif.json"
 
