@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from tagestimate.model import ModelConfig
-from tagestimate.formats import (FORMATS, Record, item_csv, item_json, natural_key, render_csv, render_json,
-                                 tags_above, tags_of, thresholds_for, with_threshold)
+from tagestimate.formats import (FORMATS, Record, item_csv, item_json, natural_key, parse_csv, parse_json,
+                                 render_csv, render_json, tags_above, tags_of, thresholds_for, with_threshold)
 
 
 def test_natural_key_puts_page_2_before_page_10():
@@ -89,6 +89,7 @@ def test_item_csv_has_one_row_per_tag_and_an_empty_row_for_untagged_images():
 def test_the_documented_formats_exist():
     assert set(FORMATS) == {"json", "csv", "iiif"}  # --format's choices, as the README documents them
     assert FORMATS["json"].render is render_json and FORMATS["csv"].render is render_csv
+    assert FORMATS["json"].parse is parse_json and FORMATS["csv"].parse is parse_csv  # read back by the report
     assert [FORMATS[name].extension for name in ("json", "csv", "iiif")] == ["json", "csv", "iiif.json"]
 
 
