@@ -1,9 +1,9 @@
 """The output formats: each one entry of FORMATS that names, writes and reads back an item's file.
 
 A format turns an item's records (full probabilities, tagestimate.records) into the text of
-`{item}.{extension}` (inference.write_item writes it atomically), and parses that text back
-into tags, which is how the review report reads an output folder and how resume knows an item
-is done. Adding a format is one entry in FORMATS.
+`{item}.{extension}` (inference.write_item writes it atomically; a rerun skips an item whose
+file exists) and parses that text back into tags (how the review report reads an output
+folder). Adding a format is one entry in FORMATS.
 """
 
 import collections
