@@ -1,0 +1,125 @@
+"""Manifest mode (--iiif-manifest): each canvas's image of IIIF manifests (URLs or files), and of the
+manifests their collections list, into `{out}/{slug}/{n:04d}.jpg`."""
+
+import logging
+import os
+import re
+import urllib.parse
+
+from tqdm import tqdm
+
+from tagestimate import httpclient, iiif
+from tagestimate.crawl.crawler import Crawler, Job
+from tagestimate.manifest import CrawlError
+
+log = logging.getLogger(__name__)
+
+
+def crawl_manifests(options, sources, limit=None):
+    """Each canvas's image of IIIF manifests (URLs or files) into `{out}/{slug}/{n:04d}.jpg`.
+
+    A collection's manifests are followed, at most `limit` per collection given. Documents
+    that are not JSON manifests or collections, canvases without an image service and
+    non-image bodies are skipped with a warning and counted (`skipped`); a manifest that
+    cannot be fetched is counted in `api_errors`, in the row `-` when its folder is not known.
+    """
+    crawler = Crawler(options, extended=True)
+    folders = {}  # manifest id -> folder, this run
+    with crawler:
+        for source in sources:
+            for manifest in _manifests(crawler, source, limit):
+                if manifest.id in folders:
+                    crawler.summary.stats(folders[manifest.id]).duplicates += len(manifest.pages)
+                    continue
+                folder = folders[manifest.id] = _manifest_folder(crawler, manifest, set(folders.values()))
+                _crawl_manifest(crawler, manifest, folder)
+    return crawler.summary
+
+
+def _manifests(crawler, source, limit):
+    """The manifests a source names: itself, or those its collection (and sub-collections) list."""
+    queue, seen, given = [(source, 0)], set(), 0
+    while queue:
+        location, depth = queue.pop(0)
+        if location in seen:
+            continue
+        seen.add(location)
+        document = _document(crawler, location, first=location == source)
+        if isinstance(document, iiif.Manifest):
+            given += 1
+            yield document
+        elif isinstance(document, iiif.Collection):
+            if depth >= iiif.MAX_DEPTH:
+                crawler.summary.stats("-").skipped += 1
+                log.warning("collection %s not followed: nested over %d deep", location, iiif.MAX_DEPTH)
+                continue
+            queue[0:0] = [(member, depth + 1) for _, member in document.members]
+        if limit is not None and given >= limit:
+            return
+
+
+def _document(crawler, location, first):
+    """A parsed Manifest or Collection, or None when it is skipped (counted and logged)."""
+    try:
+        if re.match(r"https?://", location):
+            data = crawler.client.get(location, max_bytes=iiif.MAX_BYTES, accept=iiif.ACCEPT)
+        else:
+            data = _read_local(location)
+        return iiif.parse_document(iiif.load_json(data, location), location)
+    except httpclient.Unreachable as error:
+        if first and not crawler.saved_any:
+            raise CrawlError(f"cannot reach {location} ({error}); check the URL and the network") from None
+        crawler.summary.stats("-").api_errors += 1
+        log.warning("manifest %s not fetched: %s", location, error)
+    except httpclient.FetchError as error:
+        crawler.summary.stats("-").api_errors += 1
+        log.warning("manifest %s not fetched: %s", location, error)
+    except iiif.DocumentError as error:
+        crawler.summary.stats("-").skipped += 1
+        log.warning("manifest skipped: %s", error)
+    return None
+
+
+def _read_local(path):
+    try:
+        size = os.path.getsize(path)
+        if size > iiif.MAX_BYTES:
+            raise iiif.DocumentError(f"{path} is {size} bytes, over the {iiif.MAX_BYTES} byte cap of a manifest")
+        with open(path, "rb") as handle:
+            return handle.read(iiif.MAX_BYTES + 1)
+    except OSError as error:
+        raise CrawlError(f"cannot read the manifest {path}: {error.strerror}; check --iiif-manifest") from None
+
+
+def _manifest_folder(crawler, manifest, taken):
+    """The manifest's slug, with a hash of its id appended when another manifest or mode has that folder."""
+    folder = iiif.slug(manifest.id)
+    origin = crawler.manifest.origins.get(folder)
+    foreign = origin not in (None, manifest.id) or (origin is None and crawler.manifest.counts.get(folder))
+    if foreign or folder in taken:
+        folder = f"{folder[:iiif.SLUG_LENGTH]}-{iiif.short_hash(manifest.id)}"
+    return folder
+
+
+def _crawl_manifest(crawler, manifest, folder):
+    stats = crawler.summary.stats(folder)
+    stats.status = "interrupted"
+    for skipped in manifest.skipped:
+        stats.skipped += 1
+        log.warning("%s canvas %d %s skipped: %s", manifest.id, skipped.number, skipped.canvas, skipped.reason)
+    jobs = []
+    for page in manifest.pages:
+        image_id = f"{page.number:04d}"
+        if (folder, image_id) in crawler.manifest.keys:
+            stats.duplicates += 1
+            continue
+        url = iiif.image_url(page.service, page.version, crawler.options.size)
+        jobs.append(Job(image_id, folder, url, "", page.number, None, manifest.label, stats_key=folder,
+                        extra=(("manifest", manifest.id), ("canvas", page.canvas), ("label", page.label),
+                               ("service", page.service))))
+    if jobs:
+        crawler.image_server = urllib.parse.urlsplit(jobs[0].url).netloc
+    with tqdm(total=len(manifest.pages), initial=len(manifest.pages) - len(jobs), desc=folder, unit="img",
+              disable=None) as bar:
+        crawler.fetch_all(jobs, lambda job: bar.update(1))
+    stats.status = "done" if not stats.failed else "done, with failures: re-run to retry them"
