@@ -2,6 +2,8 @@
 
 `HttpClient.get` returns the body of a 200 answer or raises `FetchError` (`Unreachable` when no
 attempt could connect, `TooLarge` over the byte cap); `Interrupted` when its stop event is set.
+Every network error is one of these, never a `requests` or `urllib3` exception: a caller counts
+the failure of one document or image and goes on.
 It knows nothing of NDL: the services' URLs and answers are `tagestimate.ndl`'s business.
 """
 
@@ -14,6 +16,7 @@ import time
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,7 @@ TIMEOUT = 30.0     # seconds to wait for an answer; the whole body must arrive w
 RETRIES = 5        # retries after a connection error, timeout, 429 or 5xx
 BACKOFF = 1.0      # seconds before the first retry, doubling each time
 MAX_WAIT = 60.0    # longest wait before a retry, Retry-After included
+MAX_REDIRECTS = 10  # more than this is a loop, or a server not worth following
 _CHUNK = 64 * 1024
 
 
@@ -83,6 +87,7 @@ class HttpClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent
+        self.session.max_redirects = MAX_REDIRECTS
         self._lock = threading.Lock()
         self._resume_at = 0.0  # time.monotonic() before which nobody sends
 
@@ -123,10 +128,17 @@ class HttpClient:
         try:
             response = self.session.get(url, params=params, stream=True, timeout=self.timeout,
                                         headers={"Accept": accept, "Accept-Encoding": "identity"})
-        except requests.ConnectionError as error:  # ConnectTimeout included
-            raise _Retry(f"connection failed: {_cause(error)}", connect=True) from None
+        except requests.exceptions.SSLError as error:  # a certificate or protocol a retry will not change
+            raise FetchError(f"TLS failed: {_cause(error)}") from None
+        except requests.ConnectionError as error:  # ConnectTimeout and resets included
+            raise _Retry(f"connection failed: {_cause(error)}", connect=_never_connected(error)) from None
         except requests.Timeout:
             raise _Retry(f"no answer within {self.timeout:g} s") from None
+        except requests.TooManyRedirects:
+            raise FetchError(f"over {MAX_REDIRECTS} redirects (a redirect loop?)") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError) as error:
+            # A URL, or a redirect's Location, that cannot be requested (scheme, host, port): no retry mends it.
+            raise FetchError(f"bad URL: {_cause(error)}") from None
         with response:
             if response.status_code == 429 or 500 <= response.status_code <= 599:
                 raise _Retry(f"HTTP {response.status_code}",
@@ -151,8 +163,7 @@ class HttpClient:
                     if deadline.passed():
                         raise _Retry(too_slow)
                     chunks.append(chunk)
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as error:  # resets, bad chunks, ...
                 raise _Retry(too_slow if deadline.fired else f"the body was cut off or stalled: {_cause(error)}") \
                     from None
             finally:
@@ -231,15 +242,29 @@ def shorten(error):
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _cause(error):
-    """The innermost reason of a requests/urllib3 error, without their object reprs."""
+def _reasons(error):
+    """`error` and the reasons nested in it (requests wraps urllib3, which wraps socket errors)."""
     reason = error
     for _ in range(10):
+        yield reason
         inner = getattr(reason, "reason", None)
-        if not isinstance(inner, BaseException):
-            inner = reason.args[0] if reason.args and isinstance(reason.args[0], BaseException) else None
+        if not isinstance(inner, BaseException):  # ProtocolError("Connection aborted.", ConnectionResetError(...))
+            inner = next((arg for arg in reason.args if isinstance(arg, BaseException)), None)
         if inner is None:
-            break
+            return
         reason = inner
+
+
+def _never_connected(error):
+    """Whether a connection error came before any connection (refused, no such host, connect timeout),
+    rather than from a server that accepted and then reset or closed it."""
+    # urllib3's NewConnectionError (refused, DNS) is a ConnectTimeoutError too
+    return isinstance(error, requests.ConnectTimeout) or any(
+        isinstance(reason, urllib3.exceptions.ConnectTimeoutError) for reason in _reasons(error))
+
+
+def _cause(error):
+    """The innermost reason of a requests/urllib3 error, without their object reprs."""
+    *_, reason = _reasons(error)
     text = re.sub(r"<[^<>]*>: |\b\w*Connection(Pool)?\(host=[^)]*\): ", "", str(reason))
     return shorten(text or type(reason).__name__)

@@ -42,3 +42,27 @@ def test_a_trickled_body_is_abandoned_at_the_time_limit(content_length, old_urll
         ndl.check_jpeg(client.get(url, max_bytes=1 << 20, accept="image/jpeg"))  # the next answer is fine
     client.close()
     assert 0.35 < elapsed < 0.9
+
+
+def test_every_network_error_is_a_fetch_error_and_only_a_refusal_is_unreachable():
+    client = httpclient.HttpClient(timeout=1.0, retries=1, backoff=0.01)
+    with NdlEmulator() as emulator:
+        url = ndl.iiif_url(emulator.iiif_base, "1", 1, "full")
+        with pytest.raises(httpclient.FetchError, match=r"^over 10 redirects") as loop:
+            client.get(emulator.root + "/loop/x", max_bytes=1 << 20)
+        assert emulator.count("loop") == httpclient.MAX_REDIRECTS + 1  # a loop is not retried
+        emulator.fail("reset", times=2)
+        with pytest.raises(httpclient.FetchError, match="Connection reset by peer") as reset:
+            client.get(url, max_bytes=1 << 20)
+        emulator.fail("redirect", location="gopher://127.0.0.1/x")
+        with pytest.raises(httpclient.FetchError, match="^bad URL: No connection adapters") as scheme:
+            client.get(url, max_bytes=1 << 20)
+        with pytest.raises(httpclient.FetchError, match="^TLS failed") as tls:
+            client.get(url.replace("http://", "https://"), max_bytes=1 << 20)
+        assert emulator.pending_faults() == 0
+        closed = emulator.root  # the emulator's port, closed once it stops
+    with pytest.raises(httpclient.Unreachable, match="Connection refused"):
+        client.get(closed + "/x", max_bytes=1 << 20)
+    client.close()
+    # a server that answered and then reset is there: only the refused connection is Unreachable
+    assert not any(isinstance(info.value, httpclient.Unreachable) for info in (loop, reset, scheme, tls))

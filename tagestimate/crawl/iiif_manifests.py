@@ -50,8 +50,7 @@ def _manifests(crawler, source, limit):
             yield document
         elif isinstance(document, iiif.Collection):
             if depth >= iiif.MAX_DEPTH:
-                crawler.summary.stats("-").skipped += 1
-                log.warning("collection %s not followed: nested over %d deep", location, iiif.MAX_DEPTH)
+                _unusable(crawler, "skipped", f"collection {location} not followed: nested over {iiif.MAX_DEPTH} deep")
                 continue
             queue[0:0] = [(member, depth + 1) for _, member in document.members]
         if limit is not None and given >= limit:
@@ -69,15 +68,20 @@ def _document(crawler, location, first):
     except httpclient.Unreachable as error:
         if first and not crawler.saved_any:
             raise CrawlError(f"cannot reach {location} ({error}); check the URL and the network") from None
-        crawler.summary.stats("-").api_errors += 1
-        log.warning("manifest %s not fetched: %s", location, error)
-    except httpclient.FetchError as error:
-        crawler.summary.stats("-").api_errors += 1
-        log.warning("manifest %s not fetched: %s", location, error)
+        _unusable(crawler, "api_errors", f"manifest {location} not fetched: {error}")
+    except httpclient.FetchError as error:  # every network error of this one document, redirect loops included
+        _unusable(crawler, "api_errors", f"manifest {location} not fetched: {error}")
     except iiif.DocumentError as error:
-        crawler.summary.stats("-").skipped += 1
-        log.warning("manifest skipped: %s", error)
+        _unusable(crawler, "skipped", f"manifest skipped: {error}")
     return None
+
+
+def _unusable(crawler, column, message):
+    """Count a document that gave nothing in the row `-`, whose status names the first such document."""
+    stats = crawler.summary.stats("-")
+    setattr(stats, column, getattr(stats, column) + 1)
+    log.warning("%s", message)
+    stats.status = stats.status or httpclient.shorten(message)
 
 
 def _read_local(path):
