@@ -3,6 +3,8 @@
 import csv
 import errno
 import hashlib
+import io
+import logging
 import os
 import re
 import signal
@@ -18,7 +20,7 @@ from PIL import Image
 import newdataclawer
 from tagestimate.labels import LABELS
 from tagestimate import files, manifest, ndl
-from tagestimate.crawl import rebuild, settings, tagged
+from tagestimate.crawl import progress, rebuild, settings, tagged
 from tagestimate.errors import EXIT_ERROR
 from conftest import ROOT, restore_default_sigint
 from tests.ndl_emulator import NdlEmulator
@@ -346,6 +348,41 @@ def test_hostile_and_incomplete_records_are_rejected(out, tmp_path):
     assert all(path.startswith(("/api/iiif/1000000/", "/api/iiif/1000001/")) for path in iiif_paths)
     assert sorted(os.listdir(tmp_path)) == ["dataset"] and sorted(os.listdir(out)) == ["manifest.csv", "stamp"]
     assert len(assert_consistent(out)) == 2
+
+
+def test_a_hostile_record_drawn_again_and_again_is_warned_about_once(out, caplog):
+    good = make_records("stamp", 2)
+    hostile = dict(good[0], id="../../evil", pid="1", page=1)
+    with NdlEmulator(good + [hostile]) as emulator:
+        summary = tagged.crawl_tagged(options(emulator, out, max_idle=3), ["stamp"], per_class=3)
+    warnings = [record.getMessage() for record in caplog.records if "record rejected" in record.getMessage()]
+    assert warnings == ["tag stamp: record rejected: id '../../evil' is not [0-9A-Za-z_-]{1,64}"]
+    assert summary.folders["stamp"].rejected > 3  # each draw is counted: 4 calls of 20 draws from 3 records
+
+
+def test_without_a_terminal_progress_is_logged_every_n_images_and_at_the_end(out, caplog, monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY", 2)
+    caplog.set_level(logging.INFO, logger=progress.__name__)
+    with NdlEmulator(make_records("stamp", 5) + make_records("graphic_map", 3, start=100)) as emulator:
+        tagged.crawl_tagged(options(emulator, out, max_idle=2), ["stamp", "graphic_map"], per_class=5)
+    lines = [record.getMessage() for record in caplog.records if record.name == progress.__name__]
+    assert lines == ["stamp: 2/5 images", "stamp: 4/5 images", "stamp: 5/5 images; finished",
+                     "graphic_map: 2/5 images", "graphic_map: 3/5 images; finished"]
+
+
+def test_on_a_terminal_the_bar_alone_shows_progress(out, caplog, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(progress, "LOG_EVERY", 1)
+    caplog.set_level(logging.INFO, logger=progress.__name__)
+    with NdlEmulator(make_records("stamp", 3)) as emulator:
+        tagged.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+    assert not [record for record in caplog.records if record.name == progress.__name__]
+    assert "stamp: 100%" in terminal.getvalue() and "3/3" in terminal.getvalue()
 
 
 def test_min_confidence_keeps_only_confident_records(out):

@@ -330,3 +330,48 @@ def test_an_https_url_to_a_plain_http_server_is_that_manifests_failure(tmp_path,
         assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("good.json"), "--iiif-manifest", tls) == 0
     assert files_under(out) == {("good", "0001.jpg")}
     assert summary_row(capsys.readouterr().out, "-")[7].startswith(f"manifest {tls} not fetched: TLS failed")
+
+
+def test_a_manifest_without_canvases_says_so_and_exits_0(tmp_path, capsys):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["empty.json"] = v3_manifest(emulator, "empty.json", 0)
+        emulator.documents["book.json"] = v3_manifest(emulator, "book.json", 1)
+        # 0: an empty manifest is a valid answer that a re-run cannot change, like a tag that ran dry
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("empty.json"),
+                     "--iiif-manifest", emulator.doc_url("book.json")) == 0
+    assert files_under(out) == {("book", "0001.jpg")}
+    captured = capsys.readouterr()
+    assert summary_row(captured.out, "empty") == [0, 0, 0, 0, 0, 0, 0, "no canvases: nothing to fetch"]
+    assert f"manifest {emulator.doc_url('empty.json')} has no canvases: nothing to fetch" in captured.err
+
+
+def test_a_collection_that_lists_itself_is_read_once_and_says_so(tmp_path, capsys):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["a.json"] = v3_manifest(emulator, "a.json", 1)
+        loop, alone = emulator.doc_url("loop.json"), emulator.doc_url("alone.json")
+        emulator.documents["loop.json"] = {
+            "@context": "http://iiif.io/api/presentation/3/context.json", "id": loop, "type": "Collection",
+            "items": [{"id": loop, "type": "Collection"}, {"id": emulator.doc_url("a.json"), "type": "Manifest"}]}
+        emulator.documents["alone.json"] = {  # lists nothing but itself
+            "@context": "http://iiif.io/api/presentation/2/context.json", "@id": alone, "@type": "sc:Collection",
+            "collections": [{"@id": alone, "@type": "sc:Collection"}]}
+        assert crawl(emulator, out, "--iiif-manifest", loop, "--iiif-manifest", alone) == 0
+        reads = [path for service, path in emulator.requests if service == "docs"]
+    assert sorted(reads) == ["/iiif/docs/a.json", "/iiif/docs/alone.json", "/iiif/docs/loop.json"]
+    assert files_under(out) == {("a", "0001.jpg")}
+    captured = capsys.readouterr()
+    row = summary_row(captured.out, "-")
+    assert row[3] == 2 and row[7].startswith(f"collection {loop} lists {loop} again, which this run already read")
+    assert f"collection {alone} lists {alone} again" in captured.err
+
+
+def test_a_bad_record_drawn_again_and_again_is_warned_about_once(tmp_path, caplog):
+    wanted = book_records("1054192", range(1, 3))
+    hostile = dict(wanted[0], id="../../etc/passwd")
+    with NdlEmulator(wanted + [hostile]) as emulator:
+        emulator.draw = lambda size, tags, pids=(): [hostile, hostile] + wanted
+        assert crawl(emulator, tmp_path / "input", "--pid", "1054192", "--max-idle", "3") == 0
+    warnings = [record.getMessage() for record in caplog.records if "record rejected" in record.getMessage()]
+    assert warnings == ["pid 1054192: record rejected: id '../../etc/passwd' is not [0-9A-Za-z_-]{1,64}"]

@@ -1,14 +1,10 @@
 """Book mode (--pid): every illustration NDL's API knows of a book into `{out}/{pid}/{id}.jpg`."""
 
 import json
-import logging
-
-from tqdm import tqdm
 
 from tagestimate import ndl
 from tagestimate.crawl.crawler import ApiCalls, Crawler, Job
-
-log = logging.getLogger(__name__)
+from tagestimate.crawl.progress import Progress
 
 
 def crawl_pids(options, pids):
@@ -24,7 +20,7 @@ def crawl_pids(options, pids):
             stats = crawler.summary.stats(pid)
             stats.status = "interrupted"
             tried, idle = set(), 0
-            with tqdm(initial=crawler.manifest.counts.get(pid, 0), desc=pid, unit="img", disable=None) as bar:
+            with Progress(pid, initial=crawler.manifest.counts.get(pid, 0)) as bar:
                 while idle < options.max_idle:
                     raw_records = api.call(stats, f"pid {pid}", pid=pid)
                     if raw_records is None:
@@ -47,7 +43,7 @@ def _book_jobs(raw_records, pid, crawler, tried, stats):
                 raise ndl.RecordError(f"record {record.id} belongs to pid {record.pid}, not {pid}")
         except ndl.RecordError as error:
             stats.rejected += 1
-            log.warning("pid %s: record rejected: %s", pid, error)
+            crawler.warn_once(f"pid {pid}: record rejected: {error}")
             continue
         if (pid, record.id) in crawler.manifest.keys or record.id in tried:
             stats.duplicates += 1

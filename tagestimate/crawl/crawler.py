@@ -67,6 +67,7 @@ class Crawler:
         self.summary = CrawlSummary()
         self.saved_any = False
         self._started = time.monotonic()
+        self._warned = set()
 
     def __enter__(self):
         try:
@@ -98,6 +99,12 @@ class Crawler:
             self.summary.interrupted = True
             return True  # the summary says so; the caller decides the exit status
         return False
+
+    def warn_once(self, message):
+        """Log `message` the first time only: NDL's random draws bring the same bad record again and again."""
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
 
     def fetch_all(self, jobs, on_saved):
         """Download `jobs` in parallel; counts outcomes and calls on_saved(job) for each file written."""

@@ -6,10 +6,9 @@ import os
 import re
 import urllib.parse
 
-from tqdm import tqdm
-
 from tagestimate import httpclient, iiif
 from tagestimate.crawl.crawler import Crawler, Job
+from tagestimate.crawl.progress import Progress
 from tagestimate.manifest import CrawlError
 
 log = logging.getLogger(__name__)
@@ -37,11 +36,17 @@ def crawl_manifests(options, sources, limit=None):
 
 
 def _manifests(crawler, source, limit):
-    """The manifests a source names: itself, or those its collection (and sub-collections) list."""
-    queue, seen, given = [(source, 0)], set(), 0
+    """The manifests a source names: itself, or those its collection (and sub-collections) list.
+
+    Each document is read once per source: a collection that lists itself or an ancestor
+    (a loop) or a document listed twice is skipped with a warning, counted in the row `-`.
+    """
+    queue, seen, given = [(source, 0, None)], set(), 0
     while queue:
-        location, depth = queue.pop(0)
+        location, depth, parent = queue.pop(0)
         if location in seen:
+            _unusable(crawler, "skipped", f"collection {parent} lists {location} again, which this run already "
+                                          f"read: not followed twice (a collection that lists itself would loop)")
             continue
         seen.add(location)
         document = _document(crawler, location, first=location == source)
@@ -52,7 +57,9 @@ def _manifests(crawler, source, limit):
             if depth >= iiif.MAX_DEPTH:
                 _unusable(crawler, "skipped", f"collection {location} not followed: nested over {iiif.MAX_DEPTH} deep")
                 continue
-            queue[0:0] = [(member, depth + 1) for _, member in document.members]
+            if not document.members:
+                _unusable(crawler, "skipped", f"collection {location} lists no manifest or collection")
+            queue[0:0] = [(member, depth + 1, location) for _, member in document.members]
         if limit is not None and given >= limit:
             return
 
@@ -108,6 +115,10 @@ def _manifest_folder(crawler, manifest, taken):
 def _crawl_manifest(crawler, manifest, folder):
     stats = crawler.summary.stats(folder)
     stats.status = "interrupted"
+    if not manifest.pages and not manifest.skipped:
+        stats.status = "no canvases: nothing to fetch"
+        log.warning("manifest %s has no canvases: nothing to fetch", manifest.id)
+        return
     for skipped in manifest.skipped:
         stats.skipped += 1
         log.warning("%s canvas %d %s skipped: %s", manifest.id, skipped.number, skipped.canvas, skipped.reason)
@@ -123,7 +134,6 @@ def _crawl_manifest(crawler, manifest, folder):
                                ("service", page.service))))
     if jobs:
         crawler.image_server = urllib.parse.urlsplit(jobs[0].url).netloc
-    with tqdm(total=len(manifest.pages), initial=len(manifest.pages) - len(jobs), desc=folder, unit="img",
-              disable=None) as bar:
+    with Progress(folder, total=len(manifest.pages), initial=len(manifest.pages) - len(jobs)) as bar:
         crawler.fetch_all(jobs, lambda job: bar.update(1))
     stats.status = "done" if not stats.failed else "done, with failures: re-run to retry them"

@@ -5,10 +5,9 @@ import dataclasses
 import logging
 import os
 
-from tqdm import tqdm
-
 from tagestimate import ndl
 from tagestimate.crawl.crawler import Crawler, Job
+from tagestimate.crawl.progress import Progress
 from tagestimate.manifest import CrawlError
 
 log = logging.getLogger(__name__)
@@ -85,8 +84,7 @@ def rebuild_from_metadata(options, metadata_path, labels=None, limit=None):
                 url = ndl.iiif_url(options.iiif_base, row.pid, row.page, ndl.pct_region(*row.box), options.size)
                 jobs.append(Job(row.id, label, url, row.pid, row.page, row.box, row.title, stats_key=label))
             stats.status = "interrupted"
-            with tqdm(total=len(selected), initial=len(selected) - len(jobs), desc=label, unit="img",
-                      disable=None) as bar:
+            with Progress(label, total=len(selected), initial=len(selected) - len(jobs)) as bar:
                 crawler.fetch_all(jobs, lambda job: bar.update(1))
             stats.status = "done" if not stats.failed else "done, with failures: re-run to retry them"
         if "-" in rejected:

@@ -7,10 +7,9 @@ the trainer would read it as a negative for the child's labels.
 
 import logging
 
-from tqdm import tqdm
-
 from tagestimate import ndl
 from tagestimate.crawl.crawler import ApiCalls, Crawler, Job
+from tagestimate.crawl.progress import Progress
 from tagestimate.crawl.settings import MIN_CONFIDENCE
 from tagestimate.labels import UNTAGGED_FOLDER, default_labelmap
 
@@ -51,7 +50,7 @@ def crawl_tagged(options, tags, per_class, min_confidence=MIN_CONFIDENCE):
             tried = set()
             idle = 0
             stats.status = "interrupted"
-            with tqdm(total=per_class, initial=min(count, per_class), desc=tag, unit="img", disable=None) as bar:
+            with Progress(tag, total=per_class, initial=min(count, per_class)) as bar:
                 def on_saved(job):
                     if job.folder == tag:
                         bar.update(1)
@@ -85,8 +84,8 @@ def _select(raw_records, tag, wanted, min_confidence, crawler, tried, stats, lab
         try:
             record = ndl.parse_record(raw)
         except ndl.RecordError as error:
-            stats.rejected += 1
-            log.warning("tag %s: record rejected: %s", tag, error)
+            stats.rejected += 1  # every time: the count says how much of the API's answers was unusable
+            crawler.warn_once(f"tag {tag}: record rejected: {error}")
             continue
         if record.id in crawler.manifest.ids or record.id in tried:
             stats.duplicates += 1
