@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 
 import requests
 import requests.adapters
@@ -126,8 +127,7 @@ class HttpClient:
     def _attempt(self, url, params, max_bytes, accept):
         started = time.monotonic()
         try:
-            response = self.session.get(url, params=params, stream=True, timeout=self.timeout,
-                                        headers={"Accept": accept, "Accept-Encoding": "identity"})
+            response = self._follow(url, params, accept)
         except requests.exceptions.SSLError as error:  # a certificate or protocol a retry will not change
             raise FetchError(f"TLS failed: {_cause(error)}") from None
         except requests.ConnectionError as error:  # ConnectTimeout and resets included
@@ -171,6 +171,26 @@ class HttpClient:
             if deadline.fired:  # the cut may look like the end of a body sent without a length
                 raise _Retry(too_slow)
             return b"".join(chunks)
+
+
+    def _follow(self, url, params, accept):
+        """The streamed answer to GET url after at most MAX_REDIRECTS redirects.
+
+        Redirects are followed here, each sent through the adapter: a Session reads every
+        redirect's whole body into memory, with no cap, even with allow_redirects=False.
+        """
+        for _ in range(MAX_REDIRECTS + 1):
+            request = self.session.prepare_request(requests.Request(
+                "GET", url, params=params, headers={"Accept": accept, "Accept-Encoding": "identity"}))
+            # what Session.request adds: proxies and CA bundle from the environment
+            settings = self.session.merge_environment_settings(request.url, {}, True, None, None)
+            response = self.session.get_adapter(request.url).send(request, timeout=self.timeout, **settings)
+            location = self.session.get_redirect_target(response)
+            if location is None:
+                return response
+            response.close()  # unread: the connection is dropped rather than drained
+            url, params = urllib.parse.urljoin(response.url, location), None
+        raise requests.TooManyRedirects()
 
 
 class _Deadline:

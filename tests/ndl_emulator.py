@@ -178,9 +178,10 @@ class NdlEmulator:
         Parameters: status (int) and retry_after (str) for "status"; seconds for "stall";
         interval (seconds between bytes), count (bytes sent one by one before the rest at
         once; default all) and content_length (bool, default True) for "trickle";
-        size (bytes) and content_length (bool) for "oversize"; location (the Location header) for
-        "redirect"; match, a substring of the path. "reset" drops the connection (TCP RST) without
-        an answer; "bad_chunked" starts a chunked body with a chunk length that is not hexadecimal.
+        size (bytes) and content_length (bool) for "oversize"; location (the Location header) and
+        body (bytes of zeros after it, default none) for "redirect"; match, a substring of the path.
+        "reset" drops the connection (TCP RST) without an answer; "bad_chunked" starts a chunked
+        body with a chunk length that is not hexadecimal.
         """
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; one of {FAULTS}")
@@ -340,7 +341,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif kind == "oversize":
             self._oversize(params.get("size", 64 * 1024 * 1024), params.get("content_length", False))
         elif kind == "redirect":
-            self._send(302, b"", "text/html", [("Location", params["location"])])
+            self._redirect(params["location"], params.get("body", 0))
         elif kind == "reset":
             # linger 0: close() sends RST, not FIN, so the client sees "connection reset by peer"
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -372,6 +373,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.wfile.write(body[count:])
         self.close_connection = True
+
+    def _redirect(self, location, body):
+        """A 302 to `location`, whose body is `body` zero bytes (recorded in oversize_sent when any)."""
+        if not body:
+            return self._send(302, b"", "text/html", [("Location", location)])
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", str(body))
+        self.end_headers()
+        sent, chunk = 0, b"\0" * (256 * 1024)
+        try:
+            while sent < body and not self.server.emulator._stopping.is_set():
+                self.wfile.write(chunk[: body - sent])
+                sent += min(len(chunk), body - sent)
+        finally:
+            with self.server.emulator._lock:
+                self.server.emulator.oversize_sent.append(sent)
+            self.close_connection = True
 
     def _oversize(self, size, content_length):
         head = jpeg_bytes(synthetic_page("big", 1))

@@ -66,3 +66,20 @@ def test_every_network_error_is_a_fetch_error_and_only_a_refusal_is_unreachable(
     client.close()
     # a server that answered and then reset is there: only the refused connection is Unreachable
     assert not any(isinstance(info.value, httpclient.Unreachable) for info in (loop, reset, scheme, tls))
+
+
+def test_a_redirect_is_followed_without_reading_its_body():
+    client = httpclient.HttpClient(timeout=5.0, retries=0)
+    size = 256 * 1024 * 1024  # requests alone would read all of it into memory before following
+    with NdlEmulator() as emulator:
+        target = ndl.iiif_url(emulator.iiif_base, "1", 1, "full")
+        emulator.fail("redirect", location=target.replace(emulator.root, ""), body=size)  # a relative Location
+        started = time.monotonic()
+        ndl.check_jpeg(client.get(ndl.iiif_url(emulator.iiif_base, "2", 2, "full"), max_bytes=1 << 20))
+        elapsed = time.monotonic() - started
+        deadline = time.monotonic() + 5
+        while not emulator.oversize_sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [path for _, path in emulator.requests][-1] == target.replace(emulator.root, "")
+    client.close()
+    assert emulator.oversize_sent and emulator.oversize_sent[0] < size // 4 and elapsed < 3
