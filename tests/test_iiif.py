@@ -285,6 +285,7 @@ def test_an_image_url_that_redirects_to_itself_fails_that_image_alone(tmp_path, 
 NETWORK_FAULTS = [
     ("reset", {"times": 2}, "connection failed: [Errno 104] Connection reset by peer"),
     ("bad_chunked", {"times": 2}, "the body was cut off or stalled"),
+    ("stall", {"times": 2, "seconds": 3.0}, "no answer within 1 s"),
     ("redirect", {"location": "ftp://127.0.0.1/elsewhere"}, "bad URL: No connection adapters were found"),
     ("redirect", {"location": "http://[::1/broken"}, "bad URL: "),
     ("redirect", {"location": "http://a..b/empty-label"}, "bad URL: Failed to parse"),
