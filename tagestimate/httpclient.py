@@ -88,7 +88,6 @@ class HttpClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent
-        self.session.max_redirects = MAX_REDIRECTS
         self._lock = threading.Lock()
         self._resume_at = 0.0  # time.monotonic() before which nobody sends
 
@@ -172,7 +171,6 @@ class HttpClient:
                 raise _Retry(too_slow)
             return b"".join(chunks)
 
-
     def _follow(self, url, params, accept):
         """The streamed answer to GET url after at most MAX_REDIRECTS redirects.
 
@@ -185,7 +183,11 @@ class HttpClient:
             # what Session.request adds: proxies and CA bundle from the environment
             settings = self.session.merge_environment_settings(request.url, {}, True, None, None)
             response = self.session.get_adapter(request.url).send(request, timeout=self.timeout, **settings)
-            location = self.session.get_redirect_target(response)
+            try:
+                location = self.session.get_redirect_target(response)
+            except ValueError:  # a Location that is not UTF-8
+                response.close()
+                raise
             if location is None:
                 return response
             response.close()  # unread: the connection is dropped rather than drained

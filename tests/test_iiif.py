@@ -289,6 +289,7 @@ NETWORK_FAULTS = [
     ("redirect", {"location": "ftp://127.0.0.1/elsewhere"}, "bad URL: No connection adapters were found"),
     ("redirect", {"location": "http://[::1/broken"}, "bad URL: "),
     ("redirect", {"location": "http://a..b/empty-label"}, "bad URL: Failed to parse"),
+    ("redirect", {"location": "/caf\xe9"}, "bad URL: 'utf-8' codec can't decode"),  # a Location not in UTF-8
 ]
 
 
