@@ -17,6 +17,7 @@ import urllib.parse
 
 import requests
 import requests.adapters
+import requests.cookies
 import urllib3.exceptions
 
 log = logging.getLogger(__name__)
@@ -180,9 +181,10 @@ class HttpClient:
         for _ in range(MAX_REDIRECTS + 1):
             request = self.session.prepare_request(requests.Request(
                 "GET", url, params=params, headers={"Accept": accept, "Accept-Encoding": "identity"}))
-            # what Session.request adds: proxies and CA bundle from the environment
+            # what Session.request adds: proxies and CA bundle from the environment; cookies come with prepare_request
             settings = self.session.merge_environment_settings(request.url, {}, True, None, None)
             response = self.session.get_adapter(request.url).send(request, timeout=self.timeout, **settings)
+            requests.cookies.extract_cookies_to_jar(self.session.cookies, request, response.raw)  # as Session.send
             try:
                 location = self.session.get_redirect_target(response)
             except ValueError:  # a Location that is not UTF-8

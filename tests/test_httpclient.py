@@ -1,6 +1,8 @@
 """tagestimate.httpclient: Retry-After, back-off, and the whole-body deadline against a trickling server."""
 
 import email.utils
+import http.server
+import threading
 import time
 
 import pytest
@@ -83,3 +85,38 @@ def test_a_redirect_is_followed_without_reading_its_body():
         assert [path for _, path in emulator.requests][-1] == target.replace(emulator.root, "")
     client.close()
     assert emulator.oversize_sent and emulator.oversize_sent[0] < size // 4 and elapsed < 3
+
+
+class _CookieThenRedirect(http.server.BaseHTTPRequestHandler):
+    """/start sets a cookie and redirects to /end, which answers with the Cookie header it got."""
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/start":
+            self.send_response(302)
+            self.send_header("Set-Cookie", "session=abc123; Path=/")
+            self.send_header("Location", "/end")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = (self.headers.get("Cookie") or "no cookie").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_cookie_set_by_a_redirect_goes_with_the_next_request():
+    # following redirects by hand must keep what a requests Session did: cookies, as some servers require
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CookieThenRedirect)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    client = httpclient.HttpClient(timeout=2.0, retries=0)
+    try:
+        assert client.get(f"http://127.0.0.1:{server.server_address[1]}/start", max_bytes=100) == b"session=abc123"
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
