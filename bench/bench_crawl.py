@@ -15,7 +15,7 @@ import time
 
 
 def build_parser():
-    from tagestimate.crawl.crawler import CrawlOptions
+    from tagestimate.crawl.settings import CrawlOptions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -29,7 +29,8 @@ def build_parser():
 def main(argv=None):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, root)
-    from tagestimate.crawl import crawler as crawl
+    from tagestimate.crawl.settings import CrawlOptions
+    from tagestimate.crawl.tagged import crawl_tagged
     from tests.ndl_emulator import NdlEmulator
 
     args = build_parser().parse_args(argv)
@@ -38,15 +39,15 @@ def main(argv=None):
                 "x": 10.0, "y": 15.0, "w": 60.0, "h": 50.0, "title": "bench",
                 "graphictags": [{"tagname": "stamp", "confidence": 0.9}]} for n in range(args.images * 5)]
     print(f"latency {args.latency * 1000:.0f} ms per request, {args.images} images, "
-          f"batch {crawl.CrawlOptions.batch}, delay 0")
+          f"batch {CrawlOptions.batch}, delay 0")
     with NdlEmulator(records, latency=args.latency) as emulator:
         for workers in args.workers:
             with tempfile.TemporaryDirectory() as out:
-                options = crawl.CrawlOptions(out=out, api_base=emulator.api_base, iiif_base=emulator.iiif_base,
-                                             delay=0.0, workers=workers)
+                options = CrawlOptions(out=out, api_base=emulator.api_base, iiif_base=emulator.iiif_base,
+                                       delay=0.0, workers=workers)
                 calls_before = emulator.count("api")
                 started = time.monotonic()
-                summary = crawl.crawl_tagged(options, ["stamp"], per_class=args.images)
+                summary = crawl_tagged(options, ["stamp"], per_class=args.images)
                 elapsed = time.monotonic() - started
                 print(f"--workers {workers}: {summary.saved} images in {elapsed:.2f} s = "
                       f"{summary.saved / elapsed:.1f} images/s ({emulator.count('api') - calls_before} API calls)")

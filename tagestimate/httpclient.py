@@ -2,6 +2,8 @@
 
 `HttpClient.get` returns the body of a 200 answer or raises `FetchError` (`Unreachable` when no
 attempt could connect, `TooLarge` over the byte cap); `Interrupted` when its stop event is set.
+Every network error is one of these, never a `requests` or `urllib3` exception: a caller counts
+the failure of one document or image and goes on.
 It knows nothing of NDL: the services' URLs and answers are `tagestimate.ndl`'s business.
 """
 
@@ -11,9 +13,12 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 
 import requests
 import requests.adapters
+import requests.cookies
+import urllib3.exceptions
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +27,7 @@ TIMEOUT = 30.0     # seconds to wait for an answer; the whole body must arrive w
 RETRIES = 5        # retries after a connection error, timeout, 429 or 5xx
 BACKOFF = 1.0      # seconds before the first retry, doubling each time
 MAX_WAIT = 60.0    # longest wait before a retry, Retry-After included
+MAX_REDIRECTS = 10  # more than this is a loop, or a server not worth following
 _CHUNK = 64 * 1024
 
 
@@ -121,12 +127,18 @@ class HttpClient:
     def _attempt(self, url, params, max_bytes, accept):
         started = time.monotonic()
         try:
-            response = self.session.get(url, params=params, stream=True, timeout=self.timeout,
-                                        headers={"Accept": accept, "Accept-Encoding": "identity"})
-        except requests.ConnectionError as error:  # ConnectTimeout included
-            raise _Retry(f"connection failed: {_cause(error)}", connect=True) from None
+            response = self._follow(url, params, accept)
+        except requests.exceptions.SSLError as error:  # a certificate or protocol a retry will not change
+            raise FetchError(f"TLS failed: {_cause(error)}") from None
+        except requests.ConnectionError as error:  # ConnectTimeout and resets included
+            raise _Retry(f"connection failed: {_cause(error)}", connect=_never_connected(error)) from None
         except requests.Timeout:
             raise _Retry(f"no answer within {self.timeout:g} s") from None
+        except requests.TooManyRedirects:
+            raise FetchError(f"over {MAX_REDIRECTS} redirects (a redirect loop?)") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError) as error:
+            # A URL, or a redirect's Location, that cannot be requested (scheme, host, port): no retry mends it.
+            raise FetchError(f"bad URL: {_cause(error)}") from None
         with response:
             if response.status_code == 429 or 500 <= response.status_code <= 599:
                 raise _Retry(f"HTTP {response.status_code}",
@@ -151,8 +163,7 @@ class HttpClient:
                     if deadline.passed():
                         raise _Retry(too_slow)
                     chunks.append(chunk)
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as error:  # resets, bad chunks, ...
                 raise _Retry(too_slow if deadline.fired else f"the body was cut off or stalled: {_cause(error)}") \
                     from None
             finally:
@@ -160,6 +171,30 @@ class HttpClient:
             if deadline.fired:  # the cut may look like the end of a body sent without a length
                 raise _Retry(too_slow)
             return b"".join(chunks)
+
+    def _follow(self, url, params, accept):
+        """The streamed answer to GET url after at most MAX_REDIRECTS redirects.
+
+        Redirects are followed here, each sent through the adapter: a Session reads every
+        redirect's whole body into memory, with no cap, even with allow_redirects=False.
+        """
+        for _ in range(MAX_REDIRECTS + 1):
+            request = self.session.prepare_request(requests.Request(
+                "GET", url, params=params, headers={"Accept": accept, "Accept-Encoding": "identity"}))
+            # what Session.request adds: proxies and CA bundle from the environment; cookies come with prepare_request
+            settings = self.session.merge_environment_settings(request.url, {}, True, None, None)
+            response = self.session.get_adapter(request.url).send(request, timeout=self.timeout, **settings)
+            requests.cookies.extract_cookies_to_jar(self.session.cookies, request, response.raw)  # as Session.send
+            try:
+                location = self.session.get_redirect_target(response)
+            except ValueError:  # a Location that is not UTF-8
+                response.close()
+                raise
+            if location is None:
+                return response
+            response.close()  # unread: the connection is dropped rather than drained
+            url, params = urllib.parse.urljoin(response.url, location), None
+        raise requests.TooManyRedirects()
 
 
 class _Deadline:
@@ -231,15 +266,29 @@ def shorten(error):
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _cause(error):
-    """The innermost reason of a requests/urllib3 error, without their object reprs."""
+def _reasons(error):
+    """`error` and the reasons nested in it (requests wraps urllib3, which wraps socket errors)."""
     reason = error
     for _ in range(10):
+        yield reason
         inner = getattr(reason, "reason", None)
-        if not isinstance(inner, BaseException):
-            inner = reason.args[0] if reason.args and isinstance(reason.args[0], BaseException) else None
+        if not isinstance(inner, BaseException):  # ProtocolError("Connection aborted.", ConnectionResetError(...))
+            inner = next((arg for arg in reason.args if isinstance(arg, BaseException)), None)
         if inner is None:
-            break
+            return
         reason = inner
+
+
+def _never_connected(error):
+    """Whether a connection error came before any connection (refused, no such host, connect timeout),
+    rather than from a server that accepted and then reset or closed it."""
+    # urllib3's NewConnectionError (refused, DNS) is a ConnectTimeoutError too
+    return isinstance(error, requests.ConnectTimeout) or any(
+        isinstance(reason, urllib3.exceptions.ConnectTimeoutError) for reason in _reasons(error))
+
+
+def _cause(error):
+    """The innermost reason of a requests/urllib3 error, without their object reprs."""
+    *_, reason = _reasons(error)
     text = re.sub(r"<[^<>]*>: |\b\w*Connection(Pool)?\(host=[^)]*\): ", "", str(reason))
     return shorten(text or type(reason).__name__)

@@ -6,7 +6,7 @@ repeats, honouring `size`, the tag filter and `f-pid`) and `/api/iiif/{pid}/R{pa
 follow the grammar in shared/docs/ndl-api.md. IIIF Presentation documents put in `documents`
 are served under `/iiif/docs/`, and `/iiif3/{name}/...` is an Image API 3 service (no `full`
 size) of synthetic pages; `v2_manifest` and `v3_manifest` build documents that use both
-services. `fail()` queues misbehaviour.
+services. Any path under `/loop/` redirects (302) to itself for ever. `fail()` queues misbehaviour.
 
     with NdlEmulator(records) as emulator:
         emulator.fail("status", service="iiif", status=503, retry_after="1")
@@ -20,6 +20,8 @@ import io
 import json
 import random
 import re
+import socket
+import struct
 import threading
 import urllib.parse
 
@@ -31,6 +33,7 @@ TAG_FILTER = "f-graphictags.tagname"
 PID_FILTER = "f-pid"
 DOCS_PREFIX = "/iiif/docs/"
 IIIF3_PREFIX = "/iiif3/"
+LOOP_PREFIX = "/loop/"
 _IIIF3_PATH = re.compile(r"(?P<name>[0-9A-Za-z_-]{1,64})/(?P<region>[^/]+)/(?P<size>[^/]+)/0/default\.jpg")
 _NUMBER = r"\d+(?:\.\d+)?"
 _IIIF_PATH = re.compile(
@@ -39,7 +42,8 @@ _IIIF_PATH = re.compile(
 )
 _PCT_REGION = re.compile(r"pct:(%s),(%s),(%s),(%s)" % ((_NUMBER,) * 4))
 _PIXEL_REGION = re.compile(r"(\d+),(\d+),(\d+),(\d+)")
-FAULTS = ("status", "stall", "cut", "trickle", "truncated_jpeg", "html200", "invalid_json", "non_list", "oversize")
+FAULTS = ("status", "stall", "cut", "trickle", "truncated_jpeg", "html200", "invalid_json", "non_list", "oversize",
+          "reset", "bad_chunked", "redirect")
 ERROR_PAGE = b"<!DOCTYPE html><html><body><h1>Service Unavailable</h1></body></html>"
 
 
@@ -174,7 +178,10 @@ class NdlEmulator:
         Parameters: status (int) and retry_after (str) for "status"; seconds for "stall";
         interval (seconds between bytes), count (bytes sent one by one before the rest at
         once; default all) and content_length (bool, default True) for "trickle";
-        size (bytes) and content_length (bool) for "oversize"; match, a substring of the path.
+        size (bytes) and content_length (bool) for "oversize"; location (the Location header) and
+        body (bytes of zeros after it, default none) for "redirect"; match, a substring of the path.
+        "reset" drops the connection (TCP RST) without an answer; "bad_chunked" starts a chunked
+        body with a chunk length that is not hexadecimal.
         """
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; one of {FAULTS}")
@@ -227,7 +234,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         parsed = urllib.parse.urlsplit(self.path)
         service = ("api" if parsed.path == API_PATH else "iiif" if parsed.path.startswith(IIIF_PREFIX)
                    else "docs" if parsed.path.startswith(DOCS_PREFIX)
-                   else "iiif3" if parsed.path.startswith(IIIF3_PREFIX) else "other")
+                   else "iiif3" if parsed.path.startswith(IIIF3_PREFIX)
+                   else "loop" if parsed.path.startswith(LOOP_PREFIX) else "other")
         with emulator._lock:
             emulator.requests.append((service, self.path))
         if emulator.on_request is not None:
@@ -246,6 +254,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._document(parsed.path[len(DOCS_PREFIX):])
             elif service == "iiif3":
                 self._iiif3(parsed.path[len(IIIF3_PREFIX):])
+            elif service == "loop":
+                self._send(302, b"", "text/html", [("Location", self.path)])
             else:
                 self._send(404, ERROR_PAGE, "text/html")
         except (BrokenPipeError, ConnectionResetError):
@@ -330,6 +340,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, b'{"error": "index unavailable"}', "application/json")
         elif kind == "oversize":
             self._oversize(params.get("size", 64 * 1024 * 1024), params.get("content_length", False))
+        elif kind == "redirect":
+            self._redirect(params["location"], params.get("body", 0))
+        elif kind == "reset":
+            # linger 0: close() sends RST, not FIN, so the client sees "connection reset by peer"
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        elif kind == "bad_chunked":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"zz\r\n" + jpeg_bytes(synthetic_page("chunked", 1))[:64] + b"\r\n")
+            self.close_connection = True
 
     def _trickle(self, interval, count, content_length):
         """A complete JPEG, one byte every `interval` seconds: each read succeeds, the body never ends."""
@@ -349,6 +373,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.wfile.write(body[count:])
         self.close_connection = True
+
+    def _redirect(self, location, body):
+        """A 302 to `location`, whose body is `body` zero bytes (recorded in oversize_sent when any)."""
+        if not body:
+            return self._send(302, b"", "text/html", [("Location", location)])
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", str(body))
+        self.end_headers()
+        sent, chunk = 0, b"\0" * (256 * 1024)
+        try:
+            while sent < body and not self.server.emulator._stopping.is_set():
+                self.wfile.write(chunk[: body - sent])
+                sent += min(len(chunk), body - sent)
+        finally:
+            with self.server.emulator._lock:
+                self.server.emulator.oversize_sent.append(sent)
+            self.close_connection = True
 
     def _oversize(self, size, content_length):
         head = jpeg_bytes(synthetic_page("big", 1))

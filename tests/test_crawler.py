@@ -3,6 +3,8 @@
 import csv
 import errno
 import hashlib
+import io
+import logging
 import os
 import re
 import signal
@@ -18,7 +20,7 @@ from PIL import Image
 import newdataclawer
 from tagestimate.labels import LABELS
 from tagestimate import files, manifest, ndl
-from tagestimate.crawl import crawler as crawl
+from tagestimate.crawl import progress, rebuild, settings, tagged
 from tagestimate.errors import EXIT_ERROR
 from conftest import ROOT, restore_default_sigint
 from tests.ndl_emulator import NdlEmulator
@@ -62,7 +64,7 @@ def options(emulator, out, **changes):
     values = dict(out=str(out), api_base=emulator.api_base, iiif_base=emulator.iiif_base, delay=0.0,
                   timeout=1.0, retries=2, backoff=0.01, max_wait=0.5)
     values.update(changes)
-    return crawl.CrawlOptions(**values)
+    return settings.CrawlOptions(**values)
 
 
 def read_manifest(out):
@@ -153,7 +155,7 @@ def test_start_reconciles_after_a_crash(out):
         os.replace(out / "stamp" / (rows[1]["id"] + ".jpg"), out / "stamp" / "5_5_0.jpg")  # file without row
         with open(out / manifest.MANIFEST_NAME, "a", encoding="utf-8") as handle:
             handle.write("9_9_0,9,9,1.0")                         # torn last line
-        summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=4)
+        summary = tagged.crawl_tagged(options(emulator, out), ["stamp"], per_class=4)
     rows_after = assert_consistent(out)
     assert len(rows_after) == 4 and summary.folders["stamp"].total == 4
     adopted = [row for row in rows_after if row["id"] == "5_5_0"]
@@ -196,7 +198,7 @@ def test_files_are_written_with_the_shared_atomic_helper(out, monkeypatch):
 
     monkeypatch.setattr(files, "write_atomic", spy)
     with NdlEmulator(make_records("stamp", 6)) as emulator:
-        crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+        tagged.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
     rows = assert_consistent(out)
     assert written.count(manifest.MANIFEST_NAME) == 1  # a new manifest is written whole, atomically
     assert sorted(set(written) - {manifest.MANIFEST_NAME}) == sorted(os.path.join("stamp", row["id"] + ".jpg")
@@ -227,8 +229,8 @@ def test_rebuild_from_metadata(out, tmp_path):
         ("bad_1_0.jpg", "stamp", "..", 1, "1,1,5,5"),
     ])
     with NdlEmulator() as emulator:
-        summary = crawl.rebuild_from_metadata(options(emulator, out), str(index), labels=["graphic_graph", "stamp"],
-                                              limit=2)
+        summary = rebuild.rebuild_from_metadata(options(emulator, out), str(index), labels=["graphic_graph", "stamp"],
+                                                limit=2)
         iiif_paths = [path for service, path in emulator.requests if service == "iiif"]
         assert run_cli(emulator, out, "--from-metadata", str(index), "--label", "graphic_graph", "--label", "stamp",
                        "--limit", "2") == 0
@@ -257,10 +259,10 @@ def test_rebuild_names_an_unknown_label(out, tmp_path, capsys):
 
 @pytest.mark.skipif(not os.path.isfile(SHARED_METADATA), reason="../shared/data is absent (only in the dev checkout)")
 def test_the_real_index_parses_completely():
-    rows, rejected = crawl.read_index(SHARED_METADATA)
+    rows, rejected = rebuild.read_index(SHARED_METADATA)
     assert len(rows) == 6405 and not rejected
-    assert rows[0] == crawl.IndexRow("1017141_454_0", "graphic_graph", "1017141", 454, (15.0, 20.1, 28.5, 66.7),
-                                     "経済学全集")
+    assert rows[0] == rebuild.IndexRow("1017141_454_0", "graphic_graph", "1017141", 454, (15.0, 20.1, 28.5, 66.7),
+                                       "経済学全集")
 
 
 @pytest.mark.parametrize("fault, params", [
@@ -270,7 +272,7 @@ def test_the_real_index_parses_completely():
 def test_transient_image_faults_are_retried(out, fault, params):
     with NdlEmulator(make_records("stamp", 3)) as emulator:
         emulator.fail(fault, times=2, **params)
-        summary = crawl.crawl_tagged(options(emulator, out, timeout=0.3), ["stamp"], per_class=3)
+        summary = tagged.crawl_tagged(options(emulator, out, timeout=0.3), ["stamp"], per_class=3)
         assert emulator.pending_faults() == 0
     assert summary.folders["stamp"].saved == 3 and summary.folders["stamp"].failed == 0
     assert len(assert_consistent(out)) == 3
@@ -280,7 +282,7 @@ def test_image_given_up_after_retries_is_counted_and_the_crawl_goes_on(out):
     records = make_records("stamp", 4)
     with NdlEmulator(records) as emulator:
         emulator.fail("status", times=3, match=f"/{records[0]['pid']}/", status=502)
-        summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+        summary = tagged.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
     stats = summary.folders["stamp"]
     assert stats.failed == 1 and stats.saved == 3
     assert records[0]["id"] not in {row["id"] for row in assert_consistent(out)}
@@ -291,7 +293,7 @@ def test_a_200_that_is_not_an_image_is_not_saved(out, fault):
     records = make_records("stamp", 4)
     with NdlEmulator(records) as emulator:
         emulator.fail(fault, match=f"/{records[0]['pid']}/")
-        summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+        summary = tagged.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
     assert summary.folders["stamp"].failed == 1
     assert records[0]["id"] not in {row["id"] for row in assert_consistent(out)}
 
@@ -302,7 +304,7 @@ def test_oversize_image_is_dropped_without_reading_it_whole(out, content_length)
     size = 64 * 1024 * 1024
     with NdlEmulator(records) as emulator:
         emulator.fail("oversize", match=f"/{records[0]['pid']}/", size=size, content_length=content_length)
-        summary = crawl.crawl_tagged(options(emulator, out, max_bytes=1024 * 1024), ["stamp"], per_class=2)
+        summary = tagged.crawl_tagged(options(emulator, out, max_bytes=1024 * 1024), ["stamp"], per_class=2)
         deadline = time.monotonic() + 5
         while not emulator.oversize_sent and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -315,11 +317,11 @@ def test_retry_after_is_honoured_and_capped(out):
     with NdlEmulator(make_records("stamp", 2)) as emulator:
         emulator.fail("status", service="api", status=429, retry_after="1")
         started = time.monotonic()
-        crawl.crawl_tagged(options(emulator, out, max_wait=5.0), ["stamp"], per_class=1)
+        tagged.crawl_tagged(options(emulator, out, max_wait=5.0), ["stamp"], per_class=1)
         assert time.monotonic() - started >= 1.0
         emulator.fail("status", service="api", status=503, retry_after="3600")
         started = time.monotonic()
-        summary = crawl.crawl_tagged(options(emulator, out, max_wait=0.2), ["stamp"], per_class=2)
+        summary = tagged.crawl_tagged(options(emulator, out, max_wait=0.2), ["stamp"], per_class=2)
         assert time.monotonic() - started < 5
     assert summary.folders["stamp"].saved == 1
 
@@ -328,7 +330,7 @@ def test_retry_after_is_honoured_and_capped(out):
 def test_bad_api_answers_are_skipped_with_a_warning(out, fault, caplog):
     with NdlEmulator(make_records("stamp", 5)) as emulator:
         emulator.fail(fault, service="api", times=2)
-        summary = crawl.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+        summary = tagged.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
     assert summary.folders["stamp"].api_errors == 2 and summary.folders["stamp"].saved == 3
     assert "API answer skipped" in caplog.text
 
@@ -339,7 +341,7 @@ def test_hostile_and_incomplete_records_are_rejected(out, tmp_path):
     hostile = [dict(template, id=bad) for bad in ("../../evil", "..", "a/b", "x" * 65, "a\0b", "/abs")]
     hostile += [dict(template, id="1_1_0", pid="../up"), {k: v for k, v in template.items() if k != "x"}, "nonsense"]
     with NdlEmulator(good + hostile) as emulator:
-        summary = crawl.crawl_tagged(options(emulator, out, max_idle=5), ["stamp"], per_class=3)
+        summary = tagged.crawl_tagged(options(emulator, out, max_idle=5), ["stamp"], per_class=3)
         iiif_paths = [path for service, path in emulator.requests if service == "iiif"]
     stats = summary.folders["stamp"]
     assert stats.saved == 2 and stats.rejected > 0 and stats.status.startswith("ran dry")
@@ -348,11 +350,46 @@ def test_hostile_and_incomplete_records_are_rejected(out, tmp_path):
     assert len(assert_consistent(out)) == 2
 
 
+def test_a_hostile_record_drawn_again_and_again_is_warned_about_once(out, caplog):
+    good = make_records("stamp", 2)
+    hostile = dict(good[0], id="../../evil", pid="1", page=1)
+    with NdlEmulator(good + [hostile]) as emulator:
+        summary = tagged.crawl_tagged(options(emulator, out, max_idle=3), ["stamp"], per_class=3)
+    warnings = [record.getMessage() for record in caplog.records if "record rejected" in record.getMessage()]
+    assert warnings == ["tag stamp: record rejected: id '../../evil' is not [0-9A-Za-z_-]{1,64}"]
+    assert summary.folders["stamp"].rejected > 3  # each draw is counted: 4 calls of 20 draws from 3 records
+
+
+def test_without_a_terminal_progress_is_logged_every_n_images_and_at_the_end(out, caplog, monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY", 2)
+    caplog.set_level(logging.INFO, logger=progress.__name__)
+    with NdlEmulator(make_records("stamp", 5) + make_records("graphic_map", 3, start=100)) as emulator:
+        tagged.crawl_tagged(options(emulator, out, max_idle=2), ["stamp", "graphic_map"], per_class=5)
+    lines = [record.getMessage() for record in caplog.records if record.name == progress.__name__]
+    assert lines == ["stamp: 2/5 images", "stamp: 4/5 images", "stamp: 5/5 images; finished",
+                     "graphic_map: 2/5 images", "graphic_map: 3/5 images; finished"]
+
+
+def test_on_a_terminal_the_bar_alone_shows_progress(out, caplog, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(progress, "LOG_EVERY", 1)
+    caplog.set_level(logging.INFO, logger=progress.__name__)
+    with NdlEmulator(make_records("stamp", 3)) as emulator:
+        tagged.crawl_tagged(options(emulator, out), ["stamp"], per_class=3)
+    assert not [record for record in caplog.records if record.name == progress.__name__]
+    assert "stamp: 100%" in terminal.getvalue() and "3/3" in terminal.getvalue()
+
+
 def test_min_confidence_keeps_only_confident_records(out):
     records = make_records("picture_person", 6, confidence=0.3) + make_records("picture_person", 6, start=50,
                                                                               confidence=0.9)
     with NdlEmulator(records) as emulator:
-        summary = crawl.crawl_tagged(options(emulator, out), ["picture_person"], per_class=4, min_confidence=0.5)
+        summary = tagged.crawl_tagged(options(emulator, out), ["picture_person"], per_class=4, min_confidence=0.5)
     rows = assert_consistent(out)
     assert len(rows) == 4 and all(float(row["confidence"]) == 0.9 for row in rows)
     assert summary.folders["picture_person"].skipped > 0
@@ -361,10 +398,10 @@ def test_min_confidence_keeps_only_confident_records(out):
 def test_records_without_tags_go_to_unknown(out):
     untagged = [dict(record, graphictags=[]) for record in make_records("stamp", 3, start=200)]
     with NdlEmulator(make_records("stamp", 3) + untagged, filter_tags=False) as emulator:
-        summary = crawl.crawl_tagged(options(emulator, out, max_idle=4), ["stamp"], per_class=3)
+        summary = tagged.crawl_tagged(options(emulator, out, max_idle=4), ["stamp"], per_class=3)
     rows = assert_consistent(out)
-    assert {row["folder"] for row in rows} == {"stamp", crawl.UNKNOWN_FOLDER}
-    assert all(row["confidence"] == "" for row in rows if row["folder"] == crawl.UNKNOWN_FOLDER)
+    assert {row["folder"] for row in rows} == {"stamp", tagged.UNKNOWN_FOLDER}
+    assert all(row["confidence"] == "" for row in rows if row["folder"] == tagged.UNKNOWN_FOLDER)
     assert summary.folders["stamp"].saved == 3
 
 
@@ -377,11 +414,11 @@ MORE_SPECIFIC = {
 
 
 def test_more_specific_tags_and_order():
-    assert {tag: set(crawl.more_specific_tags(tag)) for tag in LABELS if crawl.more_specific_tags(tag)} == \
+    assert {tag: set(tagged.more_specific_tags(tag)) for tag in LABELS if tagged.more_specific_tags(tag)} == \
         MORE_SPECIFIC
-    assert crawl.more_specific_tags("graphic_illust") == crawl.more_specific_tags("graphic")
-    assert crawl.more_specific_tags("no_such_tag") == frozenset()
-    assert crawl.most_specific_first(["stamp", "picture", "picture_outdoor", "picture_landmark", "graphic_map"]) == \
+    assert tagged.more_specific_tags("graphic_illust") == tagged.more_specific_tags("graphic")
+    assert tagged.more_specific_tags("no_such_tag") == frozenset()
+    assert tagged.most_specific_first(["stamp", "picture", "picture_outdoor", "picture_landmark", "graphic_map"]) == \
         ["picture_landmark", "picture_outdoor", "graphic_map", "stamp", "picture"]
 
 
@@ -392,9 +429,9 @@ def test_a_parent_tag_leaves_records_with_a_more_specific_tag_to_that_tag(out):
     landmarks = make_records("picture", 5, start=300, extra_tags=("picture_outdoor", "picture_landmark"))
     records = parent_only + maps + outdoor_only + landmarks
     with NdlEmulator(records) as emulator:  # parents first, the order that used to misfile them
-        summary = crawl.crawl_tagged(options(emulator, out, max_idle=4),
-                                     ["graphic", "picture", "picture_outdoor", "graphic_map", "picture_landmark"],
-                                     per_class=5)
+        summary = tagged.crawl_tagged(options(emulator, out, max_idle=4),
+                                      ["graphic", "picture", "picture_outdoor", "graphic_map", "picture_landmark"],
+                                      per_class=5)
     folders = {}
     for row in assert_consistent(out):
         folders.setdefault(row["folder"], set()).add(row["id"])
@@ -422,7 +459,7 @@ def test_without_tag_the_most_specific_tags_are_crawled_first(out):
 
 def test_a_tag_that_runs_dry_is_reported(out, caplog):
     with NdlEmulator(make_records("graphic_map", 3)) as emulator:
-        summary = crawl.crawl_tagged(options(emulator, out, max_idle=3), ["graphic_map"], per_class=10)
+        summary = tagged.crawl_tagged(options(emulator, out, max_idle=3), ["graphic_map"], per_class=10)
     assert summary.folders["graphic_map"].total == 3
     assert summary.folders["graphic_map"].status == "ran dry: 3 calls in a row brought nothing new"
     assert "graphic_map ran dry" in caplog.text
@@ -505,7 +542,7 @@ def test_ctrl_c_before_the_crawl_starts_exits_130_with_one_line(tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(crawl, "read_index", interrupted)
+    monkeypatch.setattr(rebuild, "read_index", interrupted)
     assert newdataclawer.main(["--out", str(tmp_path / "out"), "--from-metadata", "metadata.csv"]) == 130
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
@@ -569,7 +606,7 @@ def test_cli_defaults_are_the_documented_ones():
     assert {flag: parsed[dest] for flag, dest in flags.items()} == \
         {flag: default for flag, (default, _) in DOCUMENTED_DEFAULTS.items()}
     assert readme_crawler_defaults() == {flag: cell for flag, (_, cell) in DOCUMENTED_DEFAULTS.items()}
-    library = crawl.CrawlOptions()  # what a caller of crawl.crawl_tagged gets
+    library = settings.CrawlOptions()  # what a caller of crawl.crawl_tagged gets
     assert (library.out, library.api_base, library.iiif_base, library.size, library.batch, library.workers,
             library.delay, library.timeout, library.retries, library.backoff, library.max_wait, library.max_bytes,
             library.max_idle) == ("datasetpdm", "https://lab.ndl.go.jp/dl/api", "https://www.dl.ndl.go.jp/api/iiif",
@@ -590,9 +627,9 @@ def test_cli_rejects_bad_flags(argv, capsys):
 
 def test_the_cli_defaults_are_the_crawl_defaults():
     args = newdataclawer.build_parser().parse_args([])
-    assert newdataclawer.crawl_options(args) == crawl.CrawlOptions()
-    assert (args.per_class, args.min_confidence) == (crawl.PER_CLASS, crawl.MIN_CONFIDENCE)
-    assert crawl.CrawlOptions().max_bytes == 20 * 1024 * 1024
+    assert newdataclawer.crawl_options(args) == settings.CrawlOptions()
+    assert (args.per_class, args.min_confidence) == (settings.PER_CLASS, settings.MIN_CONFIDENCE)
+    assert settings.CrawlOptions().max_bytes == 20 * 1024 * 1024
 
 
 def test_cli_tag_choices_are_the_known_labels():

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import newdataclawer
-from tagestimate import iiif, manifest, ndl
+from tagestimate import httpclient, iiif, manifest, ndl
 from tests.ndl_emulator import NdlEmulator, v2_manifest, v3_manifest
 
 FAST = ["--delay", "0", "--timeout", "1", "--retries", "1", "--backoff", "0.01", "--max-wait", "0.2"]
@@ -241,3 +241,139 @@ def test_an_oversized_manifest_is_not_read_whole(tmp_path, capsys, monkeypatch):
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")][0]
     assert row.split()[6] == "1"  # api_errors: the oversized answer; the second request got the manifest
     assert files_under(out) == {("m", "0001.jpg")}
+
+
+def summary_row(stdout, folder):
+    """The summary's row of `folder`: [saved, duplicates, rejected, skipped, failed, api_errors, total, status]."""
+    line = [line for line in stdout.splitlines() if line.split()[:1] == [folder]][0]
+    cells = line.split(maxsplit=8)
+    return [int(cell) for cell in cells[1:8]] + [cells[8] if len(cells) > 8 else ""]
+
+
+@pytest.mark.parametrize("loop_first", [False, True])
+def test_a_manifest_that_redirects_to_itself_is_that_manifests_failure(tmp_path, capsys, loop_first):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["good.json"] = v3_manifest(emulator, "good.json", 2)
+        sources = [emulator.doc_url("good.json"), emulator.root + "/loop/manifest.json"]
+        argv = [arg for source in (sources[::-1] if loop_first else sources) for arg in ("--iiif-manifest", source)]
+        assert crawl(emulator, out, *argv) == 0  # as for any manifest that could not be fetched
+        assert emulator.count("loop") == httpclient.MAX_REDIRECTS + 1  # followed, given up, not retried
+    assert files_under(out) == {("good", "0001.jpg"), ("good", "0002.jpg")}
+    captured = capsys.readouterr()
+    assert summary_row(captured.out, "good")[:1] == [2]
+    saved, _, _, _, failed, api_errors, _, status = summary_row(captured.out, "-")
+    assert (saved, failed, api_errors) == (0, 0, 1)
+    assert status == f"manifest {emulator.root}/loop/manifest.json not fetched: over 10 redirects (a redirect loop?)"
+    assert "Traceback" not in captured.err
+
+
+def test_an_image_url_that_redirects_to_itself_fails_that_image_alone(tmp_path, capsys):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        document = v2_manifest(emulator, "book.json", "1054192", [1, 2, 3])
+        document["sequences"][0]["canvases"][1]["images"][0]["resource"]["service"]["@id"] = emulator.root + "/loop/p2"
+        emulator.documents["book.json"] = document
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("book.json"), "--workers", "1") == 0
+    assert files_under(out) == {("book", "0001.jpg"), ("book", "0003.jpg")}
+    captured = capsys.readouterr()
+    assert summary_row(captured.out, "book") == [2, 0, 0, 0, 1, 0, 2, "done, with failures: re-run to retry them"]
+    assert "0002 not saved: over 10 redirects" in captured.err and "Traceback" not in captured.err
+
+
+# Network errors of one document or image: each must be that one's failure, never the run's end.
+NETWORK_FAULTS = [
+    ("reset", {"times": 2}, "connection failed: [Errno 104] Connection reset by peer"),
+    ("bad_chunked", {"times": 2}, "the body was cut off or stalled"),
+    ("stall", {"times": 2, "seconds": 3.0}, "no answer within 1 s"),
+    ("redirect", {"location": "ftp://127.0.0.1/elsewhere"}, "bad URL: No connection adapters were found"),
+    ("redirect", {"location": "http://[::1/broken"}, "bad URL: "),
+    ("redirect", {"location": "http://a..b/empty-label"}, "bad URL: Failed to parse"),
+    ("redirect", {"location": "/caf\xe9"}, "bad URL: 'utf-8' codec can't decode"),  # a Location not in UTF-8
+]
+
+
+@pytest.mark.parametrize("fault, params, reason", NETWORK_FAULTS)
+def test_a_network_error_of_one_manifest_is_counted_and_the_run_goes_on(tmp_path, capsys, fault, params, reason):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["good.json"] = v3_manifest(emulator, "good.json", 1)
+        emulator.documents["bad.json"] = v3_manifest(emulator, "bad.json", 1)
+        emulator.fail(fault, service="docs", match="bad.json", **params)
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("good.json"),
+                     "--iiif-manifest", emulator.doc_url("bad.json")) == 0
+        assert emulator.pending_faults() == 0
+    assert files_under(out) == {("good", "0001.jpg")}
+    captured = capsys.readouterr()
+    row = summary_row(captured.out, "-")
+    assert row[5] == 1 and row[7].startswith(f"manifest {emulator.doc_url('bad.json')} not fetched: {reason}")
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("fault, params, reason", NETWORK_FAULTS)
+def test_a_network_error_of_one_image_is_counted_and_the_run_goes_on(tmp_path, capsys, fault, params, reason):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["book.json"] = v2_manifest(emulator, "book.json", "1054192", [1, 2, 3])
+        emulator.fail(fault, service="iiif", match="/R0000002/", **params)
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("book.json"), "--workers", "1") == 0
+        assert emulator.pending_faults() == 0
+    assert files_under(out) == {("book", "0001.jpg"), ("book", "0003.jpg")}
+    captured = capsys.readouterr()
+    assert summary_row(captured.out, "book")[:5] == [2, 0, 0, 0, 1]
+    assert f"0002 not saved: {reason}" in captured.err and "Traceback" not in captured.err
+
+
+def test_an_https_url_to_a_plain_http_server_is_that_manifests_failure(tmp_path, capsys):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["good.json"] = v3_manifest(emulator, "good.json", 1)
+        tls = emulator.doc_url("bad.json").replace("http://", "https://")
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("good.json"), "--iiif-manifest", tls) == 0
+    assert files_under(out) == {("good", "0001.jpg")}
+    assert summary_row(capsys.readouterr().out, "-")[7].startswith(f"manifest {tls} not fetched: TLS failed")
+
+
+def test_a_manifest_without_canvases_says_so_and_exits_0(tmp_path, capsys):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["empty.json"] = v3_manifest(emulator, "empty.json", 0)
+        emulator.documents["book.json"] = v3_manifest(emulator, "book.json", 1)
+        # 0: an empty manifest is a valid answer that a re-run cannot change, like a tag that ran dry
+        assert crawl(emulator, out, "--iiif-manifest", emulator.doc_url("empty.json"),
+                     "--iiif-manifest", emulator.doc_url("book.json")) == 0
+    assert files_under(out) == {("book", "0001.jpg")}
+    captured = capsys.readouterr()
+    assert summary_row(captured.out, "empty") == [0, 0, 0, 0, 0, 0, 0, "no canvases: nothing to fetch"]
+    assert f"manifest {emulator.doc_url('empty.json')} has no canvases: nothing to fetch" in captured.err
+
+
+def test_a_collection_that_lists_itself_is_read_once_and_says_so(tmp_path, capsys):
+    out = tmp_path / "input"
+    with NdlEmulator() as emulator:
+        emulator.documents["a.json"] = v3_manifest(emulator, "a.json", 1)
+        loop, alone = emulator.doc_url("loop.json"), emulator.doc_url("alone.json")
+        emulator.documents["loop.json"] = {
+            "@context": "http://iiif.io/api/presentation/3/context.json", "id": loop, "type": "Collection",
+            "items": [{"id": loop, "type": "Collection"}, {"id": emulator.doc_url("a.json"), "type": "Manifest"}]}
+        emulator.documents["alone.json"] = {  # lists nothing but itself
+            "@context": "http://iiif.io/api/presentation/2/context.json", "@id": alone, "@type": "sc:Collection",
+            "collections": [{"@id": alone, "@type": "sc:Collection"}]}
+        assert crawl(emulator, out, "--iiif-manifest", loop, "--iiif-manifest", alone) == 0
+        reads = [path for service, path in emulator.requests if service == "docs"]
+    assert sorted(reads) == ["/iiif/docs/a.json", "/iiif/docs/alone.json", "/iiif/docs/loop.json"]
+    assert files_under(out) == {("a", "0001.jpg")}
+    captured = capsys.readouterr()
+    row = summary_row(captured.out, "-")
+    assert row[3] == 2 and row[7].startswith(f"collection {loop} lists {loop} again, which this run already read")
+    assert f"collection {alone} lists {alone} again" in captured.err
+
+
+def test_a_bad_record_drawn_again_and_again_is_warned_about_once(tmp_path, caplog):
+    wanted = book_records("1054192", range(1, 3))
+    hostile = dict(wanted[0], id="../../etc/passwd")
+    with NdlEmulator(wanted + [hostile]) as emulator:
+        emulator.draw = lambda size, tags, pids=(): [hostile, hostile] + wanted
+        assert crawl(emulator, tmp_path / "input", "--pid", "1054192", "--max-idle", "3") == 0
+    warnings = [record.getMessage() for record in caplog.records if "record rejected" in record.getMessage()]
+    assert warnings == ["pid 1054192: record rejected: id '../../etc/passwd' is not [0-9A-Za-z_-]{1,64}"]

@@ -21,7 +21,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tagestimate.labels import LABELS
 from tagestimate import ndl
-from tagestimate.crawl import crawler as crawl
+from tagestimate.crawl import settings
+from tagestimate.crawl.books import crawl_pids
+from tagestimate.crawl.iiif_manifests import crawl_manifests
+from tagestimate.crawl.rebuild import rebuild_from_metadata
+from tagestimate.crawl.tagged import crawl_tagged, most_specific_first
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter
 
@@ -31,7 +35,7 @@ BOOK_OUT = "input"  # --out of the book modes: the folder multiinference.py read
 def byte_size(text):
     """Bytes from '20971520', '500KB' or '20MB' (K, M, G are powers of 1024), for argparse."""
     try:
-        return crawl.byte_size(text)
+        return settings.byte_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -75,7 +79,7 @@ def _manifest_source(text):
 
 
 def build_parser():
-    defaults = crawl.CrawlOptions
+    defaults = settings.CrawlOptions
     parser = argparse.ArgumentParser(
         description="Download NDL illustrations into one folder per tag ({out}/{tag}/{id}.jpg) with a "
                     "manifest of where each came from. Tagged mode calls the NDL Lab API's randomwithfacet "
@@ -91,9 +95,9 @@ def build_parser():
                              f"the most specific first). Each image goes into the folder of the tag it was "
                              f"requested for; records that also carry a more specific tag are left for that "
                              f"tag's folder (a picture_landmark record is not filed under picture_outdoor)")
-    tagged.add_argument("--per-class", type=_bounded(int, 1), default=crawl.PER_CLASS,
+    tagged.add_argument("--per-class", type=_bounded(int, 1), default=settings.PER_CLASS,
                         help="stop a tag once its folder holds this many images")
-    tagged.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=crawl.MIN_CONFIDENCE,
+    tagged.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=settings.MIN_CONFIDENCE,
                         help="keep only records whose requested tag has NDL's confidence >= this (0-1)")
     tagged.add_argument("--max-idle", type=_bounded(int, 1), default=defaults.max_idle,
                         help="give up on a tag after this many API calls in a row bring nothing new")
@@ -142,7 +146,7 @@ def build_parser():
                         help="first retry waits this many seconds, doubling each time")
     common.add_argument("--max-wait", type=_bounded(float, 0.0), default=defaults.max_wait,
                         help="longest wait before a retry, including one asked for by Retry-After")
-    common.add_argument("--max-bytes", type=byte_size, default=crawl.MAX_BYTES,
+    common.add_argument("--max-bytes", type=byte_size, default=settings.MAX_BYTES,
                         help="drop an image larger than this (K, M, G = 1024, 1024^2, 1024^3 bytes)")
     return parser
 
@@ -150,10 +154,10 @@ def build_parser():
 def crawl_options(args):
     """The CrawlOptions that parsed flags ask for (every one of its fields is a flag; --out's default
     depends on the mode)."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(crawl.CrawlOptions)}
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(settings.CrawlOptions)}
     if values["out"] is None:
-        values["out"] = BOOK_OUT if args.pid or args.iiif_manifest else crawl.CrawlOptions.out
-    return crawl.CrawlOptions(**values)
+        values["out"] = BOOK_OUT if args.pid or args.iiif_manifest else settings.CrawlOptions.out
+    return settings.CrawlOptions(**values)
 
 
 def check_modes(parser, args):
@@ -177,15 +181,14 @@ def main(argv=None):
     try:
         with logging_redirect_tqdm():
             if args.from_metadata:
-                summary = crawl.rebuild_from_metadata(options, args.from_metadata, labels=args.label,
-                                                      limit=args.limit)
+                summary = rebuild_from_metadata(options, args.from_metadata, labels=args.label, limit=args.limit)
             elif args.pid:
-                summary = crawl.crawl_pids(options, list(dict.fromkeys(args.pid)))
+                summary = crawl_pids(options, list(dict.fromkeys(args.pid)))
             elif args.iiif_manifest:
-                summary = crawl.crawl_manifests(options, list(dict.fromkeys(args.iiif_manifest)), limit=args.limit)
+                summary = crawl_manifests(options, list(dict.fromkeys(args.iiif_manifest)), limit=args.limit)
             else:
-                summary = crawl.crawl_tagged(options, args.tag or crawl.most_specific_first(LABELS), args.per_class,
-                                             min_confidence=args.min_confidence)
+                summary = crawl_tagged(options, args.tag or most_specific_first(LABELS), args.per_class,
+                                       min_confidence=args.min_confidence)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -1,0 +1,45 @@
+"""What a crawl did, per folder: the table newdataclawer.py prints at the end."""
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class FolderStats:
+    """What happened to one folder (a tag, a label, a pid or a manifest) in this run."""
+
+    saved: int = 0        # new files written this run
+    duplicates: int = 0   # already filed (this or an earlier run) or already tried this run
+    rejected: int = 0     # unusable record or index row (missing fields, hostile id, ...)
+    skipped: int = 0      # below --min-confidence, not carrying the requested tag, or also
+                          # carrying a more specific tag (left for that tag's folder)
+    failed: int = 0       # download given up, not a JPEG, or over --max-bytes
+    api_errors: int = 0   # API calls that failed or answered garbage
+    total: int = 0        # files in the folder at the end
+    status: str = ""
+
+
+@dataclasses.dataclass
+class CrawlSummary:
+    folders: dict = dataclasses.field(default_factory=dict)  # name -> FolderStats
+    interrupted: bool = False
+    elapsed: float = 0.0
+
+    def stats(self, name):
+        return self.folders.setdefault(name, FolderStats())
+
+    @property
+    def saved(self):
+        return sum(stats.saved for stats in self.folders.values())
+
+    def format(self):
+        """A fixed-width table, one row per folder."""
+        columns = ("saved", "duplicates", "rejected", "skipped", "failed", "api_errors", "total")
+        width = max([len(name) for name in self.folders] + [6])
+        lines = [f"{'folder':<{width}}  " + "  ".join(f"{c:>10}" for c in columns) + "  status"]
+        for name, stats in self.folders.items():
+            values = "  ".join(f"{getattr(stats, c):>10}" for c in columns)
+            lines.append(f"{name:<{width}}  {values}  {stats.status}")
+        rate = self.saved / self.elapsed if self.elapsed > 0 else 0.0
+        lines.append(f"{self.saved} images saved in {self.elapsed:.1f} s ({rate:.2f} images/s)"
+                     + ("; interrupted: run the same command again to resume" if self.interrupted else ""))
+        return "\n".join(lines)
