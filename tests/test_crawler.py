@@ -560,7 +560,7 @@ def test_help_answers_without_importing_tensorflow():
     assert result.stdout.splitlines()[-1] == "[]"
 
 
-# The README's crawler table is the contract: flag -> (default as parsed, the table's default cell).
+# docs/crawling.md's flag table is the contract: flag -> (default as parsed, the table's default cell).
 DOCUMENTED_DEFAULTS = {
     "--tag": (None, "all known tags, most specific first"),
     "--per-class": (500, "500"),
@@ -587,12 +587,11 @@ DOCUMENTED_DEFAULTS = {
 
 
 def readme_crawler_defaults():
-    """{flag: default cell} from the flags table of the README's newdataclawer.py section."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+    """{flag: default cell} from the flags table of docs/crawling.md (the crawler's page)."""
+    with open(os.path.join(ROOT, "docs", "crawling.md"), encoding="utf-8") as handle:
         text = handle.read()
-    section = text[text.index("## Growing the data set: `newdataclawer.py`"):]
-    section = section[:section.index("\n## ", 1)]
-    table = section[section.index("### Flags"):]
+    table = text[text.index("\n## Flags\n"):]
+    table = table[:table.index("\n## ", 1)]
     return {re.match(r"`(--[a-z-]+)", cells[0])[1]: cells[1]
             for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
                           for line in table.splitlines() if line.startswith("| `--"))}

@@ -12,7 +12,7 @@ from tagestimate import files
 
 
 def test_temporary_suffix_is_part():
-    assert files.TEMP_SUFFIX == ".part"  # the crawler and the README name it; a rename would orphan files
+    assert files.TEMP_SUFFIX == ".part"  # the crawler and docs/crawling.md name it; a rename would orphan files
 
 
 @pytest.mark.parametrize("size, chunk", [(0, 4), (5, 4), (4096, 1000), (3 << 20, 1 << 20)])

@@ -471,8 +471,21 @@ def test_unicode_names_are_sorted_and_tagged(tmp_path, constant_weights):
         assert all(tags for tags in result.values())
 
 
+def documented_flags():
+    """{flag: default cell} from the flag table of docs/tagging.md."""
+    import re
+
+    with open(os.path.join(ROOT, "docs", "tagging.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    table = text[text.index("\n## Flags\n"):]
+    table = table[:table.index("\n## ", 1)]
+    return {re.match(r"`(--[a-z-]+)", cells[0])[1]: cells[1]
+            for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
+                          for line in table.splitlines() if line.startswith("| `--"))}
+
+
 def test_documented_defaults():
-    """The README's flag table is the contract: literal values, not the parser's own constants."""
+    """docs/tagging.md's flag table is the contract: literal values, not the parser's own constants."""
     from tagestimate.model import ModelConfig
     from tagestimate.formats import thresholds_for
 
@@ -488,14 +501,22 @@ def test_documented_defaults():
     assert multiinference.DEFAULT_THRESHOLD == 0.4
     assert weights_module.NDL_WEIGHTS_URL == \
         "https://lab.ndl.go.jp/dataset/tagestimatemodel/weights_ndllabelimage.hdf5"
+    parser = multiinference.build_parser()
+    flags = {action.option_strings[-1] for action in parser._actions if action.dest != "help"}
+    documented = documented_flags()
+    assert set(documented) == flags  # every flag in the table, and no flag that is gone
+    assert {flag: documented[flag] for flag in ("--inputpath", "--outputpath", "--batch-size", "--backend",
+                                                "--format", "--engine")} == \
+        {"--inputpath": "`input`", "--outputpath": "`output`", "--batch-size": "32", "--backend": "`auto`",
+         "--format": "`json`", "--engine": "`local`"}  # the cells that state the literal defaults above
 
 
-def test_readme_lists_the_extensions_read():
+def test_docs_list_the_extensions_read():
     import re
 
     from tagestimate.images import IMAGE_EXTENSIONS
 
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+    with open(os.path.join(ROOT, "docs", "tagging.md"), encoding="utf-8") as handle:
         text = handle.read()
     listed = re.search(r"Files\s+without an image extension \(`([^`]*)`\)", text).group(1).split()
     assert sorted(listed) == sorted(IMAGE_EXTENSIONS)

@@ -326,7 +326,7 @@ def test_best_weights_are_saved_whole_on_improvement_only(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == [BEST_WEIGHTS] and saver.best == 1.5
 
 
-# The README's flag table is the contract: literal values, not TrainSettings read back.
+# docs/training.md's flag table is the contract: literal values, not TrainSettings read back.
 DOCUMENTED_DEFAULTS = {
     "data": "datasetpdm", "out": "weights_pdm_multi", "epochs": 30, "batch_size": 32, "lr": 1e-4,
     "warmup_epochs": 1, "warmup_lr": 1e-3, "image_size": None, "weights": "imagenet", "val_split": 0.1,
