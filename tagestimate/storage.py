@@ -140,14 +140,16 @@ class LocalStore:
         """[(relative path with '/', path)] of every file under `folder`.
 
         A linked folder directly in `folder` is followed (an item folder may be a link); deeper
-        links to folders are not, as os.walk does.
+        links to folders are not, as os.walk does. Hidden folders are not entered: find_items
+        skips them anyway, and they may be large (caches, .git).
         """
         found = []
         for entry in os.scandir(folder):
             if entry.is_file():
                 found.append((entry.name, entry.path))
-            elif entry.is_dir():
-                for current, _, names in os.walk(entry.path):
+            elif entry.is_dir() and not entry.name.startswith("."):
+                for current, folders, names in os.walk(entry.path):
+                    folders[:] = [name for name in folders if not name.startswith(".")]
                     found += [(os.path.relpath(os.path.join(current, name), folder).replace(os.sep, "/"),
                                os.path.join(current, name)) for name in names]
         return found

@@ -221,6 +221,7 @@ def test_the_local_store_lists_what_find_items_needs(tmp_path):
     walked = dict(storage.walk_files(source))
     assert walked["book1/scans/p1.jpg"] == os.path.join(source, "book1", "scans", "p1.jpg")
     assert walked["linked/a.jpg"] == os.path.join(source, "linked", "a.jpg")
+    assert ".hidden/x.jpg" not in walked and "book2/.x.jpg" in walked  # hidden folders are not entered
     assert storage.files_in(source) == [os.path.join(source, "loose.jpg")]
     assert storage.files_in(os.path.join(source, "missing")) == []
     assert storage.relpath(os.path.join(source, "book1", "p2.png"), source) == "book1/p2.png"

@@ -72,14 +72,14 @@ def _relative(path, root):
     return storage.relpath(path, root)
 
 
-def _groups(input_uri):
+def _groups(input_dir):
     """find_items' (item name, root, image paths), from one recursive listing of the store.
 
     The same layout and order as on a disk: sub-folders are items (hidden names skipped at
     any depth), loose images form an item named after the input folder, paths sorted.
     """
     folders, loose = collections.defaultdict(list), []
-    for relative, uri in storage.walk_files(input_uri):
+    for relative, uri in storage.walk_files(input_dir):
         parts = relative.split("/")
         if any(part.startswith(".") for part in parts) or not is_image_name(parts[-1]):
             continue
@@ -87,9 +87,9 @@ def _groups(input_uri):
             loose.append(uri)
         else:
             folders[parts[0]].append(uri)
-    groups = [(name, storage.join(input_uri, name), sorted(folders[name])) for name in sorted(folders, key=natural_key)]
+    groups = [(name, storage.join(input_dir, name), sorted(folders[name])) for name in sorted(folders, key=natural_key)]
     if loose:
-        groups.append((storage.basename(input_uri), input_uri, sorted(loose)))
+        groups.append((storage.basename(input_dir), input_dir, sorted(loose)))
     return groups
 
 
