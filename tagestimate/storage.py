@@ -213,9 +213,12 @@ def _s3_filesystem(pafs, scheme, uri):
     delete always re-creates the parent "folder" as a zero-byte marker object; botocore's
     DeleteObject leaves none.
     """
-    _check_credentials()
+    anonymous = os.environ.get("AWS_NO_SIGN_REQUEST", "").lower() == "true"  # a public bucket, as the AWS CLI's
+    if not anonymous:
+        _check_credentials()
     try:
         import boto3
+        import botocore
         import botocore.config
         import botocore.exceptions
     except ImportError:
@@ -223,7 +226,7 @@ def _s3_filesystem(pafs, scheme, uri):
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     options = {"connect_timeout": CONNECT_TIMEOUT, "request_timeout": REQUEST_TIMEOUT,
-               "allow_delayed_open": True}  # a small file is one PutObject at close
+               "allow_delayed_open": True, "anonymous": anonymous}  # a small file is one PutObject at close
     if endpoint:
         options["endpoint_override"] = endpoint
         options["region"] = region = region or "us-east-1"
@@ -231,7 +234,8 @@ def _s3_filesystem(pafs, scheme, uri):
         options["region"] = region
     client = boto3.session.Session().client(
         "s3", endpoint_url=endpoint, region_name=region,
-        config=botocore.config.Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=REQUEST_TIMEOUT))
+        config=botocore.config.Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=REQUEST_TIMEOUT,
+                                      signature_version=botocore.UNSIGNED if anonymous else None))
 
     def delete(bucket, key):
         try:
@@ -261,7 +265,7 @@ def _check_credentials():
             any(os.path.isfile(os.path.expanduser(name)) for name in files):
         return
     advice = ("no AWS credentials are configured; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
-              "with ~/.aws/credentials")
+              "with ~/.aws/credentials, or AWS_NO_SIGN_REQUEST=true for a public bucket")
     if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
         raise StorageError(advice)
     import socket

@@ -368,7 +368,7 @@ def test_without_credentials_s3_is_one_sentence_at_once(tmp_path, monkeypatch, c
                         lambda address, *args, **kwargs: contacted.append(address) or connect(address, *args, **kwargs))
     source = make_input(str(tmp_path / "input"))
     advice = ("error: no AWS credentials are configured; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-              "AWS_PROFILE with ~/.aws/credentials")
+              "AWS_PROFILE with ~/.aws/credentials, or AWS_NO_SIGN_REQUEST=true for a public bucket")
     with socket.socket() as bound:  # bound, not listening: refused at once
         bound.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{bound.getsockname()[1]}"
@@ -403,3 +403,19 @@ def test_overlapping_input_and_output_are_refused(tmp_path, s3_server, capsys):
     for input_dir, output_dir in ((source, source + "2"), (bucket + "/in", bucket + "/input"),
                                   (bucket + "/in", "s3://other/in")):
         assert storage.overlap_problem(input_dir, output_dir) is None
+
+
+def test_a_public_bucket_is_read_without_credentials(s3_server, monkeypatch):
+    import boto3
+
+    bucket = make_bucket("public")
+    boto3.client("s3").put_object(Bucket="public", Key="in/a.jpg", Body=b"x", ACL="public-read")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("HOME", "/nonexistent")
+    monkeypatch.setattr(storage, "_STORES", {})
+    with pytest.raises(storage.StorageError, match="no AWS credentials"):
+        storage.isdir(bucket + "/in")
+    monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "true")
+    assert storage.read_bytes(bucket + "/in/a.jpg") == b"x"  # moto refuses unsigned reads of private objects
