@@ -20,8 +20,6 @@ import io
 import json
 import logging
 import os
-import pathlib
-import posixpath
 import urllib.parse
 
 from iiif_prezi3 import Agent, Annotation, AnnotationPage, FragmentSelector, SpecificResource, TextualBody
@@ -47,9 +45,7 @@ LANGUAGE = "en"  # the tags are NDL's English label names
 
 def file_url(path):
     """The absolute file: URL of a local path; a URI (s3://...) as it is."""
-    if storage.is_uri(path):
-        return path
-    return pathlib.Path(os.path.abspath(path)).as_uri()
+    return storage.url(path)
 
 
 def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=None, created=None):
@@ -57,7 +53,7 @@ def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=N
     import datetime
 
     created = created or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return RunContext(input_dir=input_dir if storage.is_uri(input_dir) else os.path.abspath(input_dir),
+    return RunContext(input_dir=storage.root(input_dir),
                       weights_name=os.path.basename(weights_path),
                       weights_sha256=files.sha256_file(weights_path),
                       id_base=(id_base or file_url(output_dir)).rstrip("/"),
@@ -163,11 +159,7 @@ def _target(item_name, record, context, rows):
 
 
 def _relative(path, input_dir):
-    if not input_dir or storage.is_uri(path) != storage.is_uri(input_dir):
-        return None
-    if storage.is_uri(path):
-        return posixpath.relpath(path.split("://", 1)[1], input_dir.split("://", 1)[1])
-    return os.path.relpath(path, input_dir)
+    return storage.relpath(path, input_dir) if input_dir else None
 
 
 def _selector(box):
@@ -208,13 +200,8 @@ def provenance(input_dir):
     if not input_dir:
         return {}
     path = storage.join(input_dir, MANIFEST_NAME)
-    if storage.is_uri(path):
-        return _read_rows(path, None, None) if storage.exists(path) else {}
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return {}
-    return _read_rows(path, stat.st_mtime_ns, stat.st_size)
+    version = storage.version(path)
+    return {} if version is None else _read_rows(path, *version)
 
 
 @functools.lru_cache(maxsize=4)

@@ -16,7 +16,7 @@ from conftest import ROOT
 from labelmap import LABELS
 from modelfiles import write_trained_weights
 from tagestimate.tag import ray_engine
-from test_storage import download, make_bucket, s3_server, upload  # noqa: F401 - s3_server is a fixture
+from test_storage import download, keys, make_bucket, s3_server, upload  # noqa: F401 - s3_server is a fixture
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # each test starts Ray or model-holding actors: seconds
@@ -171,6 +171,8 @@ def test_ray_engine_reads_and_writes_s3_with_the_local_bytes(tmp_path, weights, 
     for name in ("book1.json", "book2.json", "book10.json"):
         assert remote[name] == local[name]
     assert json.loads(remote["errors.json"])[0]["path"] == bucket + "/input/book2/broken.jpg"
+    # the pending errors of book2 were deleted without leaving a zero-byte ".pending-errors/" marker
+    assert [key for key in keys("rayengine") if key.startswith("output/")] == [f"output/{name}" for name in sorted(local)]
 
 
 def test_the_local_engine_never_imports_ray(tmp_path, weights):

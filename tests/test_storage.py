@@ -57,12 +57,12 @@ def s3_server():
              ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                       AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_DEFAULT_REGION="us-east-1")
-    storage._SYSTEMS.clear()
+    storage._STORES.clear()
     try:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
-        storage._SYSTEMS.clear()
+        storage._STORES.clear()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -75,6 +75,13 @@ def make_bucket(name):
 
     boto3.client("s3").create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+def keys(bucket):
+    """Every key in the bucket as S3 lists it, zero-byte "folder/" markers included."""
+    import boto3
+
+    return sorted(entry["Key"] for entry in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
 def upload(folder, uri):
@@ -160,13 +167,16 @@ def test_s3_output_problems_are_one_sentence_before_any_model_work(tmp_path, s3_
     storage.write_atomic(bucket + "/afile", b"x")
     source = make_input(str(tmp_path / "input"))
     for output, expected in ((bucket + "/afile", "is an existing file, not a folder"),
-                             ("s3://no-such-bucket/out", "cannot write")):
+                             ("s3://no-such-bucket/out", "error: bucket no-such-bucket of output folder "
+                                                         "s3://no-such-bucket/out does not exist; pass --outputpath")):
         with pytest.raises(SystemExit) as stop:
             multiinference.main(["--inputpath", source, "--outputpath", output, "--weights", "missing.h5"])
         assert stop.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1
     assert storage.walk_files(bucket) == [("afile", bucket + "/afile")]  # the probe object is gone
+    assert storage.output_problem(bucket + "/fresh/out") is None
+    assert keys("checks") == ["afile"]  # nor any zero-byte "fresh/out/" marker of its deletion
 
 
 def test_atomic_write_to_s3_is_whole_and_leaves_no_temporary_object(s3_server):
@@ -181,7 +191,7 @@ def test_atomic_write_to_s3_is_whole_and_leaves_no_temporary_object(s3_server):
 
 def test_a_uri_without_pyarrow_names_the_requirements_file(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.fs", None)  # as if not installed
-    monkeypatch.setattr(storage, "_SYSTEMS", {})
+    monkeypatch.setattr(storage, "_STORES", {})
     with pytest.raises(storage.StorageError, match="pip install -r requirements-scale.txt"):
         storage.exists("s3://bucket/input")
 
@@ -195,3 +205,217 @@ def test_local_paths_never_import_pyarrow_or_ray():
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_no_module_but_storage_asks_what_kind_of_path_it_holds():
+    for folder, _, names in os.walk(os.path.join(ROOT, "tagestimate")):
+        for name in names:
+            if name.endswith(".py") and name != "storage.py":
+                with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                    assert "is_uri" not in handle.read(), name
+
+
+def test_the_local_store_lists_what_find_items_needs(tmp_path):
+    source = make_input(str(tmp_path / "input"))
+    os.symlink(os.path.join(source, "book2"), os.path.join(source, "linked"))  # an item folder may be a link
+    walked = dict(storage.walk_files(source))
+    assert walked["book1/scans/p1.jpg"] == os.path.join(source, "book1", "scans", "p1.jpg")
+    assert walked["linked/a.jpg"] == os.path.join(source, "linked", "a.jpg")
+    assert ".hidden/x.jpg" not in walked and "book2/.x.jpg" in walked  # hidden folders are not entered
+    assert storage.files_in(source) == [os.path.join(source, "loose.jpg")]
+    assert storage.files_in(os.path.join(source, "missing")) == []
+    assert storage.relpath(os.path.join(source, "book1", "p2.png"), source) == "book1/p2.png"
+    assert storage.relpath("s3://bucket/in/x.jpg", source) is None  # two stores: no relative path
+    assert storage.url(source) == "file://" + source and storage.root(source + "/") == source
+    items, _ = find_items(source)
+    assert [item.name for item in items] == ["book1", "book2", "linked", "input"]
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+@pytest.mark.parametrize("uri", ["s3:///tags", "s3://"])
+def test_a_uri_without_bucket_is_one_sentence_as_input_and_as_output(tmp_path, s3_server, capsys, engine, uri):
+    source = make_input(str(tmp_path / "input"))
+    for flags in (["--inputpath", uri, "--outputpath", str(tmp_path / "out")],
+                  ["--inputpath", source, "--outputpath", uri]):
+        with pytest.raises(SystemExit) as stop:
+            multiinference.main([*flags, "--engine", engine, "--weights", "missing.h5"])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err == f"error: {uri} names no bucket; write s3://BUCKET/FOLDER\n"
+
+
+def test_deletes_leave_no_folder_marker_objects(s3_server):
+    bucket = make_bucket("markers")
+    for name in ("out/book1.json", "out/.pending-errors/book2.json", "out/errors.json"):
+        storage.write_atomic(f"{bucket}/{name}", b"{}")
+    storage.remove(bucket + "/out/.pending-errors/book2.json")
+    storage.remove_empty_folder(bucket + "/out/.pending-errors")
+    storage.remove(bucket + "/out/errors.json")
+    storage.remove(bucket + "/out/never-written.json")
+    assert keys("markers") == ["out/book1.json"]
+
+
+def whole_or_nothing_problems(uri, data, write):
+    """What an observer of the bucket saw go wrong while `write(uri, data)` ran: the store's file system
+    is wrapped so that every object is read after each of its calls and stream writes, and a thread
+    reads the final key all along."""
+    import threading
+
+    import boto3
+
+    client = boto3.client("s3")
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    seen = {}  # key -> set of contents seen under it
+
+    def snapshot():
+        for name in keys(bucket):
+            seen.setdefault(name, set()).add(client.get_object(Bucket=bucket, Key=name)["Body"].read())
+
+    class Recording:
+        def __init__(self, wrapped):
+            self.wrapped = wrapped
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *error):
+            self.close()
+
+        def __getattr__(self, name):
+            attribute = getattr(self.wrapped, name)
+            if not callable(attribute):
+                return attribute
+
+            def call(*args, **kwargs):
+                result = attribute(*args, **kwargs)
+                snapshot()
+                return Recording(result) if name.startswith("open_output") else result
+            return call
+
+    holder = storage.store(uri)
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                seen.setdefault(key, set()).add(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            except client.exceptions.NoSuchKey:
+                pass
+            stop.wait(0.01)  # moto answers in this process: leave it time to serve the write
+
+    poller = threading.Thread(target=poll)
+    system, holder.system = holder.system, Recording(holder.system)
+    poller.start()
+    try:
+        write(uri, data)
+    finally:
+        stop.set()
+        poller.join()
+        holder.system = system
+    problems = [f"{key} was seen with {len(content):,} of {len(data):,} bytes"
+                for content in sorted(seen.pop(key, ()), key=len) if content != data]
+    problems += [f"temporary object {name} was seen" + (" and is left" if name in keys(bucket) else "")
+                 for name in sorted(seen)]
+    if keys(bucket) != [key]:
+        problems.append(f"the bucket holds {keys(bucket)}")
+    return problems
+
+
+@pytest.mark.parametrize("size", [3 << 20, 11 << 20])  # one PutObject; a multipart upload
+def test_writes_to_s3_are_whole_or_nothing_while_they_happen(s3_server, size):
+    bucket = make_bucket(f"whole{size}")
+    data = os.urandom(size)
+    assert whole_or_nothing_problems(bucket + "/out/item.json", data, storage.write_atomic) == []
+    assert storage.read_bytes(bucket + "/out/item.json") == data
+
+
+def test_the_whole_or_nothing_observer_sees_a_half_write_and_a_left_temporary(s3_server):
+    bucket = make_bucket("halfwrites")
+    holder = storage.store(bucket)
+
+    def half_then_whole(uri, data):
+        for part in (data[:len(data) // 2], data):
+            with holder.system.open_output_stream(holder.inner(uri)) as stream:
+                stream.write(part)
+
+    def temporary_then_copy(uri, data):
+        with holder.system.open_output_stream(holder.inner(uri) + ".part") as stream:
+            stream.write(data)
+        holder.system.copy_file(holder.inner(uri) + ".part", holder.inner(uri))
+
+    data = os.urandom(1 << 20)
+    assert whole_or_nothing_problems(bucket + "/out/a.json", data, half_then_whole)[0] == \
+           "out/a.json was seen with 524,288 of 1,048,576 bytes"
+    assert "temporary object out/b.json.part was seen and is left" in \
+           whole_or_nothing_problems(bucket + "/out/b.json", data, temporary_then_copy)
+
+
+def test_without_credentials_s3_is_one_sentence_at_once(tmp_path, monkeypatch, capsys):
+    """No credentials configured: refused before pyarrow is asked, without waiting ~99 s for an EC2
+    metadata service; the only address contacted is a loopback port that refuses."""
+    import socket
+    import time
+
+    pytest.importorskip("pyarrow.fs")
+    for name in (*storage.CREDENTIAL_VARIABLES, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_EC2_METADATA_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws
+    monkeypatch.setattr(storage, "_STORES", {})
+    monkeypatch.setattr("pyarrow.fs.S3FileSystem", lambda **options: pytest.fail("pyarrow looks for credentials"))
+    contacted = []
+    connect = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection",
+                        lambda address, *args, **kwargs: contacted.append(address) or connect(address, *args, **kwargs))
+    source = make_input(str(tmp_path / "input"))
+    advice = ("error: no AWS credentials are configured; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+              "AWS_PROFILE with ~/.aws/credentials, or AWS_NO_SIGN_REQUEST=true for a public bucket")
+    with socket.socket() as bound:  # bound, not listening: refused at once
+        bound.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)
+        started = time.monotonic()
+        with pytest.raises(SystemExit) as stop:
+            multiinference.main(["--inputpath", source, "--outputpath", "s3://bucket/out", "--weights", "x.h5"])
+    assert stop.value.code == 2 and time.monotonic() - started < 10
+    assert capsys.readouterr().err == \
+           f"{advice} (the EC2 instance metadata service at {endpoint} did not answer either)\n"
+    assert [host for host, _ in contacted] == ["127.0.0.1"]
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # the metadata service is not even asked
+    with pytest.raises(SystemExit):
+        multiinference.main(["--inputpath", "s3://bucket/in", "--outputpath", str(tmp_path / "out")])
+    assert capsys.readouterr().err == advice + "\n" and len(contacted) == 1
+
+
+def test_overlapping_input_and_output_are_refused(tmp_path, s3_server, capsys):
+    source = make_input(str(tmp_path / "input"))
+    bucket = make_bucket("overlap")
+    upload(source, bucket + "/in")
+    for input_dir, output_dir in ((source, source), (source, os.path.join(source, "tags")),
+                                  (os.path.join(source, "book1"), source), (source, source + "/book2/../"),
+                                  (bucket + "/in/", bucket + "/in"), (bucket + "/in", bucket + "/in/tags/")):
+        with pytest.raises(SystemExit) as stop:
+            multiinference.main(["--inputpath", input_dir, "--outputpath", output_dir, "--weights", "x.h5"])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err == (f"error: input folder {input_dir} and output folder {output_dir} overlap "
+                                           "(one is inside the other), so a run would tag its own outputs; choose "
+                                           "separate folders\n")
+    assert not os.path.exists(os.path.join(source, "tags"))  # refused before the output folder is made
+    for input_dir, output_dir in ((source, source + "2"), (bucket + "/in", bucket + "/input"),
+                                  (bucket + "/in", "s3://other/in")):
+        assert storage.overlap_problem(input_dir, output_dir) is None
+
+
+def test_a_public_bucket_is_read_without_credentials(s3_server, monkeypatch):
+    import boto3
+
+    bucket = make_bucket("public")
+    boto3.client("s3").put_object(Bucket="public", Key="in/a.jpg", Body=b"x", ACL="public-read")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("HOME", "/nonexistent")
+    monkeypatch.setattr(storage, "_STORES", {})
+    with pytest.raises(storage.StorageError, match="no AWS credentials"):
+        storage.isdir(bucket + "/in")
+    monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "true")
+    assert storage.read_bytes(bucket + "/in/a.jpg") == b"x"  # moto refuses unsigned reads of private objects

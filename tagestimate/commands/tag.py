@@ -99,7 +99,7 @@ def check_arguments(parser, args):
         parser.error(f"--workers must be at least 1, not {args.workers}")
     if args.explain and args.no_report:
         parser.error("--explain shows its overlays in the report; leave out --no-report")
-    if args.explain and (args.engine == "ray" or storage.is_uri(args.outputpath)):
+    if args.explain and (args.engine == "ray" or not storage.on_disk(args.outputpath)):
         parser.error("--explain runs with the local engine into a local output folder; leave out --engine ray "
                      "or tag into a local folder")
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
@@ -112,6 +112,9 @@ def check_arguments(parser, args):
         parser.error("--ray-address, --actors and --gpus-per-actor need --engine ray")
     try:
         input_missing = not storage.isdir(args.inputpath)
+        overlap = storage.overlap_problem(args.inputpath, args.outputpath)
+        if overlap:  # before the output check, which creates the output folder
+            parser.exit(2, f"error: {overlap}\n")
         problem = storage.output_problem(args.outputpath)
     except UserError as error:  # a URI whose package or store is missing
         parser.exit(2, f"error: {error}\n")
@@ -158,7 +161,7 @@ def tag(args):
 
         context = annotations.run_context(args.inputpath, weights, args.outputpath, args.id_base, args.target_base)
         annotations.write_context(args.outputpath)
-    with_report = not args.no_report and not storage.is_uri(args.outputpath)
+    with_report = not args.no_report and storage.on_disk(args.outputpath)
     if not args.no_report and not with_report:
         logging.info("no review report for an object-store output; copy the output folder to a disk and run "
                      "python -m tagestimate.review.report on it")

@@ -14,7 +14,6 @@ output is written once errors.json holds its errors (a rerun skips items with an
 import collections
 import json
 import os
-import posixpath
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import numpy as np
 
 from tagestimate import images as image_files
 from tagestimate import storage
-from tagestimate.images import ImageError, is_image_name, is_utf8_name, list_images, load_image
+from tagestimate.images import ImageError, is_image_name, is_utf8_name, load_image
 from tagestimate.files import printable_path
 from tagestimate.formats import FORMATS, Record, natural_key, with_threshold
 
@@ -44,17 +43,8 @@ def find_items(input_dir):
     with item and path made printable.
     """
     items, problems = [], []
-    if storage.is_uri(input_dir):
-        input_dir = storage.strip(input_dir)
-        groups = _uri_groups(input_dir)
-    else:
-        input_dir = os.path.abspath(input_dir)
-        entries = sorted(os.scandir(input_dir), key=lambda e: natural_key(e.name))
-        loose = [e.path for e in entries if e.is_file() and not e.name.startswith(".") and is_image_name(e.name)]
-        folders = [e.path for e in entries if e.is_dir() and not e.name.startswith(".")]
-        groups = [(os.path.basename(path), path, list_images(path)) for path in folders]
-        if loose:
-            groups.append((os.path.basename(input_dir), input_dir, sorted(loose)))
+    input_dir = storage.root(input_dir)
+    groups = _groups(input_dir)
     taken = set()
     for name, root, paths in groups:
         reason = _item_name_problem(name, taken)
@@ -79,17 +69,17 @@ def find_items(input_dir):
 
 
 def _relative(path, root):
-    return posixpath.relpath(path, root) if storage.is_uri(path) else os.path.relpath(path, root)
+    return storage.relpath(path, root)
 
 
-def _uri_groups(input_uri):
-    """find_items' (item name, root, image paths) for a URI, from one recursive listing.
+def _groups(input_dir):
+    """find_items' (item name, root, image paths), from one recursive listing of the store.
 
     The same layout and order as on a disk: sub-folders are items (hidden names skipped at
     any depth), loose images form an item named after the input folder, paths sorted.
     """
     folders, loose = collections.defaultdict(list), []
-    for relative, uri in storage.walk_files(input_uri):
+    for relative, uri in storage.walk_files(input_dir):
         parts = relative.split("/")
         if any(part.startswith(".") for part in parts) or not is_image_name(parts[-1]):
             continue
@@ -97,9 +87,9 @@ def _uri_groups(input_uri):
             loose.append(uri)
         else:
             folders[parts[0]].append(uri)
-    groups = [(name, storage.join(input_uri, name), sorted(folders[name])) for name in sorted(folders, key=natural_key)]
+    groups = [(name, storage.join(input_dir, name), sorted(folders[name])) for name in sorted(folders, key=natural_key)]
     if loose:
-        groups.append((storage.basename(input_uri), input_uri, sorted(loose)))
+        groups.append((storage.basename(input_dir), input_dir, sorted(loose)))
     return groups
 
 
@@ -159,10 +149,8 @@ def plan_run(items, output_dir, output_format="json", overwrite=False, problems=
 
 
 def _exists_function(output_dir):
-    """os.path.exists for a folder; for a URI, one listing instead of a request per item."""
-    if not storage.is_uri(output_dir):
-        return os.path.exists
-    return {uri for _, uri in storage.walk_files(output_dir)}.__contains__
+    """One listing of the output folder instead of a request per item."""
+    return set(storage.files_in(output_dir)).__contains__
 
 
 def source_size(path, data=None):
@@ -184,7 +172,7 @@ def load_batches(images, size, channel_order, batch_size, workers, draft=True):
     def load(path):
         data = None
         try:
-            if storage.is_uri(path):  # read once, decoded from memory; local files as they are
+            if not storage.on_disk(path):  # read once, decoded from memory; local files as they are
                 data = _read_remote(path)
             pixels = load_image(path, size, channel_order, draft, data=data)
         except ImageError as error:

@@ -115,10 +115,7 @@ class ItemWorker:
 def merge_pending(output_dir, error_log):
     """Take errors left by workers of a driver that died into error_log; returns the files to delete."""
     folder = storage.join(output_dir, PENDING_FOLDER)
-    if storage.is_uri(folder):
-        paths = [uri for _, uri in storage.walk_files(folder)]
-    else:
-        paths = [os.path.join(folder, name) for name in sorted(os.listdir(folder))] if os.path.isdir(folder) else []
+    paths = storage.files_in(folder)
     for path in paths:
         if not path.endswith(".json"):
             continue
@@ -332,8 +329,4 @@ def _drop_pending(output_dir, names):
 
 def _remove_empty_pending(output_dir):
     folder = storage.join(output_dir, PENDING_FOLDER)
-    if not storage.is_uri(folder):  # object stores have no folders to remove
-        try:
-            os.rmdir(folder)  # only when empty: other items' files stay for the next run
-        except OSError:
-            pass
+    storage.remove_empty_folder(folder)  # only when empty: other items' files stay for the next run
