@@ -1,6 +1,7 @@
 """The inference review report (tagestimate/review/report.py) and the training report's pieces: fast
 tests on the files and HTML written, without a model (outputs and sidecars written directly)."""
 
+import html
 import json
 import os
 import re
@@ -95,8 +96,8 @@ def test_hostile_names_are_escaped_and_files_safely_named(run_output):
     page = item_page(output, HOSTILE_ITEM)
     for text in (index, page):
         assert "<b onmouseover" not in text and "<img src=x" not in text
-    assert "&lt;b onmouseover=alert(&#x27;item&#x27;)&gt;&amp;&quot;x" in index
-    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;/p 2" in page
+    assert "&lt;b onmouseover=alert(&#39;item&#39;)&gt;&amp;&#34;x" in index
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;/p 2" in page
     for root, folders, files in os.walk(output / "html"):
         for name in folders + files:
             assert re.fullmatch(r"[A-Za-z0-9._-]+", name), name
@@ -107,7 +108,7 @@ def test_sidecar_gives_every_probability_and_the_json_stays_ndl(run_output):
     report.build_report(str(output), progress=False)
     page = item_page(output, "a")
     first = re.search(r'data-p="([^"]*)"', page).group(1)
-    values = json.loads(first.replace("&quot;", '"'))
+    values = json.loads(html.unescape(first))
     assert len(values) == len(config.labels) and values["graphic_map"] == 0.9 and values["stamp"] == 0.05
     assert json.loads(read(output / "a.json"))["p0"] == [{"tag": "graphic_map", "confidence": 0.9}]
 
