@@ -16,7 +16,7 @@ import os
 import urllib.parse
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from tagestimate.files import printable_path
 from tagestimate.formats import natural_key
@@ -34,14 +34,14 @@ def href(path):
                     for part in str(path).replace(os.sep, "/").split("/"))
 
 
-def relative_href(path, start):
-    """href of `path` relative to the folder `start` (where the page is)."""
-    return href(os.path.relpath(path, start))
-
-
 def quote_all(text):
     """A value for a URL fragment (#tag=...): '&', '=' and '/' encoded too."""
     return urllib.parse.quote(str(text), safe="", errors="surrogateescape")
+
+
+def breakable(text):
+    """Escaped text that may wrap after each "_" (long labels in narrow table headers)."""
+    return Markup("_<wbr>").join(escape(part) for part in str(text).split("_"))
 
 
 def json_text(value):
@@ -64,7 +64,7 @@ def environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.filters.update(href=href, quote=quote_all, tojson_text=json_text, thousands="{:,}".format)
+    env.filters.update(href=href, quote=quote_all, tojson_text=json_text, breakable=breakable, thousands="{:,}".format)
     env.globals.update(static=static, body_class="", body_data=(), scripts=())
     return env
 
