@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import urllib.parse
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -123,7 +124,7 @@ def test_resumed_run_shows_items_of_earlier_runs(run_output, tmp_path):
     index = read(report.build_report(str(output), [Item("c", [("only", path)])], progress=False))
     assert re.search(r'<tr><th>items</th><td>3</td>', index)
     page = item_page(output, "c")
-    assert len(cards(page)) == 1 and "graphic 0.700" in page and "not shown as borderline" in page
+    assert len(cards(page)) == 1 and "<bdi>graphic</bdi> 0.700" in page and "not shown as borderline" in page
     assert os.listdir(output / "html" / "thumbs" / safe_name("c"))
 
 
@@ -132,7 +133,7 @@ def test_sidecar_of_a_replaced_output_is_not_trusted(run_output):
     (output / "a.json").write_text('{\n"p0": [{"tag": "stamp", "confidence": 0.99}]\n}\n')
     report.build_report(str(output), progress=False)
     page = item_page(output, "a")
-    assert len(cards(page)) == 1 and "stamp 0.990" in page and "graphic_map" not in re.search(
+    assert len(cards(page)) == 1 and "<bdi>stamp</bdi> 0.990" in page and "graphic_map" not in re.search(
         r'data-p="[^"]*"', page).group(0)
 
 
@@ -306,13 +307,13 @@ HOSTILE_LABELS = {"<script>alert(1)</script>": 0.91, "q\"uo'te": 0.82, "a&b": 0.
                   "x=1&y z": 0.35}  # the last: borderline below 0.4, so not a tag
 PAGE_ELEMENTS = {"html", "head", "meta", "title", "style", "body", "p", "a", "h1", "h2", "h3", "table", "tr", "th",
                  "td", "div", "span", "select", "option", "label", "input", "figure", "figcaption", "img", "nav",
-                 "b", "ul", "li", "script", "wbr"}
+                 "b", "ul", "li", "script", "wbr", "bdi"}
 PAGE_ATTRIBUTES = {"lang", "charset", "name", "content", "class", "id", "href", "src", "alt", "loading", "value",
                    "type", "min", "max", "step", "style", "title", "data-t", "data-p", "data-tag", "data-cam",
                    "data-flat", "data-thresholds", "data-border"}
 
 
-class Parsed(__import__("html.parser").parser.HTMLParser):
+class Parsed(HTMLParser):
     """Every element, its attributes (unescaped) and the page's text, as a browser's parser sees them."""
 
     def __init__(self, text):
@@ -374,6 +375,7 @@ def test_hostile_labels_and_keys_show_as_text_everywhere(tmp_path):
     for label in tagged:
         assert f"{label} {HOSTILE_LABELS[label]:.3f}" in text
     assert "x=1&y z 0.350 \u25be" in text  # borderline below the threshold
+    assert "<bdi>\u05e9\u05dc\u05d5\u05dd</bdi> 0.640" in item_page(output, "h")  # RTL text isolated
     assert key in text and page.having("img")[0]["alt"] == key
     assert json.loads(page.having("body")[0]["data-thresholds"]) == {label: 0.4 for label in labels}
 
@@ -390,8 +392,8 @@ def test_borderline_labels_and_the_legend(run_output):
     assert len(below) == 1 and "below the threshold 0.40" in below[0]["title"]
     assert "picture 0.350 \u25be" in "".join(page.text)
     a = item_page(output, "a")
-    assert '<span class="tag near" title="borderline: within 0.1 of the threshold 0.40">picture 0.450</span>' in a
-    assert '<span class="tag">graphic_map 0.900</span>' in a
+    assert '<span class="tag near" title="borderline: within 0.1 of the threshold 0.40"><bdi>picture</bdi> 0.450</span>' in a
+    assert '<span class="tag"><bdi>graphic_map</bdi> 0.900</span>' in a
     assert "tag below" not in a.split('class="gallery"')[1]  # no label of item a is just below its threshold
 
 
