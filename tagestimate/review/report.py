@@ -9,9 +9,9 @@
                                                   holds only tags above threshold)
     output/html/run.json                         weights and thresholds of the latest run
 
-File names come from thumbs.safe_name. The report is rebuilt from every {item}.json (or .csv, .iiif.json) in the
-output folder plus errors.json, so a resumed run shows the items of earlier runs too. The HTML comes
-from templates (review/pages.py); pages work from disk without a network.
+File names come from thumbs.safe_name. The report is rebuilt from every {item}.json (or .csv,
+.iiif.json) in the output folder plus errors.json, so a resumed run shows the items of earlier runs
+too. The HTML comes from templates (review/pages.py); pages work from disk without a network.
 
     python -m tagestimate.review.report OUTPUT [--inputpath input]   # rebuild an inference report
     python -m tagestimate.review.report RUN                          # rebuild a trainer's report.html
