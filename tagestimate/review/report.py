@@ -379,7 +379,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m tagestimate.review.report",
         description="Rebuild a review report: output/index.html for a multiinference.py output folder, or "
-                    "report.html for a multitrain_efficientnet.py run folder (one with history.csv).")
+                    "report.html for a multitrain_efficientnet.py run folder (one with history.csv) or, for a --folds "
+                    "folder (one with cv_report.json), the folds' overview.")
     parser.add_argument("folder", help="an inference output folder, or a training run's --out folder")
     parser.add_argument("--inputpath", default=None,
                         help="inference only: the input folder, to find the images of items tagged without the "
