@@ -161,6 +161,10 @@ def test_two_folds_write_runs_a_report_matching_them_and_a_final_model(tmp_path,
     assert report["macro_f1"]["mean"] == pytest.approx(np.mean([f["macro_f1"] for f in folds]))
     assert report["micro_f1"]["mean"] == pytest.approx(np.mean([f["micro_f1"] for f in folds]))
     assert "±" in summary and "picture_indoor" in summary
+    # report.html: the folds' overview (mean ± std), linking each fold's page, which names its fold
+    overview = open(os.path.join(out, "report.html"), encoding="utf-8").read()
+    assert 'href="fold1/report.html"' in overview and 'href="fold2/report.html"' in overview and " ± " in overview
+    assert "Fold 2 of 2 of the cross-validation" in open(os.path.join(fold2, "report.html"), encoding="utf-8").read()
     # every image is predicted once, by the fold that held its item out
     oof = read_csv(os.path.join(out, crossval.OOF_PREDICTIONS))
     folds_csv = {row["path"]: row["fold"] for row in read_csv(os.path.join(out, crossval.FOLDS_FILE))}

@@ -156,5 +156,7 @@ def test_a_fourth_format_is_one_entry_written_resumed_and_shown_in_the_report(tm
     index = read(tmp_path / "out" / "index.html")
     assert re.search(r"<tr><th>items</th><td>2</td>", index) and "cannot read" not in index
     book = read(tmp_path / "out" / "html" / report.page_names("book", 1)[0])
-    assert re.search(r"picture\W*0\.555", book) and re.search(r"stamp\W*0\.731", book) and "p1" in book
-    assert re.search(r"picture\W*0\.881", read(tmp_path / "out" / "html" / report.page_names("later", 1)[0]))
+    chip = r"<bdi>{}</bdi> {}</span>"  # a tag chip on a card: the label, then its confidence
+    assert re.search(chip.format("picture", r"0\.555"), book) and re.search(chip.format("stamp", r"0\.731"), book)
+    assert "p1" in book
+    assert re.search(chip.format("picture", r"0\.881"), read(tmp_path / "out" / "html" / report.page_names("later", 1)[0]))

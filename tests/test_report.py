@@ -1,10 +1,13 @@
 """The inference review report (tagestimate/review/report.py) and the training report's pieces: fast
 tests on the files and HTML written, without a model (outputs and sidecars written directly)."""
 
+import html
 import json
 import os
 import re
 import shutil
+import urllib.parse
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -95,8 +98,8 @@ def test_hostile_names_are_escaped_and_files_safely_named(run_output):
     page = item_page(output, HOSTILE_ITEM)
     for text in (index, page):
         assert "<b onmouseover" not in text and "<img src=x" not in text
-    assert "&lt;b onmouseover=alert(&#x27;item&#x27;)&gt;&amp;&quot;x" in index
-    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;/p 2" in page
+    assert "&lt;b onmouseover=alert(&#39;item&#39;)&gt;&amp;&#34;x" in index
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;/p 2" in page
     for root, folders, files in os.walk(output / "html"):
         for name in folders + files:
             assert re.fullmatch(r"[A-Za-z0-9._-]+", name), name
@@ -107,7 +110,7 @@ def test_sidecar_gives_every_probability_and_the_json_stays_ndl(run_output):
     report.build_report(str(output), progress=False)
     page = item_page(output, "a")
     first = re.search(r'data-p="([^"]*)"', page).group(1)
-    values = json.loads(first.replace("&quot;", '"'))
+    values = json.loads(html.unescape(first))
     assert len(values) == len(config.labels) and values["graphic_map"] == 0.9 and values["stamp"] == 0.05
     assert json.loads(read(output / "a.json"))["p0"] == [{"tag": "graphic_map", "confidence": 0.9}]
 
@@ -121,7 +124,7 @@ def test_resumed_run_shows_items_of_earlier_runs(run_output, tmp_path):
     index = read(report.build_report(str(output), [Item("c", [("only", path)])], progress=False))
     assert re.search(r'<tr><th>items</th><td>3</td>', index)
     page = item_page(output, "c")
-    assert len(cards(page)) == 1 and "graphic 0.700" in page and "not shown as borderline" in page
+    assert len(cards(page)) == 1 and "<bdi>graphic</bdi> 0.700" in page and "not shown as borderline" in page
     assert os.listdir(output / "html" / "thumbs" / safe_name("c"))
 
 
@@ -130,7 +133,7 @@ def test_sidecar_of_a_replaced_output_is_not_trusted(run_output):
     (output / "a.json").write_text('{\n"p0": [{"tag": "stamp", "confidence": 0.99}]\n}\n')
     report.build_report(str(output), progress=False)
     page = item_page(output, "a")
-    assert len(cards(page)) == 1 and "stamp 0.990" in page and "graphic_map" not in re.search(
+    assert len(cards(page)) == 1 and "<bdi>stamp</bdi> 0.990" in page and "graphic_map" not in re.search(
         r'data-p="[^"]*"', page).group(0)
 
 
@@ -295,3 +298,201 @@ def test_iiif_output_is_read_as_its_item_with_untagged_images(tmp_path):
     assert (overview["items"], overview["images"], overview["images with no tag"]) == ("1", "2", "1")
     assert report.read_tags(str(output / "a.iiif.json")) == {"p 1": [("graphic_map", 0.9), ("stamp", 0.7)]}
     assert "cannot read" not in index
+
+
+# ---------------------------------------------------------------- templates: escaping, links, what a curator sees
+
+# Labels from a hostile model.json and output file, each with its own confidence (a wrong pairing shows).
+HOSTILE_LABELS = {"<script>alert(1)</script>": 0.91, "q\"uo'te": 0.82, "a&b c": 0.73, "\u05e9\u05dc\u05d5\u05dd": 0.64,
+                  "x=1&y z": 0.35}  # the last: borderline below 0.4, so not a tag
+PAGE_ELEMENTS = {"html", "head", "meta", "title", "style", "body", "p", "a", "h1", "h2", "h3", "table", "tr", "th",
+                 "td", "div", "span", "select", "option", "label", "input", "figure", "figcaption", "img", "nav",
+                 "b", "ul", "li", "script", "wbr", "bdi"}
+PAGE_ATTRIBUTES = {"lang", "charset", "name", "content", "class", "id", "href", "src", "alt", "loading", "value",
+                   "type", "min", "max", "step", "style", "title", "data-t", "data-p", "data-tag", "data-cam",
+                   "data-flat", "data-thresholds", "data-border"}
+
+
+class Parsed(HTMLParser):
+    """Every element, its attributes (unescaped) and the page's text, as a browser's parser sees them."""
+
+    def __init__(self, text):
+        super().__init__(convert_charrefs=True)
+        self.elements, self.text = [], []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def having(self, tag, **attributes):
+        return [attrs for name, attrs in self.elements if name == tag and all(
+            attrs.get(key.replace("_", "-")) == value for key, value in attributes.items())]
+
+
+def test_href_keeps_the_bytes_of_names_that_are_not_utf8():
+    from tagestimate.review import pages
+
+    assert pages.href(os.fsdecode(b"scans\x83e") + "/p 1#.jpg") == "scans%83e/p%201%23.jpg"
+    # the training report's links use the same helper (its own one failed on such names)
+    case = {"name": "x", "score": 0.5, "thumb": os.path.join("report_files", os.fsdecode(b"\xff.jpg")), "cam": None}
+    page = pages.training_page(folder="run", fold=None, summary=[], label_rows=[], notes=[], history=None, split=None,
+                               predictions={"pr": "p.png", "confusion": "c.png", "data": "d", "cams": False,
+                                            "worst": [("stamp", [("false positives", [case])])]})
+    assert '<img class="plain" src="report_files/%FF.jpg" alt="x">' in page
+
+
+def test_hostile_labels_and_keys_show_as_text_everywhere(tmp_path):
+    """Labels from model.json and tags/keys from the output file appear only as text and attribute
+    values: no injected element or attribute, the select, data-* JSON and links give them back intact."""
+    labels = list(HOSTILE_LABELS)
+    config = trained_config(labels=tuple(labels))
+    output = tmp_path / "out"
+    key = "k'\"<i onclick=alert(2)>&"
+    tag_output(output, "h", [(key, image(tmp_path / "in" / "h" / "k.jpg"), list(HOSTILE_LABELS.values()))], config)
+    report.write_run_info(str(output), str(tmp_path / "w.h5"), "keras-weights", "openvino", config, False)
+    index = Parsed(read(report.build_report(str(output), progress=False)))
+    page = Parsed(item_page(output, "h"))
+    for parsed in (index, page):
+        assert {tag for tag, _ in parsed.elements} <= PAGE_ELEMENTS
+        assert {name for _, attrs in parsed.elements for name in attrs} <= PAGE_ATTRIBUTES
+    assert [tag for tag, _ in index.elements].count("script") == 0
+    assert [tag for tag, _ in page.elements].count("script") == 1
+    tagged = labels[:4]
+    # index: each label as a header and in its cell's link (percent-encoded, '&' and '=' too)
+    assert [text for text in index.text if text in labels] == labels * 2  # the tags table, the items header
+    links = [attrs["href"] for attrs in index.having("a") if "#tag=" in attrs["href"]]
+    assert [urllib.parse.unquote(link.split("#tag=")[1]) for link in links] == ["-none-", *tagged]
+    assert all("&" not in link.split("#tag=")[1] for link in links)
+    # item page: options, data-* JSON, chips with their own confidences, the key
+    assert [attrs["value"] for attrs in page.having("option")][1:-4] == labels
+    [card] = page.having("figure", **{"class": "card"})
+    assert json.loads(card["data-t"]) == tagged
+    assert json.loads(card["data-p"]) == HOSTILE_LABELS
+    text = "".join(page.text)
+    for label in tagged:
+        assert f"{label} {HOSTILE_LABELS[label]:.3f}" in text
+    assert "x=1&y z 0.350 \u25be" in text  # borderline below the threshold
+    assert "<bdi>\u05e9\u05dc\u05d5\u05dd</bdi> 0.640" in item_page(output, "h")  # RTL text isolated
+    assert key in text and page.having("img")[0]["alt"] == key
+    assert json.loads(page.having("body")[0]["data-thresholds"]) == {label: 0.4 for label in labels}
+
+
+def test_borderline_labels_and_the_legend(run_output):
+    """The orange border is explained; a label just below its threshold (not a tag, not on the
+    card's tags) is shown dashed, a tag just above it outlined."""
+    output, _ = run_output
+    report.build_report(str(output), progress=False)
+    page = Parsed(item_page(output, HOSTILE_ITEM).split('class="gallery"')[1])
+    legend = "".join(Parsed(item_page(output, HOSTILE_ITEM).split('id="legend"')[1].split("</div>")[0]).text)
+    assert "orange border" in legend and "below the threshold" in legend
+    below = [attrs for attrs in page.having("span") if attrs.get("class") == "tag below"]
+    assert len(below) == 1 and "below the threshold 0.40" in below[0]["title"]
+    assert "picture 0.350 \u25be" in "".join(page.text)
+    a = item_page(output, "a")
+    assert '<span class="tag near" title="borderline: within 0.1 of the threshold 0.40"><bdi>picture</bdi> 0.450</span>' in a
+    assert '<span class="tag"><bdi>graphic_map</bdi> 0.900</span>' in a
+    assert "tag below" not in a.split('class="gallery"')[1]  # no label of item a is just below its threshold
+
+
+def test_index_shows_the_input_folder(run_output, tmp_path):
+    output, config = run_output
+    report.write_run_info(str(output), str(tmp_path / "w.h5"), "keras-weights", "openvino", config, False,
+                          str(tmp_path / "in"))
+    index = read(report.build_report(str(output), progress=False))
+    overview = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td></tr>", index))
+    assert overview["input folder"] == str(tmp_path / "in")
+
+
+def test_grad_cam_cards_say_which_tag_and_when_the_map_is_flat(run_output):
+    """write_explanations marks an overlay whose heat map is flat; its chip carries the tag's name
+    and data-flat, which item.js shows under the image."""
+    output, config = run_output
+
+    class Explainer:
+        def __init__(self):
+            self.config = config
+
+        def explain(self, entries):
+            for entry in entries:
+                yield entry, {j: np.zeros((4, 4), np.float32) if j == 1 else np.eye(4, dtype=np.float32)
+                              for j in entry[3]}
+
+    picture, stamp = config.labels.index("picture"), config.labels.index("stamp")
+    entries = [("a", "p3", str(output.parent / "in" / "a" / "p3.jpg"), [1]),
+               (HOSTILE_ITEM, HOSTILE_KEY, str(output.parent / "in" / "b" / "x.png"), [stamp])]
+    assert picture == 1 and report.write_explanations(str(output), entries, Explainer(), progress=False) == 2
+    assert os.path.exists(report.flat_marker(report.cam_path(str(output), "a", "p3", "picture")))
+    assert not os.path.exists(report.flat_marker(report.cam_path(str(output), HOSTILE_ITEM, HOSTILE_KEY, "stamp")))
+    report.build_report(str(output), progress=False)
+    [flat] = Parsed(item_page(output, "a")).having("span", data_tag="picture")
+    assert flat["class"] == "tag cam near" and flat["data-flat"] == "1" and "/cam/" in "/" + flat["data-cam"]
+    [shaped] = Parsed(item_page(output, HOSTILE_ITEM)).having("span", data_tag="stamp")
+    assert "data-flat" not in shaped
+    script = item_page(output, "a")
+    assert "'Grad-CAM of '+t.dataset.tag" in script and "flat map" in script
+    assert "show Grad-CAM (each image's first tag; the card says which)" in script
+    assert "Grad-CAM colours" in script
+
+
+# ---------------------------------------------------------------- training report: how, support 0, folds
+
+def training_run(folder, per_class, labels=("graphic", "stamp")):
+    """A run folder with model.json (convnext, asl, 96 px, imagenet) and report.json only: no plots."""
+    from tagestimate.model import write_config
+
+    os.makedirs(folder, exist_ok=True)
+    config = trained_config(labels=tuple(labels), image_size=96)
+    write_config(str(folder), config.__class__(**{**config.__dict__, "backbone": "ConvNeXtTiny", "training": {
+        "loss": "asl (gamma_neg 4, gamma_pos 0, clip 0.05)", "initial_weights": "imagenet"}}))
+    (folder / "report.json").write_text(json.dumps({
+        "labels": list(labels), "per_class": per_class, "macro_f1": 0.5,
+        "thresholds": {label: {"threshold": 0.4, "f1": None if not per_class[label]["support"] else 0.5,
+                               "tuned": False} for label in labels}}))
+
+
+def test_training_report_states_how_it_was_trained_and_dashes_unscored_labels(tmp_path):
+    from tagestimate.review.train_report import write_training_report
+
+    run = tmp_path / "run"
+    training_run(run, {"graphic": {"precision": 0.625, "recall": 0.5, "f1": 0.556, "support": 4},
+                       "stamp": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}})
+    page = read(write_training_report(str(run), explain=False))
+    summary = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td></tr>", page))
+    assert (summary["backbone"], summary["image size"], summary["starting weights"]) == \
+        ("ConvNeXtTiny", "96 px", "imagenet")
+    assert summary["loss"] == "asl (gamma_neg 4, gamma_pos 0, clip 0.05)"
+    assert "<tr><td>graphic</td><td>4</td><td>0.625</td><td>0.500</td><td>0.556</td>" in page
+    assert "<tr><td>stamp</td><td>0</td><td>-</td><td>-</td><td>-</td><td>0.40 *</td><td>-</td></tr>" in page
+    assert 'id="fold"' not in page
+
+
+def test_fold_pages_say_which_fold_and_the_overview_links_them(tmp_path):
+    from tagestimate.review import train_report
+    from tagestimate.train import crossval
+
+    run = tmp_path / "cv"
+    os.makedirs(run)
+    (run / "cv.json").write_text(json.dumps({"folds": 2}))
+    reports = []
+    for number, (precision, support) in enumerate(((0.5, 3), (0.75, 1)), 1):
+        per_class = {"graphic": {"precision": precision, "recall": 0.5, "f1": 0.5, "support": support},
+                     "stamp": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}}
+        training_run(run / f"fold{number}", per_class)
+        reports.append({"per_class": per_class, "macro_f1": 0.4 + number / 10, "micro_f1": 0.5, "best_epoch": number,
+                        "epochs_done": 3, "evaluated_images": 5 * number, "tuned": {"macro_f1": 0.6}})
+    fold2 = read(train_report.write_training_report(str(run / "fold2"), explain=False))
+    assert "Fold 2 of 2 of the cross-validation in" in fold2 and 'href="../report.html"' in fold2
+    report_json = dict(crossval.aggregate(reports, ["graphic", "stamp"]), labels=["graphic", "stamp"], folds_count=2,
+                       default_threshold=0.4, out_of_fold={"macro_f1": 0.55, "images": 15},
+                       thresholds={"graphic": {"threshold": 0.35}, "stamp": {"threshold": 0.4}}, final=None)
+    (run / "cv_report.json").write_text(json.dumps(report_json))
+    assert report.main([str(run), "--quiet"]) == 0  # the command line writes the overview too
+    overview = read(run / "report.html")
+    assert "<tr><td>graphic</td><td>4</td><td>0.625 ± 0.177</td><td>0.500 ± 0.000</td>" in overview
+    assert "<tr><td>stamp</td><td>0</td><td>-</td><td>-</td><td>-</td><td>0.40</td></tr>" in overview
+    links = [attrs["href"] for attrs in Parsed(overview).having("a", **{"class": "fold"})]
+    assert links == ["fold2/report.html"]  # fold 1's page is not written yet
+    assert re.search(r"fold 1</td><td>5</td><td>1</td><td>3</td><td>0.500</td>", overview)

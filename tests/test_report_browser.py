@@ -143,14 +143,44 @@ def test_inference_report_in_chromium(browser, tagged, artifacts):
     browser.find_element("id", "lo").clear()
     browser.find_element("id", "lo").send_keys("0")
 
+    notes = "return Array.from(document.querySelectorAll('.card .camnote')).map(n => n.textContent)"
+    assert set(browser.execute_script(notes)) == {""}  # no overlay shown, none named
     browser.find_element("id", "cams").click()  # every card shows its first tag's Grad-CAM overlay
     overlays = "return Array.from(document.querySelectorAll('.card img')).filter(i => i.src.includes('/cam/'))"
     WebDriverWait(browser, 20).until(lambda driver: driver.execute_script(overlays + ".every(i => i.complete)"))
     overlays = browser.execute_script(overlays + ".map(i => i.naturalWidth)")
     tagged_images = sum(1 for tags in kept.values() if tags)
     assert len(overlays) == tagged_images > 0 and all(width > 0 for width in overlays)
+    # each card says whose map it shows (its first tag's), and when that map is flat
+    firsts = browser.execute_script("return Array.from(document.querySelectorAll('.card')).map(c => "
+                                    "{var t = c.querySelector('.tag.cam'); return t ? [t.dataset.tag, !!t.dataset.flat] : null})")
+    assert browser.execute_script(notes) == [
+        "" if not first else f"Grad-CAM of {first[0]}" + (": flat map, no region stands out" if first[1] else "")
+        for first in firsts]
+    assert sum(1 for first in firsts if first) == tagged_images
     browser.save_screenshot(os.path.join(artifacts, "inference_item_gradcam.png"))
     assert console_errors(browser) == []
+
+
+def test_items_table_fits_a_1400_px_window(browser, tmp_path):
+    """Every label a column, a long item name, four-digit counts: still no horizontal scrolling."""
+    from test_report import image, tag_output, trained_config
+
+    config = trained_config()
+    output = tmp_path / "out"
+    path = image(tmp_path / "in" / "k.jpg")
+    for name in ("1054192", "R100000039-I000012345-" + "x" * 60):
+        tag_output(output, name, [(f"k{n}", path, [0.9] * len(config.labels)) for n in range(1000)], config)
+    report.build_report(str(output), progress=False)
+    browser.set_window_size(1400, 1000)
+    try:
+        open_page(browser, output / "index.html")
+        width = browser.execute_script("return window.innerWidth")
+        assert width <= 1400
+        assert browser.execute_script("return document.getElementById('items').getBoundingClientRect().right") <= width
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+    finally:
+        browser.set_window_size(1280, 1000)
 
 
 def test_hostile_item_page_opens_and_runs_no_injected_code(browser, tagged):
@@ -196,3 +226,49 @@ def test_rebuilding_the_training_report_from_the_run_folder(trained, capsys):
     assert report.main([trained, "--no-explain", "--quiet"]) == 0
     assert "report written" in capsys.readouterr().out
     assert "Per label" in open(os.path.join(trained, "report.html"), encoding="utf-8").read()
+
+
+def test_hostile_labels_show_as_text_and_run_nothing(browser, tmp_path, artifacts):
+    """A model.json whose labels are HTML, quotes, '&' and Hebrew, and an output file with such a key:
+    the pages show them as text, no injected element or alert, and the index's links select them."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.support.ui import Select
+
+    from test_report import HOSTILE_LABELS, image, tag_output, trained_config
+
+    labels = list(HOSTILE_LABELS)
+    config = trained_config(labels=tuple(labels))
+    output = tmp_path / "out"
+    key = "k'\"<img src=x onerror=alert(3)>&"
+    rows = [(key, image(tmp_path / "in" / "h" / "k.jpg"), list(HOSTILE_LABELS.values())),
+            ("other", image(tmp_path / "in" / "h" / "o.jpg", (10, 200, 10)), [0.05, 0.95, 0.05, 0.05, 0.05])]
+    item = "<b onmouseover=alert(4)>h&'"  # a folder name: no slash
+    tag_output(output, item, rows, config)
+    report.write_run_info(str(output), str(tmp_path / "w.h5"), "keras-weights", "openvino", config, False)
+    report.build_report(str(output), progress=False)
+    open_page(browser, output / "index.html")
+    headers = [cell.text for cell in browser.find_elements("css selector", "#items th.label")]
+    assert headers == labels
+    assert browser.find_elements("css selector", "script, b, i") == []
+    # the "a&b c" cell: its link's #tag= selects exactly that label on the item page
+    column = labels.index("a&b c")
+    browser.find_elements("css selector", "#items tr")[1].find_elements("css selector", "td")[3 + column] \
+        .find_element("css selector", "a").click()
+    assert browser.find_element("css selector", "h1").text == item
+    assert Select(browser.find_element("id", "tag")).first_selected_option.text == "a&b c"
+    assert browser.find_element("id", "count").text == "1 of 2 images shown"
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text
+    assert browser.find_elements("css selector", "b, i, img[src=x], script ~ script") == []
+    options = [option.text for option in Select(browser.find_element("id", "tag")).options]
+    assert options == ["any", *labels, "no tag"]
+    card = browser.find_elements("css selector", ".card")[0]
+    assert card.find_element("css selector", ".key").text == key
+    chips = [chip.text for chip in card.find_elements("css selector", ".tag")]
+    assert chips == [f"{label} {value:.3f}" for label, value in list(HOSTILE_LABELS.items())[:4]] + ["x=1&y z 0.350 \u25be"]
+    Select(browser.find_element("id", "tag")).select_by_visible_text("<script>alert(1)</script>")
+    assert browser.find_element("id", "count").text == "1 of 2 images shown"
+    browser.save_screenshot(os.path.join(artifacts, "inference_hostile_labels.png"))
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text
+    assert console_errors(browser) == []

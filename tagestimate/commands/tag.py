@@ -192,7 +192,8 @@ def tag(args):
         from tagestimate.review import report as review
 
         summary["report"] = review.finish_run(args.outputpath, items, weights, kind, backend, output_config,
-                                              explained, draft=not args.full_decode, progress=not args.quiet)
+                                              explained, draft=not args.full_decode, progress=not args.quiet,
+                                              input_dir=args.inputpath)
     return summary
 
 

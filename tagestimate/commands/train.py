@@ -111,7 +111,11 @@ def main(argv=None):
         if settings.folds:
             from tagestimate.train import crossval
 
-            print(crossval.format_summary(crossval.cross_validate(settings, explicit=given_flags(argv))))
+            summary = crossval.format_summary(crossval.cross_validate(settings, explicit=given_flags(argv)))
+            from tagestimate.review.train_report import write_report_or_warn
+
+            write_report_or_warn(settings.out, crossval=True)  # report.html: the folds' overview
+            print(summary)
             return 0
         from tagestimate.train import metrics
         from tagestimate.train import training

@@ -8,22 +8,23 @@
     model.json + best.weights.h5 -> Grad-CAM overlays on those worst cases
 
 Written at the end of a successful run (training.py calls write_training_report) and by
-`python -m tagestimate.review.report RUN`. Plots are PNG files made with matplotlib's Agg backend
+`python -m tagestimate.review.report RUN`. A fold of --folds (RUN/foldK/) says so and links to
+RUN/report.html, the overview of the folds written from cv_report.json (write_crossval_report). Plots are PNG files made with matplotlib's Agg backend
 in report_files/; the page works from disk, offline. A missing or damaged input file
 leaves its section out with a note, never the whole report.
 """
 
 import csv
-import html
 import json
 import logging
 import os
-import urllib.parse
+import re
 from collections import Counter
 
 import numpy as np
 
 from tagestimate.files import printable_path, write_atomic
+from tagestimate.review import pages
 from tagestimate.review.thumbs import make_thumbnail, safe_name, write_jpeg
 
 log = logging.getLogger(__name__)
@@ -31,21 +32,6 @@ log = logging.getLogger(__name__)
 REPORT_HTML = "report.html"
 FILES = "report_files"
 WORST = 4  # false positives and false negatives shown per label
-
-STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0 1.5em 2em;color:#222;background:#fafafa;max-width:1200px}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}h3{font-size:1em;margin:1em 0 .3em}
-table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#eee}img.plot{max-width:100%;background:#fff}
-.cases{display:flex;flex-wrap:wrap;gap:6px}.case{width:170px;background:#fff;border:1px solid #ccc;padding:3px;
-margin:0;font-size:12px;word-break:break-all}.case img{max-width:160px;max-height:160px;display:block}
-.case .cam{display:none}.case:hover .cam{display:block}.case:hover .plain{display:none}.note{color:#666}
-"""
-
-
-def esc(text):
-    return html.escape(str(text), quote=True)
-
 
 def _read_csv(path):
     with open(path, newline="", encoding="utf-8") as handle:
@@ -211,19 +197,44 @@ def write_cases(out, cases, paths, labels, model, config, data):
     return made
 
 
-def _href(path, start):
-    return "/".join(urllib.parse.quote(part) for part in os.path.relpath(path, start).split(os.sep))
+def _cell(value, digits=3):
+    return f"{value:.{digits}f}" if isinstance(value, float) else ("" if value is None else value)
 
 
-def _case_html(out, path, score, made):
-    thumb, cam = made if made else (None, None)
-    if thumb is None:
-        picture = "<span class=\"note\">image not found</span>"
-    else:
-        picture = f"<img class=\"plain\" src=\"{esc(_href(thumb, out))}\" alt=\"{esc(path)}\">"
-        if cam:
-            picture += f"<img class=\"cam\" src=\"{esc(_href(cam, out))}\" alt=\"Grad-CAM of {esc(path)}\">"
-    return f"<figure class=\"case\">{picture}<figcaption>{esc(path)}<br>{score:.3f}</figcaption></figure>"
+def _how_trained(config):
+    """Summary rows on how the model was trained (model.json): backbone, loss, size, starting weights."""
+    if config is None:
+        return []
+    training = config.training or {}
+    return [("backbone", config.backbone), ("image size", f"{config.image_size} px"),
+            ("loss", training.get("loss", "bce")), ("starting weights", training.get("initial_weights", "?"))]
+
+
+def fold_of(out):
+    """{number, count, folder, overview} when `out` is fold K of a --folds run (foldK/ beside cv.json)."""
+    match = re.fullmatch(r"fold(\d+)", os.path.basename(os.path.abspath(out)))
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        with open(os.path.join(parent, "cv.json"), encoding="utf-8") as handle:
+            count = json.load(handle)["folds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not match:
+        return None
+    return {"number": int(match.group(1)), "count": count, "folder": printable_path(parent), "overview": REPORT_HTML}
+
+
+def _label_rows(labels, report):
+    """Per-label table rows; a label without validation images shows "-" (as the console does)."""
+    per_class, rows = report.get("per_class") or {}, []
+    for label in labels:
+        entry, tuned = per_class.get(label, {}), (report.get("thresholds") or {}).get(label, {})
+        scored = entry.get("support") != 0
+        rows.append([label, entry.get("support", ""),
+                     *((f"{entry[k]:.3f}" if k in entry else "") if scored else "-" for k in ("precision", "recall", "f1")),
+                     f"{tuned['threshold']:.2f}{'' if tuned.get('tuned') else ' *'}" if tuned else "",
+                     f"{tuned['f1']:.3f}" if tuned.get("f1") is not None else ("-" if tuned else "")])
+    return rows
 
 
 def write_training_report(out, model=None, data=None, explain=True):
@@ -236,7 +247,7 @@ def write_training_report(out, model=None, data=None, explain=True):
 
     files = os.path.join(out, FILES)
     os.makedirs(files, exist_ok=True)
-    notes, parts = [], []
+    notes, context = [], {"history": None, "predictions": None, "split": None}
     try:
         config = read_config(out)
     except WeightsError as error:
@@ -249,81 +260,48 @@ def write_training_report(out, model=None, data=None, explain=True):
         notes.append(f"report.json: {error}")
     labels = list(report.get("labels") or (config.labels if config else []))
     thresholds = {label: float(entry["threshold"]) for label, entry in (report.get("thresholds") or {}).items()}
-
-    parts.append(f"<h1>Training report: {esc(os.path.basename(os.path.abspath(out)))}</h1>")
     summary = [("macro-F1 at 0.4", report.get("macro_f1")), ("micro-F1 at 0.4", report.get("micro_f1")),
                ("macro-F1 at tuned thresholds", (report.get("tuned") or {}).get("macro_f1")),
                ("epochs", report.get("epochs_done")), ("best epoch", report.get("best_epoch")),
                ("validation images", report.get("evaluated_images")),
-               ("skipped images", len(report.get("skipped_images") or []))]
-    parts.append("<table id=\"summary\">" + "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(f'{v:.3f}' if isinstance(v, float) else ('' if v is None else v))}</td></tr>"
-        for k, v in summary) + "</table>")
-
+               ("skipped images", len(report.get("skipped_images") or []))] + _how_trained(config)
     try:
         rows = _read_csv(os.path.join(out, "history.csv"))
         if rows:
             plot_history(rows, os.path.join(files, "history.png"))
-            parts.append("<h2>Per epoch</h2><img class=\"plot\" id=\"history\" src=\"report_files/history.png\" "
-                         "alt=\"loss and F1 per epoch\">")
+            context["history"] = f"{FILES}/history.png"
     except (OSError, KeyError, ValueError) as error:
         notes.append(f"history.csv: {error}")
-
-    per_class = report.get("per_class") or {}
-    if per_class:
-        parts.append("<h2>Per label (validation, best weights)</h2><table id=\"labels\"><tr><th>label</th>"
-                     "<th>support</th><th>precision</th><th>recall</th><th>F1 at 0.4</th><th>threshold</th>"
-                     "<th>F1 at threshold</th></tr>")
-        for label in labels:
-            entry, tuned = per_class.get(label, {}), (report.get("thresholds") or {}).get(label, {})
-            cells = [entry.get("support", ""), *(f"{entry[k]:.3f}" if k in entry else "" for k in
-                                                 ("precision", "recall", "f1")),
-                     f"{tuned['threshold']:.2f}{'' if tuned.get('tuned') else ' *'}" if tuned else "",
-                     f"{tuned['f1']:.3f}" if tuned.get("f1") is not None else ""]
-            parts.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-        parts.append("</table><p class=\"note\">* too few validation positives to tune: the default threshold. "
-                     "The tuned F1 is measured on the split that chose the thresholds, so it is optimistic.</p>")
-
     try:
         predictions = _read_csv(os.path.join(out, "val_predictions.csv"))
-        parts += _prediction_sections(out, predictions, labels, thresholds, config, model, data, explain, notes)
+        context["predictions"] = _prediction_sections(out, predictions, labels, thresholds, config, model, data,
+                                                      explain, notes)
     except (OSError, KeyError, ValueError) as error:
         notes.append(f"val_predictions.csv: {error}")
     try:
         split = Counter((row["folder"], row["subset"]) for row in _read_csv(os.path.join(out, "split.csv")))
-        folders = sorted({folder for folder, _ in split})
-        parts.append("<h2>Split (split.csv)</h2><table id=\"split\"><tr><th>folder</th><th>train</th><th>val</th></tr>"
-                     + "".join(f"<tr><td>{esc(f)}</td><td>{split[f, 'train']}</td><td>{split[f, 'val']}</td></tr>"
-                               for f in folders) + "</table>")
+        context["split"] = [(f, split[f, "train"], split[f, "val"]) for f in sorted({folder for folder, _ in split})]
     except (OSError, KeyError, ValueError) as error:
         notes.append(f"split.csv: {error}")
-    if notes:
-        parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Training report</title>"
-            f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    page = pages.training_page(folder=os.path.basename(os.path.abspath(out)), fold=fold_of(out),
+                               summary=[(name, _cell(value)) for name, value in summary],
+                               label_rows=_label_rows(labels, report) if report.get("per_class") else [],
+                               notes=notes, **context)
     return write_atomic(os.path.join(out, REPORT_HTML), page)
 
 
 def _prediction_sections(out, predictions, labels, thresholds, config, model, data, explain, notes):
+    """The data of the plots and worst cases made from val_predictions.csv (None when empty)."""
     if not predictions:
-        return []
+        return None
     paths = [row["path"] for row in predictions]
     truth, map_labels = targets_for([row["folder"] for row in predictions], config)
     if map_labels != labels:
         raise ValueError(f"the label map's labels {map_labels} differ from the report's")
     probabilities = np.array([[float(row[label]) for label in labels] for row in predictions])
-    parts = []
     plot_pr_curves(truth, probabilities, labels, thresholds, os.path.join(out, FILES, "pr_curves.png"))
-    parts.append("<h2>Precision-recall per label</h2><p class=\"note\">The red dot is the label's threshold "
-                 "(tuned, or 0.4); the number in brackets is its validation support.</p>"
-                 "<img class=\"plot\" id=\"pr\" src=\"report_files/pr_curves.png\" alt=\"precision-recall curves\">")
     cut = np.array([thresholds.get(label, 0.4) for label in labels])
-    matrix = confusion(truth, probabilities > cut)
-    plot_confusion(matrix, labels, os.path.join(out, FILES, "confusion.png"))
-    parts.append("<h2>True label &times; predicted label</h2><p class=\"note\">Row: images that carry the label; "
-                 "column: share of them predicted with each label. The diagonal is recall; off the diagonal, a "
-                 "child predicted for its parent's images (or another label) shows as a dark cell.</p>"
-                 "<img class=\"plot\" id=\"confusion\" src=\"report_files/confusion.png\" alt=\"label matrix\">")
+    plot_confusion(confusion(truth, probabilities > cut), labels, os.path.join(out, FILES, "confusion.png"))
     data = data or ((config.training or {}).get("data") if config and config.training else None) or ""
     cases = {j: worst_cases(truth, probabilities, j, cut[j]) for j in range(len(labels))}
     if explain and model is None and os.path.exists(os.path.join(out, "best.weights.h5")):
@@ -333,28 +311,51 @@ def _prediction_sections(out, predictions, labels, thresholds, config, model, da
             notes.append(f"Grad-CAM: cannot load best.weights.h5 ({error})")
     wanted = [(row, j) for j, (fp, fn) in cases.items() for row in (*fp, *fn)]
     made = write_cases(out, wanted, paths, labels, model if explain else None, config, data)
-    parts.append(f"<h2>Worst errors per label</h2><p class=\"note\">Validation images from {esc(printable_path(data))}"
-                 "; false positives with the highest confidence, false negatives with the lowest. "
-                 + ("Hover over an image for its Grad-CAM overlay (what the model looked at for that label)."
-                    if explain and model is not None else "") + "</p>")
-    for j, label in enumerate(labels):
-        false_positive, false_negative = cases[j]
-        if not len(false_positive) and not len(false_negative):
-            continue
-        parts.append(f"<h3>{esc(label)}</h3>")
-        for title, rows in (("false positives", false_positive), ("false negatives", false_negative)):
-            if len(rows):
-                parts.append(f"<div>{title}</div><div class=\"cases\">" + "".join(
-                    _case_html(out, f"{paths[row]} ({predictions[row]['folder']})", probabilities[row, j],
-                               made.get((row, j))) for row in rows) + "</div>")
-    return parts
+
+    def case(row, j):
+        thumb, cam = made.get((row, j)) or (None, None)
+        return {"name": f"{paths[row]} ({predictions[row]['folder']})", "score": probabilities[row, j],
+                "thumb": thumb and os.path.relpath(thumb, out), "cam": cam and os.path.relpath(cam, out)}
+
+    worst = [(label, [(title, [case(row, j) for row in rows])
+                      for title, rows in (("false positives", cases[j][0]), ("false negatives", cases[j][1]))
+                      if len(rows)])
+             for j, label in enumerate(labels) if len(cases[j][0]) or len(cases[j][1])]
+    return {"pr": f"{FILES}/pr_curves.png", "confusion": f"{FILES}/confusion.png", "data": printable_path(data),
+            "cams": bool(explain and model is not None), "worst": worst}
 
 
-def write_report_or_warn(out, model=None):
-    """write_training_report at the end of a run: a report that fails never fails the training
-    (its files are written); the warning says how to retry."""
+def write_crossval_report(out):
+    """`out`/report.html of a --folds run from cv_report.json: mean ± std per label, links to the folds."""
+    with open(os.path.join(out, "cv_report.json"), encoding="utf-8") as handle:
+        report = json.load(handle)
+
+    def spread(value):
+        return "-" if not value else f"{value['mean']:.3f} ± {value['std']:.3f}"
+
+    rows = [[label, entry["support"], *(spread(entry.get(k)) for k in ("precision", "recall", "f1")),
+             f"{report['thresholds'][label]['threshold']:.2f}"]
+            for label, entry in ((label, report["per_class"][label]) for label in report["labels"])]
+    folds = [dict(fold, macro_f1=_cell(fold.get("macro_f1")), micro_f1=_cell(fold.get("micro_f1")),
+                  page=f"fold{fold['fold']}/{REPORT_HTML}"
+                  if os.path.exists(os.path.join(out, f"fold{fold['fold']}", REPORT_HTML)) else None)
+             for fold in report["folds"]]
+    oof = report.get("out_of_fold") or {}
+    summary = [("folds", report["folds_count"]), ("macro-F1 (mean ± std)", spread(report.get("macro_f1"))),
+               ("micro-F1 (mean ± std)", spread(report.get("micro_f1"))),
+               ("out-of-fold macro-F1", _cell(oof.get("macro_f1"))), ("out-of-fold images", oof.get("images", "")),
+               ("median best epoch", report.get("median_best_epoch")),
+               ("final model", "yes: best.weights.h5 + model.json" if report.get("final") else "no (--final)")]
+    page = pages.crossval_page(folder=os.path.basename(os.path.abspath(out)), summary=summary, label_rows=rows,
+                               folds=folds, default_threshold=report.get("default_threshold", 0.4))
+    return write_atomic(os.path.join(out, REPORT_HTML), page)
+
+
+def write_report_or_warn(out, model=None, crossval=False):
+    """write_training_report (write_crossval_report with crossval) at the end of a run: a report
+    that fails never fails the training (its files are written); the warning says how to retry."""
     try:
-        path = write_training_report(out, model)
+        path = write_crossval_report(out) if crossval else write_training_report(out, model)
     except Exception as error:  # noqa: BLE001 (the trained model matters more than its report)
         log.warning("could not write %s (%s: %s); retry with python -m tagestimate.review.report %s",
                     os.path.join(out, REPORT_HTML), type(error).__name__, error, out)
