@@ -104,6 +104,11 @@ def check_arguments(parser, args):
                      "or tag into a local folder")
     if args.engine != "ray" and (args.ray_address or args.actors or args.gpus_per_actor is not None):
         parser.error("--ray-address, --actors and --gpus-per-actor need --engine ray")
+    # Refused rather than ignored: the other formats carry no ids, so the flag is a slip of the command line.
+    given = [flag for flag, value in (("--id-base", args.id_base), ("--target-base", args.target_base)) if value]
+    if given and args.format != "iiif":
+        parser.error(f"{given[0]} serves --format iiif only (its annotations' ids and targets); add --format iiif "
+                     f"or leave {given[0]} out")
     try:
         input_missing = not storage.isdir(args.inputpath)
         input_is_file = input_missing and storage.isfile(args.inputpath)
@@ -116,11 +121,7 @@ def check_arguments(parser, args):
     if input_missing:
         parser.exit(2, f"error: input folder {printable_path(args.inputpath)} does not exist; put item folders "
                        "of images there or pass --inputpath\n")
-    # Refused rather than ignored: the other formats carry no ids, so the flag is a slip of the command line.
     for flag, value in (("--id-base", args.id_base), ("--target-base", args.target_base)):
-        if value is not None and args.format != "iiif":
-            parser.error(f"{flag} serves --format iiif only (its annotations' ids and targets); add --format iiif "
-                         f"or leave {flag} out")
         bad = value is not None and cli.url_problem(value)
         if bad:
             parser.error(f"{flag} must be an absolute URL such as https://example.org/tags; {value!r} {bad}")
