@@ -251,3 +251,17 @@ def test_the_wheel_holds_every_package_the_command_and_the_report_files(tmp_path
     assert [re.split(r"[<>=!~\[;]", line)[0] for line in required] == \
         [re.split(r"[<>=!~\[;]", line)[0] for line in requirement_lines("requirements.txt")]
     assert not any(name.startswith(("tests/", "bench/")) or name.endswith("multiinference.py") for name in names)
+
+
+@pytest.mark.slow
+def test_command_help_loads_no_model_library():
+    """`tagestimate COMMAND --help` answers at once, as the scripts' --help do (no TensorFlow, Ray...)."""
+    code = ("import sys, contextlib, io\n"
+            "from tagestimate.__main__ import main\n"
+            "for name in ('crawl', 'train', 'tag', 'report', 'labels'):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        main([name, '--help'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'openvino', 'ray'}))\n"
+            "print('tagestimate.commands.train' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stderr
