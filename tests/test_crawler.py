@@ -604,7 +604,9 @@ def test_cli_defaults_are_the_documented_ones():
     assert set(flags) == set(DOCUMENTED_DEFAULTS)
     assert {flag: parsed[dest] for flag, dest in flags.items()} == \
         {flag: default for flag, (default, _) in DOCUMENTED_DEFAULTS.items()}
-    assert readme_crawler_defaults() == {flag: cell for flag, (_, cell) in DOCUMENTED_DEFAULTS.items()}
+    # The README may name a renamed flag by its new or its old name (--parallel-downloads / --workers).
+    readme = {parser._option_string_actions[flag].dest: cell for flag, cell in readme_crawler_defaults().items()}
+    assert readme == {flags[flag]: cell for flag, (_, cell) in DOCUMENTED_DEFAULTS.items()}
     library = settings.CrawlOptions()  # what a caller of crawl.crawl_tagged gets
     assert (library.out, library.api_base, library.iiif_base, library.size, library.batch, library.workers,
             library.delay, library.timeout, library.retries, library.backoff, library.max_wait, library.max_bytes,
@@ -616,6 +618,7 @@ def test_cli_defaults_are_the_documented_ones():
 
 
 @pytest.mark.parametrize("argv", [["--tag", "stmp"], ["--batch", "101"], ["--workers", "0"], ["--size", "256"],
+                                  ["--api-batch", "101"], ["--parallel-downloads", "65"], ["--timeout", "0"],
                                   ["--min-confidence", "1.5"], ["--max-bytes", "lots"], ["--api-base", "lab.ndl"],
                                   ["--from-metadata", "m.csv", "--tag", "stamp"], ["--limit", "3"]])
 def test_cli_rejects_bad_flags(argv, capsys):
@@ -634,3 +637,59 @@ def test_the_cli_defaults_are_the_crawl_defaults():
 def test_cli_tag_choices_are_the_known_labels():
     assert newdataclawer.build_parser().parse_args(["--tag", LABELS[-1]]).tag == [LABELS[-1]]
     assert newdataclawer.byte_size("500KB") == 500 * 1024 and newdataclawer.byte_size("7") == 7
+
+
+def test_renamed_flags_keep_their_old_names_as_aliases():
+    parser = newdataclawer.build_parser()
+    new = parser.parse_args(["--parallel-downloads", "7", "--api-batch", "9"])
+    old = parser.parse_args(["--workers", "7", "--batch", "9"])
+    assert (new.workers, new.batch) == (old.workers, old.batch) == (7, 9)
+    usage = " ".join(parser.format_usage().split())
+    assert "[--parallel-downloads N]" in usage and "[--api-batch N]" in usage  # the preferred names
+    assert "--workers" not in usage and "--batch " not in usage
+    text = " ".join(parser.format_help().split())
+    assert "--parallel-downloads N, --workers N images downloaded at once" in text
+    assert "--api-batch N, --batch N records asked for per API call" in text
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--pid", "1054192", "--per-class", "5"], "--per-class applies to tagged mode only"),
+    (["--iiif-manifest", "m.json", "--min-confidence", "0.5"], "--min-confidence applies to tagged mode only"),
+    (["--from-metadata", "m.csv", "--per-class", "5"], "not to --from-metadata"),
+])
+def test_tagged_mode_flags_are_refused_in_the_other_modes(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        newdataclawer.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert words in error and error.endswith("leave it out")
+
+
+def test_tagged_mode_flags_pass_in_tagged_mode():
+    from tagestimate.commands import crawl as command
+
+    parser = newdataclawer.build_parser()
+    for argv in (["--tag", "stamp", "--per-class", "5"], ["--per-class", "5", "--min-confidence", "0.5"]):
+        command.check_modes(parser, parser.parse_args(argv), {"per_class", "min_confidence"})  # no exit
+    assert cli_given(["--pid", "1", "--per-class", "500"]) == {"pid", "per_class"}  # given, even at the default
+
+
+def cli_given(argv):
+    from tagestimate import cli
+
+    return cli.given_flags(newdataclawer.build_parser, argv)
+
+
+@pytest.mark.parametrize("url, words", [
+    ("ftp://lab.ndl.go.jp/dl/api", "is a ftp: URL; use http or https"),
+    ("https://lab.ndl.go.jp/dl/my api", "contains a space"),
+    ("lab.ndl.go.jp/dl/api", "is not an absolute URL"),
+])
+def test_base_urls_must_be_http_and_say_what_is_wrong(url, words, capsys):
+    for flag in ("--api-base", "--iiif-base"):
+        with pytest.raises(SystemExit) as exit_info:
+            newdataclawer.main([flag, url])
+        assert exit_info.value.code == 2
+        assert f"argument {flag}: {url!r} {words}" in capsys.readouterr().err
+    assert newdataclawer.build_parser().parse_args(["--api-base", "HTTP://example.org/api/"]).api_base == \
+        "HTTP://example.org/api"

@@ -60,16 +60,18 @@ def test_a_fold_stopped_before_its_first_epoch_is_started_again(tmp_path, monkey
     folds_of = dataset.assign_folds(samples, 2, seed=1)
     calls = []
 
-    def train(settings, explicit=None):
-        calls.append((settings, read_csv(settings.split)))
+    def train(settings, explicit=None, write_report=None):
+        calls.append((settings, read_csv(settings.split), write_report))
         return {"fold": 2}
 
     fake = types.SimpleNamespace(train=train)
     monkeypatch.setitem(sys.modules, "tagestimate.train.training", fake)
     monkeypatch.setattr(tagestimate.train, "training", fake, raising=False)
     settings = TrainSettings(data=data, out=str(out), folds=2, resume=True)
-    assert crossval._run_fold(settings, None, 2, samples, folds_of, data) == {"fold": 2}
-    (fold_settings, split), = calls
+    writer = object()  # the report writer the train command passes in reaches the fold's training
+    assert crossval._run_fold(settings, None, 2, samples, folds_of, data, writer) == {"fold": 2}
+    (fold_settings, split, passed_writer), = calls
+    assert passed_writer is writer
     assert fold_settings.out == str(out / "fold2") and fold_settings.overwrite and not fold_settings.resume
     assert sum(row["subset"] == "val" for row in split) == sum(folds_of == 2) > 0
 
@@ -83,7 +85,8 @@ def test_resume_keeps_finished_folds_and_continues_a_stopped_one(tmp_path, monke
         (out / f"fold{number}" / "state.json").write_text(json.dumps({"finished": finished}))
     (out / "fold1" / "report.json").write_text(json.dumps({"fold": 1}))
     calls = []
-    fake = types.SimpleNamespace(train=lambda settings, explicit=None: calls.append(settings) or {"fold": 2})
+    fake = types.SimpleNamespace(
+        train=lambda settings, explicit=None, write_report=None: calls.append(settings) or {"fold": 2})
     monkeypatch.setitem(sys.modules, "tagestimate.train.training", fake)
     monkeypatch.setattr(tagestimate.train, "training", fake, raising=False)
     settings = TrainSettings(data=data, out=str(out), folds=2, resume=True)
@@ -161,6 +164,8 @@ def test_two_folds_write_runs_a_report_matching_them_and_a_final_model(tmp_path,
     assert report["macro_f1"]["mean"] == pytest.approx(np.mean([f["macro_f1"] for f in folds]))
     assert report["micro_f1"]["mean"] == pytest.approx(np.mean([f["micro_f1"] for f in folds]))
     assert "±" in summary and "picture_indoor" in summary
+    # each fold's review report, written by the hook the train command passes through cross_validate
+    assert all(os.path.isfile(os.path.join(out, f"fold{k}", "report.html")) for k in (1, 2))
     # report.html: the folds' overview (mean ± std), linking each fold's page, which names its fold
     overview = open(os.path.join(out, "report.html"), encoding="utf-8").read()
     assert 'href="fold1/report.html"' in overview and 'href="fold2/report.html"' in overview and " ± " in overview

@@ -393,6 +393,10 @@ def test_help_explains_every_flag():
                  "--engine", "--ray-address", "--actors", "--gpus-per-actor"):
         assert flag in text
     assert "default: input" in text and "default: output" in text and "default: None" not in text
+    # --decode-threads is the preferred name (usage shows it); --workers stays as its alias
+    usage = " ".join(multiinference.build_parser().format_usage().split())
+    assert "[--decode-threads N]" in usage and "--workers" not in usage
+    assert "--decode-threads N, --workers N threads decoding images" in " ".join(text.split())
 
 
 def test_errors_json_does_not_grow_on_resume(tmp_path, constant_weights):
@@ -498,6 +502,8 @@ def test_documented_defaults():
         "engine": "local", "ray_address": None, "actors": None, "gpus_per_actor": None,
     }
     assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
+    for flag in ("--decode-threads", "--workers"):  # the new name and the old one set the same value
+        assert multiinference.build_parser().parse_args([flag, "3"]).workers == 3
     assert multiinference.DEFAULT_THRESHOLD == 0.4
     assert weights_module.NDL_WEIGHTS_URL == \
         "https://lab.ndl.go.jp/dataset/tagestimatemodel/weights_ndllabelimage.hdf5"
@@ -928,3 +934,57 @@ def test_any_user_error_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     assert multiinference.main(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"),
                                 "--quiet"]) == 1
     assert capsys.readouterr().err == "error: the weight store /w is offline; pass --weights a local file\n"
+
+
+def refusal(argv, capsys):
+    """multiinference.py's exit-2 message for `argv` (the last stderr line)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        multiinference.main(argv)
+    assert stopped.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1, not 0"),
+    (["--workers", "0"], "argument --decode-threads/--workers: must be at least 1, not 0"),
+    (["--threshold", "1"], "argument --threshold: must be under 1.0, not 1 (the range is [0.0, 1.0))"),
+    (["--threshold", "-0.1"], "argument --threshold: must be at least 0.0, not -0.1"),
+    (["--threshold", "nan"], "argument --threshold: 'nan' is not a number"),
+    (["--actors", "0", "--engine", "ray"], "argument --actors: must be at least 1, not 0"),
+    (["--gpus-per-actor", "-1", "--engine", "ray"], "argument --gpus-per-actor: must be at least 0.0, not -1"),
+])
+def test_out_of_range_numbers_exit_2_naming_the_flag(tmp_path, flags, words, capsys):
+    (tmp_path / "in").mkdir()
+    assert words in refusal(["--inputpath", str(tmp_path / "in"), *flags], capsys)
+
+
+@pytest.mark.parametrize("flag", ["--id-base", "--target-base"])
+def test_iiif_bases_without_the_iiif_format_are_refused(tmp_path, flag, capsys):
+    (tmp_path / "in" / "item").mkdir(parents=True)
+    for format_flags in ([], ["--format", "csv"]):
+        error = refusal(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"), *format_flags,
+                         flag, "https://example.org/tags"], capsys)
+        assert f"{flag} serves --format iiif only" in error and f"leave {flag} out" in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value, words", [
+    ("ftp://example.org/tags", "'ftp://example.org/tags' is a ftp: URL; use http or https"),
+    ("https://example.org/my tags", "'https://example.org/my tags' contains a space; write a space in a URL as %20"),
+    ("example.org/tags", "'example.org/tags' is not an absolute URL"),
+])
+def test_iiif_bases_must_be_http_urls_and_the_message_says_why(tmp_path, value, words, capsys):
+    (tmp_path / "in" / "item").mkdir(parents=True)
+    for flag in ("--id-base", "--target-base"):
+        error = refusal(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"),
+                         "--format", "iiif", flag, value], capsys)
+        assert f"{flag} must be an absolute URL" in error and words in error
+
+
+def test_an_input_path_that_is_a_file_says_so(tmp_path, capsys):
+    (tmp_path / "scans.zip").write_bytes(b"PK")
+    error = refusal(["--inputpath", str(tmp_path / "scans.zip"), "--outputpath", str(tmp_path / "out")], capsys)
+    assert error == (f"error: --inputpath {tmp_path / 'scans.zip'} is a file, not a folder; pass the folder whose "
+                     "sub-folders (items) hold the images")
+    assert "does not exist" in refusal(["--inputpath", str(tmp_path / "nowhere")], capsys)

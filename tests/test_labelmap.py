@@ -191,9 +191,9 @@ def test_cli_check_counts_images_and_names_unknown_folders(tmp_path, capsys):
     assert labelmap.main(["--check", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [
-        "graphic_illustration       1 images  -> graphic",
+        "graphic_illustration       1 image   -> graphic",
         "picture_outdoor            0 images  -> picture, picture_outdoor",
-        "postcards                  1 images  -> UNKNOWN (not in the label map)",
+        "postcards                  1 image   -> UNKNOWN (not in the label map)",
         "stamp                      2 images  -> stamp",
         "unknown                    0 images  -> not trained (records without tags from the crawler; "
         "move them into tag folders)",
@@ -212,20 +212,37 @@ def test_cli_check_of_a_known_data_set_succeeds_quietly(tmp_path, capsys):
     assert labelmap.main(["--check", str(tmp_path), "--labelmap", str(labelmap_file)]) == 0
     captured = capsys.readouterr()
     # short names: the name column is still 6 wide, like the "folder" it stands under
-    assert captured.out.splitlines() == ["map          0 images  -> stamp", "stamp        1 images  -> stamp",
-                                         "2 folders, 1 images"]
+    assert captured.out.splitlines() == ["map          0 images  -> stamp", "stamp        1 image   -> stamp",
+                                         "2 folders, 1 image"]
     assert captured.err == ""
 
 
-def test_cli_check_of_a_missing_folder_is_one_sentence(tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        labelmap.main(["--check", str(tmp_path / "nowhere")])
-    assert exit_info.value.code == (f"error: {tmp_path / 'nowhere'} is not a folder; pass the data set folder, "
-                                    "e.g. --check datasetpdm")
+def test_cli_check_of_a_missing_folder_is_one_sentence(tmp_path, capsys):
+    # exit 1 and the sentence on stderr, as sys.exit("error: ...") gave before the shared wrapper (cli.run)
+    assert labelmap.main(["--check", str(tmp_path / "nowhere")]) == 1
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'nowhere'} is not a folder; pass the data set folder, "
+                                       "e.g. --check datasetpdm\n")
 
 
-def test_cli_bad_map_exits_with_the_reason(tmp_path):
+def test_cli_bad_map_exits_with_the_reason(tmp_path, capsys):
     path = tmp_path / "map.json"
     path.write_text(json.dumps({"labels": ["a"], "tags": {"x": []}}), encoding="utf-8")
-    with pytest.raises(SystemExit, match="empty"):
-        labelmap.main(["--labelmap", str(path)])
+    assert labelmap.main(["--labelmap", str(path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "empty" in error and error.count("\n") == 1
+
+
+def test_cli_counts_read_singular_and_plural(tmp_path, capsys):
+    """"1 image", "1 folder", "unknown folder:" for one; the plural for 0 and 2."""
+    os.makedirs(tmp_path / "zines")
+    Image.new("RGB", (8, 8)).save(tmp_path / "zines" / "1_1_0.jpg")
+    assert labelmap.main(["--check", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["zines        1 image   -> UNKNOWN (not in the label map)",
+                                         "1 folder, 1 image"]
+    assert captured.err == "unknown folder: zines\n"
+    os.makedirs(tmp_path / "stamps")
+    Image.new("RGB", (8, 8)).save(tmp_path / "stamps" / "1_2_0.jpg")
+    assert labelmap.main(["--check", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == "2 folders, 2 images" and captured.err == "unknown folders: stamps, zines\n"

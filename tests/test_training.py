@@ -453,6 +453,58 @@ def test_run_writes_everything_and_the_loss_falls(run):
     assert state["epochs_done"] == 2
 
 
+@pytest.mark.slow
+def test_the_train_command_writes_the_review_report(run):
+    """report.html at the end of a run: the command passes the review floor's writer into training
+    (tagestimate/train/ does not import tagestimate/review/)."""
+    with open(os.path.join(run["out"], "report.html"), encoding="utf-8") as handle:
+        assert "Per label" in handle.read()
+
+
+def test_training_without_a_report_writer_writes_no_report_and_imports_no_review(tmp_path, monkeypatch):
+    """training.train(write_report=None) skips report.html; the hook is the only way in."""
+    import ast
+
+    source = open(training.__file__, encoding="utf-8").read()
+    imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+    assert not [name for name in imported if name and name.startswith("tagestimate.review")]
+    from tagestimate.commands import train as command
+
+    calls = []
+    monkeypatch.setattr(command, "write_review_report", lambda out, model: calls.append((out, model)))
+    monkeypatch.setattr(training, "train", lambda settings, explicit=None, write_report=None:
+                        write_report(settings.out, "the model") or {"stub": True})
+    monkeypatch.setattr(metrics, "format_summary", lambda report: f"summary {report}")
+    assert multitrain_efficientnet.main(["--out", str(tmp_path / "o"), "--weights", "none"]) == 0
+    assert calls == [(str(tmp_path / "o"), "the model")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, loss_class, config, recorded", [
+    (["--loss", "asl", "--asl-gamma-neg", "3", "--asl-gamma-pos", "1", "--asl-clip", "0.07"], "AsymmetricLoss",
+     {"gamma_neg": 3.0, "gamma_pos": 1.0, "clip": 0.07}, "asl (gamma_neg 3, gamma_pos 1, clip 0.07)"),
+    (["--loss", "focal", "--focal-gamma", "1.5"], "FocalLoss", {"gamma": 1.5}, "focal (gamma 1.5)"),
+])
+def test_the_loss_flag_reaches_the_compiled_model(tmp_path, monkeypatch, flags, loss_class, config, recorded):
+    """--loss and its parameters are what the model is compiled with (not always binary cross-entropy)."""
+    import keras
+
+    compiled = []
+    original = keras.Model.compile
+
+    def compile_and_record(self, *args, **kwargs):
+        compiled.append(kwargs.get("loss"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", compile_and_record)
+    data, out = make_folders(str(tmp_path / "data"), corrupt=False), str(tmp_path / "out")
+    assert multitrain_efficientnet.main(["--data", data, "--out", out, "--epochs", "1", *FAST, *flags]) == 0
+    assert compiled and all(type(loss).__name__ == loss_class for loss in compiled), compiled
+    assert all({key: loss.get_config()[key] for key in config} == pytest.approx(config) for loss in compiled)
+    assert read_json(os.path.join(out, tag_model.CONFIG_NAME))["training"]["loss"] == recorded
+    assert np.isfinite(float(read_csv(os.path.join(out, HISTORY))[0]["loss"]))
+
+
 def optimizer_step(path):
     """Adam's step count saved in a .weights.h5 (the optimizer's first variable), or None."""
     with h5py.File(path, "r") as handle:

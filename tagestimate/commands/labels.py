@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from tagestimate.errors import UserError
+
 # Re-exported for scripts and users that import them from here; defined in tagestimate.labels.
 from tagestimate.labels import (ALIASES, EXTRA_TAGS, LABELS, NDL_LABELS, PARENTS, TAG_LABELS,  # noqa: F401
                                 UNTAGGED_FOLDER, LabelMap, LabelMapError, default_labelmap, from_dict,
@@ -32,10 +34,11 @@ def check_folder(labelmap, root):
     return rows
 
 
-def build_parser():
+def build_parser(prog=None):
     from tagestimate.files import HelpFormatter
 
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="Print the tag -> labels table, or check a data set folder against it.",
         formatter_class=HelpFormatter,
     )
@@ -46,12 +49,18 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        labelmap = load_labelmap(args.labelmap)
-    except LabelMapError as error:
-        sys.exit(f"error: {error}")
+def main(argv=None, prog=None):
+    """The command (`prog`: its name in usage lines, e.g. "tagestimate labels"); returns the exit status."""
+    from tagestimate import cli  # lazy, like HelpFormatter: keeps `import labelmap` light
+
+    args = build_parser(prog).parse_args(argv)
+    return cli.run(lambda: _labels(args), interrupted="interrupted; labelmap.py only reads, so nothing changed")
+
+
+def _labels(args):
+    from tagestimate.cli import count
+
+    labelmap = load_labelmap(args.labelmap)  # a LabelMapError is a UserError: "error: ...", exit 1
     if args.check is None:
         print("outputs: " + ", ".join(labelmap.labels))
         width = max(len(name) for name in [*labelmap.tag_labels, *labelmap.aliases])
@@ -61,20 +70,20 @@ def main(argv=None):
             print(f"{alias:<{width}}  =  {target}")
         return 0
     if not os.path.isdir(args.check):
-        sys.exit(f"error: {args.check} is not a folder; pass the data set folder, e.g. --check datasetpdm")
+        raise UserError(f"{args.check} is not a folder; pass the data set folder, e.g. --check datasetpdm")
     rows = check_folder(labelmap, args.check)
     unknown = [name for name, labels, _ in rows if labels is None and name != UNTAGGED_FOLDER]
     width = max([len(name) for name, _, _ in rows] + [6])
-    for name, labels, count in rows:
+    for name, labels, images in rows:
         if labels:
             shown = ", ".join(labels)
         elif name == UNTAGGED_FOLDER:
             shown = "not trained (records without tags from the crawler; move them into tag folders)"
         else:
             shown = "UNKNOWN (not in the label map)"
-        print(f"{name:<{width}}  {count:>6} images  -> {shown}")
-    print(f"{len(rows)} folders, {sum(c for _, _, c in rows)} images")
+        print(f"{name:<{width}}  {images:>6} {'image ' if images == 1 else 'images'}  -> {shown}")
+    print(f"{count(len(rows), 'folder')}, {count(sum(c for _, _, c in rows), 'image')}")
     if unknown:
-        print("unknown folders: " + ", ".join(unknown), file=sys.stderr)
+        print(f"unknown {'folder' if len(unknown) == 1 else 'folders'}: " + ", ".join(unknown), file=sys.stderr)
         return 1
     return 0

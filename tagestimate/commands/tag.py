@@ -10,10 +10,9 @@ output/{folder}.json: {"image name without extension": [{"tag": ..., "confidence
 import argparse
 import logging
 import os
-import re
 import sys
 
-from tagestimate import storage
+from tagestimate import cli, storage
 from tagestimate.tag.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter, printable_path
@@ -24,8 +23,9 @@ from tagestimate.formats import FORMATS, with_threshold
 from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
 
 
-def build_parser():
+def build_parser(prog=None):
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="Tag the illustrations under an input folder with NDL's tag model or one "
                     "trained by multitrain_efficientnet.py.",
         formatter_class=HelpFormatter,
@@ -43,14 +43,17 @@ def build_parser():
     parser.add_argument("--weights-url", default=None,
                         help=f"where to download NDL's file from when no local file is found "
                              f"(also ${URL_ENVIRONMENT}); default: NDL Lab's published URL")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--threshold", type=cli.bounded(float, 0.0, 1.0, high_open=True), default=None,
                         help=f"keep tags whose confidence is above this, for every label. Default: "
                              f"the per-label thresholds in model.json, else {DEFAULT_THRESHOLD} "
                              "(the original's)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per model call")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--batch-size", type=cli.bounded(int, 1), default=DEFAULT_BATCH_SIZE,
+                        help="images per model call")
+    # The preferred name first (usage and help show it), the old one last, kept as an alias.
+    parser.add_argument("--decode-threads", "--workers", dest="workers", metavar="N", type=cli.bounded(int, 1),
+                        default=None,
                         help="threads decoding images in parallel with the model (default: CPU count, at most "
-                             f"{MAX_WORKERS})")
+                             f"{MAX_WORKERS}; --workers is its old name)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: OpenVINO (fp32) on a CPU when installed, TensorFlow on a GPU or otherwise")
     parser.add_argument("--overwrite", action="store_true",
@@ -84,63 +87,63 @@ def build_parser():
     scale.add_argument("--ray-address", metavar="ADDRESS", default=None,
                        help="join a running Ray cluster (auto, or ray://host:10001); default: start a local Ray "
                             "with this machine's CPUs and stop it at the end")
-    scale.add_argument("--actors", type=int, default=None,
+    scale.add_argument("--actors", type=cli.bounded(int, 1), default=None,
                        help="Ray actors, each holding the model (default: one per GPU when the cluster has GPUs, "
                             "else one per CPU)")
-    scale.add_argument("--gpus-per-actor", type=float, default=None,
+    scale.add_argument("--gpus-per-actor", type=cli.bounded(float, 0.0), default=None,
                        help="GPUs each actor reserves (default: 1 when the cluster has GPUs, else 0)")
     return parser
 
 
 def check_arguments(parser, args):
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.workers is not None and args.workers < 1:
-        parser.error(f"--workers must be at least 1, not {args.workers}")
+    # Number ranges are checked by the flags' types (cli.bounded); here, what depends on several flags.
     if args.explain and args.no_report:
         parser.error("--explain shows its overlays in the report; leave out --no-report")
     if args.explain and (args.engine == "ray" or not storage.on_disk(args.outputpath)):
         parser.error("--explain runs with the local engine into a local output folder; leave out --engine ray "
                      "or tag into a local folder")
-    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
-        parser.error(f"--threshold must be in [0, 1), not {args.threshold}")
-    if args.actors is not None and args.actors < 1:
-        parser.error(f"--actors must be at least 1, not {args.actors}")
-    if args.gpus_per_actor is not None and args.gpus_per_actor < 0:
-        parser.error(f"--gpus-per-actor must be 0 or more, not {args.gpus_per_actor}")
     if args.engine != "ray" and (args.ray_address or args.actors or args.gpus_per_actor is not None):
         parser.error("--ray-address, --actors and --gpus-per-actor need --engine ray")
+    # Refused rather than ignored: the other formats carry no ids, so the flag is a slip of the command line.
+    given = [flag for flag, value in (("--id-base", args.id_base), ("--target-base", args.target_base)) if value]
+    if given and args.format != "iiif":
+        parser.error(f"{given[0]} serves --format iiif only (its annotations' ids and targets); add --format iiif "
+                     f"or leave {given[0]} out")
     try:
         input_missing = not storage.isdir(args.inputpath)
+        input_is_file = input_missing and storage.isfile(args.inputpath)
         overlap = storage.overlap_problem(args.inputpath, args.outputpath)
         if overlap:  # before the output check, which creates the output folder
             parser.exit(2, f"error: {overlap}\n")
         problem = storage.output_problem(args.outputpath)
     except UserError as error:  # a URI whose package or store is missing
         parser.exit(2, f"error: {error}\n")
+    if input_is_file:
+        parser.exit(2, f"error: --inputpath {printable_path(args.inputpath)} is a file, not a folder; pass the "
+                       "folder whose sub-folders (items) hold the images\n")
     if input_missing:
         parser.exit(2, f"error: input folder {printable_path(args.inputpath)} does not exist; put item folders "
                        "of images there or pass --inputpath\n")
     for flag, value in (("--id-base", args.id_base), ("--target-base", args.target_base)):
-        if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", value):
-            parser.error(f"{flag} must be an absolute URL such as https://example.org/tags, not {value!r}")
+        bad = value is not None and cli.url_problem(value)
+        if bad:
+            parser.error(f"{flag} must be an absolute URL such as https://example.org/tags; {value!r} {bad}")
     if problem:
         parser.exit(2, f"error: {problem}; pass --outputpath a folder you can write to\n")
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, prog=None):
+    """The command (`prog`: its name in usage lines, e.g. "tagestimate tag"); returns the exit status."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     check_arguments(parser, args)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        summary = tag(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:  # while listing or loading: the run itself reports its own
-        print("interrupted before any image was tagged; run the same command again", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    cli.setup_logging(quiet=args.quiet)
+    # Ctrl-C while listing or loading; the run itself reports its own
+    return cli.run(lambda: _finish(tag(args), args),
+                   interrupted="interrupted before any image was tagged; run the same command again")
+
+
+def _finish(summary, args):
     if summary is None:
         print(f"no images found in {printable_path(args.inputpath)}; put one folder of images per item there",
               file=sys.stderr)

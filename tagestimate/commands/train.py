@@ -11,10 +11,9 @@ parsed: TensorFlow takes seconds to load, and --help should not wait for it.
 """
 
 import argparse
-import logging
 import sys
 
-from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
+from tagestimate import cli
 from tagestimate.files import HelpFormatter
 from tagestimate.train.settings import (BACKBONE_CHOICES, BALANCE_CHOICES, DISTRIBUTE_CHOICES, LOSS_CHOICES,
                                         TrainSettings, interrupted_message)
@@ -22,8 +21,9 @@ from tagestimate.train.settings import (BACKBONE_CHOICES, BALANCE_CHOICES, DISTR
 DEFAULTS = TrainSettings()
 
 
-def build_parser():
+def build_parser(prog=None):
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="Train the multi-label EfficientNetB0 tagger on per-tag image folders and report "
                     "its validation scores honestly (item-grouped split, per-label F1).",
         formatter_class=HelpFormatter,
@@ -92,45 +92,51 @@ def build_parser():
     return parser
 
 
-def given_flags(argv):
+def given_flags(argv, prog=None):
     """Names of the settings given on the command line (as opposed to left at their defaults)."""
-    probe = build_parser()
-    for action in probe._actions:
-        action.default = argparse.SUPPRESS  # an option not given then leaves no attribute
-    return set(vars(probe.parse_args(argv)))
+    return cli.given_flags(lambda: build_parser(prog), argv)
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, prog=None):
+    """The command (`prog`: its name in usage lines, e.g. "tagestimate train"); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(message)s")
+    args = build_parser(prog).parse_args(argv)
+    cli.setup_logging(verbose=args.verbose)
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k != "verbose"})
-    try:
-        if settings.folds:
-            from tagestimate.train import crossval
+    explicit = given_flags(argv, prog)
+    # bad data, flags, label map, weights or run folder: a UserError, one sentence
+    return cli.run(lambda: _train(settings, explicit, write_review_report),
+                   interrupted=lambda: _interrupted_message(settings))
 
-            summary = crossval.format_summary(crossval.cross_validate(settings, explicit=given_flags(argv)))
-            from tagestimate.review.train_report import write_report_or_warn
 
-            write_report_or_warn(settings.out, crossval=True)  # report.html: the folds' overview
-            print(summary)
-            return 0
-        from tagestimate.train import metrics
-        from tagestimate.train import training
+def write_review_report(out, model):
+    """report.html of a finished run (tagestimate.review.train_report); a failure only warns.
+    Passed into the training from here: the train wing does not import the review floor above it."""
+    from tagestimate.review.train_report import write_report_or_warn
 
-        report = training.train(settings, explicit=given_flags(argv))
-    except KeyboardInterrupt:
-        if settings.folds:
-            from tagestimate.train import crossval
+    return write_report_or_warn(out, model)
 
-            print(crossval.interrupted_message(settings), file=sys.stderr)
-        else:
-            print(interrupted_message(settings), file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except UserError as error:  # bad data, flags, label map, weights or run folder: one sentence
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    print(metrics.format_summary(report))
+
+def _train(settings, explicit, write_report):
+    if settings.folds:
+        from tagestimate.train import crossval
+
+        summary = crossval.format_summary(crossval.cross_validate(settings, explicit, write_report=write_report))
+        from tagestimate.review.train_report import write_report_or_warn
+
+        write_report_or_warn(settings.out, crossval=True)  # report.html: the folds' overview
+        print(summary)
+        return 0
+    from tagestimate.train import metrics
+    from tagestimate.train import training
+
+    print(metrics.format_summary(training.train(settings, explicit, write_report=write_report)))
     return 0
+
+
+def _interrupted_message(settings):
+    if settings.folds:
+        from tagestimate.train import crossval
+
+        return crossval.interrupted_message(settings)
+    return interrupted_message(settings)

@@ -341,9 +341,9 @@ def finish_run(output_dir, items, weights, kind, backend, config, explain_entrie
 
 # ---------------------------------------------------------------- command line
 
-def main(argv=None):
+def main(argv=None, prog="python -m tagestimate.review.report"):
     parser = argparse.ArgumentParser(
-        prog="python -m tagestimate.review.report",
+        prog=prog,
         description="Rebuild a review report: output/index.html for a multiinference.py output folder, or "
                     "report.html for a multitrain_efficientnet.py run folder (one with history.csv) or, for a --folds "
                     "folder (one with cv_report.json), the folds' overview.")

@@ -135,7 +135,7 @@ def _samples(settings, labels_map):
     return samples.subset([p not in skipped for p in samples.paths]), skipped
 
 
-def _run_fold(settings, explicit, number, samples, folds_of, data):
+def _run_fold(settings, explicit, number, samples, folds_of, data, write_report=None):
     """Train fold `number` (or continue it; a finished one is left alone); returns its report.json."""
     from tagestimate.train import training
 
@@ -147,7 +147,7 @@ def _run_fold(settings, explicit, number, samples, folds_of, data):
         return train_state.read_json(os.path.join(out, REPORT))
     if os.path.exists(state_path):
         log.info("fold %d of %d: continuing", number, settings.folds)
-        return training.train(dataclasses.replace(fold_settings, resume=True), explicit)
+        return training.train(dataclasses.replace(fold_settings, resume=True), explicit, write_report)
     # Stopped before its first epoch ended (no state.json): nothing of it to keep, so start it again.
     restart = os.path.isdir(out) and bool(os.listdir(out))
     os.makedirs(out, exist_ok=True)
@@ -161,14 +161,16 @@ def _run_fold(settings, explicit, number, samples, folds_of, data):
     write_atomic(split_path, text.getvalue())
     log.info("fold %d of %d: training into %s", number, settings.folds, out)
     try:
-        return training.train(dataclasses.replace(fold_settings, resume=False, overwrite=restart, split=split_path))
+        return training.train(dataclasses.replace(fold_settings, resume=False, overwrite=restart, split=split_path),
+                              write_report=write_report)
     finally:
         os.remove(split_path)
 
 
-def cross_validate(settings, explicit=None):
+def cross_validate(settings, explicit=None, write_report=None):
     """Train the folds (skipping finished ones), write cv_report.json and oof_predictions.csv,
-    and with settings.final the final model; returns the cv report."""
+    and with settings.final the final model; returns the cv report. `write_report(out, model)`
+    runs at the end of each fold's training (training.train)."""
     settings = _prepare(settings, explicit)
     out, data = settings.out, settings.data
     os.makedirs(out, exist_ok=True)
@@ -183,7 +185,8 @@ def cross_validate(settings, explicit=None):
         write_json(os.path.join(out, CV_SETTINGS), dict(stored, data=os.path.abspath(data)))
         write_folds(os.path.join(out, FOLDS_FILE), samples, folds_of, data)
     labels = list(labels_map.labels)
-    reports = [_run_fold(settings, explicit, k, samples, folds_of, data) for k in range(1, settings.folds + 1)]
+    reports = [_run_fold(settings, explicit, k, samples, folds_of, data, write_report)
+               for k in range(1, settings.folds + 1)]
     paths, folders, numbers, targets, probabilities, _ = out_of_fold(out, settings.folds, samples, data)
     write_oof(os.path.join(out, OOF_PREDICTIONS), paths, folders, numbers, probabilities, labels)
     thresholds = tune_thresholds(targets, probabilities, labels)

@@ -152,16 +152,18 @@ class _SaveState(keras.callbacks.Callback):
 
 # ---------------------------------------------------------------- the run
 
-def train(settings, explicit=None):
+def train(settings, explicit=None, write_report=None):
     """Train (or continue) a tagger as `settings` says; returns the report dict.
 
     With settings.resume, the flags not named in `explicit` (those given on the command
     line; None: all) come from the run's state.json, so `--out DIR --resume` alone continues it.
+    `write_report(out, model)`, when given, runs once the run's files are written (the train
+    command passes the review floor's report.html writer; this wing does not import that floor).
     """
     spec = train_state.resolve_run(settings, explicit)
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        return _train(spec)
+        return _train(spec, write_report)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -240,7 +242,7 @@ def build_for_run(spec):
     return model, fitted, strategy, None if on_device else augmenter
 
 
-def _train(spec):
+def _train(spec, write_report=None):
     settings = spec.settings
     out, labels = settings.out, spec.labels
     keras.utils.set_random_seed(spec.run_seed)
@@ -254,10 +256,11 @@ def _train(spec):
 
     model, fitted, strategy, cpu_augmenter = build_for_run(spec)
     gpus = len(tf.config.list_logical_devices("GPU"))
-    log.info("%d training and %d validation images (%d and %d items); %s replicas on %s; weights: %s",
+    replicas = strategy.num_replicas_in_sync
+    log.info("%d training and %d validation images (%d and %d items); %d %s on %s; weights: %s",
              len(train_set.paths), len(val_set.paths), len(set(train_set.groups)), len(set(val_set.groups)),
-             strategy.num_replicas_in_sync, f"{gpus} GPU(s)" if gpus else "the CPU (no GPU visible)",
-             spec.initial_weights)
+             replicas, "replica" if replicas == 1 else "replicas",
+             f"{gpus} GPU{'' if gpus == 1 else 's'}" if gpus else "the CPU (no GPU visible)", spec.initial_weights)
 
     # Nothing is written before this point, so a failed start leaves --out as it was.
     if not spec.resume:
@@ -292,10 +295,8 @@ def _train(spec):
         **config.training, "epochs_done": state["epochs_done"], "best_epoch": state.get("best_epoch"),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}))
     write_json(os.path.join(out, STATE), dict(state, finished=True))
-    # report.html from the files above; a failure only warns (the model is saved already).
-    from tagestimate.review.train_report import write_report_or_warn
-
-    write_report_or_warn(out, model)
+    if write_report is not None:  # report.html from the files above (the writer only warns if it fails)
+        write_report(out, model)
     return report
 
 
