@@ -164,11 +164,10 @@ def test_a_worker_that_cannot_load_the_model_is_one_error(tmp_path, weights, loc
     # description passes, the worker's load fails.
     broken = tmp_path / "broken"
     broken.mkdir()
-    other, _ = write_trained_weights(str(tmp_path / "other"), image_size=64)
     config = json.loads(open(os.path.join(os.path.dirname(weights), "model.json")).read())
     config["labels"] = config["labels"][:3]
     (broken / "model.json").write_text(json.dumps(config))
-    (broken / "best.weights.h5").write_bytes(open(other, "rb").read())
+    (broken / "best.weights.h5").write_bytes(open(weights, "rb").read())  # the module's file: no model built
     assert run(source, tmp_path / "out", str(broken / "best.weights.h5")) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
