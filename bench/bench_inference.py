@@ -2,7 +2,8 @@
 
     python bench/bench_inference.py                      # all backends available
     python bench/bench_inference.py --backend openvino --repeat 20 --scans 100
-    python bench/bench_inference.py --engine ray         # Ray engine against the local one, same crops
+    python bench/bench_inference.py --engine ray         # Ray engine against the local one, same crops:
+                                                         # median and range of ray/local over 5 rounds
 
 Small crops: the 60 demo crops of input/1054192 repeated to 1,200 files. Large scans:
 generated 3000x2200 JPEG pages with paper grain, text and a photograph.
@@ -125,16 +126,42 @@ def build_parser():
     parser.add_argument("--scans", type=int, default=100, help="number of large scans (default: 100)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray: the crops through the local engine and the Ray engine (a local Ray with "
-                             "every CPU), alternately --rounds times, with Ray's start-up seconds")
-    parser.add_argument("--rounds", type=int, default=2, help="--engine ray: local/Ray pairs (default: 2)")
+                             "every CPU), both in each of --rounds rounds, in turn first; the median ray/local")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="--engine ray: rounds of one run per engine (default: 5)")
     parser.add_argument("--actors", type=int, default=None, help="--engine ray: actors (default: one per CPU)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per model call (default: {DEFAULT_BATCH_SIZE})")
     return parser
 
 
+def cpu_model():
+    """The CPU's model name, as `lscpu` shows it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def spread(values):
+    """(median, lowest, highest) of a list of numbers."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return median, ordered[0], ordered[-1]
+
+
 def ray_against_local(args, backends):
-    """images/s of both engines on the same crops, side by side, and Ray's start-up seconds."""
+    """Ray's images/s over the local engine's, per round, on the same crops; the median and range of rounds.
+
+    Each round runs both engines back to back, in turn first (local, Ray, then Ray, local, ...), so a
+    load that comes and goes on a shared machine slows both engines of a round alike and a slow
+    drift cancels out; the median over rounds is the figure, the range says how far to trust it.
+    """
     from tagestimate.tag import ray_engine
 
     backend = backends[0]
@@ -146,20 +173,30 @@ def ray_against_local(args, backends):
         items, _ = find_items(folder)
         runner = make_runner(choose_backend(backend), weights, config)  # converted and cached before timing
         print(f"crops: {count} demo crops of 256 px in {len(items)} items; backend {backend}; "
-              f"cpu cores: {os.cpu_count()}; weights: {weights}\n")
-        print(f"{'round':<6} {'local img/s':>12} {'ray img/s':>10} {'ray/local':>10} {'ray start-up s':>15}")
-        ratios = []
+              f"{cpu_model()}, {os.cpu_count()} cores; weights: {weights}\n")
+        print(f"{'round':<6} {'first':<6} {'local img/s':>12} {'ray img/s':>10} {'ray/local':>10} "
+              f"{'ray start-up s':>15} {'load (1 min)':>13}")
+        ratios, startups = [], []
         for round_ in range(args.rounds):
-            local = end_to_end(runner, config, folder, workdir, args.batch_size, f"local-{round_}")
-            summary = ray_engine.run(items, os.path.join(workdir, f"out-ray-{round_}"), weights, backend=backend,
-                                     overwrite=True, progress=False, batch_size=args.batch_size,
-                                     actors=args.actors)
-            rate = summary["images_per_second"]
-            ratios.append(rate / local)
-            print(f"{round_ + 1:<6} {local:>12.1f} {rate:>10.1f} {rate / local:>10.0%} "
-                  f"{summary['startup_seconds']:>15.1f}")
-        print(f"\nray/local, mean of {args.rounds}: {sum(ratios) / len(ratios):.0%} "
-              "(start-up included; start-up = until the first item is back)")
+            rates = {}
+            for engine in (("local", "ray") if round_ % 2 == 0 else ("ray", "local")):
+                if engine == "local":
+                    rates["local"] = end_to_end(runner, config, folder, workdir, args.batch_size, f"local-{round_}")
+                else:
+                    summary = ray_engine.run(items, os.path.join(workdir, f"out-ray-{round_}"), weights,
+                                             backend=backend, overwrite=True, progress=False,
+                                             batch_size=args.batch_size, actors=args.actors)
+                    rates["ray"] = summary["images_per_second"]
+                    startups.append(summary["startup_seconds"])
+            ratios.append(rates["ray"] / rates["local"])
+            print(f"{round_ + 1:<6} {('local', 'ray')[round_ % 2]:<6} {rates['local']:>12.1f} {rates['ray']:>10.1f} "
+                  f"{ratios[-1]:>10.0%} {startups[-1]:>15.1f} {os.getloadavg()[0]:>13.1f}")
+        median, low, high = spread(ratios)
+        print(f"\nray/local: median {median:.0%} of {args.rounds} rounds, range {low:.0%}-{high:.0%}; "
+              f"Ray start-up median {spread(startups)[0]:.1f} s.\n"
+              "Each ratio is the Ray engine's images/s over the local engine's, measured back to back in one "
+              "round on the same crops, Ray's start-up (a local Ray, actors loading the model, until the first "
+              "item is back) included; a load above the core count means other jobs shared the CPUs.")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -68,6 +68,27 @@ MODULES = {
                            "state.json and model.json as --resume reads them, field by field"),
     "manifest": Target({"tagestimate/manifest.py": ["xǁManifestǁ*"]}, ["tests/test_manifest.py"],
                        "the crawler's manifest.csv and its reconciliation with the folders"),
+    "storage": Target({"tagestimate/storage.py": ["*"]}, ["tests/test_storage.py", "-m", "not slow"],
+                      "local paths and s3:// URIs (a loopback S3): reads, atomic writes, listing, errors"),
+    "annotations": Target({"tagestimate/annotations.py": ["*"]}, ["tests/test_annotations.py", "-m", "not slow"],
+                          "--format iiif: the AnnotationPage, its targets, ids and provenance"),
+    "iiif": Target({"tagestimate/iiif.py": ["*"]}, ["tests/test_iiif.py"],
+                   "IIIF Presentation 2.1/3.0 documents the crawler reads: canvases, image URLs, slugs"),
+    "report": Target({"tagestimate/review/report.py": ["*"]}, ["tests/test_report.py", "-m", "not slow"],
+                     "the review report: item files, full probabilities, the pages and their data"),
+    "crossval": Target({"tagestimate/train/crossval.py": ["*"]}, ["tests/test_crossval.py", "-m", "not slow"],
+                       "--folds: grouped stratified folds, cv_report.json, out-of-fold predictions and thresholds"),
+    "losses": Target({"tagestimate/train/losses.py": ["*"]}, ["tests/test_losses.py"],
+                     "--loss: binary cross-entropy, asymmetric and focal losses on sigmoid outputs"),
+    # The next two have slow tests only: a model for Grad-CAM, a local Ray for the engine (minutes
+    # per mutant; give --timeout 14400). The Ray actor's methods run in Ray's worker processes,
+    # where mutmut cannot see which test reached them, so only the driver's functions are mutated.
+    "explain": Target({"tagestimate/review/explain.py": ["*"]}, ["tests/test_explain.py"],
+                      "--explain: Grad-CAM heat maps of the tags, their overlays (slow: builds models)"),
+    "ray_engine": Target({"tagestimate/tag/ray_engine.py": [
+        "x_pending_path", "x_merge_pending", "x_connect", "x__probe", "x_pool_size", "x_weight_files",
+        "x__first_line", "x_run", "x__drop_pending", "x__remove_empty_pending"]}, ["tests/test_ray_engine.py"],
+        "--engine ray's driver: pending errors, Ray start and its errors, pool size (slow: starts Ray)"),
 }
 
 # Survivors judged equivalent: (module, mutant name, a fragment of the mutated code that must still

@@ -22,11 +22,15 @@ import logging
 import os
 import urllib.parse
 
-from iiif_prezi3 import Agent, Annotation, AnnotationPage, FragmentSelector, SpecificResource, TextualBody
-
 from tagestimate import files, ndl, storage
+from tagestimate.errors import UserError
 from tagestimate.manifest import MANIFEST_NAME
 from tagestimate.records import RunContext, natural_key, tags_of
+
+try:  # optional (requirements-iiif.txt): iiif-prezi3 caps Pillow, so requirements.txt leaves it out
+    from iiif_prezi3 import Agent, Annotation, AnnotationPage, FragmentSelector, SpecificResource, TextualBody
+except ImportError:
+    raise UserError("--format iiif needs iiif-prezi3: pip install -r requirements-iiif.txt") from None
 
 log = logging.getLogger(__name__)
 

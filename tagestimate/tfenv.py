@@ -1,4 +1,5 @@
-"""The one way TensorFlow is imported: environment set first, native start-up chatter filtered.
+"""The one way TensorFlow is imported: environment set first, native start-up chatter filtered
+(the same filter drops Ray's one start-up line, tag/ray_engine.py).
 
 `import tensorflow` prints its C++ start-up lines twice: two of its native libraries
 (`_pywrap_tensorflow_internal` and the profiler plugin `_pywrap_profiler_plugin`, loaded by
@@ -40,19 +41,22 @@ def _filtering():
     return os.environ.get(LOG_LEVEL_VARIABLE, DEFAULT_LOG_LEVEL) not in ("", "0")
 
 
-def drop_noise(text):
-    """`text` without TensorFlow's native INFO start-up lines."""
-    kept = [line for line in text.splitlines(keepends=True) if not _NOISE.fullmatch(line.rstrip("\r\n"))]
+def drop_noise(text, noise=_NOISE):
+    """`text` without the lines `noise` matches whole (TensorFlow's native INFO start-up lines)."""
+    kept = [line for line in text.splitlines(keepends=True) if not noise.fullmatch(line.rstrip("\r\n"))]
     return "".join(kept)
 
 
 @contextlib.contextmanager
-def native_stderr_filtered():
+def native_stderr_filtered(noise=None):
     """While inside, what native code writes to file descriptor 2 is held back, then written
-    out without the start-up noise (Python's sys.stderr is flushed first, so order is kept)."""
-    if not _filtering():
-        yield
-        return
+    out without the lines `noise` matches (TensorFlow's start-up noise unless given; Python's
+    sys.stderr is flushed first, so order is kept)."""
+    if noise is None:
+        if not _filtering():
+            yield
+            return
+        noise = _NOISE
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -71,7 +75,7 @@ def native_stderr_filtered():
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            rest = drop_noise(held.read().decode("utf-8", "replace"))
+            rest = drop_noise(held.read().decode("utf-8", "replace"), noise)
             if rest:
                 os.write(2, rest.encode("utf-8", "replace"))
 

@@ -190,3 +190,33 @@ def test_bases_must_be_absolute_urls(tmp_path, capsys):
                                  "--format", "iiif", flag, "example.org/tags"])
         assert exit_.value.code == 2
         assert f"{flag} must be an absolute URL" in capsys.readouterr().err
+
+
+def test_iiif_without_iiif_prezi3_is_one_sentence_naming_its_requirements_file(tmp_path, monkeypatch, capsys):
+    """iiif-prezi3 is optional (requirements-iiif.txt): without it, --format iiif stops before any
+    output with one line that says what to install; the other formats never need it."""
+    import sys
+
+    import h5py
+
+    import multiinference
+    import tagestimate
+    from modelfiles import trained_config
+    from tagestimate.model import write_config
+
+    (tmp_path / "in" / "item").mkdir(parents=True)
+    (tmp_path / "in" / "item" / "a.jpg").write_bytes(b"not read: the format is checked first")
+    weights = tmp_path / "w" / "best.weights.h5"
+    weights.parent.mkdir()
+    with h5py.File(weights, "w") as handle:  # a Keras 3 layout to describe_weights; never loaded
+        handle.create_group("layers")
+    write_config(str(weights.parent), trained_config())
+    monkeypatch.setitem(sys.modules, "iiif_prezi3", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "tagestimate.annotations")  # imported again, without it
+    monkeypatch.delattr(tagestimate, "annotations")
+    argv = ["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"), "--weights", str(weights),
+            "--quiet", "--format", "iiif"]
+    assert multiinference.main(argv) == 1
+    assert capsys.readouterr().err == "error: --format iiif needs iiif-prezi3: pip install -r requirements-iiif.txt\n"
+    assert list((tmp_path / "out").iterdir()) == []  # the folder is made when the arguments are checked
+    assert "tagestimate.annotations" not in sys.modules

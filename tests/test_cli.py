@@ -207,6 +207,7 @@ def test_pyproject_names_the_command_the_packages_and_the_requirements():
     assert project["project"]["dynamic"] == ["dependencies"]
     assert project["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
     assert project["project"]["optional-dependencies"]["scale"] == requirement_lines("requirements-scale.txt")
+    assert project["project"]["optional-dependencies"]["iiif"] == requirement_lines("requirements-iiif.txt")
     assert project["tool"]["setuptools"]["package-data"] == {"tagestimate.review": ["templates/*", "static/*"]}
 
 

@@ -74,30 +74,56 @@ def run(source, output, weights, *extra, engine="ray"):
                                 "--quiet", "--backend", "tensorflow", "--engine", engine, *map(str, extra)])
 
 
-def ray_processes():
-    """pids of raylet and gcs_server processes running now."""
-    found = set()
-    for pid in os.listdir("/proc"):
+def process_table():
+    """{pid: (parent pid, process group, first word of the command line)} of the processes running now."""
+    table = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):  # not /proc/self and the like
         try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()  # after "pid (name)": the name may hold spaces
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 command = handle.read().split(b"\0")[0]
         except (OSError, ValueError):
             continue
-        if os.path.basename(command) in (b"raylet", b"gcs_server"):
-            found.add(int(pid))
+        table[int(pid)] = (int(fields[1]), int(fields[2]), command)
+    return table
+
+
+def ray_processes(group):
+    """pids of the raylet and gcs_server processes in process group `group`: one Ray session's, not
+    those of another program's Ray on the same machine (Ray starts them in its driver's group)."""
+    return {pid for pid, (_, pgid, command) in process_table().items()
+            if pgid == group and os.path.basename(command) in (b"raylet", b"gcs_server")}
+
+
+def descendants(root):
+    """pids of the processes below `root` (children, theirs, ...): a Ray started here has its
+    raylet as a child, and the raylet forks the workers."""
+    table = process_table()
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, (parent, _, _) in table.items() if parent in frontier} - found
+        found |= frontier
     return found
 
 
 def test_script_gives_the_local_engine_s_bytes_and_leaves_no_ray_running(tmp_path, weights):
     source = make_items(str(tmp_path / "input"))
     assert run(source, tmp_path / "local", weights, engine="local") == 0
-    before = ray_processes()
     arguments = ["--inputpath", source, "--outputpath", str(tmp_path / "ray"), "--weights", weights,
                  "--backend", "tensorflow", "--engine", "ray", "--quiet"]
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "multiinference.py"), *arguments],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "7 images tagged in 3 items, 1 files skipped" in done.stdout
+    # In a process group of its own, so that its Ray's processes are told from other programs' Rays.
+    script = subprocess.Popen([sys.executable, os.path.join(ROOT, "multiinference.py"), *arguments],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = script.communicate(timeout=300)
+    finally:
+        script.kill()
+    assert script.returncode == 0, stderr
+    assert "7 images tagged in 3 items, 1 files skipped" in stdout
+    # Only our own lines: the skipped file, no Ray line (logging.cc's notice of RAY_BACKEND_LOG_LEVEL).
+    assert [line.split(": ")[0] for line in stderr.splitlines()] == [
+        f"skipped {os.path.join(source, 'book2', 'broken.jpg')}"], stderr
     assert files_in(tmp_path / "ray") == files_in(tmp_path / "local")  # errors.json included
     assert sorted(files_in(tmp_path / "ray", report=True)) == [
         "book1.json", "book10.json", "book2.json", "errors.json", "index.html"]
@@ -107,9 +133,9 @@ def test_script_gives_the_local_engine_s_bytes_and_leaves_no_ray_running(tmp_pat
     [entry] = json.loads(files_in(tmp_path / "ray")["errors.json"])
     assert entry["item"] == "book2" and entry["path"].endswith("broken.jpg")
     deadline = time.monotonic() + 20  # ray.shutdown() has sent the signals; give them a moment
-    while ray_processes() - before and time.monotonic() < deadline:
+    while ray_processes(script.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not ray_processes() - before
+    assert not ray_processes(script.pid)
 
 
 def test_resume_takes_over_the_errors_of_an_interrupted_run(tmp_path, weights, local_ray):
@@ -123,7 +149,7 @@ def test_resume_takes_over_the_errors_of_an_interrupted_run(tmp_path, weights, l
     pending.mkdir()
     (pending / "book2.json").write_text(json.dumps([["book2", "x/broken.jpg", "corrupt"]]))
     assert run(source, out, weights) == 0
-    assert ray_processes()  # the module's Ray is seen: the check of the script test can fail
+    assert ray_processes(os.getpgrp())  # the module's Ray is seen: the check of the script test can fail
     assert (out / "book2.json").read_text() == '{"marker": []}'  # done: not scheduled again
     assert json.loads((out / "book1.json").read_text()).keys() == {"book1_0_0", "book1_1_0", "book1_2_0", "scans/p1"}
     assert (out / "book10.json").exists()
@@ -138,11 +164,10 @@ def test_a_worker_that_cannot_load_the_model_is_one_error(tmp_path, weights, loc
     # description passes, the worker's load fails.
     broken = tmp_path / "broken"
     broken.mkdir()
-    other, _ = write_trained_weights(str(tmp_path / "other"), image_size=64)
     config = json.loads(open(os.path.join(os.path.dirname(weights), "model.json")).read())
     config["labels"] = config["labels"][:3]
     (broken / "model.json").write_text(json.dumps(config))
-    (broken / "best.weights.h5").write_bytes(open(other, "rb").read())
+    (broken / "best.weights.h5").write_bytes(open(weights, "rb").read())  # the module's file: no model built
     assert run(source, tmp_path / "out", str(broken / "best.weights.h5")) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
@@ -218,18 +243,15 @@ def test_a_killed_worker_s_item_is_retried_and_no_partial_file_is_left(tmp_path,
     killed = []
 
     def kill_one_actor_after_the_first_output():
+        """SIGKILL to one of this module's Ray actors (below this process), never another program's."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             if out.exists() and any(name.endswith(".json") for name in os.listdir(out)):
-                for pid in os.listdir("/proc"):
-                    try:
-                        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                            command = handle.read()
-                    except OSError:
-                        continue
-                    if b"MapWorker" in command:
+                table = process_table()
+                for pid in sorted(descendants(os.getpid())):
+                    if table.get(pid, (0, 0, b""))[2].startswith(b"ray::MapWorker"):
                         killed.append(len(os.listdir(out)))
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
                         break
             time.sleep(0.05)
 

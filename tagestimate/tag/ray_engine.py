@@ -12,18 +12,22 @@ those into errors.json as items come back, at the end, on Ctrl-C, and, after a c
 the driver itself, at the start of the next run. Imported only for --engine ray.
 """
 
+import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
 
-from tagestimate import storage
+from tagestimate import storage, tfenv
 from tagestimate.errors import UserError
 from tagestimate.files import printable_path
 from tagestimate.tag.inference import ErrorLog, Item, default_workers, plan_run, tag_item, write_item
 
+RAY_LEVEL_NOTICE = re.compile(r"\[[\d\-: ,.]+ I \d+ \d+\] logging\.cc:\d+: Set ray log level from environment "
+                              r"variable RAY_BACKEND_LOG_LEVEL to -?\d+")
 PENDING_FOLDER = ".pending-errors"
 INIT_DEATHS = 2  # actors that fail to load the model, in a row, before the run stops
 MAX_BLOCKS = 10_000  # dataset blocks: one item each, up to this many
@@ -139,9 +143,12 @@ def connect(ray, address):
                "configure_logging": True, "runtime_env": runtime_env()}
     # Ray's C++ core logs to the terminal (e.g. a notice on every actor with object-store
     # arguments); its log files keep everything. RAY_BACKEND_LOG_LEVEL set by the user wins.
+    # Ray announces the variable on stderr while ray.init reads it (RAY_LEVEL_NOTICE): our default's is dropped.
+    held = (contextlib.nullcontext() if "RAY_BACKEND_LOG_LEVEL" in os.environ
+            else tfenv.native_stderr_filtered(RAY_LEVEL_NOTICE))
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
-        with warnings.catch_warnings():  # Ray Client warns, then raises: the error says it all
+        with warnings.catch_warnings(), held:  # Ray Client warns, then raises: the error says it all
             warnings.simplefilter("ignore")
             if address:
                 ray.init(address=address, **options)
