@@ -214,8 +214,8 @@ def test_an_item_that_never_comes_back_fails_the_run_in_one_sentence(tmp_path, c
     monkeypatch.setattr(local, "tag_images", losing_b)
     assert run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "out", "--weights", constant_weights) == 1
     captured = capsys.readouterr()
-    assert captured.err == ("error: 1 of 3 items never came back from the engine and have no output (b); "
-                            "run the same command again to tag them\n")
+    assert captured.err == ("error: 1 of 3 items never came back from the engine (b); "
+                            "run the same command again to finish them\n")
     assert captured.out == ""  # no "images tagged" line for a run that lost an item
     assert sorted(os.listdir(tmp_path / "out")) == ["a.json", "c.json"]
 

@@ -12,10 +12,13 @@ those into errors.json as items come back, at the end, on Ctrl-C, and, after a c
 the driver itself, at the start of the next run. Imported only for --engine ray.
 """
 
+import contextlib
 import json
 import logging
 import os
+import re
 import sys
+import tempfile
 import time
 import warnings
 
@@ -139,10 +142,11 @@ def connect(ray, address):
     try:
         with warnings.catch_warnings():  # Ray Client warns, then raises: the error says it all
             warnings.simplefilter("ignore")
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=os.cpu_count() or 1, **options)
+            with _start_line_held_back():
+                if address:
+                    ray.init(address=address, **options)
+                else:
+                    ray.init(num_cpus=os.cpu_count() or 1, **options)
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, grpc errors...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -183,6 +187,44 @@ def _quiet_data(ray):
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver shows its own
     context.max_consecutive_actor_init_deaths = INIT_DEATHS
+    # Ray Data logs a failed execution (e.g. workers that cannot load the model) with its stack
+    # trace on the console; the driver turns it into one line. ray-data.log keeps the records.
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.name == "console":
+            handler.setLevel(logging.CRITICAL)
+
+
+# What Ray's C++ core prints on file descriptor 2 as it starts, whatever RAY_BACKEND_LOG_LEVEL says.
+_START_LINE = re.compile(r"logging\.cc:\d+: Set ray log level from environment variable")
+
+
+@contextlib.contextmanager
+def _start_line_held_back():
+    """While Ray starts, what native code writes to file descriptor 2 is held back, then written out
+    without Ray's start line (Python's sys.stderr is flushed first, so the order is kept). Ray's own
+    processes write their output to its log files, not to this descriptor."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr (closed, or an object without a descriptor)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+            rest = "".join(line for line in lines if not _START_LINE.search(line))
+            if rest:
+                os.write(2, rest.encode("utf-8", "replace"))
 
 
 def pool_size(ray, actors, gpus_per_actor):
@@ -234,6 +276,7 @@ def run(settings, bundle, items, problems=(), context=None, on_item=None):
         return summary
     run.start()
     started_ray = connect(ray, settings.ray_address)
+    restore_notes = _drop_retry_notes()
     finished = []  # pending-error files of items whose errors errors.json now holds
     try:
         actors, gpus_per_actor = pool_size(ray, settings.actors, settings.gpus_per_actor)
@@ -286,7 +329,30 @@ def run(settings, bundle, items, problems=(), context=None, on_item=None):
         _drop_pending(output_dir, finished)
         if started_ray:
             ray.shutdown()
+        restore_notes()
     return run.close()
+
+
+def _drop_retry_notes():
+    """Ray's driver prints a note with a stack trace on stdout for every task it retries (an actor that
+    cannot load the model is retried until Ray Data gives up, a crashed one until its item is done); the
+    run says what failed in one line. Ray's private printer is wrapped; returns the undo."""
+    try:
+        from ray._private import worker as ray_worker
+
+        printer = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError):  # another Ray version: its notes are printed
+        return lambda: None
+
+    def without_retry_notes(data, *args, **kwargs):
+        lines = data.get("lines") or [""]
+        if data.get("pid") == "raylet" and "will be retried" in str(lines[0]).split("\n", 1)[0]:
+            log.debug("%s", lines[0])
+            return None
+        return printer(data, *args, **kwargs)
+
+    ray_worker.print_to_stdstream = without_retry_notes
+    return lambda: setattr(ray_worker, "print_to_stdstream", printer)
 
 
 def _read(path):

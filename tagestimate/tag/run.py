@@ -78,8 +78,8 @@ class Run:
         if missing and not summary["interrupted"]:
             shown = ", ".join(printable_path(name) for name in missing[:MISSING_SHOWN])
             more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
-            raise UserError(f"{len(missing)} of {len(self.plan.todo)} items never came back from the engine and have "
-                            f"no output ({shown}{more}); run the same command again to tag them")
+            raise UserError(f"{len(missing)} of {len(self.plan.todo)} items never came back from the engine "
+                            f"({shown}{more}); run the same command again to finish them")
         return summary
 
 
