@@ -27,8 +27,9 @@ sys.path.insert(0, ROOT)
 
 from tagestimate.tag.backends import choose_backend, make_runner, openvino_available  # noqa: E402
 from tagestimate.images import load_image  # noqa: E402
-from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, Tagger, find_items  # noqa: E402
-from tagestimate.model import describe_weights  # noqa: E402
+from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, find_items  # noqa: E402
+from tagestimate.tag.local import Tagger  # noqa: E402
+from tagestimate.tag.settings import InferenceSettings, ModelBundle  # noqa: E402
 
 REPLICA = os.path.join(os.path.dirname(ROOT), "shared", "data", "legacy-weights", "replica_ndllabelimage.hdf5")
 
@@ -113,8 +114,9 @@ def model_only(runner, config, batch_size, seconds=8.0):
 
 def end_to_end(runner, config, source, workdir, batch_size, name):
     items, _ = find_items(source)
-    tagger = Tagger(runner, config, batch_size=batch_size)
-    summary = tagger.run(items, os.path.join(workdir, f"out-{name}"), overwrite=True, progress=False)
+    settings = InferenceSettings(output_dir=os.path.join(workdir, f"out-{name}"), batch_size=batch_size,
+                                 overwrite=True, progress=False)
+    summary = Tagger(runner, config, settings).run(items)
     return summary["images"] / summary["seconds"]
 
 
@@ -168,10 +170,11 @@ def ray_against_local(args, backends):
     workdir = tempfile.mkdtemp(prefix="bench-inference-")
     try:
         weights = weights_file(workdir)
-        config, _ = describe_weights(weights)
+        bundle = ModelBundle.load(weights)
+        config = bundle.output_config
         folder, count = small_crops(workdir, args.repeat)
         items, _ = find_items(folder)
-        runner = make_runner(choose_backend(backend), weights, config)  # converted and cached before timing
+        runner = make_runner(choose_backend(backend), bundle)  # converted and cached before timing
         print(f"crops: {count} demo crops of 256 px in {len(items)} items; backend {backend}; "
               f"{cpu_model()}, {os.cpu_count()} cores; weights: {weights}\n")
         print(f"{'round':<6} {'first':<6} {'local img/s':>12} {'ray img/s':>10} {'ray/local':>10} "
@@ -183,9 +186,10 @@ def ray_against_local(args, backends):
                 if engine == "local":
                     rates["local"] = end_to_end(runner, config, folder, workdir, args.batch_size, f"local-{round_}")
                 else:
-                    summary = ray_engine.run(items, os.path.join(workdir, f"out-ray-{round_}"), weights,
-                                             backend=backend, overwrite=True, progress=False,
-                                             batch_size=args.batch_size, actors=args.actors)
+                    settings = InferenceSettings(output_dir=os.path.join(workdir, f"out-ray-{round_}"),
+                                                 backend=backend, overwrite=True, progress=False,
+                                                 batch_size=args.batch_size, engine="ray", actors=args.actors)
+                    summary = ray_engine.run(settings, bundle, items)
                     rates["ray"] = summary["images_per_second"]
                     startups.append(summary["startup_seconds"])
             ratios.append(rates["ray"] / rates["local"])
@@ -215,7 +219,8 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="bench-inference-")
     try:
         weights = weights_file(workdir)
-        config, _ = describe_weights(weights)
+        bundle = ModelBundle.load(weights)
+        config = bundle.output_config
         sets = [("crops", *small_crops(workdir, args.repeat))]
         for grain in (0, 4):
             folder, count, size = large_scans(workdir, args.scans, grain)
@@ -229,7 +234,7 @@ def main(argv=None):
         print(f"{'backend':<11} {'model only':>11}" + "".join(f" {name:>12}" for name, _, _ in sets)
               + "   (end-to-end images/s)")
         for backend in backends:
-            runner = make_runner(choose_backend(backend), weights, config)
+            runner = make_runner(choose_backend(backend), bundle)
             model_rate = model_only(runner, config, args.batch_size)
             rates = [end_to_end(runner, config, folder, workdir, args.batch_size, f"{backend}-{name}")
                      for name, folder, _ in sets]

@@ -52,14 +52,16 @@ def file_url(path):
     return storage.url(path)
 
 
-def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=None, created=None):
-    """The RunContext of a tagging run: hashes the weight file; bases default to file: URLs."""
+def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=None, created=None,
+                weights_sha256=None):
+    """The RunContext of a tagging run; bases default to file: URLs. weights_sha256: the file's hash as the
+    run took it (its model bundle), else hashed here."""
     import datetime
 
     created = created or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return RunContext(input_dir=storage.root(input_dir),
                       weights_name=os.path.basename(weights_path),
-                      weights_sha256=files.sha256_file(weights_path),
+                      weights_sha256=weights_sha256 or files.sha256_file(weights_path),
                       id_base=(id_base or file_url(output_dir)).rstrip("/"),
                       target_base=(target_base or "").rstrip("/"), created=created)
 

@@ -10,6 +10,7 @@ import pytest
 import multitrain_efficientnet
 from test_training import make_folders
 from tagestimate.tag import backends
+from tagestimate.tag.settings import ModelBundle
 from tagestimate import model as tag_model
 from tagestimate.images import load_image
 from tagestimate.train.settings import BACKBONE_CHOICES
@@ -56,8 +57,8 @@ def test_backbone_trains_a_step_and_tags_alike_on_both_backends(tmp_path, monkey
     tag_model.write_config(out, dataclasses.replace(trained_config(image_size=64), backbone=spec.keras_name))
     config = tag_model.read_config(out)
     assert config.backbone == spec.keras_name
-    tensorflow = backends.make_runner("tensorflow", weights, config).predict(pixels)
-    openvino = backends.make_runner("openvino", weights, config).predict(pixels)
+    tensorflow = backends.make_runner("tensorflow", ModelBundle.load(weights)).predict(pixels)
+    openvino = backends.make_runner("openvino", ModelBundle.load(weights)).predict(pixels)
     assert np.abs(tensorflow - model.predict(pixels, verbose=0)).max() < 1e-4  # the backbone of model.json
     assert np.abs(tensorflow - openvino).max() < 1e-3
 
@@ -79,7 +80,7 @@ def test_trainer_trains_a_backbone_whose_weights_tag_alike_on_both_backends(tmp_
     images = sorted(os.path.join(root, name) for root, _, names in os.walk(data) for name in names)[:6]
     batch = np.stack([load_image(path, 64, config.channel_order) for path in images]).astype(np.float32)
     weights = os.path.join(out, "best.weights.h5")
-    tensorflow = backends.make_runner("tensorflow", weights, config).predict(batch)
-    openvino = backends.make_runner("openvino", weights, config).predict(batch)
+    tensorflow = backends.make_runner("tensorflow", ModelBundle.load(weights)).predict(batch)
+    openvino = backends.make_runner("openvino", ModelBundle.load(weights)).predict(batch)
     assert tensorflow.shape == (6, len(config.labels))
     assert np.abs(tensorflow - openvino).max() < 1e-3

@@ -176,3 +176,53 @@ def test_cutoffs_override_then_tuned_then_default():
     assert config.cutoffs() == [0.3, 0.7]
     assert config.cutoffs(0.55) == [0.55, 0.55]
     assert dataclasses.replace(config, thresholds=None).cutoffs() == [0.3, 0.3]
+
+
+def test_model_json_beside_the_weights_is_named_in_one_place(tmp_path):
+    from tagestimate import model, modelconfig
+
+    assert model.config_path(str(tmp_path / "run" / "best.weights.h5")) == str(tmp_path / "run" / "model.json")
+    assert model.ModelConfig is modelconfig.ModelConfig and model.WeightsError is modelconfig.WeightsError
+    (tmp_path / "run").mkdir()
+    write_config(str(tmp_path / "run"), ModelConfig(labels=("a", "b"), image_size=32))
+    with h5py.File(tmp_path / "run" / "best.weights.h5", "w") as handle:  # a Keras 3 layout: read_config's
+        handle.create_group("layers")
+    config, kind = describe_weights(str(tmp_path / "run" / "best.weights.h5"))
+    assert kind == "keras-weights" and config.labels == ("a", "b") and config.image_size == 32
+
+
+KERAS_SHAPE_ERROR = (
+    "A total of 1 objects could not be loaded. Example error message for object <Dense name=dense_2, built=True>:\n\n"
+    "The shape of the target variable and the shape of the target value in `variable.assign(value)` must match. "
+    "variable.shape=(512, 3), Received: value.shape=(512, 11). Target variable: <Variable path=dense_2/kernel, "
+    "shape=(512, 3), dtype=float32, value=[[-0.08 -0.0005]\n [ 0.10  0.07]]>\n\nList of objects that could not "
+    "be loaded:\n[<Dense name=dense_2, built=True>]")
+
+
+def test_a_keras_load_error_becomes_a_few_words():
+    from tagestimate.model import _load_failure
+
+    assert _load_failure(ValueError(KERAS_SHAPE_ERROR)) == "dense_2/kernel holds (512, 11), the model needs (512, 3)"
+    many = KERAS_SHAPE_ERROR.replace("A total of 1 objects", "A total of 141 objects")
+    assert _load_failure(ValueError(many)) == ("141 layers could not be loaded, e.g. dense_2/kernel holds (512, 11), "
+                                               "the model needs (512, 3)")
+    assert _load_failure(RuntimeError("first line\nsecond line")) == "first line"
+    assert _load_failure(ValueError("")) == "ValueError"
+
+
+def test_the_model_bundle_describes_and_hashes_once_and_folds_the_threshold_once(tmp_path, monkeypatch):
+    from tagestimate.tag import settings
+
+    (tmp_path / "run").mkdir()
+    write_config(str(tmp_path / "run"), ModelConfig(labels=("a", "b"), image_size=32, thresholds={"a": 0.7}))
+    weights = tmp_path / "run" / "best.weights.h5"
+    with h5py.File(weights, "w") as handle:
+        handle.create_group("layers")
+    hashed = []
+    monkeypatch.setattr(settings, "sha256_file", lambda path: hashed.append(path) or "cd" * 32)
+    bundle = settings.ModelBundle.load(str(weights), threshold=0.25)
+    assert hashed == [str(weights)] and bundle.sha256 == "cd" * 32 and bundle.kind == "keras-weights"
+    assert bundle.config.thresholds == {"a": 0.7} and bundle.thresholds == [0.25, 0.25]  # --threshold for all
+    assert settings.ModelBundle.load(str(weights)).thresholds == [0.7, 0.4]  # model.json's, else the default
+    moved = bundle.at("/elsewhere/best.weights.h5")
+    assert moved.path == "/elsewhere/best.weights.h5" and moved.config == bundle.config and moved.sha256 == bundle.sha256

@@ -18,6 +18,8 @@ from labelmap import LABELS
 from modelfiles import set_head_bias, write_legacy_weights, write_trained_weights
 from tagestimate import weights as weights_module
 from tagestimate.model import WeightsError, build_model, describe_weights, open_model
+from tagestimate.tag.local import Tagger
+from tagestimate.tag.settings import InferenceSettings, ModelBundle
 
 REPLICA = os.path.join(SHARED_DATA, "legacy-weights", "replica_ndllabelimage.hdf5")
 # graphic and stamp clearly on, picture_map just below 0.4, the rest clearly off
@@ -37,7 +39,7 @@ def image(path, color=(120, 60, 30), size=(48, 40)):
 @pytest.fixture(scope="module")
 def constant_weights(tmp_path_factory):
     path, _ = write_trained_weights(str(tmp_path_factory.mktemp("weights")), logits=LOGITS)
-    shared_tensorflow_runner(path, describe_weights(path)[0])  # built here, not in the first test using it
+    shared_tensorflow_runner(ModelBundle.load(path))  # built here, not in the first test using it
     return path
 
 
@@ -57,12 +59,12 @@ def one_tensorflow_model_per_weight_file(monkeypatch):
 _TENSORFLOW_RUNNERS = {}
 
 
-def shared_tensorflow_runner(weights_path, config):
+def shared_tensorflow_runner(bundle):
     from tagestimate.tag.backends import TensorFlowRunner
 
-    key = (os.path.abspath(weights_path), os.path.getmtime(weights_path), config.to_json())
+    key = (os.path.abspath(bundle.path), os.path.getmtime(bundle.path), bundle.config.to_json())
     if key not in _TENSORFLOW_RUNNERS:
-        _TENSORFLOW_RUNNERS[key] = TensorFlowRunner(weights_path, config)
+        _TENSORFLOW_RUNNERS[key] = TensorFlowRunner(bundle)
     return _TENSORFLOW_RUNNERS[key]
 
 
@@ -170,9 +172,52 @@ def test_bad_files_are_skipped_reported_and_the_run_goes_on(tmp_path, constant_w
 
 
 def test_exit_code_is_1_when_nothing_could_be_read(tmp_path, constant_weights, monkeypatch):
-    bad_files(tmp_path / "in" / "item", monkeypatch)
+    bad = bad_files(tmp_path / "in" / "item", monkeypatch)
     assert run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "out", "--weights", constant_weights) == 1
-    assert read_json(tmp_path / "out" / "item.json") == {}
+    assert not (tmp_path / "out" / "item.json").exists()  # not done: no output (issue 19.7)
+    assert {os.path.splitext(os.path.basename(e["path"]))[0] for e in read_json(tmp_path / "out" / "errors.json")} == bad
+
+
+def test_an_item_of_unreadable_files_only_gets_no_output_and_is_tried_again(tmp_path, constant_weights, capsys):
+    source, out = tmp_path / "in", tmp_path / "out"
+    image(source / "good" / "a.jpg")
+    (source / "bad").mkdir(parents=True)
+    (source / "bad" / "empty.jpg").write_bytes(b"")
+    (source / "bad" / "text.jpg").write_text("just text")
+    assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 0
+    assert sorted(os.listdir(out)) == ["errors.json", "good.json"]
+    assert sorted((e["item"], os.path.basename(e["path"])) for e in read_json(out / "errors.json")) == [
+        ("bad", "empty.jpg"), ("bad", "text.jpg")]
+    capsys.readouterr()
+    # The rerun skips the done item and reads the other's files again (none readable yet: exit 1) ...
+    assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 1
+    captured = capsys.readouterr()
+    assert "empty.jpg" in captured.err and "text.jpg" in captured.err and "1 items already done" in captured.out
+    # ... and once one is fixed, tags it; errors.json keeps only what is still wrong.
+    image(source / "bad" / "empty.jpg")
+    assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 0
+    assert list(read_json(out / "bad.json")) == ["empty"]
+    assert [(e["item"], os.path.basename(e["path"])) for e in read_json(out / "errors.json")] == [("bad", "text.jpg")]
+
+
+def test_an_item_that_never_comes_back_fails_the_run_in_one_sentence(tmp_path, constant_weights, monkeypatch,
+                                                                     capsys):
+    from tagestimate.tag import local
+
+    for name in ("a", "b", "c"):
+        image(tmp_path / "in" / name / "1.jpg")
+    stages = local.tag_images
+
+    def losing_b(entries, *args):  # an engine that drops an item's images on the way
+        return stages([entry for entry in entries if entry[0] != "b"], *args)
+
+    monkeypatch.setattr(local, "tag_images", losing_b)
+    assert run("--inputpath", tmp_path / "in", "--outputpath", tmp_path / "out", "--weights", constant_weights) == 1
+    captured = capsys.readouterr()
+    assert captured.err == ("error: 1 of 3 items never came back from the engine (b); "
+                            "run the same command again to finish them\n")
+    assert captured.out == ""  # no "images tagged" line for a run that lost an item
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.json", "c.json"]
 
 
 @pytest.mark.slow
@@ -255,10 +300,10 @@ def test_openvino_and_tensorflow_agree(tmp_path, monkeypatch):
         Image.fromarray(noise.astype(np.uint8)).save(paths[-1])
     pixels = np.stack([load_image(p, 64) for p in paths]).astype(np.float32)
     weights = spread_model_weights(str(tmp_path / "w"), pixels)
-    config, _ = describe_weights(weights)
-    reference = TensorFlowRunner(weights, config).predict(pixels)
+    bundle = ModelBundle.load(weights)
+    reference = TensorFlowRunner(bundle).predict(pixels)
     assert reference.min() < 0.2 and reference.max() > 0.8  # a comparison that means something
-    np.testing.assert_allclose(OpenVINORunner(weights, config).predict(pixels), reference, atol=1e-4)
+    np.testing.assert_allclose(OpenVINORunner(bundle).predict(pixels), reference, atol=1e-4)
     assert glob.glob(str(tmp_path / "cache" / "openvino" / "*.xml"))  # converted once, then cached
 
     outputs = {}
@@ -664,6 +709,7 @@ def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monk
     from modelfiles import trained_config
     from tagestimate import storage
     from tagestimate.tag import inference
+    from tagestimate.tag.run import ErrorLog
 
     class Runner:
         def predict(self, batch):
@@ -673,7 +719,7 @@ def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monk
         image(tmp_path / "in" / f"item{n}" / "good.jpg")
         (tmp_path / "in" / f"item{n}" / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
-    monkeypatch.setattr(inference.ErrorLog, "SHARE", 10 ** 6)  # rewrites of errors.json as rare as allowed
+    monkeypatch.setattr(ErrorLog, "SHARE", 10 ** 6)  # rewrites of errors.json as rare as allowed
     saved_first = []
     write_atomic = storage.write_atomic  # every write of the engine goes through storage
 
@@ -685,8 +731,9 @@ def test_an_item_output_is_written_only_once_its_errors_are_saved(tmp_path, monk
 
     monkeypatch.setattr(storage, "write_atomic", checked)
     items, problems = inference.find_items(str(tmp_path / "in"))
-    tagger = inference.Tagger(Runner(), trained_config(), batch_size=1, workers=1)
-    summary = tagger.run(items, str(out), progress=False, errors=problems)
+    tagger = Tagger(Runner(), trained_config(), InferenceSettings(output_dir=str(out), batch_size=1, workers=1,
+                                                                  progress=False))
+    summary = tagger.run(items, problems)
     assert saved_first == [True] * 6 and summary["finished_items"] == 6
     assert sorted(entry["item"] for entry in read_json(out / "errors.json")) == [f"item{n}" for n in range(6)]
 
@@ -844,8 +891,9 @@ def test_tag_item_and_write_item_give_the_local_engine_s_bytes(tmp_path):
     items, _ = inference.find_items(str(tmp_path / "in"))
     os.makedirs(tmp_path / "one")
     for output_format in ("json", "csv"):
-        inference.Tagger(MeanRunner(), config, threshold=0.3, batch_size=2, workers=1).run(
-            items, str(tmp_path / "local"), output_format, progress=False)
+        Tagger(MeanRunner(), with_threshold(config, 0.3), InferenceSettings(
+            output_dir=str(tmp_path / "local"), output_format=output_format, batch_size=2, workers=1,
+            progress=False)).run(items)
         for item in items:
             records, _ = inference.tag_item(item, MeanRunner(), config, batch_size=3, workers=2)
             path = inference.write_item(str(tmp_path / "one"), item.name, records, with_threshold(config, 0.3),
@@ -874,7 +922,8 @@ def test_a_new_format_is_one_table_entry_and_sees_every_probability(tmp_path, mo
     monkeypatch.setitem(results.FORMATS, "tsv", results.OutputFormat("tsv", render, "every probability"))
     image(tmp_path / "in" / "item" / "a.png", color=(255, 255, 255), size=(48, 40))
     items, _ = inference.find_items(str(tmp_path / "in"))
-    summary = inference.Tagger(MeanRunner(), trained_config()).run(items, str(tmp_path / "out"), "tsv", progress=False)
+    summary = Tagger(MeanRunner(), trained_config(), InferenceSettings(output_dir=str(tmp_path / "out"),
+                                                                       output_format="tsv", progress=False)).run(items)
     assert summary["finished_items"] == 1 and os.listdir(tmp_path / "out") == ["item.tsv"]
     assert (tmp_path / "out" / "item.tsv").read_text() == \
         "item\ta\t48x40\t0.10 0.19 0.28 0.37 0.46 0.55 0.64 0.73 0.82 0.91 1.00\n"
@@ -889,14 +938,15 @@ def test_a_new_backend_is_one_table_entry(monkeypatch):
     made = []
 
     class FakeRunner:
-        def __init__(self, weights_path, config):
-            made.append((weights_path, config))
+        def __init__(self, bundle):
+            made.append(bundle)
 
     config = trained_config()
+    bundle = ModelBundle("w.weights.h5", config, "keras-weights", "ab" * 32, config)
     monkeypatch.setitem(backends.RUNNERS, "fake", backends.Backend(FakeRunner, lambda: True, "nothing"))
     assert backends.choose_backend("fake") == "fake"
-    assert isinstance(backends.make_runner("fake", "w.weights.h5", config), FakeRunner)
-    assert made == [("w.weights.h5", config)]  # every runner gets the weights' ModelConfig
+    assert isinstance(backends.make_runner("fake", bundle), FakeRunner)
+    assert made == [bundle]  # every runner gets the model bundle: path, ModelConfig, kind, SHA-256
     monkeypatch.setitem(backends.RUNNERS, "fake", backends.Backend(FakeRunner, lambda: False, "the fake package"))
     with pytest.raises(backends.BackendError, match=r"^--backend fake needs the fake package$"):
         backends.choose_backend("fake")

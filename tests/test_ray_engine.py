@@ -284,3 +284,63 @@ def test_ray_engine_writes_the_iiif_pages_of_the_local_engine(tmp_path, weights,
         assert without_time(ray_pages[name]) == without_time(local[name])
     assert json.loads(ray_pages["book1.iiif.json"])["items"][0]["id"].startswith(
         "https://example.org/tags/book1.iiif.json#")
+
+
+def test_an_item_that_never_comes_back_fails_the_run_in_one_sentence(tmp_path, weights, local_ray, monkeypatch,
+                                                                     capsys):
+    source = make_items(str(tmp_path / "input"))
+    rows, dropped = ray.data.Dataset.iter_rows, []
+
+    def losing_the_last_row(self, *args, **kwargs):  # a driver that drops a row on the way
+        found = list(rows(self, *args, **kwargs))
+        dropped.append(str(found[-1]["name"]))
+        return iter(found[:-1])
+
+    monkeypatch.setattr(ray.data.Dataset, "iter_rows", losing_the_last_row)
+    assert run(source, tmp_path / "out", weights) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: 1 of 3 items never came back from the engine ({dropped[0]}); "
+                      "run the same command again to finish them"]
+    assert "images tagged" not in captured.out
+
+
+def test_an_item_of_unreadable_files_only_gets_no_output_and_is_tried_again(tmp_path, weights, local_ray, capsys):
+    source = make_items(str(tmp_path / "input"))
+    os.makedirs(os.path.join(source, "book3"))
+    for name in ("empty.jpg", "text.jpg"):
+        with open(os.path.join(source, "book3", name), "wb") as handle:
+            handle.write(b"" if name == "empty.jpg" else b"just text")
+    out = tmp_path / "out"
+    assert run(source, out, weights, "--no-report") == 0
+    assert sorted(os.listdir(out)) == ["book1.json", "book10.json", "book2.json", "errors.json"]  # no pending left
+    assert sorted((e["item"], os.path.basename(e["path"])) for e in json.loads((out / "errors.json").read_text())) == [
+        ("book2", "broken.jpg"), ("book3", "empty.jpg"), ("book3", "text.jpg")]
+    capsys.readouterr()
+    Image.new("RGB", (30, 30), (1, 2, 3)).save(os.path.join(source, "book3", "empty.jpg"), "JPEG")
+    assert run(source, out, weights, "--no-report") == 0  # the rerun tags book3 only, now that a file is fixed
+    assert list(json.loads((out / "book3.json").read_text())) == ["empty"]
+    assert "3 items already done" in capsys.readouterr().out
+    assert sorted((e["item"], os.path.basename(e["path"])) for e in json.loads((out / "errors.json").read_text())) == [
+        ("book2", "broken.jpg"), ("book3", "text.jpg")]
+
+
+def test_weights_that_do_not_fit_model_json_are_one_line_on_both_engines(tmp_path, weights):
+    """Keras warns once per layer it skips and lists every one in its error; Ray logs stack traces: none of it
+    reaches the terminal, only the one error line (issue 19.10)."""
+    source = make_items(str(tmp_path / "input"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "best.weights.h5").write_bytes(open(weights, "rb").read())
+    config = json.loads(open(os.path.join(os.path.dirname(weights), "model.json")).read())
+    config["backbone"] = "EfficientNetV2B0"  # an EfficientNetB0 file: no layer fits
+    (other / "model.json").write_text(json.dumps(config))
+    for engine in ("local", "ray"):
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "multiinference.py"), "--inputpath", source,
+                               "--outputpath", str(tmp_path / engine), "--weights", str(other / "best.weights.h5"),
+                               "--backend", "tensorflow", "--engine", engine, "--quiet"],
+                              capture_output=True, text=True, timeout=400)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr[:3000]
+        assert "does not fit the model described by its model.json (EfficientNetV2B0" in done.stderr
+        assert "layers could not be loaded" in done.stderr and done.stdout == ""

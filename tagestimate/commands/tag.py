@@ -17,9 +17,11 @@ from tagestimate.tag.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter, printable_path
 from tagestimate.images import IMAGE_EXTENSIONS
-from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, Tagger, find_items
-from tagestimate.model import DEFAULT_THRESHOLD, describe_weights
-from tagestimate.formats import FORMATS, with_threshold
+from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, find_items
+from tagestimate.tag.local import Tagger
+from tagestimate.tag.settings import InferenceSettings, ModelBundle
+from tagestimate.model import DEFAULT_THRESHOLD
+from tagestimate.formats import FORMATS
 from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
 
 
@@ -153,50 +155,46 @@ def _finish(summary, args):
 
 def tag(args):
     """List the items, load the model, tag; the run's summary, or None when there is no image."""
-    items, problems = find_items(args.inputpath)
+    settings = InferenceSettings.from_args(args)
+    items, problems = find_items(settings.input_dir)
     if not items:
         return None
-    weights = resolve_weights(args.weights, args.weights_url)
-    config, kind = describe_weights(weights)
+    bundle = ModelBundle.load(resolve_weights(settings.weights, settings.weights_url), settings.threshold)
     context = None
-    if args.format == "iiif":
+    if settings.output_format == "iiif":
         from tagestimate import annotations  # iiif-prezi3 and pydantic load only for this format
 
-        context = annotations.run_context(args.inputpath, weights, args.outputpath, args.id_base, args.target_base)
-        annotations.write_context(args.outputpath)
-    with_report = not args.no_report and storage.on_disk(args.outputpath)
-    if not args.no_report and not with_report:
+        context = annotations.run_context(settings.input_dir, bundle.path, settings.output_dir, settings.id_base,
+                                          settings.target_base, weights_sha256=bundle.sha256)
+        annotations.write_context(settings.output_dir)
+    if settings.report and not settings.with_report:
         logging.info("no review report for an object-store output; copy the output folder to a disk and run "
                      "python -m tagestimate.review.report on it")
-    if args.engine == "ray":  # imported here: the local engine never loads Ray
+    recorder = None
+    if settings.with_report:  # the engines hand it each item's full probabilities for the report
+        from tagestimate.review.report import ReportRecorder
+
+        recorder = ReportRecorder(explain=settings.explain)
+    if settings.engine == "ray":  # imported here: the local engine never loads Ray
         from tagestimate.tag import ray_engine
 
-        summary = ray_engine.run(items, args.outputpath, weights, args.backend, args.threshold, args.format,
-                                 args.overwrite, not args.quiet, problems, args.batch_size, args.workers,
-                                 not args.full_decode, args.ray_address, args.actors, args.gpus_per_actor,
-                                 context=context, sidecars=with_report)
-        backend, output_config, explained = f"{args.backend} on Ray", with_threshold(config, args.threshold), None
+        summary = ray_engine.run(settings, bundle, items, problems, context=context, on_item=recorder)
+        backend = f"{settings.backend} on Ray"
     else:
-        backend = choose_backend(args.backend)
-        runner = make_runner(backend, weights, config)
-        logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(weights), kind, backend,
-                     len(config.labels), config.image_size, config.channel_order)
-        engine, options = Tagger, {}
-        if with_report:  # the tagger also keeps full probabilities for the report
-            from tagestimate.review.report import RecordingTagger
-
-            engine, options = RecordingTagger, {"explain": args.explain}
-        tagger = engine(runner, config, threshold=args.threshold, batch_size=args.batch_size,
-                        workers=args.workers, draft=not args.full_decode, context=context, **options)
-        summary = tagger.run(items, args.outputpath, args.format, overwrite=args.overwrite,
-                             progress=not args.quiet, errors=problems)
-        output_config, explained = tagger.output_config, (tagger.explained if args.explain else None)
-    if with_report and not summary["interrupted"]:
+        backend = choose_backend(settings.backend)
+        runner = make_runner(backend, bundle)
+        config = bundle.config
+        logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(bundle.path), bundle.kind,
+                     backend, len(config.labels), config.image_size, config.channel_order)
+        tagger = Tagger(runner, bundle.output_config, settings, context=context, on_item=recorder)
+        summary = tagger.run(items, problems)
+    if recorder is not None and not summary["interrupted"]:
         from tagestimate.review import report as review
 
-        summary["report"] = review.finish_run(args.outputpath, items, weights, kind, backend, output_config,
-                                              explained, draft=not args.full_decode, progress=not args.quiet,
-                                              input_dir=args.inputpath)
+        summary["report"] = review.finish_run(settings.output_dir, items, bundle, backend,
+                                              recorder.explained if settings.explain else None,
+                                              draft=settings.draft, progress=settings.progress,
+                                              input_dir=settings.input_dir)
     return summary
 
 

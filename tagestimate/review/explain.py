@@ -3,9 +3,9 @@
 For label c, the gradient of the model's output c with respect to the last convolutional
 feature map, averaged over its positions, weighs that map's channels; their weighted sum,
 clipped at zero and scaled to [0, 1], is the heat map. It runs on the TensorFlow model
-(model.open_model), on the pixels images.load_image makes, exactly as inference sees them.
+(model.load_model), on the pixels images.load_image makes, exactly as inference sees them.
 
-    explainer = Explainer.from_weights(path)      # or Explainer(model, config)
+    explainer = Explainer.from_bundle(bundle)     # or .from_weights(path), Explainer(model, config)
     for entry, label, heat in explainer.explain(entries): ...
     overlay(thumbnail, heat) -> Pillow image of the heat map over the thumbnail
 """
@@ -99,11 +99,17 @@ class Explainer:
         self.batch_size = batch_size
 
     @classmethod
-    def from_weights(cls, weights, draft=True, batch_size=BATCH_SIZE):
-        from tagestimate.model import open_model
+    def from_bundle(cls, bundle, draft=True, batch_size=BATCH_SIZE):
+        """For a run's model bundle (tag.settings.ModelBundle): the file is not described again."""
+        from tagestimate.model import load_model
 
-        model, config, _ = open_model(weights)
-        return cls(model, config, draft, batch_size)
+        return cls(load_model(bundle.path, bundle.config, bundle.kind), bundle.config, draft, batch_size)
+
+    @classmethod
+    def from_weights(cls, weights, draft=True, batch_size=BATCH_SIZE):
+        from tagestimate.tag.settings import ModelBundle
+
+        return cls.from_bundle(ModelBundle.load(weights), draft, batch_size)
 
     def explain(self, entries):
         """Yield (entry, {label index: heat map}) for entries (..., path, [label indices]).

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tagestimate.errors import UserError
 from tagestimate.files import printable_path, write_atomic
 from tagestimate import storage
-from tagestimate.tag.inference import ERRORS_NAME, Tagger
+from tagestimate.tag.inference import ERRORS_NAME
 from tagestimate import formats
 from tagestimate.records import natural_key
 from tagestimate.review import pages as views  # build_report has a local "pages"
@@ -66,28 +66,22 @@ def write_sidecar(output_dir, item_name, records, config):
     write_atomic(path, json.dumps(data, separators=(",", ":")) + "\n")
 
 
-class RecordingTagger(Tagger):
-    """The local engine, also writing each finished item's probabilities for the report and
-    remembering which (item, key, path, kept label indices) --explain should explain."""
+class ReportRecorder:
+    """The item hook (tag/run.py) of a run with the report: writes each item's probabilities
+    (html/data/{item}.json) before its output, and remembers which (item, key, path, kept label
+    indices) --explain should explain. Picklable: Ray workers call it too."""
 
-    def __init__(self, *args, explain=False, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, explain=False):
         self.explain = explain
         self.explained = []
-        self._recorded = set()
 
-    def _write_finished(self, output_dir, output_format, error_log, waiting, summary, force=False):
-        # Before the item's own output: an item with an output file is never tagged again.
-        thresholds = self.output_config.cutoffs()
-        for name, records in waiting:
-            if name not in self._recorded:
-                write_sidecar(output_dir, name, records, self.output_config)
-                self._recorded.add(name)
-                if self.explain:
-                    self.explained += [(name, record.key, record.path,
-                                        [j for j, (p, t) in enumerate(zip(record.probabilities, thresholds)) if p > t])
-                                       for record in records]
-        super()._write_finished(output_dir, output_format, error_log, waiting, summary, force)
+    def __call__(self, output_dir, item_name, records, config):
+        write_sidecar(output_dir, item_name, records, config)
+        if self.explain:
+            thresholds = config.cutoffs()
+            self.explained += [(item_name, record.key, record.path,
+                                [j for j, (p, t) in enumerate(zip(record.probabilities, thresholds)) if p > t])
+                               for record in records]
 
 
 def write_run_info(output_dir, weights, kind, backend, config, explain, input_dir=None):
@@ -323,16 +317,17 @@ def build_report(output_dir, items=(), progress=True, workers=4):
     return index
 
 
-def finish_run(output_dir, items, weights, kind, backend, config, explain_entries=None, draft=True, progress=True,
-               input_dir=None):
-    """After a tagging run: run info, Grad-CAM overlays (explain_entries), then the report."""
-    write_run_info(output_dir, weights, kind, backend, config, explain_entries is not None, input_dir)
+def finish_run(output_dir, items, bundle, backend, explain_entries=None, draft=True, progress=True, input_dir=None):
+    """After a tagging run with the model `bundle` (tag.settings.ModelBundle): run info, Grad-CAM
+    overlays (explain_entries), then the report."""
+    write_run_info(output_dir, bundle.path, bundle.kind, backend, bundle.output_config, explain_entries is not None,
+                   input_dir)
     try:
         if explain_entries:
             from tagestimate.review.explain import Explainer
 
-            explainer = Explainer.from_weights(weights, draft=draft)
-            write_explanations(output_dir, explain_entries, explainer, weights, progress)
+            explainer = Explainer.from_bundle(bundle, draft=draft)
+            write_explanations(output_dir, explain_entries, explainer, bundle.path, progress)
         return build_report(output_dir, items, progress)
     except OSError as error:
         raise UserError(f"could not write the report in {printable_path(output_dir)} ({error}); the tags are "

@@ -17,8 +17,7 @@ import threading
 import numpy as np
 
 from tagestimate import quiet_tensorflow
-from tagestimate.files import sha256_file
-from tagestimate.model import open_model
+from tagestimate.model import load_model
 from tagestimate.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -71,12 +70,12 @@ def choose_backend(requested):
 class TensorFlowRunner:
     """Keras model behind one traced function (no retracing per batch size)."""
 
-    def __init__(self, weights_path, config):
+    def __init__(self, bundle):
         quiet_tensorflow()
         import tensorflow as tf
 
-        self.model, _, _ = open_model(weights_path)
-        size = config.image_size
+        self.model = load_model(bundle.path, bundle.config, bundle.kind)
+        size = bundle.config.image_size
         self._predict = tf.function(
             lambda batch: self.model(batch, training=False),
             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
@@ -94,10 +93,10 @@ class OpenVINORunner:
     served one at a time (a lock), each with its own results.
     """
 
-    def __init__(self, weights_path, config):
+    def __init__(self, bundle):
         import openvino as ov
 
-        xml_path = self._cached_model(weights_path, config, ov)
+        xml_path = self._cached_model(bundle, ov)
         properties = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
         self._start(ov.Core().compile_model(xml_path, "CPU", properties))
 
@@ -113,10 +112,10 @@ class OpenVINORunner:
         results, index = userdata
         results[index] = request.get_tensor(self.output).data.copy()
 
-    def _cached_model(self, weights_path, config, ov):
-        key = hashlib.sha256()
-        key.update(sha256_file(weights_path).encode())
-        key.update(config.to_json().encode())
+    def _cached_model(self, bundle, ov):
+        key = hashlib.sha256()  # the weight file's content (its SHA-256, taken once by the bundle), config, version
+        key.update(bundle.sha256.encode())
+        key.update(bundle.config.to_json().encode())
         key.update(ov.__version__.encode())
         folder = os.path.join(cache_dir(), "openvino")
         xml_path = os.path.join(folder, key.hexdigest()[:32] + ".xml")
@@ -124,7 +123,7 @@ class OpenVINORunner:
             return xml_path
         log.info("converting the model for OpenVINO (once per weight file; cached in %s)", folder)
         os.makedirs(folder, exist_ok=True)
-        _convert_for_openvino(weights_path, ov, xml_path)
+        _convert_for_openvino(bundle, ov, xml_path)
         return xml_path
 
     def predict(self, batch):
@@ -140,7 +139,7 @@ class OpenVINORunner:
         return np.concatenate([results[i] for i in range(len(slices))])
 
 
-def _convert_for_openvino(weights_path, ov, xml_path):
+def _convert_for_openvino(bundle, ov, xml_path):
     """Keras model -> SavedModel -> TensorFlow Lite flatbuffer -> OpenVINO model.
 
     The detour through TFLite is for accuracy: its converter folds BatchNorm into the
@@ -153,7 +152,7 @@ def _convert_for_openvino(weights_path, ov, xml_path):
     quiet_tensorflow()
     import tensorflow as tf
 
-    model, _, _ = open_model(weights_path)
+    model = load_model(bundle.path, bundle.config, bundle.kind)
     # Staged beside the cache so that the final renames never cross file systems.
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=os.path.dirname(xml_path)) as staging:
         saved = os.path.join(staging, "saved_model")
@@ -167,19 +166,20 @@ def _convert_for_openvino(weights_path, ov, xml_path):
         os.replace(os.path.join(staging, "model.xml"), xml_path)
 
 
-def make_runner(backend, weights_path, config):
-    """A ready runner for `backend` (from choose_backend) and the weights' ModelConfig."""
-    return RUNNERS[backend].runner(weights_path, config)
+def make_runner(backend, bundle):
+    """A ready runner for `backend` (from choose_backend) and a settings.ModelBundle."""
+    return RUNNERS[backend].runner(bundle)
 
 
 def _always():
     return True
 
 
-# --backend name -> Backend: runner(weights_path, config) is a class with predict(batch of
-# (n, size, size, 3) float32 pixels in 0-255) -> (n, labels) probabilities; available() says
-# whether it can run here, `requirement` what to install when it cannot. A new backend is a
-# runner class and one entry here ("auto" keeps choosing between OpenVINO and TensorFlow).
+# --backend name -> Backend: runner(bundle) is a class built from a settings.ModelBundle (path,
+# ModelConfig, kind, sha256) with predict(batch of (n, size, size, 3) float32 pixels in 0-255) ->
+# (n, labels) probabilities; available() says whether it can run here, `requirement` what to
+# install when it cannot. A new backend is a runner class and one entry here ("auto" keeps
+# choosing between OpenVINO and TensorFlow); both engines and every Ray worker then offer it.
 Backend = collections.namedtuple("Backend", "runner available requirement")
 RUNNERS = {
     "openvino": Backend(OpenVINORunner, openvino_available, "the openvino package: pip install openvino"),

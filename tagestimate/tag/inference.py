@@ -1,21 +1,16 @@
-"""Tagging in stages that any engine can call, and the local engine that runs them.
+"""Tagging in stages that any engine can call (the local one in tag/local.py, Ray's in tag/ray_engine.py).
 
     find_items(input_dir)            -> items (one per sub-folder) and listing problems
     plan_run(items, output_dir, ...) -> Plan: items to tag, items already done, problems to record
     tag_images(entries, runner, ...) -> per model call: records (full probabilities) and errors
     tag_item(item, runner, config)   -> one item's records and errors (tag_images on its images)
     write_item(output_dir, name, records, config, format) -> its output file, written atomically
-    ErrorLog                         -> errors.json, rewritten atomically as items finish
 
-Tagger is the local engine: one model call serves images of several items, and an item's
-output is written once errors.json holds its errors (a rerun skips items with an output).
+A run's bookkeeping (plan, errors.json, summary) is tag/run.py's, shared by both engines.
 """
 
 import collections
-import json
 import os
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,7 +19,7 @@ from tagestimate import images as image_files
 from tagestimate import storage
 from tagestimate.images import ImageError, is_image_name, is_utf8_name, load_image
 from tagestimate.files import printable_path
-from tagestimate.formats import FORMATS, Record, natural_key, with_threshold
+from tagestimate.formats import FORMATS, Record, natural_key
 
 ERRORS_NAME = "errors.json"
 RESERVED_ITEMS = {os.path.splitext(ERRORS_NAME)[0]}
@@ -266,145 +261,3 @@ def write_item(output_dir, item_name, records, config, output_format="json", con
     extra = {} if context is None else {"context": context}
     storage.write_atomic(path, FORMATS[output_format].render(item_name, records, config, **extra))
     return path
-
-
-class Tagger:
-    """The local engine: a runner and config; tags items into an output folder."""
-
-    def __init__(self, runner, config, threshold=None, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True,
-                 context=None):
-        self.runner = runner
-        self.context = context  # results.RunContext for the formats that need one
-        self.config = config
-        self.output_config = with_threshold(config, threshold)  # what the writers threshold with
-        self.batch_size = batch_size
-        self.workers = workers or default_workers()
-        self.draft = draft
-
-    def run(self, items, output_dir, output_format="json", overwrite=False, progress=True, errors=()):
-        """Tag items; returns a summary dict. Items already in output_dir are skipped unless overwrite.
-
-        Ctrl-C stops the run between two images: what is finished stays written (errors.json
-        included) and the summary says "interrupted"; a rerun tags the rest.
-        """
-        from tqdm import tqdm
-
-        storage.makedirs(output_dir)
-        plan = plan_run(items, output_dir, output_format, overwrite, errors)
-        for _, path, reason in plan.problems:
-            tqdm.write(f"skipped {printable_path(path)}: {reason}", file=sys.stderr)
-        pending = plan.problems_by_item()  # errors of items still being tagged
-        # Items left out whole (bad folder names) are done now; the others when they finish.
-        left_out = plan.left_out()
-        error_log = ErrorLog(output_dir)
-        error_log.finish({error[0] for error in left_out}, left_out)
-        error_log.save()
-        entries = plan.entries()
-        summary = {"images": 0, "items": len(plan.todo), "finished_items": 0, "skipped_images": len(plan.problems),
-                   "skipped_items": len(plan.done), "attempted": len(entries), "seconds": 0.0,
-                   "images_per_second": 0.0, "interrupted": False}
-        if not plan.todo:
-            return summary
-        remaining = collections.Counter(name for name, _, _ in entries)
-        records = collections.defaultdict(list)
-        started = time.perf_counter()
-        bar = tqdm(total=len(entries), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        stream = tag_images(entries, self.runner, self.config, self.batch_size, self.workers, self.draft)
-        waiting = collections.deque()  # finished items, (name, records), whose output is not written yet
-        try:
-            for batch, batch_records, batch_errors in stream:
-                for error in batch_errors:
-                    pending[error[0]].append(error)
-                    summary["skipped_images"] += 1
-                    tqdm.write(f"skipped {error[1]}: {error[2]}", file=sys.stderr)
-                for name, record in batch_records:
-                    records[name].append(record)
-                summary["images"] += len(batch_records)
-                for name, _, _, _ in batch:
-                    remaining[name] -= 1
-                    if remaining[name] == 0:
-                        error_log.finish({name}, pending.pop(name, []))
-                        waiting.append((name, records.pop(name, [])))
-                self._write_finished(output_dir, output_format, error_log, waiting, summary)
-                bar.update(len(batch))
-            # Forced: also replaces an unreadable errors.json left by an older run.
-            self._write_finished(output_dir, output_format, error_log, waiting, summary, force=True)
-        except KeyboardInterrupt:
-            summary["interrupted"] = True
-            self._write_finished(output_dir, output_format, error_log, waiting, summary, force=True)
-        finally:
-            stream.close()
-            bar.close()
-        summary["seconds"] = time.perf_counter() - started
-        if summary["seconds"] > 0:
-            summary["images_per_second"] = summary["images"] / summary["seconds"]
-        return summary
-
-    def _write_finished(self, output_dir, output_format, error_log, waiting, summary, force=False):
-        """Write the outputs of finished items once errors.json holds their errors.
-
-        errors.json first: an item with an output file is skipped by the next run, so its
-        errors must be saved by then; an item stopped before its output is tagged again.
-        """
-        if not error_log.save(force):
-            return
-        while waiting:
-            name, item_records = waiting[0]
-            write_item(output_dir, name, item_records, self.output_config, output_format, context=self.context)
-            waiting.popleft()
-            summary["finished_items"] += 1
-
-
-class ErrorLog:
-    """errors.json, rewritten atomically as items finish.
-
-    Entries of items this run has not (yet) finished are kept from the existing file, so
-    after Ctrl-C it holds the errors of every finished item, and of earlier runs' items.
-    Rewrites are spaced so that they take at most about 5% of the run: a run with errors
-    in thousands of items does not rewrite a growing file after every one.
-    """
-
-    SHARE = 20  # wait at least 20 times the last rewrite's duration before the next one
-
-    def __init__(self, output_dir):
-        self.path = storage.join(output_dir, ERRORS_NAME)
-        self.old = []
-        if storage.exists(self.path):
-            try:
-                self.old = [entry for entry in json.loads(storage.read_bytes(self.path).decode("utf-8"))
-                            if isinstance(entry, dict)]
-            except (OSError, ValueError, TypeError):
-                self.old = []
-        self.new = []
-        self.replaced = set()
-        self.unsaved = False
-        self.next_write = 0.0
-
-    def finish(self, item_names, errors):
-        """The items' entries become `errors` (saved by the next `save`)."""
-        if errors or any(entry.get("item") in item_names - self.replaced for entry in self.old):
-            self.unsaved = True
-        self.replaced |= set(item_names)
-        self.new += errors
-
-    def save(self, force=False):
-        """Rewrite the file if something is unsaved and a rewrite is due, or if forced.
-
-        Returns True when the file holds everything recorded so far.
-        """
-        if force or (self.unsaved and time.monotonic() >= self.next_write):
-            started = time.monotonic()
-            self.write()
-            self.unsaved = False
-            self.next_write = time.monotonic() + self.SHARE * (time.monotonic() - started)
-        return not self.unsaved
-
-    def write(self):
-        entries = [entry for entry in self.old if entry.get("item") not in self.replaced]
-        entries += [{"item": printable_path(item), "path": printable_path(path), "reason": printable_path(reason)}
-                    for item, path, reason in self.new]
-        if not entries:
-            storage.remove(self.path)
-            return
-        entries.sort(key=lambda e: (natural_key(str(e.get("item"))), natural_key(str(e.get("path")))))
-        storage.write_atomic(self.path, json.dumps(entries, ensure_ascii=False, indent=1) + "\n")

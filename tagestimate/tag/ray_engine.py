@@ -18,13 +18,14 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 import warnings
 
 from tagestimate import storage, tfenv
 from tagestimate.errors import UserError
-from tagestimate.files import printable_path
-from tagestimate.tag.inference import ErrorLog, Item, default_workers, plan_run, tag_item, write_item
+from tagestimate.tag.inference import Item, tag_item, write_item
+from tagestimate.tag.run import Run
 
 RAY_LEVEL_NOTICE = re.compile(r"\[[\d\-: ,.]+ I \d+ \d+\] logging\.cc:\d+: Set ray log level from environment "
                               r"variable RAY_BACKEND_LOG_LEVEL to -?\d+")
@@ -54,66 +55,59 @@ def pending_path(output_dir, item_name):
 class ItemWorker:
     """A Ray actor: the model, loaded once; tags and writes one item per call."""
 
-    def __init__(self, weight_files, backend, threshold, output_dir, output_format, batch_size, workers, draft,
-                 context=None, sidecars=False):
+    def __init__(self, settings, bundle, shipped=None, context=None, on_item=None):
         try:
-            self.runner, self.config, self.output_config = self._load(weight_files, backend, threshold)
+            self.runner = self._load(settings.backend, bundle, shipped)
         except Exception as error:  # noqa: BLE001 - any failure here is reported as one line
             import socket
 
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ModelLoadError(f"a Ray worker on {socket.gethostname()} could not load the model ({reason}); "
                                  "check --weights and that the node has requirements.txt installed") from None
-        self.output_dir = output_dir
-        self.output_format = output_format
-        self.batch_size = batch_size
-        self.workers = workers
-        self.draft = draft
-        self.context = context  # results.RunContext for --format iiif
-        self.sidecars = sidecars  # the review report's full probabilities, written before the output
+        self.settings = settings
+        self.config = bundle.output_config  # what the writers threshold with
+        self.context = context  # formats.RunContext for --format iiif
+        self.on_item = on_item  # e.g. the review report's full probabilities, written before the output
 
     @staticmethod
-    def _load(weight_files, backend, threshold):
-        """The weight file (and model.json) shipped by the driver, written to a local folder."""
-        import tempfile
-
-        import ray
-
+    def _load(backend, bundle, shipped):
+        """The runner for the bundle; `shipped` ([object ref of the weight file's bytes]) when the driver's
+        files are not on this machine: written to a local folder first."""
         from tagestimate.tag.backends import choose_backend, make_runner
-        from tagestimate.model import describe_weights
-        from tagestimate.formats import with_threshold
 
-        weights = weight_files[0]  # a path on a local Ray, else the files themselves
-        if not isinstance(weights, str):
-            files, weights_name = ray.get(weights)
+        if shipped:
+            import tempfile
+
+            import ray
+
             folder = tempfile.mkdtemp(prefix="tagestimate-weights-")
-            for name, data in files.items():
-                with open(os.path.join(folder, name), "wb") as handle:
-                    handle.write(data)
-            weights = os.path.join(folder, weights_name)
-        config, _ = describe_weights(weights)
-        runner = make_runner(choose_backend(backend), weights, config)
-        return runner, config, with_threshold(config, threshold)
+            path = os.path.join(folder, os.path.basename(bundle.path))
+            with open(path, "wb") as handle:
+                handle.write(ray.get(shipped[0]))
+            bundle = bundle.at(path)
+        return make_runner(choose_backend(backend), bundle)
 
     def __call__(self, batch):
-        names, counts, errors_out = [], [], []
+        settings, names, counts, errors_out, written = self.settings, [], [], [], []
         for name, images, problems in zip(batch["name"], batch["images"], batch["problems"]):
             name = str(name)
             item = Item(name, [tuple(pair) for pair in json.loads(images)])
-            records, errors = tag_item(item, self.runner, self.config, self.batch_size, self.workers, self.draft)
+            records, errors = tag_item(item, self.runner, self.config, settings.batch_size, settings.decoders,
+                                       settings.draft)
             known = [tuple(problem) for problem in json.loads(problems)] + errors
             if known:  # stored before the output: the output marks the item done
-                storage.makedirs(storage.join(self.output_dir, PENDING_FOLDER))
-                storage.write_atomic(pending_path(self.output_dir, name), json.dumps(known, ensure_ascii=False))
-            if self.sidecars:
-                from tagestimate.review.report import write_sidecar
-
-                write_sidecar(self.output_dir, name, records, self.output_config)
-            write_item(self.output_dir, name, records, self.output_config, self.output_format, context=self.context)
+                storage.makedirs(storage.join(settings.output_dir, PENDING_FOLDER))
+                storage.write_atomic(pending_path(settings.output_dir, name), json.dumps(known, ensure_ascii=False))
+            if records:  # an item of unreadable files only gets no output: the next run tries it again
+                if self.on_item is not None:
+                    self.on_item(settings.output_dir, name, records, self.config)
+                write_item(settings.output_dir, name, records, self.config, settings.output_format,
+                           context=self.context)
             names.append(name)
             counts.append(len(records))
             errors_out.append(json.dumps(errors, ensure_ascii=False))
-        return {"name": names, "images": counts, "errors": errors_out}
+            written.append(bool(records))
+        return {"name": names, "images": counts, "errors": errors_out, "written": written}
 
 
 def merge_pending(output_dir, error_log):
@@ -150,10 +144,11 @@ def connect(ray, address):
     try:
         with warnings.catch_warnings(), held:  # Ray Client warns, then raises: the error says it all
             warnings.simplefilter("ignore")
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=os.cpu_count() or 1, **options)
+            with _start_line_held_back():
+                if address:
+                    ray.init(address=address, **options)
+                else:
+                    ray.init(num_cpus=os.cpu_count() or 1, **options)
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, grpc errors...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -194,6 +189,44 @@ def _quiet_data(ray):
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver shows its own
     context.max_consecutive_actor_init_deaths = INIT_DEATHS
+    # Ray Data logs a failed execution (e.g. workers that cannot load the model) with its stack
+    # trace on the console; the driver turns it into one line. ray-data.log keeps the records.
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.name == "console":
+            handler.setLevel(logging.CRITICAL)
+
+
+# What Ray's C++ core prints on file descriptor 2 as it starts, whatever RAY_BACKEND_LOG_LEVEL says.
+_START_LINE = re.compile(r"logging\.cc:\d+: Set ray log level from environment variable")
+
+
+@contextlib.contextmanager
+def _start_line_held_back():
+    """While Ray starts, what native code writes to file descriptor 2 is held back, then written out
+    without Ray's start line (Python's sys.stderr is flushed first, so the order is kept). Ray's own
+    processes write their output to its log files, not to this descriptor."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr (closed, or an object without a descriptor)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+            rest = "".join(line for line in lines if not _START_LINE.search(line))
+            if rest:
+                os.write(2, rest.encode("utf-8", "replace"))
 
 
 def pool_size(ray, actors, gpus_per_actor):
@@ -207,19 +240,6 @@ def pool_size(ray, actors, gpus_per_actor):
     if gpus_per_actor and gpus < gpus_per_actor:
         raise UserError(f"--gpus-per-actor {gpus_per_actor:g} but the Ray cluster has {gpus:g} GPUs")
     return max(1, actors), gpus_per_actor
-
-
-def weight_files(weights):
-    """{file name: bytes} of the weight file and its model.json, for workers on other machines."""
-    from tagestimate.model import CONFIG_NAME
-
-    files = {}
-    config = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_NAME)
-    for path in (weights, config):
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                files[os.path.basename(path)] = handle.read()
-    return files, os.path.basename(weights)
 
 
 def _first_line(error):
@@ -239,71 +259,62 @@ def _first_line(error):
     return None
 
 
-def run(items, output_dir, weights, backend="auto", threshold=None, output_format="json", overwrite=False,
-        progress=True, errors=(), batch_size=32, workers=None, draft=True, address=None, actors=None,
-        gpus_per_actor=None, context=None, sidecars=False):
-    """Tag items on Ray; the same summary dict as Tagger.run, plus "startup_seconds" (until the first
-    item came back) and "startup_images" (that item's images)."""
+def run(settings, bundle, items, problems=(), context=None, on_item=None):
+    """Tag items on Ray as `settings` say, with the model `bundle`; the same summary dict as Tagger.run,
+    plus "startup_seconds" (until the first item came back) and "startup_images" (that item's images).
+    on_item: the item hook (tag/run.py), called in the workers."""
     from tqdm import tqdm
 
     ray = import_ray()
-    storage.makedirs(output_dir)
-    plan = plan_run(items, output_dir, output_format, overwrite, errors)
-    for _, path, reason in plan.problems:
-        tqdm.write(f"skipped {printable_path(path)}: {reason}", file=sys.stderr)
-    pending = plan.problems_by_item()
-    left_out = plan.left_out()
-    error_log = ErrorLog(output_dir)
-    leftovers = merge_pending(output_dir, error_log)
-    error_log.finish({error[0] for error in left_out}, left_out)
-    error_log.save(force=True)
-    for path in leftovers:
+    output_dir = settings.output_dir
+    run = Run(items, settings, problems, merge=lambda error_log: merge_pending(output_dir, error_log),
+              force_save=True)
+    for path in run.merged:  # errors.json holds them now
         storage.remove(path)
     _remove_empty_pending(output_dir)
-    images = sum(len(item.images) for item in plan.todo)
-    summary = {"images": 0, "items": len(plan.todo), "finished_items": 0, "skipped_images": len(plan.problems),
-               "skipped_items": len(plan.done), "attempted": images, "seconds": 0.0,
-               "images_per_second": 0.0, "interrupted": False, "startup_seconds": 0.0,
-               "startup_images": 0}
+    plan, summary = run.plan, run.summary
+    summary.update(startup_seconds=0.0, startup_images=0)
     if not plan.todo:
         return summary
-    started = time.perf_counter()
-    started_ray = connect(ray, address)
+    run.start()
+    started_ray = connect(ray, settings.ray_address)
+    restore_notes = _drop_retry_notes()
     finished = []  # pending-error files of items whose errors errors.json now holds
     try:
-        actors, gpus_per_actor = pool_size(ray, actors, gpus_per_actor)
+        actors, gpus_per_actor = pool_size(ray, settings.actors, settings.gpus_per_actor)
         actors = min(actors, len(plan.todo))
         rows = [{"name": item.name, "images": json.dumps(item.images, ensure_ascii=False),
-                 "problems": json.dumps(pending.get(item.name, []), ensure_ascii=False)} for item in plan.todo]
+                 "problems": json.dumps(run.pending.get(item.name, []), ensure_ascii=False)} for item in plan.todo]
         dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
-        # A cluster's workers may not see this machine's files: the weights travel with the job.
-        shipped = [ray.put(weight_files(weights))] if address else [os.path.abspath(weights)]
+        # A cluster's workers may not see this machine's files: the weight file travels with the job
+        # (the bundle already holds what model.json says).
+        shipped = [ray.put(_read(bundle.path))] if settings.ray_address else None
         results = dataset.map_batches(
             ItemWorker, batch_size=1, concurrency=actors, num_cpus=1, num_gpus=gpus_per_actor,
-            fn_constructor_kwargs={"weight_files": shipped, "backend": backend, "threshold": threshold,
-                                   "output_dir": output_dir, "output_format": output_format,
-                                   "batch_size": batch_size, "workers": workers or default_workers(),
-                                   "draft": draft, "context": context, "sidecars": sidecars},
+            fn_constructor_kwargs={"settings": settings, "bundle": bundle.at(os.path.abspath(bundle.path)),
+                                   "shipped": shipped, "context": context, "on_item": on_item},
         )  # Ray Data's actors restart after a crash and retry the item (max_restarts, max_task_retries)
-        bar = tqdm(total=images, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=summary["attempted"], unit="img", disable=not settings.progress, file=sys.stderr,
+                   dynamic_ncols=True)
         sizes = {item.name: len(item.images) for item in plan.todo}
         try:
             for row in results.iter_rows():
                 if not summary["startup_seconds"]:  # Ray, actors and model loads, and the first item
-                    summary["startup_seconds"] = time.perf_counter() - started
+                    summary["startup_seconds"] = time.perf_counter() - run.started
                     summary["startup_images"] = int(row["images"])
                 name = str(row["name"])
                 item_errors = [tuple(error) for error in json.loads(row["errors"])]
                 for error in item_errors:
                     tqdm.write(f"skipped {error[1]}: {error[2]}", file=sys.stderr)
-                error_log.finish({name}, pending.pop(name, []) + item_errors)
+                run.item_done(name, item_errors, written=bool(row["written"]))
+                if row["written"]:
+                    run.item_written()
                 finished.append(name)
                 summary["images"] += int(row["images"])
                 summary["skipped_images"] += len(item_errors)
-                summary["finished_items"] += 1
-                bar.set_postfix_str(f"{summary['finished_items']}/{len(plan.todo)} items", refresh=False)
+                bar.set_postfix_str(f"{len(run.done)}/{len(plan.todo)} items", refresh=False)
                 bar.update(sizes[name])
-                if error_log.save():
+                if run.error_log.save():
                     finished = _drop_pending(output_dir, finished)
         except KeyboardInterrupt:
             summary["interrupted"] = True
@@ -316,14 +327,39 @@ def run(items, output_dir, weights, backend="auto", threshold=None, output_forma
         raise UserError(message) from None
     finally:
         # Forced: errors.json holds every finished item's errors, even on Ctrl-C.
-        error_log.save(force=True)
+        run.error_log.save(force=True)
         _drop_pending(output_dir, finished)
         if started_ray:
             ray.shutdown()
-    summary["seconds"] = time.perf_counter() - started
-    if summary["seconds"] > 0:
-        summary["images_per_second"] = summary["images"] / summary["seconds"]
-    return summary
+        restore_notes()
+    return run.close()
+
+
+def _drop_retry_notes():
+    """Ray's driver prints a note with a stack trace on stdout for every task it retries (an actor that
+    cannot load the model is retried until Ray Data gives up, a crashed one until its item is done); the
+    run says what failed in one line. Ray's private printer is wrapped; returns the undo."""
+    try:
+        from ray._private import worker as ray_worker
+
+        printer = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError):  # another Ray version: its notes are printed
+        return lambda: None
+
+    def without_retry_notes(data, *args, **kwargs):
+        lines = data.get("lines") or [""]
+        if data.get("pid") == "raylet" and "will be retried" in str(lines[0]).split("\n", 1)[0]:
+            log.debug("%s", lines[0])
+            return None
+        return printer(data, *args, **kwargs)
+
+    ray_worker.print_to_stdstream = without_retry_notes
+    return lambda: setattr(ray_worker, "print_to_stdstream", printer)
+
+
+def _read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _drop_pending(output_dir, names):
