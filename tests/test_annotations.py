@@ -214,6 +214,12 @@ def test_iiif_without_iiif_prezi3_is_one_sentence_naming_its_requirements_file(t
     monkeypatch.setitem(sys.modules, "iiif_prezi3", None)  # as if it were not installed
     monkeypatch.delitem(sys.modules, "tagestimate.annotations")  # imported again, without it
     monkeypatch.delattr(tagestimate, "annotations")
+    from tagestimate.commands import tag as tag_command
+
+    def no_weights(*args):  # the format is checked before the weights, which may mean a download
+        raise AssertionError("weights resolved before iiif-prezi3 was checked")
+
+    monkeypatch.setattr(tag_command, "resolve_weights", no_weights)
     argv = ["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"), "--weights", str(weights),
             "--quiet", "--format", "iiif"]
     assert multiinference.main(argv) == 1

@@ -159,11 +159,11 @@ def tag(args):
     items, problems = find_items(settings.input_dir)
     if not items:
         return None
+    if settings.output_format == "iiif":  # before the weights: a missing iiif-prezi3 must not wait for a download
+        from tagestimate import annotations  # iiif-prezi3 and pydantic load only for this format
     bundle = ModelBundle.load(resolve_weights(settings.weights, settings.weights_url), settings.threshold)
     context = None
     if settings.output_format == "iiif":
-        from tagestimate import annotations  # iiif-prezi3 and pydantic load only for this format
-
         context = annotations.run_context(settings.input_dir, bundle.path, settings.output_dir, settings.id_base,
                                           settings.target_base, weights_sha256=bundle.sha256)
         annotations.write_context(settings.output_dir)
