@@ -500,11 +500,13 @@ def test_fold_pages_say_which_fold_and_the_overview_links_them(tmp_path):
 
 # ---------------------------------------------------------------- thumbnails made while tagging
 
-class ConstantRunner:
-    """No model: every image gets the same probabilities (graphic and stamp kept)."""
+class PixelRunner:
+    """No model: each label's probability is a fraction of a weighted pixel sum, so any change to the
+    pixels the model is given (e.g. a thumbnail made from them in place) changes the outputs."""
 
     def predict(self, batch):
-        return np.tile(np.asarray(probabilities(graphic=0.9, stamp=0.8), np.float32), (len(batch), 1))
+        sums = np.asarray(batch, np.float64).reshape(len(batch), -1).sum(axis=1)
+        return np.mod(np.outer(sums, np.linspace(0.013, 0.031, 11)), 1.0).astype(np.float32)
 
 
 def page_like(path, size):
@@ -521,10 +523,11 @@ def page_like(path, size):
 
 
 def thumbnail_input(folder):
-    """Two items: small images (decoded at full size either way), a PNG, an EXIF-rotated JPEG, scans
-    that libjpeg decodes reduced (at another scale for the model than for a thumbnail), a bad file."""
-    image(folder / "a" / "p1.jpg", (200, 30, 30), (120, 80))
-    image(folder / "a" / "p2.png", (30, 200, 30), (90, 150))
+    """Two items: images decoded at full size for a 224 px model and for a thumbnail (one a PNG), an
+    EXIF-rotated JPEG, scans that libjpeg decodes reduced (for the model at 1/4 and 1/2, for a
+    thumbnail at 1/4 and 1/4), a bad file."""
+    page_like(folder / "a" / "p1.jpg", (300, 200))
+    page_like(folder / "a" / "p2.png", (250, 400))
     exif = Image.Exif()
     exif[0x0112] = 6  # shown rotated: the thumbnail must be upright
     Image.new("RGB", (100, 60), (30, 30, 200)).save(folder / "a" / "p3.jpg", exif=exif)
@@ -561,7 +564,7 @@ def tag_with(source, output, report_on, image_size=224, **settings):
 
     items, problems = find_items(str(source))
     recorder = report.ReportRecorder() if report_on else None
-    Tagger(ConstantRunner(), trained_config(image_size=image_size),
+    Tagger(PixelRunner(), trained_config(image_size=image_size),
            InferenceSettings(output_dir=str(output), progress=False, workers=2, batch_size=2, **settings),
            on_item=recorder).run(items, problems)
     return items
@@ -638,17 +641,20 @@ def test_thumbnails_made_while_tagging_match_the_report_only_path(tmp_path):
 
 
 def test_a_model_smaller_than_a_thumbnail_leaves_reduced_scans_to_the_report(tmp_path, decodes):
-    """A 64 px model: libjpeg decodes the 700 x 900 page at 1/8 (88 x 113), too small for a thumbnail;
-    the report's build decodes it again (as the report-only path does, the same bytes), and only it
-    (the 1400 x 1000 scan, decoded at 175 x 125, still gives its thumbnail in the tagging pass)."""
+    """A 64 px model: libjpeg decodes the 300 x 200 and 700 x 900 JPEGs at 1/2 and 1/8 (150 x 100,
+    88 x 113), too small for a thumbnail; the report's build decodes those again (as the report-only
+    path does: the same bytes), and only those. The 1400 x 1000 scan, decoded at 175 x 125, still gets
+    its thumbnail in the tagging pass."""
     source = thumbnail_input(tmp_path / "in")
     items = tag_with(source, tmp_path / "out", report_on=True, image_size=64)
-    page = os.path.relpath(report.thumb_path("", "b", "page"), os.path.join("html", "thumbs"))
-    assert len(thumbnails(tmp_path / "out")) == 4 and page not in thumbnails(tmp_path / "out")
+    small = [os.path.relpath(report.thumb_path("", item, key), os.path.join("html", "thumbs"))
+             for item, key in (("a", "p1"), ("b", "page"))]
+    assert len(thumbnails(tmp_path / "out")) == 3 and not set(small) & set(thumbnails(tmp_path / "out"))
     decodes.clear()
     report.build_report(str(tmp_path / "out"), items, progress=False)
-    assert list(decodes) == [str(source / "b" / "page.jpg")]
+    assert sorted(decodes) == [str(source / "a" / "p1.jpg"), str(source / "b" / "page.jpg")]
     tag_with(source, tmp_path / "plain", report_on=False, image_size=64)
     assert report.main([str(tmp_path / "plain"), "--inputpath", str(source), "--quiet"]) == 0
-    assert thumbnails(tmp_path / "out")[page] == thumbnails(tmp_path / "plain")[page]
-    assert Image.open(tmp_path / "out" / "html" / "thumbs" / page).size == (124, 160)
+    for name in small:
+        assert thumbnails(tmp_path / "out")[name] == thumbnails(tmp_path / "plain")[name]
+    assert Image.open(tmp_path / "out" / "html" / "thumbs" / small[1]).size == (124, 160)
