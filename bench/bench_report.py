@@ -10,6 +10,8 @@ so that a load coming and going on a shared machine slows both runs of a round a
 images/s is its images over its whole wall time (model loading and the report's build
 included, as a user waits for it). The figure is the median over rounds of report/no-report,
 with its range; a 1-minute load average above the core count means other jobs shared the CPUs.
+The CPU milliseconds per image (all of this process's threads) say what the report adds in work,
+which other jobs on the machine change much less than the wall time.
 Uses NDL's replica weights from ../shared when present, else a randomly initialised model.
 """
 
@@ -46,14 +48,16 @@ def cpu_model():
 
 
 def images_per_second(input_dir, output, weights, backend, count, report):
-    started = time.perf_counter()
+    """(images/s over the wall time, CPU ms per image: this process's threads, so other jobs sharing
+    the machine change it much less)."""
+    started, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):  # its summary line: the table says it
         code = multiinference.main(["--inputpath", input_dir, "--outputpath", output, "--weights", weights,
                                     "--backend", backend, "--quiet", *([] if report else ["--no-report"])])
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert code == 0, code
     assert os.path.exists(os.path.join(output, "index.html")) == report
-    return count / seconds
+    return count / seconds, cpu * 1000 / count
 
 
 def inputs(workdir, repeat, scans):
@@ -81,22 +85,25 @@ def main(argv=None):
         print(f"{count} images ({args.repeat} x 60 demo crops of 256 px, {args.scans} pages of 3000x2200); "
               f"backend {args.backend}; {cpu_model()}, {os.cpu_count()} cores; code: {os.path.dirname(os.path.dirname(sys.modules['tagestimate'].__file__))}; weights: {weights}\n")
         print(f"{'round':<6} {'first':<10} {'no-report img/s':>16} {'report img/s':>13} {'report/no-report':>17} "
-              f"{'load (1 min)':>13}")
-        ratios, rates = [], {True: [], False: []}
+              f"{'CPU ms/img (no-report, report)':>31} {'load (1 min)':>13}")
+        ratios, rates, cpus = [], {True: [], False: []}, {True: [], False: []}
         for round_ in range(args.rounds):
             order = (True, False) if round_ % 2 == 0 else (False, True)
-            rate = {}
+            rate, cpu = {}, {}
             for report in order:
                 output = os.path.join(workdir, f"out-{round_}-{'report' if report else 'plain'}")
-                rate[report] = images_per_second(input_dir, output, weights, args.backend, count, report)
+                rate[report], cpu[report] = images_per_second(input_dir, output, weights, args.backend, count, report)
                 rates[report].append(rate[report])
+                cpus[report].append(cpu[report])
             ratios.append(rate[True] / rate[False])
             print(f"{round_ + 1:<6} {'report' if order[0] else 'no-report':<10} {rate[False]:>16.1f} "
-                  f"{rate[True]:>13.1f} {ratios[-1]:>17.0%} {os.getloadavg()[0]:>13.1f}")
+                  f"{rate[True]:>13.1f} {ratios[-1]:>17.0%} {f'{cpu[False]:.1f}, {cpu[True]:.1f}':>31} "
+                  f"{os.getloadavg()[0]:>13.1f}")
         median, low, high = spread(ratios)
         print(f"\nno-report median {spread(rates[False])[0]:.1f} images/s, report median {spread(rates[True])[0]:.1f}; "
               f"report/no-report: median {median:.0%} of {args.rounds} rounds, range {low:.0%}-{high:.0%} "
-              f"(goal: at least 95%). Load average now: "
+              f"(goal: at least 95%). CPU per image, median: no-report {spread(cpus[False])[0]:.1f} ms, report "
+              f"{spread(cpus[True])[0]:.1f} ms. Load average now: "
               + ", ".join(f"{value:.1f}" for value in os.getloadavg()) + f" on {os.cpu_count()} cores.")
     return 0
 
