@@ -658,3 +658,24 @@ def test_a_model_smaller_than_a_thumbnail_leaves_reduced_scans_to_the_report(tmp
     for name in small:
         assert thumbnails(tmp_path / "out")[name] == thumbnails(tmp_path / "plain")[name]
     assert Image.open(tmp_path / "out" / "html" / "thumbs" / small[1]).size == (124, 160)
+
+
+def test_an_image_over_pillow_s_pixel_limit_gets_its_thumbnail_from_the_reduced_decode(tmp_path, monkeypatch):
+    """An image over Pillow's decompression-bomb warning limit is decoded box-reduced (images.py); its
+    thumbnail is made from that decode, the bytes the report-only path makes (both reduce it by 2)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150_000)  # 500 x 460 = 230,000: reduced, not refused
+    from tagestimate.review import thumbs
+
+    source = tmp_path / "in"
+    page_like(source / "a" / "huge.png", (500, 460))
+    items = tag_with(source, tmp_path / "out", report_on=True)
+    made = thumbnails(tmp_path / "out")
+    assert len(made) == 1
+    monkeypatch.setattr(thumbs, "make_thumbnail", lambda *args: pytest.fail("the report decoded it again"))
+    report.build_report(str(tmp_path / "out"), items, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150_000)
+    tag_with(source, tmp_path / "plain", report_on=False)
+    assert report.main([str(tmp_path / "plain"), "--inputpath", str(source), "--quiet"]) == 0
+    assert thumbnails(tmp_path / "plain") == made
+    assert Image.open(__import__("io").BytesIO(next(iter(made.values())))).size == (160, 147)

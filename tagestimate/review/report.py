@@ -72,6 +72,18 @@ class ReportRecorder:
     indices) --explain should explain, and (on_image) makes each image's thumbnail from the decode
     tagging does. Picklable: Ray workers call it too."""
 
+    def __init__(self, explain=False):
+        self.explain = explain
+        self.explained = []
+
+    def __call__(self, output_dir, item_name, records, config):
+        write_sidecar(output_dir, item_name, records, config)
+        if self.explain:
+            thresholds = config.cutoffs()
+            self.explained += [(item_name, record.key, record.path,
+                                [j for j, (p, t) in enumerate(zip(record.probabilities, thresholds)) if p > t])
+                               for record in records]
+
     def on_image(self, output_dir, item_name, key, path, image, reduced):
         """Write the thumbnail of an image tagging just decoded (upright RGB; `reduced`: decoded
         smaller than the file, to no less than the model's size), in the decoding thread:
@@ -87,18 +99,6 @@ class ReportRecorder:
                 write_jpeg(target, shrink(image))
         except Exception as error:  # noqa: BLE001 - a thumbnail must never cost the image its tags
             log.debug("thumbnail of %s not made while tagging (%s)", printable_path(path), error)
-
-    def __init__(self, explain=False):
-        self.explain = explain
-        self.explained = []
-
-    def __call__(self, output_dir, item_name, records, config):
-        write_sidecar(output_dir, item_name, records, config)
-        if self.explain:
-            thresholds = config.cutoffs()
-            self.explained += [(item_name, record.key, record.path,
-                                [j for j, (p, t) in enumerate(zip(record.probabilities, thresholds)) if p > t])
-                               for record in records]
 
 
 def write_run_info(output_dir, weights, kind, backend, config, explain, input_dir=None):
