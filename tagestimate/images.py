@@ -165,11 +165,14 @@ def resize_bilinear(pixels, size):
     return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def load_image(path, size, channel_order="RGB", draft=True, data=None):
+def load_image(path, size, channel_order="RGB", draft=True, data=None, keep=None):
     """Read one image as a (size, size, 3) uint8 array; ImageError if it cannot be used.
 
     With `data` (the file's bytes, e.g. read from object storage) the image is decoded from
-    memory and `path` only names it in messages.
+    memory and `path` only names it in messages. `keep(image, reduced)`, if given, is called
+    with the decoded image (upright 8-bit RGB, before the resize; the caller may change it) and
+    whether it was decoded smaller than the file's size, so that a thumbnail needs no second
+    decode; it must not raise.
 
     draft=True lets libjpeg decode a JPEG at least twice `size` at 1/2..1/8 scale: 5-8x
     faster on page scans, but not the full-size decode NDL's original script made.
@@ -196,7 +199,10 @@ def load_image(path, size, channel_order="RGB", draft=True, data=None):
                 image = _decode_reduced(image, size)
             else:
                 image = ImageOps.exif_transpose(image)
-            pixels = resize_bilinear(np.asarray(_to_rgb(image), dtype=np.uint8), size)
+            image = _to_rgb(image)
+            pixels = resize_bilinear(np.asarray(image, dtype=np.uint8), size)  # a copy: keep may change image
+            if keep is not None:
+                keep(image, image.width * image.height < count)
     except ImageError:
         raise
     except Image.DecompressionBombError as error:

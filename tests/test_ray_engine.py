@@ -344,3 +344,43 @@ def test_weights_that_do_not_fit_model_json_are_one_line_on_both_engines(tmp_pat
         assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr[:3000]
         assert "does not fit the model described by its model.json (EfficientNetV2B0" in done.stderr
         assert "layers could not be loaded" in done.stderr and done.stdout == ""
+
+
+def test_ray_workers_make_the_report_s_thumbnails_from_their_own_decode(tmp_path, weights, local_ray, monkeypatch):
+    """With the report's recorder as item hook, the workers write each image's thumbnail while tagging
+    (before the report is built, which then decodes nothing), the local engine's bytes; a scan libjpeg
+    decodes reduced for the model shows it came from that decode, not from a second one."""
+    import io
+
+    from tagestimate.review import report, thumbs
+    from tagestimate.tag.inference import find_items
+    from tagestimate.tag.settings import InferenceSettings, ModelBundle
+
+    source = make_items(str(tmp_path / "input"))
+    rng = np.random.default_rng(3)
+    scan = np.clip(rng.normal(128, 60, (1000, 1400, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(scan).save(os.path.join(source, "book10", "scan.jpg"), quality=90)
+    items, problems = find_items(source)
+    settings = InferenceSettings(input_dir=source, output_dir=str(tmp_path / "ray"), backend="tensorflow",
+                                 engine="ray", progress=False)
+    ray_engine.run(settings, ModelBundle.load(weights), items, problems, on_item=report.ReportRecorder())
+
+    def thumbnails(output):
+        return {(item.name, key): open(report.thumb_path(str(output), item.name, key), "rb").read()
+                for item in items for key, _ in item.images
+                if os.path.exists(report.thumb_path(str(output), item.name, key))}
+
+    made = thumbnails(tmp_path / "ray")
+    readable = {(item.name, key): path for item in items for key, path in item.images if "broken" not in path}
+    assert set(made) == set(readable)  # before any report: the workers wrote them
+    assert run(source, tmp_path / "local", weights, engine="local") == 0  # with the report: made while tagging
+    assert thumbnails(tmp_path / "local") == made
+    for entry, path in readable.items():  # what the report-only path would write for each image
+        separate = thumbs.jpeg_bytes(thumbs.make_thumbnail(path))
+        assert (made[entry] == separate) == (entry != ("book10", "scan"))  # the scan: decoded at 1/8, not 1/4
+    scan_pixels = [np.asarray(Image.open(io.BytesIO(data)), np.float32)
+                   for data in (made[("book10", "scan")], thumbs.jpeg_bytes(thumbs.make_thumbnail(readable[("book10", "scan")])))]
+    assert scan_pixels[0].shape == scan_pixels[1].shape == (114, 160, 3)
+    monkeypatch.setattr(thumbs, "make_thumbnail", lambda *args: pytest.fail("the report decoded an image again"))
+    report.build_report(str(tmp_path / "ray"), items, progress=False)
+    assert thumbnails(tmp_path / "ray") == made

@@ -496,3 +496,186 @@ def test_fold_pages_say_which_fold_and_the_overview_links_them(tmp_path):
     links = [attrs["href"] for attrs in Parsed(overview).having("a", **{"class": "fold"})]
     assert links == ["fold2/report.html"]  # fold 1's page is not written yet
     assert re.search(r"fold 1</td><td>5</td><td>1</td><td>3</td><td>0.500</td>", overview)
+
+
+# ---------------------------------------------------------------- thumbnails made while tagging
+
+class PixelRunner:
+    """No model: each label's probability is a fraction of a weighted pixel sum, so any change to the
+    pixels the model is given (e.g. a thumbnail made from them in place) changes the outputs."""
+
+    def predict(self, batch):
+        sums = np.asarray(batch, np.float64).reshape(len(batch), -1).sum(axis=1)
+        return np.mod(np.outer(sums, np.linspace(0.013, 0.031, 11)), 1.0).astype(np.float32)
+
+
+def page_like(path, size):
+    """A JPEG with detail at every scale (gradients, noise, edges): shrinking it differently shows."""
+    rng = np.random.default_rng(len(str(path)))
+    width, height = size
+    x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
+    pixels = np.stack([200 * x + 30, 180 * y + 40, 120 + 100 * np.sin(20 * x * y)], axis=-1)
+    pixels += rng.normal(0, 12, pixels.shape)
+    pixels[height // 3:height // 2, width // 4:3 * width // 4] = (20, 20, 30)  # a dark block: hard edges
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+    return str(path)
+
+
+def thumbnail_input(folder):
+    """Two items: images decoded at full size for a 224 px model and for a thumbnail (one a PNG), an
+    EXIF-rotated JPEG, scans that libjpeg decodes reduced (for the model at 1/4 and 1/2, for a
+    thumbnail at 1/4 and 1/4), a bad file."""
+    page_like(folder / "a" / "p1.jpg", (300, 200))
+    page_like(folder / "a" / "p2.png", (250, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated: the thumbnail must be upright
+    Image.new("RGB", (100, 60), (30, 30, 200)).save(folder / "a" / "p3.jpg", exif=exif)
+    page_like(folder / "a" / "scan.jpg", (1400, 1000))
+    page_like(folder / "b" / "page.jpg", (700, 900))
+    (folder / "b" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return folder
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """{path: pixel decodes}: every Pillow load() that decodes pixels (not a header read), by file."""
+    from collections import Counter
+
+    from PIL import ImageFile
+
+    counts, original = Counter(), ImageFile.ImageFile.load
+
+    def counting(self):
+        if self.tile:  # pixels still to decode: this call decodes them
+            counts[self.filename] += 1
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting)
+    return counts
+
+
+def tag_with(source, output, report_on, image_size=224, **settings):
+    """Tagger.run on `source` as the command runs it, decoding for a model of `image_size` px (224: the
+    default backbone's): with the report's recorder as item hook, or none."""
+    from tagestimate.tag.inference import find_items
+    from tagestimate.tag.local import Tagger
+    from tagestimate.tag.settings import InferenceSettings
+
+    items, problems = find_items(str(source))
+    recorder = report.ReportRecorder() if report_on else None
+    Tagger(PixelRunner(), trained_config(image_size=image_size),
+           InferenceSettings(output_dir=str(output), progress=False, workers=2, batch_size=2, **settings),
+           on_item=recorder).run(items, problems)
+    return items
+
+
+def thumbnails(output):
+    folder = os.path.join(output, "html", "thumbs")
+    return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(folder) for name in names}
+
+
+def good_images(folder):
+    return sorted(str(path) for path in folder.rglob("*") if path.is_file() and path.name != "bad.jpg")
+
+
+def once_per_image(decodes, source):
+    """Each JPEG decoded once; a PNG twice (tag/inference.source_size reads its EXIF orientation, for
+    which Pillow decodes a PNG: with or without the report)."""
+    return {path: decodes[path] for path in good_images(source)} == {
+        path: 2 if path.endswith(".png") else 1 for path in good_images(source)}
+
+
+def test_the_tagging_pass_makes_the_thumbnails_from_its_one_decode(tmp_path, decodes):
+    """With the report, each image is decoded once: its thumbnail is made from tagging's decode and the
+    report's build decodes nothing; the outputs are the bytes of a run without the report."""
+    source = thumbnail_input(tmp_path / "in")
+    items = tag_with(source, tmp_path / "out", report_on=True)
+    made = thumbnails(tmp_path / "out")
+    assert sorted(made) == sorted(os.path.relpath(report.thumb_path("", item, key), os.path.join("html", "thumbs"))
+                                  for item, key in [("a", "p1"), ("a", "p2"), ("a", "p3"), ("a", "scan"),
+                                                    ("b", "page")])
+    assert once_per_image(decodes, source), dict(decodes)
+    decodes.clear()
+    report.build_report(str(tmp_path / "out"), items, progress=False)
+    assert not decodes and thumbnails(tmp_path / "out") == made  # current: neither decoded nor rewritten
+    tag_with(source, tmp_path / "plain", report_on=False)
+    for name in ("a.json", "b.json", "errors.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+
+
+def test_a_run_without_the_report_makes_no_thumbnail_and_decodes_once(tmp_path, decodes, monkeypatch):
+    from tagestimate.review import thumbs
+
+    monkeypatch.setattr(thumbs, "shrink", lambda *args: pytest.fail("a thumbnail made without the report"))
+    source = thumbnail_input(tmp_path / "in")
+    tag_with(source, tmp_path / "out", report_on=False)
+    assert not os.path.exists(tmp_path / "out" / "html")
+    assert once_per_image(decodes, source), dict(decodes)
+
+
+def pixels(data):
+    return np.asarray(Image.open(__import__("io").BytesIO(data)).convert("RGB"), np.float32)
+
+
+def test_thumbnails_made_while_tagging_match_the_report_only_path(tmp_path):
+    """The report-only path (python -m tagestimate.review.report OUT --inputpath IN after --no-report)
+    makes the same thumbnails: the same bytes where both decode at full size (small images, PNG),
+    the same size and picture where libjpeg decodes reduced at another scale for the model (scans)."""
+    source = thumbnail_input(tmp_path / "in")
+    tag_with(source, tmp_path / "out", report_on=True)
+    tag_with(source, tmp_path / "plain", report_on=False)
+    assert report.main([str(tmp_path / "plain"), "--inputpath", str(source), "--quiet"]) == 0
+    during, after = thumbnails(tmp_path / "out"), thumbnails(tmp_path / "plain")
+    assert sorted(during) == sorted(after) and len(during) == 5
+    for item, key in (("a", "p1"), ("a", "p2"), ("a", "p3")):
+        name = os.path.relpath(report.thumb_path("", item, key), os.path.join("html", "thumbs"))
+        assert during[name] == after[name]
+    assert Image.open(__import__("io").BytesIO(during[next(n for n in during if "p3" in n)])).size == (60, 100)
+    for item, key in (("a", "scan"), ("b", "page")):
+        name = os.path.relpath(report.thumb_path("", item, key), os.path.join("html", "thumbs"))
+        ours, theirs = pixels(during[name]), pixels(after[name])
+        assert ours.shape == theirs.shape and max(ours.shape[:2]) == 160
+        assert np.abs(ours - theirs).mean() < 3.0, np.abs(ours - theirs).mean()  # of 255: the same picture
+
+
+def test_a_model_smaller_than_a_thumbnail_leaves_reduced_scans_to_the_report(tmp_path, decodes):
+    """A 64 px model: libjpeg decodes the 300 x 200 and 700 x 900 JPEGs at 1/2 and 1/8 (150 x 100,
+    88 x 113), too small for a thumbnail; the report's build decodes those again (as the report-only
+    path does: the same bytes), and only those. The 1400 x 1000 scan, decoded at 175 x 125, still gets
+    its thumbnail in the tagging pass."""
+    source = thumbnail_input(tmp_path / "in")
+    items = tag_with(source, tmp_path / "out", report_on=True, image_size=64)
+    small = [os.path.relpath(report.thumb_path("", item, key), os.path.join("html", "thumbs"))
+             for item, key in (("a", "p1"), ("b", "page"))]
+    assert len(thumbnails(tmp_path / "out")) == 3 and not set(small) & set(thumbnails(tmp_path / "out"))
+    decodes.clear()
+    report.build_report(str(tmp_path / "out"), items, progress=False)
+    assert sorted(decodes) == [str(source / "a" / "p1.jpg"), str(source / "b" / "page.jpg")]
+    tag_with(source, tmp_path / "plain", report_on=False, image_size=64)
+    assert report.main([str(tmp_path / "plain"), "--inputpath", str(source), "--quiet"]) == 0
+    for name in small:
+        assert thumbnails(tmp_path / "out")[name] == thumbnails(tmp_path / "plain")[name]
+    assert Image.open(tmp_path / "out" / "html" / "thumbs" / small[1]).size == (124, 160)
+
+
+def test_an_image_over_pillow_s_pixel_limit_gets_its_thumbnail_from_the_reduced_decode(tmp_path, monkeypatch):
+    """An image over Pillow's decompression-bomb warning limit is decoded box-reduced (images.py); its
+    thumbnail is made from that decode, the bytes the report-only path makes (both reduce it by 2)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150_000)  # 500 x 460 = 230,000: reduced, not refused
+    from tagestimate.review import thumbs
+
+    source = tmp_path / "in"
+    page_like(source / "a" / "huge.png", (500, 460))
+    items = tag_with(source, tmp_path / "out", report_on=True)
+    made = thumbnails(tmp_path / "out")
+    assert len(made) == 1
+    monkeypatch.setattr(thumbs, "make_thumbnail", lambda *args: pytest.fail("the report decoded it again"))
+    report.build_report(str(tmp_path / "out"), items, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150_000)
+    tag_with(source, tmp_path / "plain", report_on=False)
+    assert report.main([str(tmp_path / "plain"), "--inputpath", str(source), "--quiet"]) == 0
+    assert thumbnails(tmp_path / "plain") == made
+    assert Image.open(__import__("io").BytesIO(next(iter(made.values())))).size == (160, 147)

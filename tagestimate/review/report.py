@@ -33,7 +33,7 @@ from tagestimate.tag.inference import ERRORS_NAME
 from tagestimate import formats
 from tagestimate.records import natural_key
 from tagestimate.review import pages as views  # build_report has a local "pages"
-from tagestimate.review.thumbs import ensure_thumbnail, is_current, safe_name, write_jpeg
+from tagestimate.review.thumbs import THUMB_SIZE, ensure_thumbnail, is_current, safe_name, shrink, write_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,9 @@ def write_sidecar(output_dir, item_name, records, config):
 
 class ReportRecorder:
     """The item hook (tag/run.py) of a run with the report: writes each item's probabilities
-    (html/data/{item}.json) before its output, and remembers which (item, key, path, kept label
-    indices) --explain should explain. Picklable: Ray workers call it too."""
+    (html/data/{item}.json) before its output, remembers which (item, key, path, kept label
+    indices) --explain should explain, and (on_image) makes each image's thumbnail from the decode
+    tagging does. Picklable: Ray workers call it too."""
 
     def __init__(self, explain=False):
         self.explain = explain
@@ -82,6 +83,22 @@ class ReportRecorder:
             self.explained += [(item_name, record.key, record.path,
                                 [j for j, (p, t) in enumerate(zip(record.probabilities, thresholds)) if p > t])
                                for record in records]
+
+    def on_image(self, output_dir, item_name, key, path, image, reduced):
+        """Write the thumbnail of an image tagging just decoded (upright RGB; `reduced`: decoded
+        smaller than the file, to no less than the model's size), in the decoding thread:
+        build_report then finds it current and decodes nothing. Never raises: a thumbnail not
+        made here is made by build_report."""
+        if not storage.on_disk(path):  # as build_report: thumbnails of local images only
+            return
+        if reduced and max(image.size) < THUMB_SIZE:  # a model under THUMB_SIZE px: too small to shrink
+            return
+        target = thumb_path(output_dir, item_name, key)
+        try:
+            if not is_current(target, path):
+                write_jpeg(target, shrink(image))
+        except Exception as error:  # noqa: BLE001 - a thumbnail must never cost the image its tags
+            log.debug("thumbnail of %s not made while tagging (%s)", printable_path(path), error)
 
 
 def write_run_info(output_dir, weights, kind, backend, config, explain, input_dir=None):

@@ -63,13 +63,18 @@ def make_thumbnail(path, size=THUMB_SIZE):
                 image = images._decode_reduced(image, size)
             else:
                 image = ImageOps.exif_transpose(image)
-            image = images._to_rgb(image)
-            image.thumbnail((size, size), Image.Resampling.LANCZOS)
-            return image.copy()
+            return shrink(images._to_rgb(image), size).copy()
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageError(path, f"cannot make a thumbnail ({error})") from None
+
+
+def shrink(image, size=THUMB_SIZE):
+    """An upright RGB image shrunk in place to fit size x size (aspect kept): every thumbnail's
+    last step, whether its pixels come from make_thumbnail or from the decode tagging made."""
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return image
 
 
 def jpeg_bytes(image, quality=QUALITY):

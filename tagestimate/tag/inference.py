@@ -158,18 +158,22 @@ def source_size(path, data=None):
     return (height, width) if rotated else (width, height)
 
 
-def load_batches(images, size, channel_order, batch_size, workers, draft=True):
+def load_batches(images, size, channel_order, batch_size, workers, draft=True, on_image=None):
     """Yield lists of (item, key, path, (pixels, source size) or ImageError), in order.
 
     `images` are (item, key, path). Decoding runs in a thread pool with at most a few
-    batches in flight, so memory stays flat however many images there are.
+    batches in flight, so memory stays flat however many images there are. on_image(item,
+    key, path, image, reduced), if given, is called in the decoding thread with each image as
+    decoded (load_image's `keep`: upright RGB, before the model's resize), e.g. for a thumbnail.
     """
-    def load(path):
+    def load(entry):
+        item, key, path = entry
+        keep = None if on_image is None else (lambda image, reduced: on_image(item, key, path, image, reduced))
         data = None
         try:
             if not storage.on_disk(path):  # read once, decoded from memory; local files as they are
                 data = _read_remote(path)
-            pixels = load_image(path, size, channel_order, draft, data=data)
+            pixels = load_image(path, size, channel_order, draft, data=data, keep=keep)
         except ImageError as error:
             return error
         try:
@@ -196,12 +200,12 @@ def _read_remote(path):
 
 
 def _in_order(images, load, workers, window):
-    """(item, key, path, load(path)) for each image, in order, at most `window` in flight."""
+    """(item, key, path, load((item, key, path))) for each image, in order, at most `window` in flight."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     try:
         pending = collections.deque()
         for entry in images:
-            pending.append((entry, pool.submit(load, entry[2])))
+            pending.append((entry, pool.submit(load, entry)))
             if len(pending) >= window:
                 (item, key, path), future = pending.popleft()
                 yield item, key, path, future.result()
@@ -213,16 +217,16 @@ def _in_order(images, load, workers, window):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True):
+def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True, on_image=None):
     """Decode and predict (item name, key, path) entries, `batch_size` images per model call.
 
     Yields per model call, in order: (batch, records, errors) with batch the call's entries
     as load_batches gives them, records [(item name, Record)] of the images read and errors
     [(item name, printable path, reason)] of those that could not be. The images of one
-    call may belong to several items.
+    call may belong to several items. on_image: see load_batches (image_hook makes one).
     """
     batches = load_batches(entries, config.image_size, config.channel_order, batch_size,
-                           workers or default_workers(), draft)
+                           workers or default_workers(), draft, on_image)
     try:
         for batch in batches:
             good, errors, records = [], [], []
@@ -240,14 +244,24 @@ def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=N
         batches.close()
 
 
-def tag_item(item, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True):
+def tag_item(item, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True, on_image=None):
     """(records, errors) of one item: what tag_images gives for its images, in its order."""
     records, errors = [], []
     entries = [(item.name, key, path) for key, path in item.images]
-    for _, batch_records, batch_errors in tag_images(entries, runner, config, batch_size, workers, draft):
+    for _, batch_records, batch_errors in tag_images(entries, runner, config, batch_size, workers, draft, on_image):
         records += [record for _, record in batch_records]
         errors += batch_errors
     return records, errors
+
+
+def image_hook(on_item, output_dir):
+    """The per-image callback of an item hook (tag/run.py), for tag_images' on_image: its
+    on_image(output_dir, item, key, path, image, reduced) method bound to the output folder, or
+    None when it has none (no hook: a run without the report does nothing more per image)."""
+    method = getattr(on_item, "on_image", None)
+    if method is None:
+        return None
+    return lambda *image: method(output_dir, *image)
 
 
 def write_item(output_dir, item_name, records, config, output_format="json", context=None):

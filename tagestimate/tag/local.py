@@ -7,14 +7,15 @@ output); the run's opening and closing are tag/run.py's, as on Ray.
 import collections
 import sys
 
-from tagestimate.tag.inference import tag_images, write_item
+from tagestimate.tag.inference import image_hook, tag_images, write_item
 from tagestimate.tag.run import Run
 from tagestimate.tag.settings import InferenceSettings
 
 
 class Tagger:
     """A runner and the config the outputs are thresholded with (a bundle's output_config); tags
-    items as `settings` say. on_item: the item hook (tag/run.py), called before each output."""
+    items as `settings` say. on_item: the item hook (tag/run.py), called before each output; its
+    on_image method, if any, with each image as decoded (inference.image_hook: the report's thumbnails)."""
 
     def __init__(self, runner, config, settings=InferenceSettings(), context=None, on_item=None):
         self.runner = runner
@@ -42,7 +43,8 @@ class Tagger:
         records, errors = collections.defaultdict(list), collections.defaultdict(list)
         run.start()
         bar = tqdm(total=len(entries), unit="img", disable=not settings.progress, file=sys.stderr, dynamic_ncols=True)
-        stream = tag_images(entries, self.runner, self.config, settings.batch_size, settings.decoders, settings.draft)
+        stream = tag_images(entries, self.runner, self.config, settings.batch_size, settings.decoders, settings.draft,
+                            image_hook(self.on_item, settings.output_dir))
         waiting = collections.deque()  # finished items, (name, records), whose output is not written yet
         try:
             for batch, batch_records, batch_errors in stream:

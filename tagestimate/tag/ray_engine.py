@@ -24,7 +24,7 @@ import warnings
 
 from tagestimate import storage, tfenv
 from tagestimate.errors import UserError
-from tagestimate.tag.inference import Item, tag_item, write_item
+from tagestimate.tag.inference import Item, image_hook, tag_item, write_item
 from tagestimate.tag.run import Run
 
 RAY_LEVEL_NOTICE = re.compile(r"\[[\d\-: ,.]+ I \d+ \d+\] logging\.cc:\d+: Set ray log level from environment "
@@ -93,7 +93,7 @@ class ItemWorker:
             name = str(name)
             item = Item(name, [tuple(pair) for pair in json.loads(images)])
             records, errors = tag_item(item, self.runner, self.config, settings.batch_size, settings.decoders,
-                                       settings.draft)
+                                       settings.draft, image_hook(self.on_item, settings.output_dir))
             known = [tuple(problem) for problem in json.loads(problems)] + errors
             if known:  # stored before the output: the output marks the item done
                 storage.makedirs(storage.join(settings.output_dir, PENDING_FOLDER))
