@@ -15,7 +15,7 @@ import sys
 from tagestimate import cli, storage
 from tagestimate.tag.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
-from tagestimate.files import HelpFormatter, printable_path
+from tagestimate.files import HelpFormatter, plural, printable_path
 from tagestimate.images import IMAGE_EXTENSIONS
 from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, find_items
 from tagestimate.tag.local import Tagger
@@ -198,22 +198,29 @@ def tag(args):
     return summary
 
 
+def _n(number, noun):
+    """'1 image', '2 images' (digits as they were: no thousands separator)."""
+    return f"{number} {plural(number, noun)}"
+
+
 def report(summary, output_dir):
     """Print the run's outcome; returns the exit status."""
     output = printable_path(output_dir)
     errors_note = f" (see {os.path.join(output, ERRORS_NAME)})" if summary["skipped_images"] else ""
     if summary["interrupted"]:
-        print(f"interrupted: {summary['finished_items']} of {summary['items']} items finished "
-              f"({summary['images']} images tagged) in {output}{errors_note}; run the same command again "
-              "to tag the rest", file=sys.stderr)
+        print(f"interrupted: {summary['finished_items']} of {_n(summary['items'], 'item')} finished "
+              f"({_n(summary['images'], 'image')} tagged) in {output}{errors_note}; run the same command "
+              "again to tag the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not summary["items"]:
-        skipped = f" ({summary['skipped_images']} files skipped{errors_note})" if summary["skipped_images"] else ""
-        print(f"{summary['skipped_items']} items already done in {output}, nothing to tag{skipped}; "
+        skipped = (f" ({_n(summary['skipped_images'], 'file')} skipped{errors_note})" if summary["skipped_images"]
+                   else "")
+        print(f"{_n(summary['skipped_items'], 'item')} already done in {output}, nothing to tag{skipped}; "
               "pass --overwrite to tag them again")
         return 0
-    print(f"{summary['images']} images tagged in {summary['items']} items, {summary['skipped_images']} files "
-          f"skipped{errors_note}, {summary['skipped_items']} items already done; "
+    print(f"{_n(summary['images'], 'image')} tagged in {_n(summary['items'], 'item')}, "
+          f"{_n(summary['skipped_images'], 'file')} skipped{errors_note}, {_n(summary['skipped_items'], 'item')} "
+          "already done; "
           f"{summary['images_per_second']:.1f} images/s")
     if summary.get("report"):
         print(f"review report: {printable_path(summary['report'])}")
