@@ -183,11 +183,14 @@ def tag(args):
     else:
         backend = choose_backend(settings.backend)
         runner = make_runner(backend, bundle)
+        converted = getattr(runner, "conversion_seconds", None)  # a first run with this weight file on OpenVINO
         config = bundle.config
         logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(bundle.path), bundle.kind,
                      backend, len(config.labels), config.image_size, config.channel_order)
         tagger = Tagger(runner, bundle.output_config, settings, context=context, on_item=recorder)
         summary = tagger.run(items, problems)
+        if converted is not None:
+            summary["conversion_seconds"] = converted
     if recorder is not None and not summary["interrupted"]:
         from tagestimate.review import report as review
 
@@ -201,6 +204,14 @@ def tag(args):
 def _n(number, noun):
     """'1 image', '2 images' (digits as they were: no thousands separator)."""
     return f"{number} {plural(number, noun)}"
+
+
+def _conversion_note(summary):
+    """The rate counts tagging only: a run that first converted the model says how long that took."""
+    seconds = summary.get("conversion_seconds")
+    if seconds is None:
+        return ""
+    return f" (tagging only; converting the model for OpenVINO took {seconds:.1f} s, once per weight file)"
 
 
 def report(summary, output_dir):
@@ -221,7 +232,7 @@ def report(summary, output_dir):
     print(f"{_n(summary['images'], 'image')} tagged in {_n(summary['items'], 'item')}, "
           f"{_n(summary['skipped_images'], 'file')} skipped{errors_note}, {_n(summary['skipped_items'], 'item')} "
           "already done; "
-          f"{summary['images_per_second']:.1f} images/s")
+          f"{summary['images_per_second']:.1f} images/s{_conversion_note(summary)}")
     if summary.get("report"):
         print(f"review report: {printable_path(summary['report'])}")
     if summary["attempted"] and not summary["images"]:
