@@ -9,6 +9,7 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from tagestimate import files
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 
 
@@ -53,9 +54,7 @@ def given_flags(build_parser, argv):
     return set(vars(probe.parse_args(argv)))
 
 
-def count(number, noun, plural=None):
-    """'1 file', '2 files', '1,000 files'."""
-    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+count = files.count  # '1 file', '2 files': one helper for every floor (files.py is on the ground)
 
 
 # ---------------------------------------------------------------- argparse value types

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, printable paths, file hashes, NDL file names, the help formatter."""
+"""Small shared helpers: counted nouns, atomic writes, printable paths, file hashes, NDL file names."""
 
 import argparse
 import hashlib
@@ -10,6 +10,16 @@ import uuid
 TEMP_SUFFIX = ".part"
 # NDL's crop names: {pid}_{frame}_{n}, the n-th illustration of page (frame) of item pid.
 NDL_NAME = re.compile(r"(?P<pid>[0-9A-Za-z-]+(?:_[0-9A-Za-z-]+)*)_(?P<page>\d{1,7})_(?P<n>\d+)")
+
+
+def plural(number, noun, many=None):
+    """`noun` as `number` of it is written: 'file' for 1, 'files' (or `many`) otherwise."""
+    return noun if number == 1 else many or noun + "s"
+
+
+def count(number, noun, many=None):
+    """'1 file', '2 files', '1,000 files'."""
+    return f"{number:,} {plural(number, noun, many)}"
 
 
 def sha256_file(path, chunk=1 << 20):

@@ -20,6 +20,8 @@ import requests.adapters
 import requests.cookies
 import urllib3.exceptions
 
+from tagestimate.files import plural
+
 log = logging.getLogger(__name__)
 
 # Defaults of the client, which newdataclawer's flags (through crawl.CrawlOptions) take too.
@@ -122,7 +124,7 @@ class HttpClient:
             log.warning("%s: %s; retry %d of %d in %.1f s", shorten(url), reason, attempt + 1, self.retries, delay)
             self._wait(delay)
         error_class = Unreachable if connect_failures == self.retries + 1 else FetchError
-        raise error_class(f"{reason}; gave up after {self.retries + 1} attempts")
+        raise error_class(f"{reason}; gave up after {self.retries + 1} {plural(self.retries + 1, 'attempt')}")
 
     def _attempt(self, url, params, max_bytes, accept):
         started = time.monotonic()

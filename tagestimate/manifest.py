@@ -88,8 +88,9 @@ class Manifest:
         for row in kept:
             self._note(row)
         if dropped or adopted or removed:
-            log.info("reconciled %s: dropped %d rows (file missing, torn or repeated), adopted %d files "
-                     "it lacked, removed %d temporary files", self.path, dropped, len(adopted), removed)
+            log.info("reconciled %s: dropped %d %s (file missing, torn or repeated), adopted %d %s "
+                     "it lacked, removed %d temporary %s", self.path, dropped, files.plural(dropped, "row"),
+                     len(adopted), files.plural(len(adopted), "file"), removed, files.plural(removed, "file"))
 
     def _check_writable(self):
         """OSError now, before any download, if `out` (or the folder that will hold it) cannot be written."""

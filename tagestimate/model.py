@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from tagestimate import quiet_tensorflow
+from tagestimate.files import plural
 from tagestimate.labels import NDL_LABELS
 # Re-exported: model.json's names have always been importable from here.
 from tagestimate.modelconfig import (BACKBONE, BACKBONES, CONFIG_NAME, CONFIG_VERSION, DEFAULT_BACKBONE,  # noqa: F401
@@ -124,7 +125,7 @@ def load_legacy_weights(model, path, require_all=True, include_head=True):
         layer.set_weights(arrays)
         loaded.append(layer.name)
     if require_all and missing:
-        raise WeightsError(f"{path} lacks {len(missing)} layer(s) of the tag model "
+        raise WeightsError(f"{path} lacks {len(missing)} {plural(len(missing), 'layer')} of the tag model "
                            f"(e.g. {', '.join(missing[:3])}); it is not an EfficientNetB0 tag model file")
     if not loaded:
         raise WeightsError(f"{path} has no layer in common with EfficientNetB0; wrong file")

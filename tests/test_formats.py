@@ -148,7 +148,7 @@ def test_a_fourth_format_is_one_entry_written_resumed_and_shown_in_the_report(tm
     image(tmp_path / "in" / "later" / "q1.png", (30, 200, 30))
     capsys.readouterr()
     assert multiinference.main(argv) == 0
-    assert "1 images tagged in 1 items" in capsys.readouterr().out
+    assert "1 image tagged in 1 item" in capsys.readouterr().out
     assert read(tmp_path / "out" / "book.tsv") == "p1\tpicture\t0.555\np1\tstamp\t0.731\n"
     assert read(tmp_path / "out" / "later.tsv") == "q1\tpicture\t0.881\nq1\tstamp\t0.731\n"
 

@@ -192,7 +192,7 @@ def test_an_item_of_unreadable_files_only_gets_no_output_and_is_tried_again(tmp_
     # The rerun skips the done item and reads the other's files again (none readable yet: exit 1) ...
     assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 1
     captured = capsys.readouterr()
-    assert "empty.jpg" in captured.err and "text.jpg" in captured.err and "1 items already done" in captured.out
+    assert "empty.jpg" in captured.err and "text.jpg" in captured.err and "1 item already done" in captured.out
     # ... and once one is fixed, tags it; errors.json keeps only what is still wrong.
     image(source / "bad" / "empty.jpg")
     assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 0

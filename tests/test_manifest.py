@@ -187,7 +187,7 @@ def test_dropping_rows_alone_is_logged(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="tagestimate.manifest")
     opened(out)
     assert [r.getMessage() for r in caplog.records] == [
-        f"reconciled {os.path.join(out, 'manifest.csv')}: dropped 1 rows (file missing, torn or repeated), "
+        f"reconciled {os.path.join(out, 'manifest.csv')}: dropped 1 row (file missing, torn or repeated), "
         "adopted 0 files it lacked, removed 0 temporary files"]
 
 
@@ -201,7 +201,7 @@ def test_a_missing_or_empty_manifest_drops_nothing(tmp_path, caplog, manifest_te
     opened(out).commit()
     assert [r["id"] for r in read(out)] == ["1_1_0"]
     assert caplog.records[-1].getMessage().endswith(": dropped 0 rows (file missing, torn or repeated), adopted 1 "
-                                                    "files it lacked, removed 0 temporary files")
+                                                    "file it lacked, removed 0 temporary files")
 
 
 def test_titles_with_line_breaks_survive_a_rewrite(tmp_path):

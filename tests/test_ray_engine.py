@@ -120,7 +120,7 @@ def test_script_gives_the_local_engine_s_bytes_and_leaves_no_ray_running(tmp_pat
     finally:
         script.kill()
     assert script.returncode == 0, stderr
-    assert "7 images tagged in 3 items, 1 files skipped" in stdout
+    assert "7 images tagged in 3 items, 1 file skipped" in stdout
     # Only our own lines: the skipped file, no Ray line (logging.cc's notice of RAY_BACKEND_LOG_LEVEL).
     assert [line.split(": ")[0] for line in stderr.splitlines()] == [
         f"skipped {os.path.join(source, 'book2', 'broken.jpg')}"], stderr

@@ -79,7 +79,7 @@ def test_list_samples_reads_folders_in_order_with_their_label_vectors(tmp_path, 
     assert samples.targets.dtype == np.float32 and samples.targets.shape == (4, 11)
     assert samples.targets.tolist() == [landmark, landmark, stamp, stamp]
     assert messages(caplog) == [
-        f"1 image(s) directly in {data} belong to no tag folder and are ignored (e.g. loose_1_0.jpg)",
+        f"1 image directly in {data} belongs to no tag folder and is ignored (e.g. loose_1_0.jpg)",
         f"folder {os.path.join(data, 'graphic')} has no images; it is ignored",
     ]
 
@@ -131,8 +131,8 @@ def test_names_that_are_not_utf8_are_left_out_and_named(tmp_path, caplog):
     assert samples.paths == [str(tmp_path / "stamp" / "1_1_0.jpg")]
     assert messages(caplog) == [
         f"left out, its name is not valid UTF-8: {tmp_path / 'stamp'}/\\x83e\\x83X\\x83g_1_0.jpg",
-        "1 image(s) left out because their names are not UTF-8 (listed above); rename them to UTF-8 to "
-        f"train on them (e.g. convmv -r -f shift_jis -t utf8 --notest {tmp_path})",
+        "1 image left out because its name is not UTF-8 (listed above); rename it to UTF-8 to "
+        f"train on it (e.g. convmv -r -f shift_jis -t utf8 --notest {tmp_path})",
     ]
 
 
@@ -227,7 +227,7 @@ def test_split_needs_two_item_ids_and_says_which_one_it_found():
     with pytest.raises(TrainingError) as error:
         dataset.split_samples(samples, 0.5, seed=0)
     assert str(error.value) == (
-        "all 2 readable image(s) belong to one item id (1), but validation needs an item never seen in "
+        "all 2 readable images belong to one item id (1), but validation needs an item never seen in "
         "training; add images of at least one more item (the item id is the file name up to its first '_': "
         "1054192_10_1.jpg is item 1054192)")
     two = Samples(["1_1.jpg", "2_1.jpg"], ["a", "a"], ["1", "2"], np.zeros((2, 1)))
@@ -240,14 +240,14 @@ def test_a_small_data_set_gets_fewer_folds_with_a_warning(caplog):
     assert val.sum() == 2 and set(np.asarray(samples.folders)[val]) == {"a", "b"}  # 1/2, still stratified
     assert messages(caplog) == [
         "the data set is too small to hold out 1/10 of its items (--val-split 0.1): 4 images, 4 item ids, at most "
-        "2 image(s) per folder; holding out 1/2 of the items instead (2 validation images)"]
+        "2 images per folder; holding out 1/2 of the items instead (2 validation images)"]
     caplog.clear()
     single = Samples([f"{i}_1.jpg" for i in range(3)], ["a", "b", "c"], ["1", "2", "3"], np.zeros((3, 1)))
     val = dataset.split_samples(single, 0.25, seed=0)
     assert 0 < val.sum() < 3
     assert messages(caplog)[0] == (
         "the data set is too small to hold out 1/4 of its items (--val-split 0.25): 3 images, 3 item ids, at most "
-        f"1 image(s) per folder; holding out 1/3 of the items instead ({val.sum()} validation images), "
+        f"1 image per folder; holding out 1/3 of the items instead ({val.sum()} validation image{'' if val.sum() == 1 else 's'}), "
         "not stratified by folder")
 
 
@@ -292,8 +292,8 @@ def test_split_file_round_trips_and_reports_changes(tmp_path, caplog):
     keep, val = dataset.read_split(path, grown, data)
     assert keep.tolist() == [True, True, False] and val.tolist() == [False, False, False]
     assert messages(caplog) == [
-        f"1 image(s) are not in {path} and are left out; start a new run to train on them",
-        f"1 image(s) listed in {path} are no longer in {data}",
+        f"1 image is not in {path} and is left out; start a new run to train on them",
+        f"1 image listed in {path} is no longer in {data}",
     ]
 
 
@@ -438,8 +438,8 @@ def test_format_summary_is_the_documented_table():
         "label                support   prec recall     F1     thr F1@thr",
         "graphic                    0      -      -      -    0.40*     -",
         "stamp                     12  0.500  1.000  0.667    0.35  0.750",
-        "validation: 1 images from 1 items never seen in training (best epoch 3 of 5)",
-        "at threshold 0.4: macro-F1 0.500 over 1 labels with examples, micro-F1 0.250",
+        "validation: 1 image from 1 item never seen in training (best epoch 3 of 5)",
+        "at threshold 0.4: macro-F1 0.500 over 1 label with examples, micro-F1 0.250",
         "at tuned thresholds: macro-F1 0.750, micro-F1 0.812 (optimistic: tuned on this same validation "
         "split; * = too few positives, default kept)",
         "files in /runs/a: best.weights.h5 + model.json (for inference), last.weights.h5 + state.json "
@@ -450,7 +450,7 @@ def test_format_summary_is_the_documented_table():
     lines = metrics.format_summary(report).splitlines()
     assert lines[4].startswith("at threshold 0.4: macro-F1 n/a over")
     assert lines[5].startswith("at tuned thresholds: macro-F1 n/a, micro-F1 0.000 ")
-    assert lines[6] == "skipped 2 unreadable image(s), listed in report.json"
+    assert lines[6] == "skipped 2 unreadable images, listed in report.json"
 
 
 # ---------------------------------------------------------------- what --resume relies on
@@ -754,11 +754,11 @@ def test_undecodable_names_of_every_folder_are_reported(tmp_path, caplog):
         image(str(tmp_path / folder / "1_1_0.jpg"))
         image(os.path.join(str(tmp_path), folder, os.fsdecode(b"\x83_1_0.jpg")))
     dataset.list_samples(str(tmp_path), default_labelmap())
-    assert messages(caplog)[-1].startswith("2 image(s) left out because their names are not UTF-8")
+    assert messages(caplog)[-1].startswith("2 images left out because their names are not UTF-8")
 
 
 def test_split_of_no_images_is_a_sentence_not_an_index_error():
-    with pytest.raises(TrainingError, match=r"^all 0 readable image\(s\) belong to one item id \(-\), "):
+    with pytest.raises(TrainingError, match=r"^all 0 readable images belong to one item id \(-\), "):
         dataset.split_samples(Samples([], [], [], np.zeros((0, 1))), 0.2, seed=0)
 
 

@@ -15,7 +15,7 @@ import sys
 from tagestimate import cli, storage
 from tagestimate.tag.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
-from tagestimate.files import HelpFormatter, printable_path
+from tagestimate.files import HelpFormatter, plural, printable_path
 from tagestimate.images import IMAGE_EXTENSIONS
 from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, find_items
 from tagestimate.tag.local import Tagger
@@ -183,11 +183,14 @@ def tag(args):
     else:
         backend = choose_backend(settings.backend)
         runner = make_runner(backend, bundle)
+        converted = getattr(runner, "conversion_seconds", None)  # a first run with this weight file on OpenVINO
         config = bundle.config
         logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(bundle.path), bundle.kind,
                      backend, len(config.labels), config.image_size, config.channel_order)
         tagger = Tagger(runner, bundle.output_config, settings, context=context, on_item=recorder)
         summary = tagger.run(items, problems)
+        if converted is not None:
+            summary["conversion_seconds"] = converted
     if recorder is not None and not summary["interrupted"]:
         from tagestimate.review import report as review
 
@@ -198,23 +201,38 @@ def tag(args):
     return summary
 
 
+def _n(number, noun):
+    """'1 image', '2 images' (digits as they were: no thousands separator)."""
+    return f"{number} {plural(number, noun)}"
+
+
+def _conversion_note(summary):
+    """The rate counts tagging only: a run that first converted the model says how long that took."""
+    seconds = summary.get("conversion_seconds")
+    if seconds is None:
+        return ""
+    return f" (tagging only; converting the model for OpenVINO took {seconds:.1f} s, once per weight file)"
+
+
 def report(summary, output_dir):
     """Print the run's outcome; returns the exit status."""
     output = printable_path(output_dir)
     errors_note = f" (see {os.path.join(output, ERRORS_NAME)})" if summary["skipped_images"] else ""
     if summary["interrupted"]:
-        print(f"interrupted: {summary['finished_items']} of {summary['items']} items finished "
-              f"({summary['images']} images tagged) in {output}{errors_note}; run the same command again "
-              "to tag the rest", file=sys.stderr)
+        print(f"interrupted: {summary['finished_items']} of {_n(summary['items'], 'item')} finished "
+              f"({_n(summary['images'], 'image')} tagged) in {output}{errors_note}; run the same command "
+              "again to tag the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not summary["items"]:
-        skipped = f" ({summary['skipped_images']} files skipped{errors_note})" if summary["skipped_images"] else ""
-        print(f"{summary['skipped_items']} items already done in {output}, nothing to tag{skipped}; "
+        skipped = (f" ({_n(summary['skipped_images'], 'file')} skipped{errors_note})" if summary["skipped_images"]
+                   else "")
+        print(f"{_n(summary['skipped_items'], 'item')} already done in {output}, nothing to tag{skipped}; "
               "pass --overwrite to tag them again")
         return 0
-    print(f"{summary['images']} images tagged in {summary['items']} items, {summary['skipped_images']} files "
-          f"skipped{errors_note}, {summary['skipped_items']} items already done; "
-          f"{summary['images_per_second']:.1f} images/s")
+    print(f"{_n(summary['images'], 'image')} tagged in {_n(summary['items'], 'item')}, "
+          f"{_n(summary['skipped_images'], 'file')} skipped{errors_note}, {_n(summary['skipped_items'], 'item')} "
+          "already done; "
+          f"{summary['images_per_second']:.1f} images/s{_conversion_note(summary)}")
     if summary.get("report"):
         print(f"review report: {printable_path(summary['report'])}")
     if summary["attempted"] and not summary["images"]:

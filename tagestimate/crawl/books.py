@@ -5,6 +5,7 @@ import json
 from tagestimate import ndl
 from tagestimate.crawl.crawler import ApiCalls, Crawler, Job
 from tagestimate.crawl.progress import Progress
+from tagestimate.files import plural
 
 
 def crawl_pids(options, pids):
@@ -29,7 +30,7 @@ def crawl_pids(options, pids):
                     before = crawler.manifest.counts.get(pid, 0)
                     crawler.fetch_all(_book_jobs(raw_records, pid, crawler, tried, stats), lambda job: bar.update(1))
                     idle = 0 if crawler.manifest.counts.get(pid, 0) > before else idle + 1
-            stats.status = f"done: {idle} calls in a row brought nothing new"
+            stats.status = f"done: {idle} {plural(idle, 'call')} in a row brought nothing new"
     return crawler.summary
 
 

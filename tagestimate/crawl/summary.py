@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from tagestimate.files import plural
+
 
 @dataclasses.dataclass
 class FolderStats:
@@ -40,6 +42,6 @@ class CrawlSummary:
             values = "  ".join(f"{getattr(stats, c):>10}" for c in columns)
             lines.append(f"{name:<{width}}  {values}  {stats.status}")
         rate = self.saved / self.elapsed if self.elapsed > 0 else 0.0
-        lines.append(f"{self.saved} images saved in {self.elapsed:.1f} s ({rate:.2f} images/s)"
+        lines.append(f"{self.saved} {plural(self.saved, 'image')} saved in {self.elapsed:.1f} s ({rate:.2f} images/s)"
                      + ("; interrupted: run the same command again to resume" if self.interrupted else ""))
         return "\n".join(lines)

@@ -11,6 +11,7 @@ from tagestimate import ndl
 from tagestimate.crawl.crawler import ApiCalls, Crawler, Job
 from tagestimate.crawl.progress import Progress
 from tagestimate.crawl.settings import MIN_CONFIDENCE
+from tagestimate.files import plural
 from tagestimate.labels import UNTAGGED_FOLDER, default_labelmap
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,9 @@ def crawl_tagged(options, tags, per_class, min_confidence=MIN_CONFIDENCE):
 
                 while count < per_class:
                     if idle >= options.max_idle:
-                        stats.status = f"ran dry: {idle} calls in a row brought nothing new"
-                        log.warning("tag %s ran dry at %d images: %d API calls in a row brought nothing new",
-                                    tag, count, idle)
+                        stats.status = f"ran dry: {idle} {plural(idle, 'call')} in a row brought nothing new"
+                        log.warning("tag %s ran dry at %d %s: %d API %s in a row brought nothing new",
+                                    tag, count, plural(count, "image"), idle, plural(idle, "call"))
                         break
                     raw_records = api.call(stats, f"tag {tag}", tag=tag)
                     if raw_records is None:

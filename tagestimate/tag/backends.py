@@ -9,10 +9,12 @@ without converting, and without importing TensorFlow at all.
 """
 
 import collections
+import contextlib
 import hashlib
 import logging
 import os
 import threading
+import time
 
 import numpy as np
 
@@ -93,6 +95,8 @@ class OpenVINORunner:
     served one at a time (a lock), each with its own results.
     """
 
+    conversion_seconds = None  # how long this runner's conversion took; None: the cache had the model
+
     def __init__(self, bundle):
         import openvino as ov
 
@@ -123,7 +127,9 @@ class OpenVINORunner:
             return xml_path
         log.info("converting the model for OpenVINO (once per weight file; cached in %s)", folder)
         os.makedirs(folder, exist_ok=True)
+        started = time.perf_counter()
         _convert_for_openvino(bundle, ov, xml_path)
+        self.conversion_seconds = time.perf_counter() - started
         return xml_path
 
     def predict(self, batch):
@@ -154,7 +160,8 @@ def _convert_for_openvino(bundle, ov, xml_path):
 
     model = load_model(bundle.path, bundle.config, bundle.kind)
     # Staged beside the cache so that the final renames never cross file systems.
-    with tempfile.TemporaryDirectory(prefix=".staging-", dir=os.path.dirname(xml_path)) as staging:
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=os.path.dirname(xml_path)) as staging, \
+            _quiet_logger("tensorflow"):  # its SavedModel writer logs "Assets written to: .staging-..." at INFO
         saved = os.path.join(staging, "saved_model")
         model.export(saved, format="tf_saved_model", verbose=False)
         flatbuffer = os.path.join(staging, "model.tflite")
@@ -164,6 +171,18 @@ def _convert_for_openvino(bundle, ov, xml_path):
         # .bin first: a visible .xml always has its weights beside it.
         os.replace(os.path.join(staging, "model.bin"), xml_path[:-4] + ".bin")
         os.replace(os.path.join(staging, "model.xml"), xml_path)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name):
+    """Only warnings and errors from Python logger `name` while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def make_runner(backend, bundle):

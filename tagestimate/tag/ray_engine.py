@@ -24,6 +24,7 @@ import warnings
 
 from tagestimate import storage, tfenv
 from tagestimate.errors import UserError
+from tagestimate.tag import raywatch
 from tagestimate.tag.inference import Item, image_hook, tag_item, write_item
 from tagestimate.tag.run import Run
 
@@ -126,13 +127,14 @@ def merge_pending(output_dir, error_log):
 
 
 def connect(ray, address):
-    """Join the cluster at `address`, or start a local Ray; True when this call started it."""
+    """Join the cluster at `address`, or start a local Ray; when this call started it, returns the function
+    that stops it (and its watchdog, raywatch.py: a local Ray never outlives the driver), else None."""
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     _probe(address)
     if ray.is_initialized():  # a program (or a test) that started Ray itself: used as it is
         _quiet_data(ray)
-        return False
+        return None
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                "configure_logging": True, "runtime_env": runtime_env()}
     # Ray's C++ core logs to the terminal (e.g. a notice on every actor with object-store
@@ -141,6 +143,7 @@ def connect(ray, address):
     held = (contextlib.nullcontext() if "RAY_BACKEND_LOG_LEVEL" in os.environ
             else tfenv.native_stderr_filtered(RAY_LEVEL_NOTICE))
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    context = None  # ray.init's answer for a local Ray: where its session folder is
     try:
         with warnings.catch_warnings(), held:  # Ray Client warns, then raises: the error says it all
             warnings.simplefilter("ignore")
@@ -148,14 +151,20 @@ def connect(ray, address):
                 if address:
                     ray.init(address=address, **options)
                 else:
-                    ray.init(num_cpus=os.cpu_count() or 1, **options)
+                    context = ray.init(num_cpus=os.cpu_count() or 1, **options)
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, grpc errors...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"cannot start or reach {where} ({reason}); check --ray-address "
                         "(auto, or ray://host:10001) and that the cluster is running") from None
     _quiet_data(ray)
-    return True
+    watchdog = None if address else raywatch.start(context.address_info.get("session_dir"))
+
+    def stop():
+        ray.shutdown()
+        if watchdog is not None:
+            watchdog.stop()
+    return stop
 
 
 def runtime_env():
@@ -277,7 +286,7 @@ def run(settings, bundle, items, problems=(), context=None, on_item=None):
     if not plan.todo:
         return summary
     run.start()
-    started_ray = connect(ray, settings.ray_address)
+    stop_ray = connect(ray, settings.ray_address)
     restore_notes = _drop_retry_notes()
     finished = []  # pending-error files of items whose errors errors.json now holds
     try:
@@ -308,7 +317,7 @@ def run(settings, bundle, items, problems=(), context=None, on_item=None):
                     tqdm.write(f"skipped {error[1]}: {error[2]}", file=sys.stderr)
                 run.item_done(name, item_errors, written=bool(row["written"]))
                 if row["written"]:
-                    run.item_written()
+                    run.item_written(name)
                 finished.append(name)
                 summary["images"] += int(row["images"])
                 summary["skipped_images"] += len(item_errors)
@@ -326,13 +335,26 @@ def run(settings, bundle, items, problems=(), context=None, on_item=None):
             raise
         raise UserError(message) from None
     finally:
+        if stop_ray:  # first: no worker writes an output after the count below
+            stop_ray()
+        if summary["interrupted"]:  # outputs written while their rows were on the way count too
+            finished += run.adopt_outputs(lambda name: _late_errors(output_dir, name, run.pending.get(name, [])))
         # Forced: errors.json holds every finished item's errors, even on Ctrl-C.
         run.error_log.save(force=True)
         _drop_pending(output_dir, finished)
-        if started_ray:
-            ray.shutdown()
         restore_notes()
     return run.close()
+
+
+def _late_errors(output_dir, name, listed):
+    """The tagging errors of an item whose row never came back: its pending file (the worker wrote it
+    before the output) less the listing problems it starts with; none when there is no file."""
+    try:
+        known = json.loads(storage.read_bytes(pending_path(output_dir, name)).decode("utf-8"))
+        known = [tuple(entry) for entry in known]
+    except (OSError, ValueError, TypeError, storage.StorageError):
+        return []
+    return known[len(listed):]
 
 
 def _drop_retry_notes():

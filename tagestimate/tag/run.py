@@ -3,6 +3,7 @@ items as they finish, and closing (timing, and a check that every planned item c
 
     run = Run(items, settings, problems)   # plans, prints the listing problems, saves errors.json
     run.item_done(name, errors, written)    # errors.json takes the item's errors
+    run.adopt_outputs(late_errors)          # after Ctrl-C: outputs written but never reported, counted
     run.close()                             # UserError naming any planned item that never came back
 
 An item none of whose images could be read is not done: it gets no output (the engines never
@@ -23,9 +24,10 @@ from tagestimate import storage
 from tagestimate.errors import UserError
 from tagestimate.files import printable_path
 from tagestimate.formats import natural_key
-from tagestimate.tag.inference import ERRORS_NAME, plan_run
+from tagestimate.tag.inference import ERRORS_NAME, output_path, plan_run
 
 MISSING_SHOWN = 10  # item names a "never came back" error lists
+CLOCK_SLACK_NS = 2_000_000_000  # file times lag the clock (coarse timestamps; S3 keeps whole seconds)
 
 
 class Run:
@@ -51,6 +53,10 @@ class Run:
                         "attempted": sum(len(item.images) for item in self.plan.todo), "seconds": 0.0,
                         "images_per_second": 0.0, "interrupted": False, "unreadable_items": 0}
         self.done = set()  # items whose errors are recorded: written, or none of their images readable
+        self.written = set()  # items whose output an engine reported written (by name, where it gives one)
+        self.opened_ns = time.time_ns()  # wall clock: outputs newer than this are this run's
+        self.overwrite = settings.overwrite
+        self.output_dir, self.output_format = settings.output_dir, settings.output_format
         self.started = time.perf_counter()
 
     def start(self):
@@ -65,8 +71,37 @@ class Run:
         if not written:
             self.summary["unreadable_items"] += 1
 
-    def item_written(self):
+    def item_written(self, name=None):
         self.summary["finished_items"] += 1
+        if name is not None:
+            self.written.add(name)
+
+    def adopt_outputs(self, late_errors):
+        """Count the items whose output this run wrote though no engine reported it (a Ray worker writes its
+        output, then the driver is stopped before the row comes back), so the summary counts what is on
+        disk. late_errors(name): the item's tagging errors, recorded as for a reported item. Returns the
+        names adopted. One listing of the output folder; with --overwrite also each candidate's time."""
+        present = set(storage.files_in(self.output_dir))
+        adopted = []
+        for item in self.plan.todo:
+            path = output_path(self.output_dir, item.name, self.output_format)
+            if item.name in self.written or path not in present or not self._written_now(path):
+                continue
+            if item.name not in self.done:
+                errors = list(late_errors(item.name))
+                self.item_done(item.name, errors, written=True)
+                self.summary["images"] += len(item.images) - len(errors)
+                self.summary["skipped_images"] += len(errors)
+            self.item_written(item.name)
+            adopted.append(item.name)
+        return adopted
+
+    def _written_now(self, path):
+        """Whether the output at `path` is this run's: without --overwrite every output of an item to tag is."""
+        if not self.overwrite:
+            return True
+        version = storage.version(path)
+        return version is not None and version[0] >= self.opened_ns - CLOCK_SLACK_NS
 
     def close(self):
         """Timing; then, unless interrupted, UserError when a planned item never came back."""

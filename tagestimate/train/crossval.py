@@ -20,7 +20,7 @@ from tagestimate import model as tag_model
 from tagestimate.train import state as train_state
 from tagestimate.train.dataset import (VAL, TRAIN, assign_folds, find_unreadable, list_samples, read_folds,
                                  read_predictions, write_folds)
-from tagestimate.files import write_atomic, write_json
+from tagestimate.files import plural, write_atomic, write_json
 from tagestimate.labels import load_labelmap
 from tagestimate.train.metrics import evaluate, tune_thresholds
 from tagestimate.train.settings import BEST_WEIGHTS, PREDICTIONS, REPORT, SCRIPT, STATE, TrainingError
@@ -210,7 +210,8 @@ def train_final(settings, samples, epochs, thresholds):
 
     final = dataclasses.replace(settings, epochs=epochs, folds=0, final=False, resume=False, split=None)
     spec = train_state.new_run_spec(final)
-    log.info("final model: all %d images, %d epochs (the folds' median best epoch)", len(samples.paths), epochs)
+    log.info("final model: all %d %s, %d %s (the folds' median best epoch)", len(samples.paths),
+             plural(len(samples.paths), "image"), epochs, plural(epochs, "epoch"))
     training.train_all(spec, samples, thresholds, {"cross_validation": CV_REPORT, "folds": settings.folds})
     return {"weights": BEST_WEIGHTS, "config": tag_model.CONFIG_NAME, "epochs": epochs,
             "images": len(samples.paths)}
@@ -230,7 +231,8 @@ def final_done(out, epochs, thresholds, images):
     training = config.training or {}
     if training.get("epochs_done") != epochs or dict(config.thresholds or {}) != thresholds:
         return None
-    log.info("final model: already trained for these folds (%d epochs on %d images), kept", epochs, images)
+    log.info("final model: already trained for these folds (%d %s on %d %s), kept", epochs, plural(epochs, "epoch"),
+             images, plural(images, "image"))
     return previous
 
 
@@ -263,14 +265,16 @@ def format_summary(report):
     lines += [
         f"{report['folds_count']} folds, grouped by item id: macro-F1 {cell(report['macro_f1'])}, "
         f"micro-F1 {cell(report['micro_f1'])} at threshold {report['default_threshold']} (mean ± std over folds)",
-        f"out-of-fold ({oof['images']} images): macro-F1 "
+        f"out-of-fold ({oof['images']} {plural(oof['images'], 'image')}): macro-F1 "
         f"{'n/a' if oof['macro_f1'] is None else format(oof['macro_f1'], '.3f')}, at the thresholds tuned on them "
         f"{'n/a' if tuned['macro_f1'] is None else format(tuned['macro_f1'], '.3f')}; median best epoch "
         f"{report['median_best_epoch']}",
     ]
     out = report["out"]
     if report["final"]:
-        lines.append(f"final model ({report['final']['epochs']} epochs on all {report['final']['images']} images): "
+        final = report["final"]
+        lines.append(f"final model ({final['epochs']} {plural(final['epochs'], 'epoch')} on all {final['images']} "
+                     f"{plural(final['images'], 'image')}): "
                      f"{os.path.join(out, BEST_WEIGHTS)} + {tag_model.CONFIG_NAME} with the out-of-fold thresholds")
     lines.append(f"files in {out}: {CV_REPORT}, {OOF_PREDICTIONS}, {FOLDS_FILE}, fold1..{report['folds_count']}/")
     return "\n".join(lines)

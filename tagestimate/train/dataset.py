@@ -19,7 +19,7 @@ from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from tagestimate.files import NDL_NAME, printable_path, write_atomic
+from tagestimate.files import NDL_NAME, plural, printable_path, write_atomic
 from tagestimate.images import is_image_name, is_utf8_name, list_images, open_image, pixel_limits
 from tagestimate.labels import UNTAGGED_FOLDER, LabelMapError
 from tagestimate.train.settings import TrainingError
@@ -62,8 +62,10 @@ def list_samples(data_dir, labels_map):
     folders = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     loose = [e.name for e in entries if e.is_file() and is_image_name(e.name)]
     if loose:
-        log.warning("%d image(s) directly in %s belong to no tag folder and are ignored (e.g. %s)",
-                    len(loose), data_dir, printable_path(loose[0]))
+        one = len(loose) == 1
+        log.warning("%d %s directly in %s %s to no tag folder and %s ignored (e.g. %s)", len(loose),
+                    plural(len(loose), "image"), data_dir, "belongs" if one else "belong", "is" if one else "are",
+                    printable_path(loose[0]))
     if UNTAGGED_FOLDER in folders and labels_map.resolve(UNTAGGED_FOLDER) is None:
         folders.remove(UNTAGGED_FOLDER)
         log.warning("%s holds images the crawler found without any tag; they are not trained "
@@ -89,9 +91,11 @@ def list_samples(data_dir, labels_map):
     for path in undecodable:
         log.warning("left out, its name is not valid UTF-8: %s", printable_path(path))
     if undecodable:
-        log.warning("%d image(s) left out because their names are not UTF-8 (listed above); rename "
-                    "them to UTF-8 to train on them (e.g. convmv -r -f shift_jis -t utf8 --notest %s)",
-                    len(undecodable), printable_path(data_dir))
+        one = len(undecodable) == 1
+        log.warning("%d %s left out because %s not UTF-8 (listed above); rename %s to UTF-8 to train on "
+                    "%s (e.g. convmv -r -f shift_jis -t utf8 --notest %s)", len(undecodable),
+                    plural(len(undecodable), "image"), "its name is" if one else "their names are",
+                    "it" if one else "them", "it" if one else "them", printable_path(data_dir))
     if not paths:
         raise TrainingError(f"{data_dir} holds no images in its sub-folders; nothing to train on")
     return Samples(paths, names, [item_id(p) for p in paths],
@@ -137,8 +141,10 @@ def split_samples(samples, val_split, seed):
     wanted = max(2, round(1 / val_split))
     groups = sorted(set(samples.groups))
     if len(groups) < 2:
+        found = len(samples.paths)
+        images = "the 1 readable image belongs" if found == 1 else f"all {found} readable images belong"
         raise TrainingError(
-            f"all {len(samples.paths)} readable image(s) belong to one item id ({groups[0] if groups else '-'}), "
+            f"{images} to one item id ({groups[0] if groups else '-'}), "
             "but validation needs an item never seen in training; add images of at least one more item "
             "(the item id is the file name up to its first '_': 1054192_10_1.jpg is item 1054192)")
     codes = np.unique(samples.folders, return_inverse=True)[1]
@@ -160,10 +166,12 @@ def split_samples(samples, val_split, seed):
     mask = np.zeros(len(codes), dtype=bool)
     mask[val_index] = True
     if folds < wanted:
-        log.warning("the data set is too small to hold out 1/%d of its items (--val-split %s): %d images, "
-                    "%d item ids, at most %d image(s) per folder; holding out 1/%d of the items instead "
-                    "(%d validation images)%s", wanted, val_split, len(codes), len(groups), largest, folds,
-                    int(mask.sum()), "" if stratified else ", not stratified by folder")
+        held = int(mask.sum())
+        log.warning("the data set is too small to hold out 1/%d of its items (--val-split %s): %d %s, "
+                    "%d item %s, at most %d %s per folder; holding out 1/%d of the items instead "
+                    "(%d validation %s)%s", wanted, val_split, len(codes), plural(len(codes), "image"),
+                    len(groups), plural(len(groups), "id"), largest, plural(largest, "image"), folds,
+                    held, plural(held, "image"), "" if stratified else ", not stratified by folder")
     for folder in sorted(set(samples.folders)):
         chosen = mask[np.asarray(samples.folders) == folder]
         if chosen.all() or not chosen.any():
@@ -206,11 +214,13 @@ def read_split(path, samples, data_dir):
     relative = [os.path.relpath(p, data_dir).replace(os.sep, "/") for p in samples.paths]
     keep = np.array([r in stored for r in relative], dtype=bool)
     if not keep.all():
-        log.warning("%d image(s) are not in %s and are left out; start a new run to train on them",
-                    int((~keep).sum()), path)
+        missing = int((~keep).sum())
+        log.warning("%d %s not in %s and %s left out; start a new run to train on them", missing,
+                    "image is" if missing == 1 else "images are", path, "is" if missing == 1 else "are")
     gone = len(stored) - int(keep.sum())
     if gone > 0:
-        log.warning("%d image(s) listed in %s are no longer in %s", gone, path, data_dir)
+        log.warning("%d %s listed in %s %s no longer in %s", gone, plural(gone, "image"), path,
+                    "is" if gone == 1 else "are", data_dir)
     return keep, np.array([stored.get(r, False) for r in relative], dtype=bool)
 
 
@@ -266,8 +276,9 @@ def read_folds(path, samples, data_dir):
     relative = [os.path.relpath(p, data_dir).replace(os.sep, "/") for p in samples.paths]
     keep = np.array([r in stored for r in relative], dtype=bool)
     if not keep.all():
-        log.warning("%d image(s) are not in %s and are left out; start a new cross-validation to use them",
-                    int((~keep).sum()), path)
+        missing = int((~keep).sum())
+        log.warning("%d %s not in %s and %s left out; start a new cross-validation to use them", missing,
+                    "image is" if missing == 1 else "images are", path, "is" if missing == 1 else "are")
     return keep, np.array([stored.get(r, 0) for r in relative], dtype=int)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from tagestimate import model as tag_model
+from tagestimate.files import plural
 from tagestimate.train.settings import (BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, PREDICTIONS, REPORT, SPLIT,
                                         STATE)
 
@@ -101,15 +102,18 @@ def format_summary(report):
     macro = "n/a" if report["macro_f1"] is None else f"{report['macro_f1']:.3f}"
     macro_tuned = "n/a" if report["tuned"]["macro_f1"] is None else f"{report['tuned']['macro_f1']:.3f}"
     lines += [
-        f"validation: {report['evaluated_images']} images from {split['val_items']} items never seen in training "
+        f"validation: {report['evaluated_images']} {plural(report['evaluated_images'], 'image')} from "
+        f"{split['val_items']} {plural(split['val_items'], 'item')} never seen in training "
         f"(best epoch {report['best_epoch']} of {report['epochs_done']})",
         f"at threshold {report['default_threshold']}: macro-F1 {macro} over "
-        f"{len(report['macro_f1_labels'])} labels with examples, micro-F1 {report['micro_f1']:.3f}",
+        f"{len(report['macro_f1_labels'])} {plural(len(report['macro_f1_labels']), 'label')} with examples, "
+        f"micro-F1 {report['micro_f1']:.3f}",
         f"at tuned thresholds: macro-F1 {macro_tuned}, micro-F1 {report['tuned']['micro_f1']:.3f} "
         "(optimistic: tuned on this same validation split; * = too few positives, default kept)",
     ]
     if report["skipped_images"]:
-        lines.append(f"skipped {len(report['skipped_images'])} unreadable image(s), listed in {REPORT}")
+        skipped = len(report["skipped_images"])
+        lines.append(f"skipped {skipped} unreadable {plural(skipped, 'image')}, listed in {REPORT}")
     out = report["out"]
     lines.append(f"files in {out}: {BEST_WEIGHTS} + {tag_model.CONFIG_NAME} (for inference), "
                  f"{LAST_WEIGHTS} + {STATE} (--resume), {HISTORY}, {REPORT}, {SPLIT}, {PREDICTIONS}")

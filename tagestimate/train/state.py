@@ -15,7 +15,7 @@ import numbers
 import os
 
 from tagestimate import model as tag_model
-from tagestimate.files import write_atomic
+from tagestimate.files import plural, write_atomic
 from tagestimate.labels import NDL_LABELS, from_dict, load_labelmap
 from tagestimate.train.settings import (BACKBONE_CHOICES, BALANCE_CHOICES, BEST_WEIGHTS, DISTRIBUTE_CHOICES,
                                         HISTORY, LAST_WEIGHTS, LOSS_CHOICES, PREDICTIONS, REPORT, RESUMABLE, SPLIT,
@@ -240,7 +240,8 @@ def starting_weights(weights, labels, backbone=None):
         # Only NDL's own outputs, in NDL's order, are what its file's head means.
         with_head = outputs == len(labels) and tuple(labels) == NDL_LABELS
         if outputs is not None and not with_head:
-            log.warning("%s has %d outputs, not this label map's; only its backbone is loaded", weights, outputs)
+            log.warning("%s has %d %s, not this label map's; only its backbone is loaded", weights, outputs,
+                        plural(outputs, "output"))
         # A file with a tag head is NDL's layout, trained on BGR; a notop file is Keras' (RGB).
         order = "RGB" if outputs is None else "BGR"
         return StartingWeights(weights, tag_model.LEGACY, order, with_head,

@@ -308,6 +308,7 @@ def _fit_phases(model, strategy, spec, train_data, val_data, checkpoint, extra):
     warmup_end = min(settings.warmup_epochs, settings.epochs) if pretrained else 0
     phases = [("warmup", done, warmup_end, settings.warmup_lr),
               ("finetune", max(done, warmup_end), settings.epochs, settings.lr)]
+    compile_noted = False
     for phase, first, last, learning_rate in phases:
         if first >= last:
             continue
@@ -325,6 +326,10 @@ def _fit_phases(model, strategy, spec, train_data, val_data, checkpoint, extra):
                 else:
                     log.info("optimizer state restored (Adam step %d)", step)
         log.info("%s: epochs %d-%d at learning rate %.2g", phase, first + 1, last, learning_rate)
+        if not compile_noted:  # else a first epoch many times longer than the next looks like a hang
+            log.info("the first epoch includes building and compiling the model (graph tracing, XLA) and "
+                     "warming up the input pipeline, so it takes longer than the next ones")
+            compile_noted = True
         callbacks = [keras.callbacks.TerminateOnNaN()] if val_data is None else [
             checkpoint,
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience),
