@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 
@@ -147,11 +146,10 @@ def connect(ray, address):
     try:
         with warnings.catch_warnings(), held:  # Ray Client warns, then raises: the error says it all
             warnings.simplefilter("ignore")
-            with _start_line_held_back():
-                if address:
-                    ray.init(address=address, **options)
-                else:
-                    context = ray.init(num_cpus=os.cpu_count() or 1, **options)
+            if address:
+                ray.init(address=address, **options)
+            else:
+                context = ray.init(num_cpus=os.cpu_count() or 1, **options)
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, grpc errors...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -204,38 +202,6 @@ def _quiet_data(ray):
         if handler.name == "console":
             handler.setLevel(logging.CRITICAL)
 
-
-# What Ray's C++ core prints on file descriptor 2 as it starts, whatever RAY_BACKEND_LOG_LEVEL says.
-_START_LINE = re.compile(r"logging\.cc:\d+: Set ray log level from environment variable")
-
-
-@contextlib.contextmanager
-def _start_line_held_back():
-    """While Ray starts, what native code writes to file descriptor 2 is held back, then written out
-    without Ray's start line (Python's sys.stderr is flushed first, so the order is kept). Ray's own
-    processes write their output to its log files, not to this descriptor."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable stderr (closed, or an object without a descriptor)
-        yield
-        return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
-            rest = "".join(line for line in lines if not _START_LINE.search(line))
-            if rest:
-                os.write(2, rest.encode("utf-8", "replace"))
 
 
 def pool_size(ray, actors, gpus_per_actor):
