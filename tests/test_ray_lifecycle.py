@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, restore_default_sigint
 from modelfiles import write_trained_weights
 
 pytest.importorskip("ray")
@@ -63,7 +63,8 @@ def start_driver(tmp_path, weights):
     script.write_text(DRIVER.format(root=ROOT, marks=str(marks)))
     out = tmp_path / "out"
     driver = subprocess.Popen([sys.executable, str(script), str(source), str(out), weights], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+                              stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=restore_default_sigint)  # a background job's children ignore SIGINT
     return driver, out, marks
 
 
