@@ -42,3 +42,16 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section(f"over {SLOW_SECONDS:g} s without @pytest.mark.slow")
         for duration, nodeid in sorted(_unmarked_slow, reverse=True):
             terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")
+
+
+def docs_flag_table(page):
+    """{flag: default cell} of the "## Flags" table in docs/{page}: what the docs promise users."""
+    import re
+
+    with open(os.path.join(ROOT, "docs", page), encoding="utf-8") as handle:
+        text = handle.read()
+    table = text[text.index("\n## Flags\n"):]
+    table = table[:table.index("\n## ", 1)]
+    return {re.match(r"`(--[a-z-]+)", cells[0])[1]: cells[1]
+            for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
+                          for line in table.splitlines() if line.startswith("| `--"))}

@@ -22,7 +22,7 @@ from tagestimate.labels import LABELS
 from tagestimate import files, manifest, ndl
 from tagestimate.crawl import progress, rebuild, settings, tagged
 from tagestimate.errors import EXIT_ERROR
-from conftest import ROOT, restore_default_sigint
+from conftest import ROOT, docs_flag_table, restore_default_sigint
 from tests.ndl_emulator import NdlEmulator
 
 SHARED_METADATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
@@ -588,13 +588,7 @@ DOCUMENTED_DEFAULTS = {
 
 def readme_crawler_defaults():
     """{flag: default cell} from the flags table of docs/crawling.md (the crawler's page)."""
-    with open(os.path.join(ROOT, "docs", "crawling.md"), encoding="utf-8") as handle:
-        text = handle.read()
-    table = text[text.index("\n## Flags\n"):]
-    table = table[:table.index("\n## ", 1)]
-    return {re.match(r"`(--[a-z-]+)", cells[0])[1]: cells[1]
-            for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
-                          for line in table.splitlines() if line.startswith("| `--"))}
+    return docs_flag_table("crawling.md")
 
 
 def test_cli_defaults_are_the_documented_ones():

@@ -522,15 +522,9 @@ def test_unicode_names_are_sorted_and_tagged(tmp_path, constant_weights):
 
 def documented_flags():
     """{flag: default cell} from the flag table of docs/tagging.md."""
-    import re
+    from conftest import docs_flag_table
 
-    with open(os.path.join(ROOT, "docs", "tagging.md"), encoding="utf-8") as handle:
-        text = handle.read()
-    table = text[text.index("\n## Flags\n"):]
-    table = table[:table.index("\n## ", 1)]
-    return {re.match(r"`(--[a-z-]+)", cells[0])[1]: cells[1]
-            for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
-                          for line in table.splitlines() if line.startswith("| `--"))}
+    return docs_flag_table("tagging.md")
 
 
 def test_documented_defaults():
