@@ -1,7 +1,8 @@
 """Tags as W3C Web Annotations: one IIIF Presentation 3 AnnotationPage per item (`--format iiif`).
 
-Each tag above its threshold becomes one Annotation (motivation `tagging`, a TextualBody with
-the tag) that says which software and weights made it, when, and with what confidence. The
+Each tag above its threshold becomes one Annotation (motivation `tagging`; its label a language
+map and its body one TextualBody per language of labels.LANGUAGES: "map" in en, "地図" in ja; the
+machine tag, graphic_map, is the last part of its id) that says which software and weights made it, when, and with what confidence. The
 target is the most precise thing known about the image, in this order:
 1. a crop whose row in `{input}/manifest.csv` has a box: that region (`xywh=percent:`) of its
    IIIF page (the canvas when the row names one, else NDL's page image);
@@ -24,6 +25,7 @@ import urllib.parse
 
 from tagestimate import files, ndl, storage
 from tagestimate.errors import UserError
+from tagestimate.labels import tag_names
 from tagestimate.manifest import MANIFEST_NAME
 from tagestimate.records import RunContext, natural_key, tags_of
 
@@ -44,7 +46,6 @@ EXTENSION_CONTEXT = {"@context": {
     CONFIDENCE: {"@id": NAMESPACE + CONFIDENCE, "@type": "xsd:double"},
 }}
 FALLBACK_ID_BASE = "urn:tagestimate:"  # ids of pages rendered without a RunContext.id_base
-LANGUAGE = "en"  # the tags are NDL's English label names
 
 
 def file_url(path):
@@ -93,14 +94,17 @@ def render_page(item_name, records, config, context):
     rows = provenance(context.input_dir)
     tags = tags_of(records, config)
     generator = _generator(context)
+    names = config_names(config)
     items, confidences = [], []
     for record in sorted(records, key=lambda record: natural_key(record.key)):
         target = _target(item_name, record, context, rows)
         for tag in tags[record.key]:
+            label = tag_names(tag["tag"], names)
             items.append(Annotation(
                 id=annotation_id(identifier, record.key, tag["tag"]),
-                motivation="tagging",
-                body=TextualBody(value=tag["tag"], language=LANGUAGE, format="text/plain", purpose="tagging"),
+                motivation="tagging", label={language: [name] for language, name in label.items()},
+                body=[TextualBody(value=name, language=language, format="text/plain", purpose="tagging")
+                      for language, name in label.items()],
                 target=target, generator=generator, created=context.created or None))
             confidences.append(tag["confidence"])
     page = AnnotationPage(id=identifier, label={"en": [f"tags of {item_name}"]}, items=items)
@@ -109,6 +113,12 @@ def render_page(item_name, records, config, context):
     document["items"] = [_with_confidence(annotation, value)
                          for annotation, value in zip(document["items"], confidences)]
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+
+
+def config_names(config):
+    """{tag: {language: name}} that a model's label map adds to labels.NAMES (model.json's labelmap "names")."""
+    labelmap = getattr(config, "labelmap", None) or {}
+    return {tag: dict(value) for tag, value in dict(labelmap.get("names") or {}).items()}
 
 
 def annotation_id(page, key, tag):

@@ -60,6 +60,28 @@ ALIASES = {
     "graphic_illustrator": "graphic_illustcolor",
 }
 
+# Every tag's name in each of LANGUAGES, for people (IIIF labels and bodies, the catalogue CSV, the
+# report with --lang): the tag itself stays the machine name. The Japanese names follow the
+# descriptions in NDL-ImageTag's readme (ndl-lab/imagetagdataset: e.g. graphic_map "地図の描かれた
+# 図版", stamp "印影"); its readme gives no short name, so the wording of each is ours, as are the
+# English ones and the names of the parents (graphic, picture) and of picture_person, which it
+# does not describe. A label map's "names" adds or overrides names for custom tags.
+LANGUAGES = ("en", "ja")
+NAMES = {
+    "graphic": {"en": "figure or illustration", "ja": "図・イラスト"},
+    "picture": {"en": "photograph", "ja": "写真"},
+    "graphic_graph": {"en": "graph", "ja": "グラフ"},
+    "graphic_map": {"en": "map", "ja": "地図"},
+    "graphic_illustcolor": {"en": "colour illustration", "ja": "カラーイラスト"},
+    "graphic_illust": {"en": "illustration", "ja": "イラスト"},
+    "picture_indoor": {"en": "indoor photograph", "ja": "屋内写真"},
+    "picture_object": {"en": "object photograph", "ja": "物品写真"},
+    "picture_person": {"en": "person", "ja": "人物写真"},
+    "picture_outdoor": {"en": "outdoor photograph", "ja": "屋外写真"},
+    "picture_landmark": {"en": "landmark", "ja": "ランドマーク写真"},
+    "stamp": {"en": "seal stamp", "ja": "印影"},
+}
+
 # The crawler files records that carry no tag at all here; it is never trained (a user
 # looks at these images and moves them into a tag folder, or deletes them).
 UNTAGGED_FOLDER = "unknown"
@@ -72,8 +94,9 @@ class LabelMapError(UserError, ValueError):
 class LabelMap:
     """Output labels plus the folder -> labels table (with aliases)."""
 
-    def __init__(self, labels, tag_labels, aliases=None):
+    def __init__(self, labels, tag_labels, aliases=None, names=None):
         self.labels = tuple(labels)
+        self.names = {tag: dict(value) for tag, value in (names or {}).items()}  # the map's own "names"
         self.tag_labels = {tag: tuple(values) for tag, values in tag_labels.items()}
         self.aliases = dict(aliases or {})
         self._index = {label: i for i, label in enumerate(self.labels)}
@@ -103,7 +126,27 @@ class LabelMap:
             "labels": list(self.labels),
             "tags": {tag: list(values) for tag, values in sorted(self.tag_labels.items())},
             "aliases": dict(sorted(self.aliases.items())),
+            **({"names": {tag: dict(value) for tag, value in sorted(self.names.items())}} if self.names else {}),
         }
+
+    def name(self, tag, language):
+        """tag_name() with this map's own names first."""
+        return tag_name(tag, language, self.names)
+
+
+def tag_name(tag, language, names=None):
+    """A tag's name in `language` ("en" or "ja"): from `names` ({tag: {language: name}}, e.g. a
+    label map's), else NAMES; a tag without one keeps its machine name."""
+    for table in (names or {}, NAMES):
+        found = table.get(tag, {}).get(language)
+        if found:
+            return found
+    return tag
+
+
+def tag_names(tag, names=None):
+    """{language: name} of a tag in every language of LANGUAGES (a IIIF language map's values)."""
+    return {language: tag_name(tag, language, names) for language in LANGUAGES}
 
 
 def default_map_dict():
@@ -171,7 +214,23 @@ def from_dict(data, source="label map"):
             raise LabelMapError(f"{source}: alias {alias!r} is also a folder name; remove one of them")
         if not isinstance(target, str) or target not in tags:
             raise LabelMapError(f"{source}: alias {alias!r} points to {target!r}, which is not a folder in the map")
-    return LabelMap(labels, tags, aliases)
+    return LabelMap(labels, tags, aliases, _names(data.get("names", {}), set(tags) | known, source))
+
+
+def _names(names, tags, source):
+    """A label map's "names": {tag: {"en": name, "ja": name}}, checked."""
+    if not isinstance(names, dict):
+        raise LabelMapError(f"{source}: 'names' must map a tag to its names, e.g. "
+                            '{"my_tag": {"en": "my tag", "ja": "私のタグ"}}')
+    for tag, value in names.items():
+        if tag not in tags:
+            raise LabelMapError(f"{source}: 'names' names {tag!r}, which is not a label or folder of the map")
+        if not isinstance(value, dict) or not value or any(
+                language not in LANGUAGES or not isinstance(name, str) or not name.strip()
+                for language, name in value.items()):
+            raise LabelMapError(f"{source}: the names of {tag!r} must map {' or '.join(LANGUAGES)} "
+                                "to a non-empty name")
+    return names
 
 
 def _expanded(table):

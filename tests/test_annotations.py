@@ -63,17 +63,34 @@ def test_page_validates_and_says_who_made_each_tag_and_how_sure(tmp_path):
                                                     for suffix in ("a/picture", "a/stamp", "b/picture", "b/stamp")]
     first = document["items"][0]
     assert first["motivation"] == "tagging" and first["confidence"] == 0.91
-    assert [(a["id"].split("#")[1], a["body"]["value"], a["confidence"]) for a in document["items"]] == [
-        ("a/picture", "picture", 0.91), ("a/stamp", "stamp", 0.62), ("b/picture", "picture", 0.83),
-        ("b/stamp", "stamp", 0.74)]
+    assert [(a["id"].split("#")[1], a["body"][0]["value"], a["confidence"]) for a in document["items"]] == [
+        ("a/picture", "photograph", 0.91), ("a/stamp", "seal stamp", 0.62), ("b/picture", "photograph", 0.83),
+        ("b/stamp", "seal stamp", 0.74)]
     assert annotations.page_tags(document) == {"a": [("picture", 0.91), ("stamp", 0.62)],
                                                "b": [("picture", 0.83), ("stamp", 0.74)]}
-    assert first["body"] == {"type": "TextualBody", "value": "picture", "format": "text/plain", "language": "en",
-                             "purpose": "tagging"}
+    assert first["body"] == [  # one body per language, the tag's name in each (labels.NAMES)
+        {"type": "TextualBody", "value": "photograph", "format": "text/plain", "language": "en", "purpose": "tagging"},
+        {"type": "TextualBody", "value": "写真", "format": "text/plain", "language": "ja", "purpose": "tagging"}]
+    assert first["label"] == {"en": ["photograph"], "ja": ["写真"]}
+    assert document["items"][1]["label"] == {"en": ["seal stamp"], "ja": ["印影"]}
     assert first["created"] == "2026-11-25T10:00:00Z"
     assert first["generator"] == {"id": "urn:sha256:" + "ab" * 32, "type": "Software",
                                   "name": "tagestimate 1.0.0 with weights best.weights.h5",
                                   "homepage": annotations.HOMEPAGE}
+
+
+def test_a_label_maps_names_name_custom_tags_in_both_languages(tmp_path):
+    from tagestimate.model import ModelConfig
+
+    config = ModelConfig(labels=("ukiyoe", "stamp"), labelmap={
+        "labels": ["ukiyoe", "stamp"], "tags": {"ukiyoe": ["ukiyoe"], "stamp": ["stamp"]},
+        "names": {"ukiyoe": {"en": "woodblock print", "ja": "浮世絵"}, "stamp": {"ja": "蔵書印"}}})
+    one = results.Record("p1", str(tmp_path / "p1.jpg"), (10, 10), [0.8, 0.7])
+    document = json.loads(results.FORMATS["iiif"].render("book", [one], config, context=context(tmp_path)))
+    AnnotationPage(**document)
+    assert [a["label"] for a in document["items"]] == [{"en": ["woodblock print"], "ja": ["浮世絵"]},
+                                                       {"en": ["seal stamp"], "ja": ["蔵書印"]}]
+    assert annotations.page_tags(document) == {"p1": [("ukiyoe", 0.8), ("stamp", 0.7)]}
 
 
 def test_the_context_defines_the_confidence_term(tmp_path):

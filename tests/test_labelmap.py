@@ -166,7 +166,8 @@ def test_cli_prints_the_table(capsys):
     assert labelmap.main([]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "outputs: " + ", ".join(LABELS)
-    assert "picture_landmark      -> picture, picture_outdoor, picture_landmark" in out
+    assert "picture_landmark      -> picture, picture_outdoor, picture_landmark   (landmark / ランドマーク写真)" in out
+    assert "graphic_map           -> graphic, graphic_map   (map / 地図)" in out
     assert "graphic_illustration  =  graphic_illust" in out  # aliases line up with the folders
     assert len(out) == 1 + 12 + 2
 
@@ -246,3 +247,35 @@ def test_cli_counts_read_singular_and_plural(tmp_path, capsys):
     assert labelmap.main(["--check", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == "2 folders, 2 images" and captured.err == "unknown folders: stamps, zines\n"
+
+
+def test_every_tag_of_the_default_map_has_a_distinct_name_in_each_language():
+    from tagestimate import labels
+
+    table = labels.default_labelmap()
+    for language in labels.LANGUAGES:
+        names = [labels.tag_name(tag, language) for tag in table.tag_labels]
+        assert all(name not in table.tag_labels for name in names), language  # a name, not the machine tag
+        assert len(set(names)) == len(names), language
+    assert labels.tag_names("graphic_map") == {"en": "map", "ja": "地図"}
+    assert labels.tag_names("ukiyoe") == {"en": "ukiyoe", "ja": "ukiyoe"}  # unknown: its machine name
+
+
+def test_a_label_maps_names_override_and_extend_and_reach_to_dict():
+    from tagestimate import labels
+
+    table = from_dict({"labels": ["ukiyoe", "stamp"], "names": {"ukiyoe": {"en": "woodblock print", "ja": "浮世絵"},
+                                                                "stamp": {"ja": "蔵書印"}}})
+    assert [table.name("ukiyoe", "ja"), table.name("stamp", "ja"), table.name("stamp", "en")] == [
+        "浮世絵", "蔵書印", "seal stamp"]
+    assert from_dict(table.to_dict()).names == table.names  # model.json's labelmap keeps them
+    assert "names" not in labels.default_labelmap().to_dict()
+
+
+@pytest.mark.parametrize("names, needle", [
+    ([], "must map a tag"), ({"postcard": {"en": "x"}}, "'postcard', which is not"),
+    ({"stamp": {"fr": "timbre"}}, "must map en or ja"), ({"stamp": {"en": " "}}, "non-empty"),
+])
+def test_bad_names_in_a_label_map(names, needle):
+    with pytest.raises(LabelMapError, match=needle):
+        from_dict({"labels": ["stamp"], "names": names})

@@ -4,7 +4,8 @@
     python labelmap.py --check DIR     # DIR's folders, their labels and image counts
     python labelmap.py --labelmap my_map.json --check DIR
 
-The table itself lives in tagestimate/labels.py (add a label there). A folder named after a
+The table itself lives in tagestimate/labels.py (add a label there), with each tag's English
+and Japanese names (labels.NAMES; a label map's "names" adds its own). A folder named after a
 tag trains that tag and all its parents, e.g. `picture_landmark` trains picture,
 picture_outdoor and picture_landmark.
 """
@@ -16,7 +17,7 @@ import sys
 from tagestimate.errors import UserError
 
 # Re-exported for scripts and users that import them from here; defined in tagestimate.labels.
-from tagestimate.labels import (ALIASES, EXTRA_TAGS, LABELS, NDL_LABELS, PARENTS, TAG_LABELS,  # noqa: F401
+from tagestimate.labels import (ALIASES, EXTRA_TAGS, LABELS, LANGUAGES, NDL_LABELS, PARENTS, TAG_LABELS,  # noqa: F401
                                 UNTAGGED_FOLDER, LabelMap, LabelMapError, default_labelmap, from_dict,
                                 load_labelmap)
 
@@ -65,7 +66,8 @@ def _labels(args):
         print("outputs: " + ", ".join(labelmap.labels))
         width = max(len(name) for name in [*labelmap.tag_labels, *labelmap.aliases])
         for tag in sorted(labelmap.tag_labels):
-            print(f"{tag:<{width}}  -> {', '.join(labelmap.labels_for(tag))}")
+            names = " / ".join(labelmap.name(tag, language) for language in LANGUAGES)
+            print(f"{tag:<{width}}  -> {', '.join(labelmap.labels_for(tag))}   ({names})")
         for alias, target in sorted(labelmap.aliases.items()):
             print(f"{alias:<{width}}  =  {target}")
         return 0
