@@ -103,6 +103,18 @@ def parse_csv(text):
     return dict(tags)
 
 
+def render_catalogue(item_name, records, config, context=None):
+    from tagestimate import catalogue
+
+    return catalogue.render(item_name, records, config, context)
+
+
+def parse_catalogue(text):
+    from tagestimate import catalogue
+
+    return catalogue.parse(text)
+
+
 def parse_iiif(text):
     from tagestimate import annotations  # lazy, as in render_iiif
 
@@ -117,6 +129,10 @@ FORMATS = {
                          "a IIIF Presentation 3 AnnotationPage of W3C Web Annotations, one per tag (motivation "
                          "tagging), targeting the crop, canvas, page or file (see --id-base, --target-base)",
                          parse_iiif, lists_untagged=False),
+    "catalogue": OutputFormat("catalogue.csv", render_catalogue,
+                              "a cataloguer's CSV, one row per image and tag: title, page, the tag in English and "
+                              "Japanese, confidence, IIIF image URL of the crop, canvas and manifest",
+                              parse_catalogue),
 }
 
 

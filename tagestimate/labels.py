@@ -144,6 +144,12 @@ def tag_name(tag, language, names=None):
     return tag
 
 
+def config_names(config):
+    """{tag: {language: name}} that a model adds to NAMES: its model.json's labelmap "names"."""
+    labelmap = getattr(config, "labelmap", None) or {}
+    return {tag: dict(value) for tag, value in dict(labelmap.get("names") or {}).items()}
+
+
 def tag_names(tag, names=None):
     """{language: name} of a tag in every language of LANGUAGES (a IIIF language map's values)."""
     return {language: tag_name(tag, language, names) for language in LANGUAGES}

@@ -1010,7 +1010,11 @@ def test_iiif_bases_without_the_iiif_format_are_refused(tmp_path, flag, capsys):
     for format_flags in ([], ["--format", "csv"]):
         error = refusal(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"), *format_flags,
                          flag, "https://example.org/tags"], capsys)
-        assert f"{flag} serves --format iiif only" in error and f"leave {flag} out" in error
+        assert f"{flag} serves --format iiif" in error and f"leave {flag} out" in error
+    if flag == "--id-base":  # the catalogue has no ids of its own; it does name the image files
+        error = refusal(["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"),
+                         "--format", "catalogue", flag, "https://example.org/tags"], capsys)
+        assert "--id-base serves --format iiif only" in error
     assert not (tmp_path / "out").exists()
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from tagestimate import cli, storage
+from tagestimate import cli, sources, storage
 from tagestimate.tag.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter, plural, printable_path
@@ -71,8 +71,9 @@ def build_parser(prog=None):
                         help="--format iiif: the URL the output folder will be published at; the annotations' "
                              "ids are derived from it (default: the output folder's file: URL)")
     parser.add_argument("--target-base", metavar="URL", default=None,
-                        help="--format iiif: the URL the input folder's images are published at, for images "
-                             "with no IIIF page or canvas to target (default: their file: URLs)")
+                        help="--format iiif or catalogue: the URL the input folder's images are published at, for "
+                             "images with no IIIF page or canvas to target, and the catalogue's file column "
+                             "(default: their file: URLs)")
     parser.add_argument("--no-report", action="store_true",
                         help="write no review report (output/index.html, output/html/ with thumbnails); by "
                              "default every run rebuilds it from all items in the output folder")
@@ -107,10 +108,12 @@ def check_arguments(parser, args):
     if args.engine != "ray" and (args.ray_address or args.actors or args.gpus_per_actor is not None):
         parser.error("--ray-address, --actors and --gpus-per-actor need --engine ray")
     # Refused rather than ignored: the other formats carry no ids, so the flag is a slip of the command line.
-    given = [flag for flag, value in (("--id-base", args.id_base), ("--target-base", args.target_base)) if value]
-    if given and args.format != "iiif":
-        parser.error(f"{given[0]} serves --format iiif only (its annotations' ids and targets); add --format iiif "
-                     f"or leave {given[0]} out")
+    if args.id_base and args.format != "iiif":
+        parser.error("--id-base serves --format iiif only (its annotations' ids); add --format iiif "
+                     "or leave --id-base out")
+    if args.target_base and args.format not in ("iiif", "catalogue"):
+        parser.error("--target-base serves --format iiif and catalogue only (where they point at the image files); "
+                     "add --format iiif or catalogue, or leave --target-base out")
     try:
         input_missing = not storage.isdir(args.inputpath)
         input_is_file = input_missing and storage.isfile(args.inputpath)
@@ -167,6 +170,9 @@ def tag(args):
         context = annotations.run_context(settings.input_dir, bundle.path, settings.output_dir, settings.id_base,
                                           settings.target_base, weights_sha256=bundle.sha256)
         annotations.write_context(settings.output_dir)
+    elif settings.output_format == "catalogue":  # its rows point at the images: the input folder and --target-base
+        context = sources.run_context(settings.input_dir, bundle.path, settings.output_dir,
+                                      target_base=settings.target_base, weights_sha256=bundle.sha256)
     if settings.report and not settings.with_report:
         logging.info("no review report for an object-store output; copy the output folder to a disk and run "
                      "python -m tagestimate.review.report on it")
