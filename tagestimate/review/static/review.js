@@ -55,7 +55,9 @@ function setup(card){if(card._review)return;card._review=true;card.tabIndex=-1;
   chip.tabIndex=0;var g=document.createElement('span');g.className='review-btns';
   g.appendChild(button('\u2713','confirm '+tag+' (key a)','review-yes'));
   g.appendChild(button('\u2717','reject '+tag+' (key r)','review-no'));
-  chip.parentNode.insertBefore(g,chip.nextSibling);});
+  // tag and buttons wrap as one, so that the buttons never start the next line under another tag
+  var pair=document.createElement('span');pair.className='review-pair';chip.parentNode.insertBefore(pair,chip);
+  pair.appendChild(chip);pair.appendChild(g);});
  extraOf(card);}
 function render(card,mine){mine=mine||{};
  tagsOf(card).forEach(function(chip){if(!chip.hasAttribute('data-review-tag'))return;var d=mine[nameOf(chip)],
@@ -79,7 +81,7 @@ function render(card,mine){mine=mine||{};
 var bar=document.createElement('div');bar.id='review-bar';bar.setAttribute('role','region');bar.setAttribute('aria-label','review');
 function part(tag,text,attrs){var e=document.createElement(tag);if(text)e.textContent=text;
  Object.keys(attrs||{}).forEach(function(a){e.setAttribute(a,attrs[a]);});bar.appendChild(e);return e;}
-part('b','Review');var counts=part('span','',{id:'review-counts'});
+part('strong','Review');var counts=part('span','',{id:'review-counts'});
 var who=part('label','your name ');var nameBox=document.createElement('input');nameBox.id='review-reviewer';
 nameBox.placeholder='reviewer';nameBox.size=14;nameBox.value=reviewer();who.appendChild(nameBox);
 var exportBtn=part('button','Export corrections.csv',{id:'review-export',type:'button'});
@@ -194,7 +196,8 @@ var css='body.review-on{padding-bottom:3.2em}'+
  '.review-card [data-review-tag].review-reject::before{content:"\\2717\\a0";font-weight:bold}'+
  '.tag.review-added{background:#e7f7e8;border:1px dashed #2e8b3a;color:#124d1a}'+
  '.tag.review-added::before{content:"+\\a0";font-weight:bold}'+
- '.review-btns{display:inline-block;margin:0 4px 0 0;white-space:nowrap}'+
+ '.review-pair{display:inline-flex;align-items:center;max-width:100%;margin-right:4px}'+
+ '.review-pair>[data-review-tag]{flex:0 1 auto;min-width:0}.review-btns{flex:none;white-space:nowrap}'+
  '.review-btns button,.review-extra button{font-size:11px;line-height:1.2;padding:0 4px;margin:0 0 0 1px;border:1px solid #bbb;'+
  'background:#fff;border-radius:3px;cursor:pointer;color:#444}'+
  '.review-btns .review-yes[aria-pressed=true]{background:#2e8b3a;border-color:#2e8b3a;color:#fff}'+
