@@ -57,3 +57,19 @@ def test_script_json_cannot_end_its_element():
 def test_review_js_holds_no_closing_tag():
     pages.static.cache_clear()
     assert "review-card" in pages.static("review.js")  # static() refuses a file holding "</"
+
+
+def test_an_item_tagged_without_the_report_names_its_images_absolute(tmp_path, monkeypatch):
+    """No sidecar: the image paths come from the input folder as given (relative here), and a card
+    whose image is not known at all cannot be reviewed, so it is no review-card."""
+    from tagestimate.tag.inference import Item
+
+    monkeypatch.chdir(tmp_path)
+    config = trained_config()
+    image(tmp_path / "in" / "c" / "p1.jpg")
+    tag_output(tmp_path / "out", "c", [("p1", "in/c/p1.jpg", [0.9] * 11), ("p2", "in/c/p2.jpg", [0.9] * 11)], config,
+               sidecar=False)
+    report.build_report("out", [Item("c", [("p1", os.path.join("in", "c", "p1.jpg"))])], progress=False)
+    cards = [attrs for name, attrs in Parsed(item_page(tmp_path / "out", "c")).elements if name == "figure"]
+    assert [card.get("data-review-image") for card in cards] == [str(tmp_path / "in" / "c" / "p1.jpg"), None]
+    assert [card["class"] for card in cards] == ["card review-card", "card"]
