@@ -216,6 +216,16 @@ def test_decide_reload_export(browser, output, downloads, artifacts):
     assert corrections.contradictions(rows) == {}
     assert console_errors(browser) == []
 
+    # another report (the same pages in another folder) keeps its own decisions: none yet
+    import shutil
+
+    other = output.parent / "other"
+    shutil.copytree(output, other)
+    browser.get(page_of(other, ITEM_A))
+    assert state(browser, i1) == {L0: "", L1: ""} and state(browser, i3) == {}
+    assert browser.find_element("id", "review-export").get_attribute("disabled") == "true"
+    browser.get(page_of(output, ITEM_B))
+
     # Clear forgets every decision of the report (after a confirmation), on every page
     browser.find_element("id", "review-clear").click()
     browser.switch_to.alert.accept()

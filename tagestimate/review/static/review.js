@@ -50,14 +50,14 @@ function extraOf(card){var x=card.querySelector('.review-extra');if(x)return x;
  x=document.createElement('span');x.className='review-extra';
  var add=button('+ tag','add a missing tag (key +)','review-addbtn');x.appendChild(add);
  var note=card.querySelector('.camnote');(note?note.parentNode:card).insertBefore(x,note||null);return x;}
+// a tag and its buttons as one row: tag on the left, buttons at the right edge of the card
+function pair(chip,buttons){var row=document.createElement('span');row.className='review-pair';
+ var g=document.createElement('span');g.className='review-btns';buttons.forEach(function(b){g.appendChild(b);});
+ if(chip.parentNode)chip.parentNode.insertBefore(row,chip);row.appendChild(chip);row.appendChild(g);return row;}
 function setup(card){if(card._review)return;card._review=true;card.tabIndex=-1;
  card.querySelectorAll('[data-review-tag]').forEach(function(chip){var tag=chip.getAttribute('data-review-tag');
-  chip.tabIndex=0;var g=document.createElement('span');g.className='review-btns';
-  g.appendChild(button('\u2713','confirm '+tag+' (key a)','review-yes'));
-  g.appendChild(button('\u2717','reject '+tag+' (key r)','review-no'));
-  // tag and buttons wrap as one, so that the buttons never start the next line under another tag
-  var pair=document.createElement('span');pair.className='review-pair';chip.parentNode.insertBefore(pair,chip);
-  pair.appendChild(chip);pair.appendChild(g);});
+  chip.tabIndex=0;pair(chip,[button('\u2713','confirm '+tag+' (key a)','review-yes'),
+   button('\u2717','reject '+tag+' (key r)','review-no')]);});
  extraOf(card);}
 function render(card,mine){mine=mine||{};
  tagsOf(card).forEach(function(chip){if(!chip.hasAttribute('data-review-tag'))return;var d=mine[nameOf(chip)],
@@ -72,10 +72,10 @@ function render(card,mine){mine=mine||{};
   if(had[tag]){delete had[tag];return;}
   var c=document.createElement('span');c.className='tag review-added';c.setAttribute('data-review-added',tag);
   c.tabIndex=0;c.title='added by you: '+tag+' (r or u removes it)';var b=document.createElement('bdi');
-  b.textContent=tag;c.appendChild(b);var rm=button('\u2717','remove the added tag '+tag,'review-no');
-  x.insertBefore(rm,x.querySelector('.review-addbtn'));x.insertBefore(c,rm);});
+  b.textContent=tag;c.appendChild(b);
+  x.insertBefore(pair(c,[button('\u2717','remove the added tag '+tag+' (key r)','review-no')]),x.querySelector('.review-addbtn'));});
  Object.keys(had).forEach(function(tag){var c=had[tag];if(c===cur.tag)cur.tag=null;
-  if(c.nextSibling&&c.nextSibling.className==='review-no')c.parentNode.removeChild(c.nextSibling);c.parentNode.removeChild(c);});}
+  var row=c.parentNode;row.parentNode.removeChild(row);});}
 
 // ---------------------------------------------------------------- the bar
 var bar=document.createElement('div');bar.id='review-bar';bar.setAttribute('role','region');bar.setAttribute('aria-label','review');
@@ -136,7 +136,7 @@ document.addEventListener('focusin',function(e){var card=e.target.closest&&e.tar
 document.addEventListener('click',function(e){var b=e.target.closest('button');var card=e.target.closest('.review-card');
  if(!b||!card||b.closest('.review-picker'))return;
  if(b.className==='review-addbtn'){openPicker(card);return;}
- var chip=b.parentNode.className==='review-btns'?b.parentNode.previousSibling:b.previousSibling;
+ var chip=b.parentNode.className==='review-btns'?b.parentNode.previousSibling:null;
  if(!chip||!chip.getAttribute)return;var tag=nameOf(chip);if(tag==null)return;
  if(chip.hasAttribute('data-review-added')){decide(card,tag,null);select(card,null);return;}
  var want=b.className==='review-yes'?'confirm':'reject',d=(byImage()[card.dataset.reviewImage]||{})[tag];
@@ -168,7 +168,8 @@ function openPicker(card){if(!card)return;closePicker(false);select(card,cur.car
   items=choices.filter(function(l){return l.toLowerCase().indexOf(q)>=0;});hi=Math.min(hi,Math.max(0,items.length-1));
   items.forEach(function(l,i){var li=document.createElement('li');li.textContent=l;li.title=l;if(i===hi)li.className='hi';
    li.addEventListener('mousedown',function(ev){ev.preventDefault();pick(l);});list.appendChild(li);});
-  if(!items.length){var li=document.createElement('li');li.className='empty';li.textContent=choices.length?'no label matches':'no label left to add';list.appendChild(li);}}
+  if(!items.length){var li=document.createElement('li');li.className='empty';var on=Object.keys(present).filter(function(l){return q&&l.toLowerCase().indexOf(q)>=0;});
+   li.textContent=on.length?'already on this card: '+on.join(', '):choices.length?'no label matches':'no label left to add';list.appendChild(li);}}
  function pick(l){closePicker(false);var d=(byImage()[card.dataset.reviewImage]||{})[l];if(!d||d.decision!=='add')decide(card,l,'add');
   var chip=[].slice.call(card.querySelectorAll('[data-review-added]')).filter(function(c){return c.getAttribute('data-review-added')===l;})[0];
   select(card,chip||null);}
@@ -196,8 +197,9 @@ var css='body.review-on{padding-bottom:3.2em}'+
  '.review-card [data-review-tag].review-reject::before{content:"\\2717\\a0";font-weight:bold}'+
  '.tag.review-added{background:#e7f7e8;border:1px dashed #2e8b3a;color:#124d1a}'+
  '.tag.review-added::before{content:"+\\a0";font-weight:bold}'+
- '.review-pair{display:inline-flex;align-items:center;max-width:100%;margin-right:4px}'+
- '.review-pair>[data-review-tag]{flex:0 1 auto;min-width:0}.review-btns{flex:none;white-space:nowrap}'+
+ '.review-pair{display:flex;align-items:flex-start;justify-content:space-between;gap:2px}'+
+ '.review-pair>.tag{flex:0 1 auto;min-width:0;word-break:normal;overflow-wrap:anywhere}'+
+ '.review-btns{flex:none;white-space:nowrap;margin-top:1px}'+
  '.review-btns button,.review-extra button{font-size:11px;line-height:1.2;padding:0 4px;margin:0 0 0 1px;border:1px solid #bbb;'+
  'background:#fff;border-radius:3px;cursor:pointer;color:#444}'+
  '.review-btns .review-yes[aria-pressed=true]{background:#2e8b3a;border-color:#2e8b3a;color:#fff}'+
