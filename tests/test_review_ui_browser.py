@@ -145,6 +145,12 @@ def test_decide_reload_export(browser, output, downloads, artifacts):
     assert console_errors(browser) == []
     assert browser.find_element("id", "review-export").get_attribute("disabled") == "true"  # nothing decided yet
     browser.find_element("id", "review-reviewer").send_keys('Ada, "L"')
+    keys(browser, "ja")  # typed into the name field: no decision
+    assert browser.find_element("id", "review-reviewer").get_attribute("value") == 'Ada, "L"ja'
+    assert state(browser, i1) == {L0: "", L1: ""}
+    keys(browser, "\b\b\ue00c")  # two backspaces, then Escape leaves the field: the keys review again
+    keys(browser, "j")
+    assert focused(browser) == L0
 
     # by mouse: confirm L0 on i1, reject L2 on i2, add L4 to i3 from the picker
     button(browser, i1, L0, "review-yes").click()

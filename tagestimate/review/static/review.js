@@ -157,6 +157,9 @@ document.addEventListener('click',function(e){var b=e.target.closest('button');v
  select(card,chip);decide(card,tag,d&&d.decision===want?null:want);});  // a second click undoes
 document.addEventListener('keydown',function(e){
  if(e.ctrlKey||e.metaKey||e.altKey||e.defaultPrevented)return;var t=e.target;
+ // Escape leaves a filter or the name field, so that the review keys work again
+ if(e.key==='Escape'&&t&&/^(INPUT|SELECT|TEXTAREA)$/.test(t.tagName)&&!t.closest('.review-picker')){t.blur();
+  if(cur.card)select(cur.card,cur.tag);return;}
  if(t&&(t.isContentEditable||/^(INPUT|SELECT|TEXTAREA|BUTTON)$/.test(t.tagName)&&!(t.tagName==='BUTTON'&&e.key.length===1)))return;
  var k=e.key,done=true;
  if(k==='j')step(1);else if(k==='k')step(-1);
