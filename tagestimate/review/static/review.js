@@ -19,7 +19,7 @@ try{var el=document.getElementById('review-labels');LABELS=el?JSON.parse(el.text
 var store=null,memory={},problem='';
 try{store=window.localStorage;store.getItem(NAME_KEY);}catch(e){store=null;problem='browser storage unavailable: decisions last until this page closes';}
 function sget(k){return store?store.getItem(k):(k in memory?memory[k]:null);}
-function sset(k,v){try{if(store)store.setItem(k,v);else memory[k]=v;}catch(e){problem='could not save ('+e.name+'): export now';}}
+function sset(k,v){try{if(store)store.setItem(k,v);else memory[k]=v;}catch(e){problem='could not save ('+e.name+'): export now, this page forgets it on reload';}}
 function sdel(k){if(store)store.removeItem(k);else delete memory[k];}
 function skeys(){if(!store)return Object.keys(memory);var out=[];for(var i=0;i<store.length;i++)out.push(store.key(i));return out;}
 
@@ -114,7 +114,9 @@ function summary(){var map=byImage(),n={confirm:0,reject:0,add:0};
  exportBtn.disabled=clearBtn.disabled=total===0;status.textContent=problem;
  if(cur.card)mark(cur.card,cur.tag);}
 function cell(v){v=v==null?'':String(v);return /[",\r\n]|^\s|\s$/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
-function csv(){var name=reviewer(),rows=decisions().sort(function(a,b){
+function csv(){var name=reviewer(),map=byImage(),rows=[];  // the cache: it holds a decision storage refused too
+ Object.keys(map).forEach(function(i){Object.keys(map[i]).forEach(function(t){rows.push(map[i][t]);});});
+ rows.sort(function(a,b){
   return a.image<b.image?-1:a.image>b.image?1:a.tag<b.tag?-1:a.tag>b.tag?1:0;});
  // decisions made before the name was typed are this browser's reviewer's too
  return [HEADER.join(',')].concat(rows.map(function(d){return [d.image,d.item,d.tag,d.decision,d.reviewer||name,d.time]
