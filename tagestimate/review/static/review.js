@@ -208,6 +208,7 @@ var css='body.review-on{padding-bottom:3.2em}'+
  '#review-bar input.review-ask{outline:2px solid #ffb347}#review-bar .review-keys{color:#b8c7d6;font-size:12px}'+
  '#review-status{color:#ffd27f}'+
  '.review-card.review-current{outline:3px solid #2a6fdb;outline-offset:1px}'+
+ '.review-card{scroll-margin:9em 0 5em}'+  /* j/k: clear of the sticky filters above and the bar below */
  '.review-card [data-review-tag].review-current,.review-card [data-review-added].review-current,'+
  '.review-card [data-review-tag]:focus-visible{outline:2px solid #2a6fdb;outline-offset:1px}'+
  '.review-card [data-review-tag].review-confirm{background:#cdeccf;color:#124d1a}'+
