@@ -86,17 +86,20 @@ def card(browser, image_path):
 
 def chip(browser, image_path, tag):
     """The tag's element on the image's card: shown (data-review-tag) or added (data-review-added)."""
-    return browser.execute_script("return Array.from(arguments[0].querySelectorAll('[data-review-tag],[data-review-added]'))"
-                                  ".find(e => (e.getAttribute('data-review-tag') ?? e.getAttribute('data-review-added'))"
-                                  " === arguments[1])", card(browser, image_path), tag)
+    return browser.execute_script(
+        "return Array.from(arguments[0].querySelectorAll('[data-review-tag],[data-review-added]'))"
+        ".find(e => (e.getAttribute('data-review-tag') ?? e.getAttribute('data-review-added')) === arguments[1])",
+        card(browser, image_path), tag)
 
 
 def state(browser, image_path):
     """{tag: 'confirm' | 'reject' | 'add' | ''} as the image's card shows it."""
     return browser.execute_script(
-        "var out = {}; arguments[0].querySelectorAll('[data-review-tag]').forEach(e => out[e.getAttribute('data-review-tag')]"
-        " = e.classList.contains('review-confirm') ? 'confirm' : e.classList.contains('review-reject') ? 'reject' : '');"
-        "arguments[0].querySelectorAll('[data-review-added]').forEach(e => out[e.getAttribute('data-review-added')] = 'add');"
+        "var out = {}; arguments[0].querySelectorAll('[data-review-tag]').forEach(e => "
+        "out[e.getAttribute('data-review-tag')] = e.classList.contains('review-confirm') ? 'confirm' : "
+        "e.classList.contains('review-reject') ? 'reject' : '');"
+        "arguments[0].querySelectorAll('[data-review-added]').forEach(e => "
+        "out[e.getAttribute('data-review-added')] = 'add');"
         "return out", card(browser, image_path))
 
 
@@ -157,7 +160,8 @@ def test_decide_reload_export(browser, output, downloads, artifacts):
     button(browser, i2, L2, "review-no").click()
     card(browser, i3).find_element("css selector", ".review-addbtn").click()
     box = card(browser, i3).find_element("css selector", ".review-picker input")
-    assert [li.text for li in card(browser, i3).find_elements("css selector", ".review-picker li")] == [L0, L1, L2, L3, L4]
+    offered = card(browser, i3).find_elements("css selector", ".review-picker li")
+    assert [li.text for li in offered] == [L0, L1, L2, L3, L4]
     box.send_keys("x=1")
     assert [li.text for li in card(browser, i3).find_elements("css selector", ".review-picker li")] == [L4]
     box.send_keys("\n")
@@ -250,7 +254,8 @@ def test_a_decision_the_storage_refuses_is_said_and_still_exported(browser, outp
     browser.get(page_of(output, ITEM_B))
     browser.execute_script("localStorage.clear()")
     browser.refresh()
-    browser.execute_script("Storage.prototype.setItem = function () { throw new DOMException('full', 'QuotaExceededError') }")
+    browser.execute_script("Storage.prototype.setItem = "
+                           "function () { throw new DOMException('full', 'QuotaExceededError') }")
     button(browser, paths["i4"], L3, "review-yes").click()
     assert state(browser, paths["i4"]) == {L3: "confirm"}
     assert browser.find_element("id", "review-status").text == (

@@ -144,7 +144,8 @@ def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, 
         made["image"] = review_image(item.paths.get(key))  # for review.js: data-review-image
         return made
 
-    return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=("item.js", "review.js"),
+    scripts = ("item.js", "review.js")  # review.js: confirm, reject, add tags; export corrections.csv
+    return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=scripts,
                           body_data=body_data, item_name=item.name, count=len(keys), number=number, names=names,
                           labels=labels, border=f"{border:g}", has_cams=overlay is not None, index=index,
                           cards=[one_card(key) for key in keys[number * page_size:(number + 1) * page_size]],
