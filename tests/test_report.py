@@ -63,7 +63,7 @@ def run_output(tmp_path):
 
 
 def cards(page):
-    return re.findall(r'<figure class="card"', page)
+    return re.findall(r'<figure class="card[ "]', page)  # "card review-card" where the image path is known
 
 
 def read(path):
@@ -310,7 +310,8 @@ PAGE_ELEMENTS = {"html", "head", "meta", "title", "style", "body", "p", "a", "h1
                  "b", "ul", "li", "script", "wbr", "bdi"}
 PAGE_ATTRIBUTES = {"lang", "charset", "name", "content", "class", "id", "href", "src", "alt", "loading", "value",
                    "type", "min", "max", "step", "style", "title", "data-t", "data-p", "data-tag", "data-cam",
-                   "data-flat", "data-thresholds", "data-border"}
+                   "data-flat", "data-thresholds", "data-border",
+                   "data-review-image", "data-review-item", "data-review-tag", "data-review-suggest"}  # review.js
 
 
 class Parsed(HTMLParser):
@@ -359,7 +360,7 @@ def test_hostile_labels_and_keys_show_as_text_everywhere(tmp_path):
         assert {tag for tag, _ in parsed.elements} <= PAGE_ELEMENTS
         assert {name for _, attrs in parsed.elements for name in attrs} <= PAGE_ATTRIBUTES
     assert [tag for tag, _ in index.elements].count("script") == 0
-    assert [tag for tag, _ in page.elements].count("script") == 1
+    assert [tag for tag, _ in page.elements].count("script") == 3  # item.js, review.js, the labels (JSON)
     tagged = labels[:4]
     # index: each label as a header and in its cell's link (percent-encoded, '&' and '=' too)
     assert [text for text in index.text if text in labels] == labels * 2  # the tags table, the items header
@@ -368,7 +369,7 @@ def test_hostile_labels_and_keys_show_as_text_everywhere(tmp_path):
     assert all("&" not in link.split("#tag=")[1] for link in links)
     # item page: options, data-* JSON, chips with their own confidences, the key
     assert [attrs["value"] for attrs in page.having("option")][1:-4] == labels
-    [card] = page.having("figure", **{"class": "card"})
+    [card] = page.having("figure", **{"class": "card review-card"})
     assert json.loads(card["data-t"]) == tagged
     assert json.loads(card["data-p"]) == HOSTILE_LABELS
     text = "".join(page.text)
@@ -392,8 +393,9 @@ def test_borderline_labels_and_the_legend(run_output):
     assert len(below) == 1 and "below the threshold 0.40" in below[0]["title"]
     assert "picture 0.350 \u25be" in "".join(page.text)
     a = item_page(output, "a")
-    assert '<span class="tag near" title="borderline: within 0.1 of the threshold 0.40"><bdi>picture</bdi> 0.450</span>' in a
-    assert '<span class="tag"><bdi>graphic_map</bdi> 0.900</span>' in a
+    assert ('<span class="tag near" data-review-tag="picture" title="borderline: within 0.1 of the threshold 0.40">'
+            '<bdi>picture</bdi> 0.450</span>') in a
+    assert '<span class="tag" data-review-tag="graphic_map"><bdi>graphic_map</bdi> 0.900</span>' in a
     assert "tag below" not in a.split('class="gallery"')[1]  # no label of item a is just below its threshold
 
 

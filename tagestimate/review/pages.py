@@ -18,6 +18,7 @@ import urllib.parse
 import jinja2
 from markupsafe import Markup, escape
 
+from tagestimate import storage
 from tagestimate.files import printable_path
 from tagestimate.formats import natural_key
 from tagestimate.tag.inference import ERRORS_NAME
@@ -49,6 +50,20 @@ def json_text(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def script_json(value):
+    """JSON to print inside a <script type="application/json"> element, whose text the browser
+    never unescapes: '<', '>' and '&' as \\u escapes, so a label "</script>" cannot end it."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def review_image(path):
+    """The image path a reviewer's corrections.csv names: absolute on disk, a URL (s3://) as it is."""
+    if not path:
+        return None
+    return printable_path(os.path.abspath(path) if storage.on_disk(path) else path)
+
+
 @functools.lru_cache(maxsize=None)
 def static(name):
     """One of our own static files, to inline as it is (trusted, so not escaped)."""
@@ -64,7 +79,8 @@ def environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.filters.update(href=href, quote=quote_all, tojson_text=json_text, breakable=breakable, thousands="{:,}".format)
+    env.filters.update(href=href, quote=quote_all, tojson_text=json_text, breakable=breakable, thousands="{:,}".format,
+                       script_json=script_json)
     env.globals.update(static=static, body_class="", body_data=(), scripts=())
     return env
 
@@ -125,9 +141,11 @@ def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, 
                 cams[tag] = (os.path.relpath(found[0], pages_dir), found[1])
         made = card(item, key, thresholds, border, local(thumb(key)), cams)
         made["source"] = os.path.relpath(item.paths[key], pages_dir) if item.paths.get(key) else None
+        made["image"] = review_image(item.paths.get(key))  # for review.js: data-review-image
         return made
 
-    return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=("item.js",),
+    scripts = ("item.js", "review.js")  # review.js: confirm, reject, add tags; export corrections.csv
+    return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=scripts,
                           body_data=body_data, item_name=item.name, count=len(keys), number=number, names=names,
                           labels=labels, border=f"{border:g}", has_cams=overlay is not None, index=index,
                           cards=[one_card(key) for key in keys[number * page_size:(number + 1) * page_size]],
