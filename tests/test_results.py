@@ -87,10 +87,11 @@ def test_item_csv_has_one_row_per_tag_and_an_empty_row_for_untagged_images():
 
 
 def test_the_documented_formats_exist():
-    assert set(FORMATS) == {"json", "csv", "iiif"}  # --format's choices, as docs/formats.md documents them
+    assert set(FORMATS) == {"json", "csv", "iiif", "catalogue"}  # --format's choices, as docs/formats.md documents them
     assert FORMATS["json"].render is render_json and FORMATS["csv"].render is render_csv
     assert FORMATS["json"].parse is parse_json and FORMATS["csv"].parse is parse_csv  # read back by the report
-    assert [FORMATS[name].extension for name in ("json", "csv", "iiif")] == ["json", "csv", "iiif.json"]
+    assert [FORMATS[name].extension for name in ("json", "csv", "iiif", "catalogue")] == [
+        "json", "csv", "iiif.json", "catalogue.csv"]
 
 
 RECORDS = [
