@@ -5,7 +5,9 @@
 var D=JSON.parse(document.getElementById('mapdata').textContent);
 var canvas=document.getElementById('map'),ctx=canvas.getContext('2d'),tip=document.getElementById('tip');
 var tipimg=document.getElementById('tipimg'),tiptext=document.getElementById('tiptext');
-var n=D.x.length,X=new Float32Array(D.x),Y=new Float32Array(D.y),R=2;
+var n=D.x.length,X=new Float32Array(D.x),Y=new Float32Array(D.y);
+// Dot radius in pixels: big for a few hundred images, small where 100k must stay apart.
+var R=n<=2000?4:n<=20000?2:1,stamp=[];
 function rgb(css){var c=document.createElement('canvas').getContext('2d');c.fillStyle=css;c.fillRect(0,0,1,1);
  var p=c.getImageData(0,0,1,1).data;return (255<<24)|(p[2]<<16)|(p[1]<<8)|p[0];}  // ABGR, little-endian
 var colours=D.colours.map(rgb),none=rgb(D.none),C=new Uint32Array(n);
@@ -21,16 +23,19 @@ var stats=window.mapStats={points:n,draws:0,lastMs:0,totalMs:0,maxMs:0};
 function fit(){var m=Math.min(W,H)*0.94;view.s=m;view.ox=(W-m)/2;view.oy=(H-m)/2;}
 function resize(){var r=canvas.getBoundingClientRect(),w=Math.max(1,Math.round(r.width)),h=Math.max(1,Math.round(r.height));
  if(w===W&&h===H)return;var first=!W;W=canvas.width=w;H=canvas.height=h;img=ctx.createImageData(W,H);
- buf=new Uint32Array(img.data.buffer);if(first)fit();}
+ buf=new Uint32Array(img.data.buffer);stamp=[];
+ for(var dy=-R;dy<=R;dy++)for(var dx=-R;dx<=R;dx++)if(dx*dx+dy*dy<=R*R+R*0.5)stamp.push(dy*W+dx);  // a disc
+ if(first)fit();}
 function draw(){pending=false;var t0=performance.now();buf.fill(0xffffffff);
- var s=view.s,ox=view.ox,oy=view.oy,w=W,h=H;
- for(var i=0;i<n;i++){var px=(X[i]*s+ox)|0,py=(Y[i]*s+oy)|0;if(px<0||py<0||px>=w-1||py>=h-1)continue;
-  var o=py*w+px,c=C[i];buf[o]=c;buf[o+1]=c;buf[o+w]=c;buf[o+w+1]=c;}
+ var s=view.s,ox=view.ox,oy=view.oy,w=W,h=H,m=stamp.length;
+ for(var i=0;i<n;i++){var px=Math.round(X[i]*s+ox),py=Math.round(Y[i]*s+oy);
+  if(px<R||py<R||px>=w-R||py>=h-R)continue;
+  var o=py*w+px,c=C[i];for(var j=0;j<m;j++)buf[o+stamp[j]]=c;}
  ctx.putImageData(img,0,0);
  if(hover>=0){ctx.strokeStyle='#000';ctx.lineWidth=2;ctx.beginPath();
-  ctx.arc(X[hover]*s+ox,Y[hover]*s+oy,6,0,2*Math.PI);ctx.stroke();}
+  ctx.arc(X[hover]*s+ox,Y[hover]*s+oy,R+5,0,2*Math.PI);ctx.stroke();}
  var ms=performance.now()-t0;stats.draws++;stats.lastMs=ms;stats.totalMs+=ms;if(ms>stats.maxMs)stats.maxMs=ms;}
-function redraw(){if(!pending){pending=true;requestAnimationFrame(draw);}}
+function redraw(){if(!pending){pending=true;requestAnimationFrame(function(){if(pending)draw();});}}
 // The point nearest to canvas pixel (cx, cy) within 8 px, or -1.
 function pick(cx,cy){var x=(cx-view.ox)/view.s,y=(cy-view.oy)/view.s,r=8/view.s,best=-1,bd=64;
  var x0=cell(x-r),x1=cell(x+r),y0=cell(y-r),y1=cell(y+r);
