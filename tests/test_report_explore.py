@@ -24,14 +24,15 @@ def unit(rows):
 
 # ---------------------------------------------------------------- neighbours
 
-@pytest.mark.parametrize("count,block_floats", [(300, 1 << 24), (300, 700), (7, 3), (2, 1 << 24)])
-def test_neighbours_equal_brute_force(count, block_floats):
-    vectors = unit(np.random.default_rng(count).normal(size=(count, 16))).astype(np.float16)
-    indices, scores = neighbours.nearest(vectors, block_floats=block_floats)
-    expected, expected_scores = neighbours.brute_force(vectors)
+@pytest.mark.parametrize("count,block_floats,centre", [(300, 1 << 24, False), (300, 700, False), (300, 700, True),
+                                                      (7, 3, True), (2, 1 << 24, False)])
+def test_neighbours_equal_brute_force(count, block_floats, centre):
+    vectors = unit(np.random.default_rng(count).normal(size=(count, 16)) + 3).astype(np.float16)
+    indices, scores = neighbours.nearest(vectors, block_floats=block_floats, centre=centre)
+    expected, expected_scores = neighbours.brute_force(vectors, centre=centre)
     width = min(5, count - 1)
     assert np.array_equal(indices[:, :width], expected)
-    assert np.allclose(scores[:, :width], expected_scores, atol=1e-6)
+    assert np.allclose(scores[:, :width], expected_scores, atol=1e-5)
     assert (indices[:, width:] == -1).all()
     assert not (indices[:, :width] == np.arange(count)[:, None]).any()  # never itself
     assert (np.diff(scores[:, :width], axis=1) <= 0).all()  # most similar first
@@ -114,8 +115,10 @@ def similar_links(output, item):
 
 
 def expected_links(vectors, item, key):
+    """Brute force on the stored (float16) vectors, centred on the collection's mean as the report does."""
     names = list(vectors)
-    matrix = unit([vectors[name] for name in names])
+    matrix = embeddings.make({f"{n}": vectors[name] for n, name in enumerate(names)}).vectors.astype(np.float32)
+    matrix = unit(matrix - matrix.mean(axis=0))
     scores = matrix @ matrix[names.index((item, key))]
     scores[names.index((item, key))] = -np.inf
     return [(report.page_names(names[n][0], 1)[0], explore.anchor(names[n][1]))

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 CACHE = "explore.npz"
 MAP = "map.html"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: neighbours on centred vectors
 
 
 def anchor(key):
@@ -151,7 +151,7 @@ class Collection:
         import sys
 
         with tqdm(total=len(self), unit="img", desc="neighbours", disable=not progress, file=sys.stderr) as bar:
-            self.neighbours = neighbours.nearest(self.vectors, progress=bar.update)
+            self.neighbours = neighbours.nearest(self.vectors, progress=bar.update, centre=True)
         self.shown = layout.sample(len(self))
         self.points = layout.pca_2d(self.vectors[self.shown])
         buffer = io.BytesIO()
