@@ -83,9 +83,11 @@ class Collection:
             except (OSError, embeddings.EmbeddingsError) as error:
                 damaged.append(str(error))
         if not found:
-            self.notes.append("No similar links and no map: no item of this folder has embeddings "
-                              f"({embeddings.file_name('{item}')}); tag it again with a version that writes them, "
-                              "without --no-embeddings." if files else "No item, so no map.")
+            if files:
+                self.notes.append("No similar links and no map: no item of this folder has embeddings "
+                                  f"({embeddings.file_name('{item}')}); tag it again with a version that writes "
+                                  "them, without --no-embeddings.")
+            self.notes += damaged[:3]
             return self
         versions = collections.Counter((e.layer, e.weights_sha256, e.dim) for e in found.values())
         self.version = versions.most_common(1)[0][0]
