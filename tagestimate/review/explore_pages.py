@@ -12,6 +12,8 @@ from tagestimate.review import explore, layout
 from tagestimate.review import pages as views
 from tagestimate.review.thumbs import safe_name
 
+report_thumbs = "thumbs"  # report.THUMBS (report imports this module)
+
 # Colours of the map's points by top tag: a qualitative palette (then generated hues), grey for none.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#393b79", "#ad494a", "#637939")
@@ -31,7 +33,7 @@ def script_json(value):
                   .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def tag_pages(label, entries, page_size, pages_dir, link, thumb, similar, threshold):
+def tag_pages(label, entries, page_size, pages_dir, link, thumb, threshold):
     """[(file name, html)] of a tag's pages; entries sorted (explore.tag_entries)."""
     names = explore.tag_page_names(label, len(entries), page_size)
     out = []
@@ -39,8 +41,7 @@ def tag_pages(label, entries, page_size, pages_dir, link, thumb, similar, thresh
         cards = []
         for negative, _, position, item, key in entries[number * page_size:(number + 1) * page_size]:
             cards.append({"item": item, "key": key, "confidence": -negative, "thumb": thumb(item, key),
-                          "href": link(item, position), "anchor": explore.anchor(key),
-                          "similar": similar(item, key)})
+                          "href": link(item, position), "anchor": explore.anchor(key)})
         out.append((name, views.render("tag.html", title=f"{label} - all images", styles=views.INFERENCE_STYLES,
                                        scripts=("explore.js",), label=label, count=len(entries), number=number,
                                        names=names, cards=cards, threshold=threshold, page_size=page_size)))
@@ -95,13 +96,19 @@ class Explorer:
         self.entries = collections.defaultdict(list)  # tag -> explore.tag_entries tuples
         self.tops = [None] * len(self.collection)  # per embedded image: its most confident tag
         self.count = 0
+        self.stems = {}  # item -> safe_name(item)
 
     def link(self, item, position):
         """The page (in html/) that shows an item's card number `position`."""
         return self.page_names(item, position + 1)[-1]
 
     def thumb(self, item, key):
-        return os.path.relpath(self.thumb_path(item, key), self.pages_dir)
+        """A thumbnail's href from html/ (report.thumb_path's layout, without its path arithmetic:
+        a report of 100k images asks for half a million of these)."""
+        stem = self.stems.get(item)
+        if stem is None:
+            stem = self.stems[item] = safe_name(item)
+        return f"{report_thumbs}/{stem}/{safe_name(key)}.jpg"
 
     def similar(self, item_name):
         """similar(key) for an item's cards (thumbnails of items not yet reached may not exist yet:
@@ -123,14 +130,10 @@ class Explorer:
             path = self.thumb_path(item, key)
             return os.path.relpath(path, self.pages_dir) if os.path.exists(path) else None
 
-        def similar(item, key):
-            return self.collection.similar(item, key, self.link, thumb)
-
         first = {}
         for label, entries in self.entries.items():
             entries.sort()
-            pages = tag_pages(label, entries, self.page_size, self.pages_dir, self.link, thumb, similar,
-                              thresholds.get(label))
+            pages = tag_pages(label, entries, self.page_size, self.pages_dir, self.link, thumb, thresholds.get(label))
             write_pages(pages, self.pages_dir, write)
             first[label] = pages[0][0]
         map_name = None
