@@ -165,3 +165,33 @@ def test_map_draws_100k_points_smoothly_and_says_when_it_shows_a_sample(browser,
     assert stats["draws"] == 20 and mean < 60  # smooth: far under a tenth of a second per frame, even here
     browser.save_screenshot(os.path.join(artifacts, "explore_map_100k.png"))
     assert console_errors(browser) == []
+
+
+def test_a_similar_link_scrolls_its_card_clear_of_the_sticky_filters(browser, tmp_path):
+    """On a long item page the target card is brought into the window below the filters (a plain
+    anchor jump would leave it under them, at the top)."""
+    from test_report import image, probabilities, tag_output, trained_config
+    from test_report_explore import embed
+
+    config = trained_config()
+    output = tmp_path / "out"
+    rng = np.random.default_rng(9)
+    keys = [f"p{n}" for n in range(90)]
+    vectors = {key: rng.normal(size=32) for key in keys}
+    path = image(tmp_path / "in" / "x.jpg")
+    tag_output(output, "long", [(key, path, probabilities(picture=0.9)) for key in keys], config)
+    embed(output, "long", vectors)
+    tag_output(output, "one", [("q", path, probabilities(stamp=0.9))], config)
+    embed(output, "one", {"q": vectors["p40"] + 0.01 * rng.normal(size=32)})  # its nearest: long/p40
+    report.write_run_info(str(output), str(tmp_path / "w.h5"), "keras-weights", "openvino", config, False)
+    report.build_report(str(output), progress=False)
+    open_page(browser, output / "html" / report.page_names("one", 1)[0])
+    browser.find_element("css selector", ".similar summary").click()
+    browser.find_element("css selector", ".similar a.sim").click()
+    wait(browser, "return document.querySelector(':target') !== null")
+    assert target_card(browser) == ["long", "p40", True]
+    top, below = browser.execute_script(
+        "return [document.querySelector(':target').getBoundingClientRect().top,"
+        " document.querySelector('.controls').getBoundingClientRect().bottom]")
+    assert top >= below
+    assert console_errors(browser) == []

@@ -6,4 +6,5 @@ function show(){var id=decodeURIComponent(location.hash.slice(1));if(id.indexOf(
 // A neighbour's thumbnail that is missing (its image was not found): show its key instead.
 document.addEventListener('error',function(e){var t=e.target;if(!t.closest||!t.closest('.similar'))return;
  var s=document.createElement('span');s.className='nothumb';s.textContent=t.getAttribute('alt')||'?';t.replaceWith(s);},true);
-window.addEventListener('hashchange',show);show();})();
+// again after load: the browser's own jump to the anchor comes after this script and would undo it
+window.addEventListener('hashchange',show);window.addEventListener('load',function(){setTimeout(show,0);});show();})();
