@@ -8,6 +8,8 @@
     output/html/data/{item}-{hash}.json          the item's full probabilities (the JSON output
                                                   holds only tags above threshold)
     output/html/run.json                         weights and thresholds of the latest run
+    output/html/tag-{label}-{hash}.html, map.html  every image of a tag; the map; explore.npz their cache
+                                                  (explore.py, explore_pages.py: needs {item}.emb.npz)
 
 File names come from thumbs.safe_name. The report is rebuilt from every {item}.json (or .csv,
 .iiif.json) in the output folder plus errors.json, so a resumed run shows the items of earlier runs
