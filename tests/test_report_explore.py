@@ -290,3 +290,22 @@ def test_a_rebuild_without_changes_reuses_the_cached_neighbours_and_layout(colle
     (output / "html" / explore.CACHE).write_bytes(b"damaged")
     report.build_report(str(output), progress=False)
     assert calls == [1, 1]
+
+
+def test_above_its_limit_the_map_shows_a_sample_and_says_so(collection, monkeypatch):
+    output, vectors, _ = collection
+    monkeypatch.setattr(layout, "MAP_LIMIT", 4)
+    monkeypatch.setattr(neighbours, "EXACT_LIMIT", 5)
+    report.build_report(str(output), progress=False)
+    page, data = map_data(output)
+    assert len(data["x"]) == 4 and 'data-total="7" data-shown="4"' in page
+    assert "A random sample of <b id=\"points\">4</b> of the 7 images" in page
+    pool = set(neighbours.candidates(7, 5).tolist())
+    order = list(vectors)  # the collection's order: items, then keys in natural order
+    links = {**{("a", key): found for key, found in similar_links(output, "a").items()},
+             **{("b", key): found for key, found in similar_links(output, "b").items()}}
+    for pair, found in links.items():
+        targets = {order.index((page[:1], anchor)) for page, anchor in
+                   ((p, next(key for key in ("k0", "k1", "k2", "k3") if explore.anchor(key) == a)) for p, a in found)}
+        assert targets <= pool and order.index(pair) not in targets
+        assert len(found) == 4  # at most one fewer than the candidates, whether or not it is one

@@ -153,8 +153,9 @@ class Collection:
         import sys
 
         with tqdm(total=len(self), unit="img", desc="neighbours", disable=not progress, file=sys.stderr) as bar:
-            self.neighbours = neighbours.nearest(self.vectors, progress=bar.update, centre=True)
-        self.shown = layout.sample(len(self))
+            self.neighbours = neighbours.nearest(self.vectors, limit=neighbours.EXACT_LIMIT, progress=bar.update,
+                                                 centre=True)
+        self.shown = layout.sample(len(self), layout.MAP_LIMIT)
         self.points = layout.pca_2d(self.vectors[self.shown])
         buffer = io.BytesIO()
         np.savez(buffer, digest=np.array(digest), indices=self.neighbours[0], scores=self.neighbours[1],
