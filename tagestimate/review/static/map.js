@@ -20,7 +20,11 @@ for(i=0;i<G*G;i++)start[i+1]+=start[i];
 var fill=start.slice(0,G*G);for(i=0;i<n;i++)order[fill[cell(Y[i])*G+cell(X[i])]++]=i;
 var view={s:1,ox:0,oy:0},W=0,H=0,img=null,buf=null,pending=false,hover=-1;
 var stats=window.mapStats={points:n,draws:0,lastMs:0,totalMs:0,maxMs:0};
-function fit(){var m=Math.min(W,H)*0.94;view.s=m;view.ox=(W-m)/2;view.oy=(H-m)/2;}
+// Fit the points' bounding box to the canvas, one scale for both axes (distances keep their meaning).
+var x0=1,x1=0,y0=1,y1=0;for(i=0;i<n;i++){if(X[i]<x0)x0=X[i];if(X[i]>x1)x1=X[i];if(Y[i]<y0)y0=Y[i];if(Y[i]>y1)y1=Y[i];}
+if(!n){x0=y0=0;x1=y1=1;}
+function fit(){var bw=Math.max(x1-x0,1e-6),bh=Math.max(y1-y0,1e-6),m=0.94*Math.min(W/bw,H/bh);
+ view.s=m;view.ox=(W-bw*m)/2-x0*m;view.oy=(H-bh*m)/2-y0*m;}
 function resize(){var r=canvas.getBoundingClientRect(),w=Math.max(1,Math.round(r.width)),h=Math.max(1,Math.round(r.height));
  if(w===W&&h===H)return;var first=!W;W=canvas.width=w;H=canvas.height=h;img=ctx.createImageData(W,H);
  buf=new Uint32Array(img.data.buffer);stamp=[];
