@@ -360,7 +360,7 @@ def test_hostile_labels_and_keys_show_as_text_everywhere(tmp_path):
         assert {tag for tag, _ in parsed.elements} <= PAGE_ELEMENTS
         assert {name for _, attrs in parsed.elements for name in attrs} <= PAGE_ATTRIBUTES
     assert [tag for tag, _ in index.elements].count("script") == 0
-    assert [tag for tag, _ in page.elements].count("script") == 3  # item.js, review.js, the labels (JSON)
+    assert [tag for tag, _ in page.elements].count("script") == 4  # item.js, explore.js, review.js, the labels (JSON)
     tagged = labels[:4]
     # index: each label as a header and in its cell's link (percent-encoded, '&' and '=' too)
     assert [text for text in index.text if text in labels] == labels * 2  # the tags table, the items header

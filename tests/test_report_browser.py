@@ -260,7 +260,7 @@ def test_hostile_labels_show_as_text_and_run_nothing(browser, tmp_path, artifact
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text
     assert browser.find_elements("css selector", "b, i, img[src=x]") == []
-    assert len(browser.find_elements("css selector", "script")) == 3  # item.js, review.js, the labels (JSON): none injected
+    assert len(browser.find_elements("css selector", "script")) == 4  # item.js, explore.js, review.js, the labels: none injected
     options = [option.text for option in Select(browser.find_element("id", "tag")).options]
     assert options == ["any", *labels, "no tag"]
     card = browser.find_elements("css selector", ".card")[0]

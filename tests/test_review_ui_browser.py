@@ -138,7 +138,7 @@ def no_injection(browser):
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text
     assert browser.find_elements("css selector", "b, i, img[src=x]") == []
-    assert len(browser.find_elements("css selector", "script")) == 3  # item.js, review.js, the labels
+    assert len(browser.find_elements("css selector", "script")) == 4  # item.js, review.js, the labels
 
 
 def test_decide_reload_export(browser, output, downloads, artifacts):

@@ -21,6 +21,7 @@ from markupsafe import Markup, escape
 from tagestimate import storage
 from tagestimate.files import printable_path
 from tagestimate.formats import natural_key
+from tagestimate.review.explore import anchor
 from tagestimate.tag.inference import ERRORS_NAME
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -93,6 +94,7 @@ def render(template, **context):
 # ---------------------------------------------------------------- the inference report's pages
 
 INFERENCE_STYLES = ("base.css", "inference.css")
+ITEM_SCRIPTS = ("item.js", "explore.js", "review.js")  # review.js: confirm, reject, add tags; export corrections.csv
 MAX_ERRORS_SHOWN = 1000
 
 
@@ -120,11 +122,12 @@ def card(item, key, thresholds, border, thumb, cams):
             "probabilities": {label: round(value, 3) for label, value in probabilities.items()}}
 
 
-def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, overlay):
+def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, overlay, similar=None):
     """[(file name, html)] of an item's gallery pages: `names`, `page_size` images each.
 
     thumb(key): a thumbnail's path; overlay(key, tag): (Grad-CAM overlay's path, flat) or None
-    (overlay itself None: the item has no overlays).
+    (overlay itself None: the item has no overlays); similar(key): the card's neighbours
+    (explore.Collection.similar) or None.
     """
     keys = sorted(item.tags, key=natural_key)
     thresholds = dict(zip(item.labels, item.thresholds))
@@ -142,10 +145,10 @@ def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, 
         made = card(item, key, thresholds, border, local(thumb(key)), cams)
         made["source"] = os.path.relpath(item.paths[key], pages_dir) if item.paths.get(key) else None
         made["image"] = review_image(item.paths.get(key))  # for review.js: data-review-image
+        made["anchor"], made["similar"] = anchor(key), similar(key) if similar else []
         return made
 
-    scripts = ("item.js", "review.js")  # review.js: confirm, reject, add tags; export corrections.csv
-    return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=scripts,
+    return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=ITEM_SCRIPTS,
                           body_data=body_data, item_name=item.name, count=len(keys), number=number, names=names,
                           labels=labels, border=f"{border:g}", has_cams=overlay is not None, index=index,
                           cards=[one_card(key) for key in keys[number * page_size:(number + 1) * page_size]],
@@ -153,8 +156,11 @@ def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, 
             for number, name in enumerate(names)]
 
 
-def index_page(output_dir, rows, labels, totals, errors, run_info, unreadable, pages_folder, border):
-    """output/index.html: the run's overview, tags, items, unreadable outputs, skipped files."""
+def index_page(output_dir, rows, labels, totals, errors, run_info, unreadable, pages_folder, border, explore=None):
+    """output/index.html: the run's overview, tags, items, unreadable outputs, skipped files.
+
+    explore: {"tag_pages": {label: page}, "map": page or None, "notes": [...]} (explore_pages.Explorer)."""
+    explore = explore or {"tag_pages": {}, "map": None, "notes": []}
     thresholds = dict(zip(run_info.get("labels", []), run_info.get("thresholds", [])))
     overview = [("items", f"{len(rows):,}"), ("images", f"{totals['images']:,}"),
                 ("images with no tag", f"{totals['untagged']:,}"),
@@ -167,13 +173,16 @@ def index_page(output_dir, rows, labels, totals, errors, run_info, unreadable, p
                      ("Grad-CAM", "yes (--explain): hover or click a tag on an item page" if run_info.get("explain")
                       else "no (run with --explain)")]
     tag_rows = [{"label": label, "threshold": thresholds.get(label), "images": totals["tags"][label],
-                 "item_count": totals["items"][label], "border": totals["border"][label]} for label in labels]
+                 "item_count": totals["items"][label], "border": totals["border"][label],
+                 "page": explore["tag_pages"].get(label) and f"{pages_folder}/{explore['tag_pages'][label]}"}
+                for label in labels]
     item_rows = [{"name": name, "link": f"{pages_folder}/{page}", "count": count, "untagged": untagged,
                   "counts": counts} for name, page, count, untagged, counts in rows]
     return render("index.html", title="Tagging report", styles=INFERENCE_STYLES,
                   folder=printable_path(os.path.basename(os.path.abspath(output_dir))), overview=overview,
                   tag_rows=tag_rows, item_rows=item_rows, labels=labels, border=f"{border:g}",
-                  unreadable=unreadable, errors=errors, max_errors=MAX_ERRORS_SHOWN, errors_name=ERRORS_NAME)
+                  unreadable=unreadable, errors=errors, max_errors=MAX_ERRORS_SHOWN, errors_name=ERRORS_NAME,
+                  map_page=explore["map"] and f"{pages_folder}/{explore['map']}", explore_notes=explore["notes"])
 
 
 # ---------------------------------------------------------------- the training reports

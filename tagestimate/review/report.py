@@ -8,6 +8,8 @@
     output/html/data/{item}-{hash}.json          the item's full probabilities (the JSON output
                                                   holds only tags above threshold)
     output/html/run.json                         weights and thresholds of the latest run
+    output/html/tag-{label}-{hash}.html, map.html  every image of a tag; the map; explore.npz their cache
+                                                  (explore.py, explore_pages.py: needs {item}.emb.npz)
 
 File names come from thumbs.safe_name. The report is rebuilt from every {item}.json (or .csv,
 .iiif.json) in the output folder plus errors.json, so a resumed run shows the items of earlier runs
@@ -33,6 +35,7 @@ from tagestimate.tag.inference import ERRORS_NAME
 from tagestimate import formats
 from tagestimate.records import natural_key
 from tagestimate.review import pages as views  # build_report has a local "pages"
+from tagestimate.review.explore_pages import Explorer
 from tagestimate.review.thumbs import THUMB_SIZE, ensure_thumbnail, is_current, safe_name, shrink, write_jpeg
 
 log = logging.getLogger(__name__)
@@ -262,8 +265,8 @@ def page_names(item_name, count):
     return [f"{stem}.html" if n == 0 else f"{stem}.p{n + 1}.html" for n in range(pages)]
 
 
-def item_pages(output_dir, item, labels, run_info):
-    """[(file name, html)] of an item's gallery pages."""
+def item_pages(output_dir, item, labels, run_info, similar=None):
+    """[(file name, html)] of an item's gallery pages; similar(key): a card's neighbours."""
     has_cams = os.path.isdir(os.path.join(output_dir, PAGES, CAMS, safe_name(item.name)))
 
     def overlay(key, tag):  # (its path, whether its map is flat) or None
@@ -272,7 +275,8 @@ def item_pages(output_dir, item, labels, run_info):
 
     return views.item_pages(item, labels, page_names(item.name, len(item.tags)), PAGE_SIZE,
                             os.path.join(output_dir, PAGES), BORDER, INDEX,
-                            lambda key: thumb_path(output_dir, item.name, key), overlay if has_cams else None)
+                            lambda key: thumb_path(output_dir, item.name, key), overlay if has_cams else None,
+                            similar)
 
 
 def build_report(output_dir, items=(), progress=True, workers=4):
@@ -296,6 +300,9 @@ def build_report(output_dir, items=(), progress=True, workers=4):
               "border": collections.Counter()}
     pages_dir = os.path.join(output_dir, PAGES)
     os.makedirs(pages_dir, exist_ok=True)
+    # tag pages, similar links, map (explore_pages.py): neighbours are known before the item pages
+    explorer = Explorer(output_dir, pages_dir, files, PAGE_SIZE, page_names, thumb_path, lambda name, path: sorted(
+        read_item(output_dir, name, path, {}, default_labels, default_thresholds).tags, key=natural_key), progress)
     bar = tqdm(total=len(files), unit="item", desc="report", disable=not progress, file=sys.stderr)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thumbs") as pool:
         for name, path in files.items():
@@ -313,9 +320,10 @@ def build_report(output_dir, items=(), progress=True, workers=4):
             for tag in {tag for tags in item.tags.values() for tag, _ in tags}:
                 if tag not in labels:
                     labels.append(tag)
-            pages = item_pages(output_dir, item, labels, run_info)
+            pages = item_pages(output_dir, item, labels, run_info, explorer.similar(name))
             for page_name, text in pages:
                 write_atomic(os.path.join(pages_dir, page_name), text)
+            explorer.add(item, sorted(item.tags, key=natural_key))
             counts = collections.Counter(tag for tags in item.tags.values() for tag, _ in tags)
             untagged = sum(1 for tags in item.tags.values() if not tags)
             thresholds = dict(zip(item.labels, item.thresholds))
@@ -329,8 +337,10 @@ def build_report(output_dir, items=(), progress=True, workers=4):
             totals["items"].update(counts.keys())
             rows.append((name, pages[0][0], len(item.tags), untagged, counts))
     bar.close()
+    explored = explorer.finish(labels, dict(zip(default_labels, default_thresholds)), write_atomic)
     index = os.path.join(output_dir, INDEX)
-    write_atomic(index, views.index_page(output_dir, rows, labels, totals, errors, run_info, unreadable, PAGES, BORDER))
+    write_atomic(index, views.index_page(output_dir, rows, labels, totals, errors, run_info, unreadable, PAGES, BORDER,
+                                         explored))
     return index
 
 
