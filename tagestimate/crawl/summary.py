@@ -11,6 +11,7 @@ class FolderStats:
 
     saved: int = 0        # new files written this run
     duplicates: int = 0   # already filed (this or an earlier run) or already tried this run
+    reviewed: int = 0     # a person reviewed that image (--from-corrections): left as they decided
     rejected: int = 0     # unusable record or index row (missing fields, hostile id, ...)
     skipped: int = 0      # below --min-confidence, not carrying the requested tag, or also
                           # carrying a more specific tag (left for that tag's folder)
@@ -36,6 +37,8 @@ class CrawlSummary:
     def format(self):
         """A fixed-width table, one row per folder."""
         columns = ("saved", "duplicates", "rejected", "skipped", "failed", "api_errors", "total")
+        if any(stats.reviewed for stats in self.folders.values()):  # shown only when it counts something
+            columns = columns[:2] + ("reviewed",) + columns[2:]
         width = max([len(name) for name in self.folders] + [6])
         lines = [f"{'folder':<{width}}  " + "  ".join(f"{c:>10}" for c in columns) + "  status"]
         for name, stats in self.folders.items():
