@@ -206,11 +206,16 @@ def test_bad_rows_are_left_out_one_sentence_each_and_the_rest_applied(data, caps
         "10 rows: 2 applied, 0 already as decided, 7 not applied (see the warnings above), 1 repeated")
 
 
-def test_a_file_cut_short_applies_its_whole_rows_only(data):
+def test_a_file_cut_short_applies_its_whole_rows_only(data, caplog):
     text = corrections.to_text([corrections.Correction(*row) for row in REVIEW[:2]])
     path = data / "cut.csv"
-    path.write_text(text + "datasetpdm/graphic_map/1003_1_0.jpg,,graphic_map,reject,ke")
+    # cut inside the time: every cell is there and "2026-12-05" is a valid time, but the row is not whole
+    path.write_text(text + "datasetpdm/graphic_map/1003_1_0.jpg,,graphic_map,reject,ken,2026-12-05")
+    caplog.set_level(logging.WARNING)
     assert apply(data, path) == 0
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path} line 4 not applied: the file ends without a line break, so this last row may be cut short; if it "
+        "is whole, end the file with a line break"]
     rows = read_rows(data / "datasetpdm")
     assert rows[("stamp", "1002_1_0", True)]["decision"] == "reject"
     assert ("graphic_map", "1003_1_0", False) in rows and rows[("graphic_map", "1003_1_0", False)]["source"] == "crawled"
