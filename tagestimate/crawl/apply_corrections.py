@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 KEEP, REJECT_KIND = "keep", "reject"
 SAVE_EVERY = 5.0  # seconds: the manifest is rewritten this often while files move, so a kill loses little
 JPEG_QUALITY = 95
+MAX_IMAGE_BYTES = 64 << 20  # a reviewed image larger than this is refused, not read into memory
 
 
 class CorrectionsApplyError(UserError):
@@ -289,9 +290,11 @@ def _jpeg_bytes(path):
     """The image as JPEG bytes, as the crawler stores it: a JPEG is copied as it is, anything else re-encoded."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            data = handle.read(MAX_IMAGE_BYTES + 1)
     except OSError as error:
         raise Unreadable(f"cannot read {files.printable_path(path)} ({error.strerror}); check the file") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise Unreadable(f"{files.printable_path(path)} is over {MAX_IMAGE_BYTES >> 20} MB; scale it down")
     try:
         ndl.check_jpeg(data)
         return data
