@@ -53,6 +53,11 @@ def data(tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     put(tmp_path / "input" / "2000" / "2000_3_0.jpg", jpeg((120, 120, 0)))
+    with open(tmp_path / "input" / "manifest.csv", "w", encoding="utf-8", newline="") as handle:  # --pid 2000
+        writer = csv.DictWriter(handle, fieldnames=manifest.EXTENDED_FIELDS, restval="")
+        writer.writeheader()
+        writer.writerow({"id": "2000_3_0", "pid": "2000", "page": "3", "x": "1.5", "folder": "2000", "title": "本",
+                         "source_url": "https://iiif.example/2000_3_0", "tags": '{"picture": 0.8}', "source": "crawled"})
     put(tmp_path / "input" / "book" / "0001.png", jpeg((0, 120, 120), fmt="PNG"))
     return tmp_path
 
@@ -121,7 +126,9 @@ def test_confirm_add_and_reject_reach_folders_and_manifest(data, capsys):
     copy = rows[("graphic_map", "1001_1_0", False)]
     assert copy["source_url"] == "https://iiif.example/1001_1_0" and copy["confidence"] == ""
     assert copy["sha256"] == hashlib.sha256(files_now["graphic_map/1001_1_0.jpg"]).hexdigest()
-    assert (rows[("picture", "2000_3_0", True)]["pid"], rows[("picture", "2000_3_0", True)]["page"]) == ("2000", "3")
+    from_book = rows[("picture", "2000_3_0", True)]  # what the book crawl recorded comes along
+    assert (from_book["pid"], from_book["page"], from_book["x"], from_book["title"], from_book["source_url"]) == (
+        "2000", "3", "1.5", "本", "https://iiif.example/2000_3_0")
     assert [manifest.source_of(r) for r in rows.values()].count("reviewed") == 5
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["tag", "confirm", "add", "reject", "unchanged", "not", "applied"]

@@ -15,6 +15,7 @@ Rules for bad input (each reported in one sentence with its line numbers):
 Everything else is applied. Applying a file again changes nothing.
 """
 
+import csv
 import dataclasses
 import datetime
 import hashlib
@@ -25,6 +26,7 @@ import re
 import time
 
 from tagestimate import corrections, files, ndl
+from tagestimate.crawl.summary import ApplyReport
 from tagestimate.errors import UserError
 from tagestimate.images import open_image
 from tagestimate.labels import default_labelmap
@@ -55,41 +57,12 @@ class Action:
     image: str                  # the path the file names
     found: str = ""             # the file to copy or move
     name: str = ""              # its id in the data set
-    row: dict = None            # the manifest row it comes from, when it is in the data set
+    row: dict = None            # the manifest row it comes from (the data set's, or a crawled book's)
+    outside: bool = False       # an image from outside the data set, its name derived
 
     @property
     def kind(self):
         return REJECT_KIND if self.decision == REJECT else KEEP
-
-
-@dataclasses.dataclass
-class ApplyReport:
-    """What --from-corrections did, per tag; printed as a table."""
-
-    tags: dict = dataclasses.field(default_factory=dict)  # tag -> {confirm, add, reject, unchanged, not applied}
-    rows: int = 0
-    not_applied: int = 0
-    duplicates: int = 0
-    interrupted: bool = False
-
-    def count(self, tag, column, number=1):
-        counts = self.tags.setdefault(tag, dict.fromkeys(("confirm", "add", "reject", "unchanged", "not applied"), 0))
-        counts[column] += number
-
-    def format(self):
-        columns = ("confirm", "add", "reject", "unchanged", "not applied")
-        width = max([len(tag) for tag in self.tags] + [3])
-        lines = [f"{'tag':<{width}}  " + "  ".join(f"{c:>11}" for c in columns)]
-        for tag in sorted(self.tags):
-            lines.append(f"{tag:<{width}}  " + "  ".join(f"{self.tags[tag][c]:>11}" for c in columns))
-        applied = sum(self.tags[t][c] for t in self.tags for c in columns[:3])
-        unchanged = sum(counts["unchanged"] for counts in self.tags.values())
-        lines.append(f"{self.rows} {files.plural(self.rows, 'row')}: {applied} applied, {unchanged} already as "
-                     f"decided, {self.not_applied} not applied"
-                     + (" (see the warnings above)" if self.not_applied else "")
-                     + (f", {self.duplicates} repeated" if self.duplicates else "")
-                     + ("; interrupted: run the same command again to finish" if self.interrupted else ""))
-        return "\n".join(lines)
 
 
 def apply_file(path, out, labelmap=None):
@@ -256,8 +229,25 @@ def _locate(action, out, manifest, by_id, problems, report):
     if not os.path.isfile(action.image):
         return _problem(action, problems, report, f"the image {files.printable_path(action.image)} does not exist "
                                                   "(moved or deleted?); check the path")
-    action.found, action.name = action.image, _derived_name(action.image)
+    action.found, action.name, action.outside = action.image, _derived_name(action.image), True
+    action.row = _crawled_row(action.image)
     return True
+
+
+def _crawled_row(image):
+    """The row of `image` in the manifest beside its folder (a book fetched with --pid into input/), or None:
+    its pid, page, box, title and URL are worth keeping."""
+    folder = os.path.dirname(os.path.abspath(image))
+    path = os.path.join(os.path.dirname(folder), MANIFEST_NAME)
+    if not os.path.isfile(path):
+        return None
+    key = (os.path.basename(folder), os.path.splitext(os.path.basename(image))[0])
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            row = next((row for row in csv.DictReader(handle) if (row.get("folder"), row.get("id")) == key), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return {field: row.get(field) or "" for field in EXTENDED_FIELDS} if row else None
 
 
 def _problem(action, problems, report, reason):
@@ -363,7 +353,7 @@ class Applier:
 
     def _name_for(self, action):
         """A derived name that another image already has (other bytes) gets the bytes' hash appended."""
-        if action.row is not None or _ndl_name(action.name):
+        if not action.outside or _ndl_name(action.name):
             return
         data = _jpeg_bytes(action.found)
         digest = hashlib.sha256(data).hexdigest()

@@ -1,4 +1,5 @@
-"""What a crawl did, per folder: the table newdataclawer.py prints at the end."""
+"""What a crawl did, per folder, and what --from-corrections did, per tag: the tables newdataclawer.py
+prints at the end."""
 
 import dataclasses
 
@@ -47,4 +48,34 @@ class CrawlSummary:
         rate = self.saved / self.elapsed if self.elapsed > 0 else 0.0
         lines.append(f"{self.saved} {plural(self.saved, 'image')} saved in {self.elapsed:.1f} s ({rate:.2f} images/s)"
                      + ("; interrupted: run the same command again to resume" if self.interrupted else ""))
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class ApplyReport:
+    """What --from-corrections did, per tag; printed as a table."""
+
+    tags: dict = dataclasses.field(default_factory=dict)  # tag -> {confirm, add, reject, unchanged, not applied}
+    rows: int = 0
+    not_applied: int = 0
+    duplicates: int = 0
+    interrupted: bool = False
+
+    def count(self, tag, column, number=1):
+        counts = self.tags.setdefault(tag, dict.fromkeys(("confirm", "add", "reject", "unchanged", "not applied"), 0))
+        counts[column] += number
+
+    def format(self):
+        columns = ("confirm", "add", "reject", "unchanged", "not applied")
+        width = max([len(tag) for tag in self.tags] + [3])
+        lines = [f"{'tag':<{width}}  " + "  ".join(f"{c:>11}" for c in columns)]
+        for tag in sorted(self.tags):
+            lines.append(f"{tag:<{width}}  " + "  ".join(f"{self.tags[tag][c]:>11}" for c in columns))
+        applied = sum(self.tags[t][c] for t in self.tags for c in columns[:3])
+        unchanged = sum(counts["unchanged"] for counts in self.tags.values())
+        lines.append(f"{self.rows} {plural(self.rows, 'row')}: {applied} applied, {unchanged} already as "
+                     f"decided, {self.not_applied} not applied"
+                     + (" (see the warnings above)" if self.not_applied else "")
+                     + (f", {self.duplicates} repeated" if self.duplicates else "")
+                     + ("; interrupted: run the same command again to finish" if self.interrupted else ""))
         return "\n".join(lines)
