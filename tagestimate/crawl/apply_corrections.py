@@ -28,7 +28,6 @@ import time
 from tagestimate import corrections, files, ndl
 from tagestimate.crawl.summary import ApplyReport
 from tagestimate.errors import UserError
-from tagestimate.images import open_image
 from tagestimate.labels import default_labelmap
 from tagestimate.manifest import (EXTENDED_FIELDS, MANIFEST_NAME, REJECT, REJECTED_FOLDER, CrawlError, Manifest,
                                   is_rejected)
@@ -290,6 +289,8 @@ def _jpeg_bytes(path):
         return data
     except ndl.NotAnImage:
         pass
+    from tagestimate.images import open_image  # lazy: it loads OpenCV, which --help must not wait for
+
     try:
         with open_image(io.BytesIO(data), path) as image:
             image.load()
