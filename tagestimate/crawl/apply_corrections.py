@@ -18,6 +18,7 @@ Everything else is applied. Applying a file again changes nothing.
 import csv
 import dataclasses
 import datetime
+import functools
 import hashlib
 import io
 import logging
@@ -82,6 +83,7 @@ def apply_file(path, out, labelmap=None):
         log.warning("%s line %d not applied: %s", path, problem.line, problem.reason)
     report.not_applied += len(problems)
     Applier(manifest, report, path).run(actions)
+    _book_rows.cache_clear()
     return report
 
 
@@ -237,16 +239,19 @@ def _crawled_row(image):
     """The row of `image` in the manifest beside its folder (a book fetched with --pid into input/), or None:
     its pid, page, box, title and URL are worth keeping."""
     folder = os.path.dirname(os.path.abspath(image))
-    path = os.path.join(os.path.dirname(folder), MANIFEST_NAME)
-    if not os.path.isfile(path):
-        return None
-    key = (os.path.basename(folder), os.path.splitext(os.path.basename(image))[0])
+    row = _book_rows(os.path.join(os.path.dirname(folder), MANIFEST_NAME)).get(
+        (os.path.basename(folder), os.path.splitext(os.path.basename(image))[0]))
+    return {field: row.get(field) or "" for field in EXTENDED_FIELDS} if row else None
+
+
+@functools.lru_cache(maxsize=8)
+def _book_rows(path):
+    """{(folder, id): row} of a crawl's manifest.csv, read once per run; {} when there is none or it is unreadable."""
     try:
         with open(path, encoding="utf-8", newline="") as handle:
-            row = next((row for row in csv.DictReader(handle) if (row.get("folder"), row.get("id")) == key), None)
+            return {(row.get("folder"), row.get("id")): row for row in csv.DictReader(handle)}
     except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-    return {field: row.get(field) or "" for field in EXTENDED_FIELDS} if row else None
+        return {}
 
 
 def _problem(action, problems, report, reason):
