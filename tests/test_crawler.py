@@ -574,6 +574,7 @@ DOCUMENTED_DEFAULTS = {
     "--limit": (None, "all"),
     "--pid": (None, "–"),
     "--iiif-manifest": (None, "–"),
+    "--from-corrections": (None, "–"),
     "--out": (None, "`datasetpdm`; `input` with `--pid` or `--iiif-manifest`"),  # None: chosen by the mode
     "--iiif-base": ("https://www.dl.ndl.go.jp/api/iiif", "`https://www.dl.ndl.go.jp/api/iiif`"),
     "--size": (",256", "`,256`"),

@@ -14,11 +14,15 @@ import threading
 import pytest
 
 from tagestimate import files
-from tagestimate.manifest import IMAGE_SUFFIX, MANIFEST_FIELDS, MANIFEST_NAME, CrawlError, Manifest
+from tagestimate.manifest import IMAGE_SUFFIX, LEGACY_FIELDS, MANIFEST_FIELDS, MANIFEST_NAME, CrawlError, Manifest
 
+# The columns of a manifest written before provenance (source, reviewer, decision) was recorded:
+# the tests below write such files, which must stay readable.
 FIELDS = ["id", "pid", "page", "x", "y", "w", "h", "title", "folder", "confidence", "source_url", "sha256",
           "bytes", "time"]
 HEADER = ",".join(FIELDS) + "\n"
+NEW_FIELDS = FIELDS + ["source", "reviewer", "decision"]  # what a new manifest gets
+NEW_HEADER = ",".join(NEW_FIELDS) + "\n"
 
 
 def row(image_id, folder="stamp", **values):
@@ -52,7 +56,8 @@ def opened(out):
 
 
 def test_constants():
-    assert MANIFEST_NAME == "manifest.csv" and list(MANIFEST_FIELDS) == FIELDS
+    assert MANIFEST_NAME == "manifest.csv" and list(LEGACY_FIELDS) == FIELDS
+    assert list(MANIFEST_FIELDS) == NEW_FIELDS
     assert IMAGE_SUFFIX == ".jpg"
 
 
@@ -78,13 +83,13 @@ def test_a_new_folder_is_created_only_with_the_first_row(tmp_path):
     manifest.close()
     manifest.close()  # twice is fine
     assert open(os.path.join(out, "manifest.csv"), encoding="utf-8", newline="").read() == (
-        HEADER.replace("\n", "\r\n") + "1_1_0,,,,,,,,stamp,,,ab,,\r\n2_1_0,,,,,,,,graphic,,,,,\r\n")
+        NEW_HEADER.replace("\n", "\r\n") + "1_1_0,,,,,,,,stamp,,,ab,,,,,\r\n2_1_0,,,,,,,,graphic,,,,,,,,\r\n")
     assert manifest.ids == {"1_1_0", "2_1_0"} and manifest.counts == {"stamp": 1, "graphic": 1}
 
 
 def test_appends_are_flushed_and_fsynced_row_by_row(tmp_path, monkeypatch):
     out = str(tmp_path)
-    write_manifest(out, [])
+    (tmp_path / "manifest.csv").write_text(NEW_HEADER)  # with the provenance columns: no widening rewrite
     manifest = opened(out)
     seen = []
     real = os.fsync
@@ -287,7 +292,7 @@ def test_an_empty_manifest_file_is_rewritten_with_its_header(tmp_path):
     out = str(tmp_path)
     (tmp_path / "manifest.csv").write_text("")
     opened(out).commit()
-    assert (tmp_path / "manifest.csv").read_bytes() == HEADER.replace("\n", "\r\n").encode()
+    assert (tmp_path / "manifest.csv").read_bytes() == NEW_HEADER.replace("\n", "\r\n").encode()
 
 
 def test_a_foreign_csv_is_refused_not_overwritten(tmp_path):

@@ -5,10 +5,12 @@ or fetch whole books (by NDL pid or IIIF manifest) for multiinference.py to tag.
     python newdataclawer.py --from-metadata metadata.csv --label stamp --limit 100
     python newdataclawer.py --pid 1054192 --out input
     python newdataclawer.py --iiif-manifest https://example.org/iiif/book/manifest.json --out input
+    python newdataclawer.py --from-corrections corrections.csv
 
 Images land in {out}/{tag}/{id}.jpg (where the trainer reads them), {out}/{pid}/{id}.jpg or
 {out}/{slug}/{n:04d}.jpg (where multiinference.py reads them), and every saved image gets a
 row in {out}/manifest.csv. Re-running a command only fetches what is missing.
+--from-corrections applies a reviewer's corrections.csv to the data set instead.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import sys
 
 from tagestimate import cli, ndl
 from tagestimate.crawl import settings
+from tagestimate.crawl.apply_corrections import apply_file
 from tagestimate.crawl.books import crawl_pids
 from tagestimate.crawl.iiif_manifests import crawl_manifests
 from tagestimate.crawl.rebuild import rebuild_from_metadata
@@ -105,6 +108,13 @@ def build_parser(prog=None):
                        help="a IIIF Presentation 2.1 or 3.0 manifest or collection: each canvas's whole image "
                             "(at --size) into {out}/{slug}/{n:04d}.jpg, the slug taken from the manifest's id; "
                             "a collection's manifests are followed, at most --limit of them; repeatable")
+    review = parser.add_argument_group("corrections mode (a reviewer's decisions; no network)")
+    review.add_argument("--from-corrections", metavar="FILE", default=None,
+                        help="apply a corrections.csv (image,item,tag,decision,reviewer,time) to the data set "
+                             "in --out: confirm and add copy the image into {out}/{tag}/, reject moves it to "
+                             "{out}/_rejected/{tag}/ (never deleted); manifest.csv records each decision "
+                             "(source reviewed), and later crawls leave those images as decided. Applying a "
+                             "file twice changes nothing")
     common = parser.add_argument_group("all modes")
     common.add_argument("--out", default=None,
                         help=f"data set folder: {{out}}/{{folder}}/{{id}}.jpg and {{out}}/manifest.csv "
@@ -145,7 +155,8 @@ def check_modes(parser, args, given=frozenset()):
     """Exit 2 with one sentence for flags that conflict or that the chosen mode would ignore;
     `given` names the options on the command line (a default is never a conflict)."""
     modes = [flag for flag, given_mode in (("--tag", args.tag), ("--from-metadata", args.from_metadata),
-                                           ("--pid", args.pid), ("--iiif-manifest", args.iiif_manifest)) if given_mode]
+                                           ("--pid", args.pid), ("--iiif-manifest", args.iiif_manifest),
+                                           ("--from-corrections", args.from_corrections)) if given_mode]
     if len(modes) > 1:
         parser.error(f"{modes[0]} and {modes[1]} are different modes; give one of them")
     if args.label and not args.from_metadata:
@@ -175,6 +186,10 @@ def main(argv=None, prog=None):
 
 
 def _crawl(args, options):
+    if args.from_corrections:
+        report = apply_file(args.from_corrections, options.out)
+        print(report.format())
+        return EXIT_INTERRUPTED if report.interrupted else 0
     if args.from_metadata:
         summary = rebuild_from_metadata(options, args.from_metadata, labels=args.label, limit=args.limit)
     elif args.pid:

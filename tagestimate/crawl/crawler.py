@@ -44,6 +44,7 @@ class Job:
     confidence: float = None
     stats_key: str = ""  # the summary row the outcome is counted in
     extra: tuple = ()    # ((column, value), ...) of manifest.EXTRA_FIELDS
+    source: str = "crawled"  # the manifest's `source`: crawled (NDL's API) or rebuilt (NDL-ImageLabel)
 
 
 def _now():
@@ -150,6 +151,7 @@ class Crawler:
                 "x": box[0], "y": box[1], "w": box[2], "h": box[3], "title": job.title, "folder": job.folder,
                 "confidence": "" if job.confidence is None else ndl.format_number(job.confidence),
                 "source_url": job.url, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "time": _now(),
+                "source": job.source,
                 **dict(job.extra),
             })
         except OSError as error:  # the image stays; the next start adopts it

@@ -77,12 +77,16 @@ def rebuild_from_metadata(options, metadata_path, labels=None, limit=None):
             selected = [row for row in rows if row.label == label][:limit]
             jobs, seen = [], set()
             for row in selected:
+                if row.id in crawler.manifest.reviewed:
+                    stats.reviewed += 1  # a person decided about this image: left as they decided
+                    continue
                 if row.id in crawler.manifest.ids or row.id in seen:
                     stats.duplicates += 1
                     continue
                 seen.add(row.id)
                 url = ndl.iiif_url(options.iiif_base, row.pid, row.page, ndl.pct_region(*row.box), options.size)
-                jobs.append(Job(row.id, label, url, row.pid, row.page, row.box, row.title, stats_key=label))
+                jobs.append(Job(row.id, label, url, row.pid, row.page, row.box, row.title, stats_key=label,
+                                source="rebuilt"))
             stats.status = "interrupted"
             with Progress(label, total=len(selected), initial=len(selected) - len(jobs)) as bar:
                 crawler.fetch_all(jobs, lambda job: bar.update(1))

@@ -88,6 +88,9 @@ def _select(raw_records, tag, wanted, min_confidence, crawler, tried, stats, lab
             stats.rejected += 1  # every time: the count says how much of the API's answers was unusable
             crawler.warn_once(f"tag {tag}: record rejected: {error}")
             continue
+        if record.id in crawler.manifest.reviewed:
+            stats.reviewed += 1  # a person decided about this image (even rejected it): never filed again
+            continue
         if record.id in crawler.manifest.ids or record.id in tried:
             stats.duplicates += 1
             continue

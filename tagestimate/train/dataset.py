@@ -60,6 +60,11 @@ def list_samples(data_dir, labels_map):
                             "sub-folder of images per tag (e.g. datasetpdm/picture_indoor/...)")
     entries = list(os.scandir(data_dir))
     folders = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    # '_' folders are the tools' own, not tags: _rejected/{tag}/ holds images a reviewer took out.
+    for name in [name for name in folders if name.startswith("_")]:
+        folders.remove(name)
+        log.info("%s is not a tag folder (its name starts with '_'); its images are not trained",
+                 os.path.join(data_dir, name))
     loose = [e.name for e in entries if e.is_file() and is_image_name(e.name)]
     if loose:
         one = len(loose) == 1
