@@ -3,11 +3,15 @@
 Each tag above its threshold becomes one Annotation (motivation `tagging`, a TextualBody with
 the tag) that says which software and weights made it, when, and with what confidence. The
 target is the most precise thing known about the image, in this order:
+0. an image whose item's source manifest is in hand (tagestimate/viewer.py): its canvas, with the
+   crop's box in canvas pixels (`xywh=x,y,w,h`), which viewers draw;
 1. a crop whose row in `{input}/manifest.csv` has a box: that region (`xywh=percent:`) of its
    IIIF page (the canvas when the row names one, else NDL's page image);
 2. an image fetched from a IIIF manifest (its row names a canvas): the canvas;
 3. a file named like NDL's crops (`{pid}_{page}_{n}`): NDL's page image;
 4. anything else: the file, under --target-base or as a file: URL.
+A crop whose box is unknown targets its whole page through a SpecificResource of its own id, and
+the annotation's label says so: two crops of one page never share one target silently.
 The documents are built and checked with iiif-prezi3; the confidence, which no IIIF or W3C
 term covers, is an extension property defined by the context `context.jsonld` published beside
 the pages (`EXTENSION_CONTEXT`).
@@ -22,7 +26,7 @@ import logging
 import os
 import urllib.parse
 
-from tagestimate import files, ndl, storage
+from tagestimate import files, ndl, storage, viewer
 from tagestimate.errors import UserError
 from tagestimate.manifest import MANIFEST_NAME
 from tagestimate.records import RunContext, natural_key, tags_of
@@ -53,9 +57,10 @@ def file_url(path):
 
 
 def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=None, created=None,
-                weights_sha256=None):
+                weights_sha256=None, fetch_manifests=True):
     """The RunContext of a tagging run; bases default to file: URLs. weights_sha256: the file's hash as the
-    run took it (its model bundle), else hashed here."""
+    run took it (its model bundle), else hashed here. fetch_manifests: fetch source manifests the crawl
+    did not save (viewer.py)."""
     import datetime
 
     created = created or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -63,7 +68,8 @@ def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=N
                       weights_name=os.path.basename(weights_path),
                       weights_sha256=weights_sha256 or files.sha256_file(weights_path),
                       id_base=(id_base or file_url(output_dir)).rstrip("/"),
-                      target_base=(target_base or "").rstrip("/"), created=created)
+                      target_base=(target_base or "").rstrip("/"), created=created,
+                      fetch_manifests=fetch_manifests)
 
 
 def write_context(output_dir):
@@ -93,22 +99,62 @@ def render_page(item_name, records, config, context):
     rows = provenance(context.input_dir)
     tags = tags_of(records, config)
     generator = _generator(context)
+    source = viewer.resolve(item_name, [record.key for record in records], rows, context)
+    viewer.remember(item_name, source)  # the companion, {item}.manifest.json, is built from it
     items, confidences = [], []
     for record in sorted(records, key=lambda record: natural_key(record.key)):
-        target = _target(item_name, record, context, rows)
+        target = _target(item_name, record, context, rows, source, identifier)
+        row = viewer.find_row(rows, item_name, record.key)
+        whole_page = viewer.is_crop(row, record.key) and (row is None or viewer.box_of(row) is None)
         for tag in tags[record.key]:
             items.append(Annotation(
                 id=annotation_id(identifier, record.key, tag["tag"]),
+                label={"en": [viewer.WHOLE_PAGE_NOTE]} if whole_page else None,
                 motivation="tagging",
                 body=TextualBody(value=tag["tag"], language=LANGUAGE, format="text/plain", purpose="tagging"),
                 target=target, generator=generator, created=context.created or None))
             confidences.append(tag["confidence"])
-    page = AnnotationPage(id=identifier, label={"en": [f"tags of {item_name}"]}, items=items)
+    title = _book_title(item_name, records, rows, source)
+    page = AnnotationPage(id=identifier, label={"en": [f"tags of {title}"]}, items=items)
+    if source is not None and (source.recorded or source.document is not None):
+        page.partOf = [{"id": source.manifest_id, "type": "Manifest"}]
     page.context = [_id_base(context) + CONTEXT_NAME, PRESENTATION_CONTEXT]
     document = json.loads(page.json())
     document["items"] = [_with_confidence(annotation, value)
                          for annotation, value in zip(document["items"], confidences)]
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+
+
+def note_run(items, context):
+    """Log, once per run, what keeps its pages from a viewer: crops whose box is unknown, ids not on http."""
+    rows = provenance(context.input_dir)
+    unboxed = 0
+    for item in items:
+        for key, _ in item.images:
+            row = viewer.find_row(rows, item.name, key)
+            unboxed += viewer.is_crop(row, key) and (row is None or viewer.box_of(row) is None)
+    if unboxed:
+        log.warning("%s named like NDL's ({pid}_{page}_{n}) %s no box in a crawl's manifest.csv: their annotations "
+                    "target the whole page, and say so in their label", files.count(unboxed, "crop"),
+                    "has" if unboxed == 1 else "have")
+    if not context.id_base.startswith(("http://", "https://")):
+        log.info("no --id-base: the pages' and annotated manifests' ids are %s URLs, which a viewer cannot load; "
+                 "tag with --id-base URL where the output folder will be published", context.id_base.split(":")[0])
+
+
+def companions(item_name, records, config, context, text):
+    """[(file name, text)] written before `{item}.iiif.json`: the annotated manifest (viewer.py), if any."""
+    copy_id = f"{_id_base(context)}{urllib.parse.quote(viewer.companion_name(item_name), safe='')}"
+    return viewer.companion_files(item_name, text, context, copy_id)
+
+
+def _book_title(item_name, records, rows, source):
+    """The book's title as plain text: the crawl's `title`, else the source manifest's label, else the item."""
+    for record in records:
+        row = viewer.find_row(rows, item_name, record.key)
+        if row and viewer.plain_text(row.get("title") or ""):
+            return viewer.plain_text(row["title"])
+    return (source.label if source else "") or item_name
 
 
 def annotation_id(page, key, tag):
@@ -132,12 +178,17 @@ def page_tags(document):
 
 
 def _with_confidence(annotation, value):
-    """The annotation with the extension property after its motivation (prezi3's models drop unknown keys)."""
+    """The annotation with the extension property after its motivation (prezi3's models drop unknown keys),
+    and the confidence also as a describing body, the one place viewers show it (Mirador lists bodies)."""
     result = {}
     for key, item in annotation.items():
         result[key] = item
         if key == "motivation":
             result[CONFIDENCE] = value
+    body = result.get("body")
+    result["body"] = (body if isinstance(body, list) else [body]) + [{
+        "type": "TextualBody", "value": f"confidence {value}", "format": "text/plain", "language": "en",
+        "purpose": "describing"}]
     return result
 
 
@@ -147,21 +198,36 @@ def _generator(context):
                  name=f"{context.software} {context.version}{weights}", homepage=HOMEPAGE)
 
 
-def _target(item_name, record, context, rows):
+def _target(item_name, record, context, rows, source=None, page=None):
     """The most precise target known for one image (see the module's docstring)."""
-    row = rows.get((item_name, record.key))
+    row = viewer.find_row(rows, item_name, record.key)
     box = _box(row) if row else None
+    placed = source.placements.get(record.key) if source is not None and source.usable else None
+    if placed:
+        canvas, box = placed
+        value = viewer.pixel_selector_value(box, canvas) if box else None
+        selector = FragmentSelector(value=value) if value else _selector(box) if box else None
+        return SpecificResource(id=_crop_id(page, record, row, box), source={"id": canvas.id, "type": "Canvas"},
+                                selector=selector)
     if row and row.get("canvas"):
         source = {"id": row["canvas"], "type": "Canvas"}
         return SpecificResource(source=source, selector=_selector(box) if box else None)
-    page = _ndl_page(row, record.key)
-    if page is not None:
-        source = {"id": page, "type": "Image", "format": "image/jpeg"}
-        return SpecificResource(source=source, selector=_selector(box) if box else None)
+    image = _ndl_page(row, record.key)
+    if image is not None:
+        source = {"id": image, "type": "Image", "format": "image/jpeg"}
+        return SpecificResource(id=_crop_id(page, record, row, box), source=source,
+                                selector=_selector(box) if box else None)
     relative = _relative(record.path, context.input_dir)
     if context.target_base and relative and not relative.startswith(".."):
         return f"{context.target_base}/{urllib.parse.quote(relative.replace(os.sep, '/'))}"
     return file_url(record.path)
+
+
+def _crop_id(page, record, row, box):
+    """An id of its own for a crop whose box is unknown (its target is the whole page), else None."""
+    if page and box is None and viewer.is_crop(row, record.key):
+        return f"{page}#{urllib.parse.quote(record.key, safe='')}"
+    return None
 
 
 def _relative(path, input_dir):
@@ -202,12 +268,17 @@ def _ndl_page(row, key):
 
 
 def provenance(input_dir):
-    """{(folder, id): row} of `{input_dir}/manifest.csv` (the crawler's), or {} when there is none."""
+    """{(folder, id): row} of the crawler's `manifest.csv` in `input_dir`, else in the folder above it (the
+    input is one folder of a crawl, e.g. datasetpdm/stamp), or {} when there is none."""
     if not input_dir:
         return {}
-    path = storage.join(input_dir, MANIFEST_NAME)
-    version = storage.version(path)
-    return {} if version is None else _read_rows(path, *version)
+    for folder in (input_dir, viewer.parent_folder(input_dir)):
+        path = storage.join(folder, MANIFEST_NAME) if folder else None
+        version = storage.version(path) if path else None
+        if version is not None:
+            return _read_rows(path, *version)
+    return {}
+
 
 
 @functools.lru_cache(maxsize=4)

@@ -28,6 +28,8 @@ class OutputFormat:
     parse: Optional[Callable] = None  # parse(text) -> {key: [(tag, confidence)]}, ValueError if malformed;
     #                                   None: a write-only format, which the report does not show
     lists_untagged: bool = True  # False: images without a tag are not in the file (the reader adds them)
+    companions: Optional[Callable] = None  # companions(item_name, records, config, context, text) -> [(file
+    #                                        name, text or None)]: other files of the item, written before its own (None: removed)
 
     def file_name(self, item_name):
         return f"{item_name}.{self.extension}"
@@ -103,11 +105,20 @@ def parse_csv(text):
     return dict(tags)
 
 
+def iiif_companions(item_name, records, config, context, text):
+    from tagestimate import annotations  # lazy, as in render_iiif
+
+    return annotations.companions(item_name, records, config, context or RunContext(), text)
+
+
 def parse_iiif(text):
     from tagestimate import annotations  # lazy, as in render_iiif
 
     return annotations.page_tags(json.loads(text))
 
+
+# Companion files' endings: never an item's output, though "a.manifest.json" looks like item "a.manifest" of json.
+COMPANION_SUFFIXES = (".manifest.json",)
 
 # --format name -> OutputFormat, in the order a reader prefers them when an item has several files.
 FORMATS = {
@@ -116,7 +127,7 @@ FORMATS = {
     "iiif": OutputFormat("iiif.json", render_iiif,
                          "a IIIF Presentation 3 AnnotationPage of W3C Web Annotations, one per tag (motivation "
                          "tagging), targeting the crop, canvas, page or file (see --id-base, --target-base)",
-                         parse_iiif, lists_untagged=False),
+                         parse_iiif, lists_untagged=False, companions=iiif_companions),
 }
 
 
@@ -125,6 +136,8 @@ def match_file(file_name):
 
     The longest extension wins: "a.iiif.json" is item "a" of iiif, not item "a.iiif" of json.
     """
+    if file_name.endswith(COMPANION_SUFFIXES):
+        return None
     found = [(len(output.extension), output.item_name(file_name), name)
              for name, output in FORMATS.items() if output.parse is not None and output.item_name(file_name)]
     if not found:

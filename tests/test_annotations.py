@@ -63,13 +63,16 @@ def test_page_validates_and_says_who_made_each_tag_and_how_sure(tmp_path):
                                                     for suffix in ("a/picture", "a/stamp", "b/picture", "b/stamp")]
     first = document["items"][0]
     assert first["motivation"] == "tagging" and first["confidence"] == 0.91
-    assert [(a["id"].split("#")[1], a["body"]["value"], a["confidence"]) for a in document["items"]] == [
-        ("a/picture", "picture", 0.91), ("a/stamp", "stamp", 0.62), ("b/picture", "picture", 0.83),
-        ("b/stamp", "stamp", 0.74)]
+    assert [(a["id"].split("#")[1], a["body"][0]["value"], a["confidence"], a["body"][1]["value"])
+            for a in document["items"]] == [
+        ("a/picture", "picture", 0.91, "confidence 0.91"), ("a/stamp", "stamp", 0.62, "confidence 0.62"),
+        ("b/picture", "picture", 0.83, "confidence 0.83"), ("b/stamp", "stamp", 0.74, "confidence 0.74")]
     assert annotations.page_tags(document) == {"a": [("picture", 0.91), ("stamp", 0.62)],
                                                "b": [("picture", 0.83), ("stamp", 0.74)]}
-    assert first["body"] == {"type": "TextualBody", "value": "picture", "format": "text/plain", "language": "en",
-                             "purpose": "tagging"}
+    assert first["body"] == [{"type": "TextualBody", "value": "picture", "format": "text/plain", "language": "en",
+                              "purpose": "tagging"},  # the confidence again, where a viewer shows it:
+                             {"type": "TextualBody", "value": "confidence 0.91", "format": "text/plain",
+                              "language": "en", "purpose": "describing"}]
     assert first["created"] == "2026-11-25T10:00:00Z"
     assert first["generator"] == {"id": "urn:sha256:" + "ab" * 32, "type": "Software",
                                   "name": "tagestimate 1.0.0 with weights best.weights.h5",

@@ -167,6 +167,7 @@ def tag(args):
         context = annotations.run_context(settings.input_dir, bundle.path, settings.output_dir, settings.id_base,
                                           settings.target_base, weights_sha256=bundle.sha256)
         annotations.write_context(settings.output_dir)
+        annotations.note_run(items, context)
     if settings.report and not settings.with_report:
         logging.info("no review report for an object-store output; copy the output folder to a disk and run "
                      "python -m tagestimate.review.report on it")

@@ -273,5 +273,13 @@ def write_item(output_dir, item_name, records, config, output_format="json", con
     """
     path = output_path(output_dir, item_name, output_format)
     extra = {} if context is None else {"context": context}
-    storage.write_atomic(path, FORMATS[output_format].render(item_name, records, config, **extra))
+    output = FORMATS[output_format]
+    text = output.render(item_name, records, config, **extra)
+    if output.companions is not None:  # before the item's file, which marks it done
+        for name, companion in output.companions(item_name, records, config, context, text):
+            if companion is None:  # none this time: an older run's would not match the new file
+                storage.remove(storage.join(output_dir, name))
+            else:
+                storage.write_atomic(storage.join(output_dir, name), companion)
+    storage.write_atomic(path, text)
     return path
