@@ -116,10 +116,12 @@ def render_page(item_name, records, config, context):
             confidences.append(tag["confidence"])
     title = _book_title(item_name, records, rows, source)
     page = AnnotationPage(id=identifier, label={"en": [f"tags of {title}"]}, items=items)
-    if source is not None and (source.recorded or source.document is not None):
-        page.partOf = [{"id": source.manifest_id, "type": "Manifest"}]
     page.context = [_id_base(context) + CONTEXT_NAME, PRESENTATION_CONTEXT]
     document = json.loads(page.json())
+    if source is not None and (source.recorded or source.document is not None):
+        # Presentation 3 lets any resource be partOf any other; iiif-prezi3's schema (as W3C's model) admits only
+        # an AnnotationCollection on a page, so the source manifest is added after its check.
+        document = _after(document, "label", "partOf", [{"id": source.manifest_id, "type": "Manifest"}])
     document["items"] = [_with_confidence(annotation, value)
                          for annotation, value in zip(document["items"], confidences)]
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
@@ -175,6 +177,16 @@ def page_tags(document):
         key, _, tag = fragment.rpartition("/")
         tags[urllib.parse.unquote(key)].append((urllib.parse.unquote(tag), float(annotation[CONFIDENCE])))
     return dict(tags)
+
+
+def _after(document, anchor, key, value):
+    """`document` with `key` inserted after `anchor` (key order is what a reader of the file sees)."""
+    result = {}
+    for name, item in document.items():
+        result[name] = item
+        if name == anchor:
+            result[key] = value
+    return result
 
 
 def _with_confidence(annotation, value):

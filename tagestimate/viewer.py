@@ -142,7 +142,7 @@ def resolve(item_name, keys, rows, context):
         if row and row.get("manifest"):
             named.setdefault(row["manifest"], True)
         elif (origin := _ndl_origin(row, key)) is not None:
-            named.setdefault(ndl_manifest_url(origin[0], origin[1]), bool(row))
+            named.setdefault(ndl_manifest_url(origin[0], origin[1]), False)  # inferred, not recorded
     if len(named) != 1:
         if len(named) > 1:
             log.info("%s: its images come from %d manifests; no partOf and no %s (a viewer shows one book)",
