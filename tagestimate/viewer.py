@@ -67,7 +67,10 @@ class Source:
 
     @property
     def label(self):
-        return plain_text(iiif.label_text(self.document.get("label"))) if self.document else ""
+        try:
+            return plain_text(iiif.label_text(self.document.get("label"))) if self.document else ""
+        except RecursionError:  # a label of lists in lists: none
+            return ""
 
 
 def plain_text(text):
@@ -161,7 +164,7 @@ def _load(source, item_name, context):
     for path in _copy_paths(item_name, context.input_dir):
         try:
             document = iiif.load_json(storage.read_bytes(path, limit=iiif.MAX_BYTES), files.printable_path(path))
-        except (OSError, iiif.DocumentError):
+        except (OSError, iiif.DocumentError, RecursionError):  # nested past Python's limit: not a manifest
             continue
         if _document_id(document) == source.manifest_id:
             return _accept(source, document)
@@ -171,6 +174,9 @@ def _load(source, item_name, context):
     try:
         data = fetch(source.manifest_id)
         document = iiif.load_json(data, source.manifest_id)
+    except RecursionError:
+        source.problem = f"the source manifest {source.manifest_id} is nested too deeply to be a manifest"
+        return
     except (httpclient.FetchError, httpclient.Interrupted, iiif.DocumentError) as error:
         source.problem = (f"the source manifest {source.manifest_id} could not be fetched ({error}); "
                           f"tag the item again with --overwrite once it answers")
@@ -334,8 +340,13 @@ def companion_files(item_name, page_text, context, copy_id):
                     files.printable_path(item_name), source.problem, companion_name(item_name),
                     files.printable_path(item_name))
         return [(companion_name(item_name), None)]
-    document = annotated_copy(source, json.loads(page_text), copy_id)
-    return [(companion_name(item_name), json.dumps(document, ensure_ascii=False, indent=1) + "\n")]
+    try:
+        document = annotated_copy(source, json.loads(page_text), copy_id)
+        return [(companion_name(item_name), json.dumps(document, ensure_ascii=False, indent=1) + "\n")]
+    except RecursionError:  # a source nested too deeply to copy (JSON parsers stop near 1,000 levels too)
+        log.warning("%s: the source manifest %s is nested too deeply to copy; no %s this time",
+                    files.printable_path(item_name), source.manifest_id, companion_name(item_name))
+        return [(companion_name(item_name), None)]
 
 
 def annotated_copy(source, page, copy_id):

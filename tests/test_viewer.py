@@ -198,6 +198,22 @@ def test_markup_in_a_manifest_label_is_stripped_from_the_page_and_the_copy(tmp_p
     assert viewer.plain_text("a < b & c") == "a < b & c"  # not markup: kept
 
 
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_a_hostile_manifest_nested_deep_gives_the_page_and_a_warning_not_a_crash(tmp_path, depth, caplog):
+    with NdlEmulator() as emulator:
+        inputs, source = v3_crawl(tmp_path, emulator, title="")
+        text = json.dumps(source).replace('"label": {"en": ["Book book3.json"]}',
+                                          '"label": ' + "[" * depth + '"deep"' + "]" * depth, 1)
+        (inputs / "book3.manifest.json").write_text(text, encoding="utf-8")
+        with caplog.at_level(logging.WARNING, logger="tagestimate.viewer"):
+            written = write(tmp_path / "out", "book3", [tagged(inputs, "book3", "0001")], run_context(inputs))
+    page = written["book3.iiif.json"]
+    assert page["items"] and page["label"] in ({"en": ["tags of deep"]}, {"en": ["tags of book3"]})
+    if "book3.manifest.json" not in written:  # where Python's JSON or copy gave up: said in one line
+        [message] = [r.getMessage() for r in caplog.records if r.name == "tagestimate.viewer"]
+        assert "book3: the source manifest" in message and "no book3.manifest.json" in message
+
+
 def test_crops_without_manifest_csv_find_their_boxes_in_the_crawl_above_or_say_whole_page(tmp_path, caplog):
     crawl = tmp_path / "datasetpdm"
     write_rows(crawl, [{"id": "1054192_3_0", "folder": "picture", "pid": "1054192", "page": "3", "x": "10.0",
