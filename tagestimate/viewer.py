@@ -18,7 +18,6 @@ canvas would show the whole book's tags beside every page. A v2 source is upgrad
 
 import copy
 import dataclasses
-import html
 import json
 import logging
 import os
@@ -37,17 +36,9 @@ FETCH_TIMEOUT = 15.0  # seconds; the whole body within twice that (httpclient)
 FETCH_RETRIES = 1
 WHOLE_PAGE_NOTE = "the crop's box is unknown: this tag targets the whole page the crop was cut from"
 _SERVICE_PAGE = re.compile(r"/(?P<pid>[0-9A-Za-z_-]{1,64})/R(?P<page>\d{7})/?$")
-_TAG = re.compile(r"<[/!?A-Za-z][^<>]*(>|$)")  # what an HTML renderer would take for markup
+plain_text = iiif.plain_text  # labels as plain text: markup stripped (annotations.py takes it from here)
 _unreachable = set()  # hosts that never answered in this process: not asked again
 _pending = threading.local()  # the Source render_page resolved, for the companion of the same item
-
-
-@dataclasses.dataclass(frozen=True)
-class Canvas:
-    id: str
-    position: int  # 1-based
-    width: int  # 0: unknown
-    height: int
 
 
 @dataclasses.dataclass
@@ -68,15 +59,9 @@ class Source:
     @property
     def label(self):
         try:
-            return plain_text(iiif.label_text(self.document.get("label"))) if self.document else ""
+            return iiif.plain_text(iiif.label_text(self.document.get("label"))) if self.document else ""
         except RecursionError:  # a label of lists in lists: none
             return ""
-
-
-def plain_text(text):
-    """`text` as plain text: entities decoded, then anything an HTML renderer would take for a tag
-    removed (Universal Viewer renders some labels as HTML; JSON keeps them as text either way)."""
-    return re.sub(r"\s+", " ", _TAG.sub("", html.unescape(str(text)))).strip()
 
 
 def find_row(rows, item_name, key):
@@ -166,7 +151,7 @@ def _load(source, item_name, context):
             document = iiif.load_json(storage.read_bytes(path, limit=iiif.MAX_BYTES), files.printable_path(path))
         except (OSError, iiif.DocumentError, RecursionError):  # nested past Python's limit: not a manifest
             continue
-        if _document_id(document) == source.manifest_id:
+        if iiif.document_id(document) == source.manifest_id:
             return _accept(source, document)
     if not getattr(context, "fetch_manifests", False):
         source.problem = f"the source manifest {source.manifest_id} was neither saved by the crawl nor fetched"
@@ -233,56 +218,10 @@ def fetch(url):
         client.close()
 
 
-def _document_id(document):
-    value = document.get("id") or document.get("@id")
-    return value if isinstance(value, str) else None
-
-
-def canvases(document):
-    """[(Canvas, raw canvas dict, image service id or '')] of a v2 or v3 manifest, in order."""
-    if document.get("type") == "Manifest":
-        raw = document.get("items")
-    else:
-        sequences = document.get("sequences")
-        raw = sequences[0].get("canvases") if isinstance(sequences, list) and sequences \
-            and isinstance(sequences[0], dict) else None
-    found = []
-    for position, canvas in enumerate(raw if isinstance(raw, list) else [], start=1):
-        if not isinstance(canvas, dict):
-            continue
-        identifier = _document_id(canvas)
-        if identifier:
-            found.append((Canvas(identifier, position, _size(canvas.get("width")), _size(canvas.get("height"))),
-                          canvas, _service_of(canvas)))
-    return found
-
-
-def _size(value):
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10 ** 7 else 0
-
-
-def _service_of(canvas):
-    resources = []
-    for image in canvas.get("images") or []:  # v2
-        if isinstance(image, dict):
-            resources.append(image.get("resource"))
-    for page in canvas.get("items") or []:  # v3
-        for annotation in (page.get("items") if isinstance(page, dict) else None) or []:
-            if isinstance(annotation, dict):
-                body = annotation.get("body")
-                resources += body if isinstance(body, list) else [body]
-    for resource in resources:
-        if isinstance(resource, dict):
-            service = iiif.image_service(resource.get("service"))
-            if service:
-                return service[0]
-    return ""
-
-
 def _place(source, item_name, keys, rows):
     """Each image's canvas (and box); the first image that has none makes the whole document unusable."""
     by_id, by_page = {}, {}
-    for canvas, _, service in canvases(source.document):
+    for canvas, _, service in iiif.canvases(source.document):
         by_id[canvas.id] = canvas
         match = _SERVICE_PAGE.search(service)
         if match:
@@ -351,11 +290,11 @@ def companion_files(item_name, page_text, context, copy_id):
 
 def annotated_copy(source, page, copy_id):
     """The source manifest as Presentation 3 under `copy_id`, each tagged canvas embedding its annotations."""
-    document = _copy_v3(source.document) if source.version == 3 else upgrade_v2(source.document, copy_id)
+    document = _copy_v3(source.document) if source.version == 3 else iiif.upgrade_v2(source.document, copy_id)
     document["id"] = copy_id
     contexts = page.get("@context") or [PRESENTATION_3]
     document = {"@context": contexts, **{k: v for k, v in document.items() if k != "@context"}}
-    document["seeAlso"] = _list(document.get("seeAlso")) + [{
+    document["seeAlso"] = iiif.as_list(document.get("seeAlso")) + [{
         "id": source.manifest_id, "type": "Dataset", "format": "application/ld+json",
         "profile": f"http://iiif.io/api/presentation/{source.version}/context.json",
         "label": {"en": ["the manifest these canvases come from"]}}]
@@ -367,85 +306,17 @@ def annotated_copy(source, page, copy_id):
             grouped.setdefault(target["source"]["id"], []).append(annotation)
     for position, canvas in enumerate(document.get("items", []), start=1):
         if isinstance(canvas, dict) and canvas.get("id") in grouped:
-            canvas["annotations"] = _list(canvas.get("annotations")) + [{
+            canvas["annotations"] = iiif.as_list(canvas.get("annotations")) + [{
                 "id": f"{page['id']}#canvas-{position}", "type": "AnnotationPage",
                 "items": grouped[canvas["id"]]}]
     return document
 
 
-def _list(value):
-    return list(value) if isinstance(value, list) else [value] if value else []
-
-
 def _copy_v3(document):
     result = copy.deepcopy(document)
-    result["label"] = _plain_map(result.get("label"))
+    result["label"] = iiif.plain_map(result.get("label"))
     for canvas in result.get("items") or []:
         if isinstance(canvas, dict) and "label" in canvas:
-            canvas["label"] = _plain_map(canvas["label"])
+            canvas["label"] = iiif.plain_map(canvas["label"])
     return result
 
-
-def _plain_map(label):
-    """A label as a language map of plain text (markup stripped), from a v2 or v3 label."""
-    if isinstance(label, dict) and "@value" not in label:
-        return {str(lang): [plain_text(v) for v in _list(values) if isinstance(v, str)]
-                for lang, values in label.items()} or {"none": [""]}
-    found = {}
-    for value in _list(label):
-        if isinstance(value, dict):
-            found.setdefault(str(value.get("@language") or "none"), []).append(plain_text(value.get("@value", "")))
-        elif isinstance(value, str):
-            found.setdefault("none", []).append(plain_text(value))
-    return found or {"none": [""]}
-
-
-def upgrade_v2(document, copy_id):
-    """A Presentation 3 manifest from a 2.1 one: label, metadata, attribution, direction, canvases and images."""
-    result = {"id": copy_id, "type": "Manifest", "label": _plain_map(document.get("label"))}
-    metadata = [{"label": _plain_map(entry.get("label")), "value": _plain_map(entry.get("value"))}
-                for entry in _list(document.get("metadata")) if isinstance(entry, dict)]
-    if metadata:
-        result["metadata"] = metadata
-    if document.get("attribution"):
-        result["requiredStatement"] = {"label": {"en": ["Attribution"]},
-                                       "value": _plain_map(document["attribution"])}
-    if document.get("viewingDirection") in ("left-to-right", "right-to-left", "top-to-bottom", "bottom-to-top"):
-        result["viewingDirection"] = document["viewingDirection"]
-    if document.get("viewingHint") in ("paged", "individuals", "continuous"):
-        result["behavior"] = [document["viewingHint"]]
-    result["items"] = [_upgrade_canvas(canvas, raw, copy_id) for canvas, raw, _ in canvases(document)]
-    return result
-
-
-def _upgrade_canvas(canvas, raw, copy_id):
-    bodies = [_upgrade_image(image.get("resource")) for image in raw.get("images") or [] if isinstance(image, dict)]
-    bodies = [body for body in bodies if body]
-    result = {"id": canvas.id, "type": "Canvas", "label": _plain_map(raw.get("label"))}
-    width, height = canvas.width or _first(bodies, "width"), canvas.height or _first(bodies, "height")
-    if width and height:
-        result["width"], result["height"] = width, height
-    result["items"] = [{"id": f"{copy_id}#painting-{canvas.position}", "type": "AnnotationPage", "items": [
-        {"id": f"{copy_id}#image-{canvas.position}-{n}", "type": "Annotation", "motivation": "painting",
-         "body": body, "target": canvas.id} for n, body in enumerate(bodies, start=1)]}]
-    return result
-
-
-def _first(bodies, key):
-    return next((body[key] for body in bodies if body.get(key)), 0)
-
-
-def _upgrade_image(resource):
-    if not isinstance(resource, dict) or not isinstance(resource.get("@id"), str):
-        return None
-    body = {"id": resource["@id"], "type": "Image", "format": resource.get("format") or "image/jpeg"}
-    for key in ("width", "height"):
-        if _size(resource.get(key)):
-            body[key] = resource[key]
-    service = iiif.image_service(resource.get("service"))
-    if service:
-        profile = json.dumps(resource["service"]) if not isinstance(resource["service"], list) else ""
-        level = re.search(r"level([012])", profile)
-        body["service"] = [{"id": service[0], "type": f"ImageService{service[1]}",
-                            "profile": f"level{level[1] if level else 0}"}]
-    return body

@@ -7,7 +7,6 @@ The bundle: $MIRADOR_BUNDLE, else .ci-cache/mirador/4.0.0/dist/mirador.min.js (.
 $TAGESTIMATE_ARTIFACTS (else pytest's tmp folder).
 """
 
-import functools
 import http.server
 import json
 import os
