@@ -8,8 +8,9 @@ source) is saved as the crawl would (`{input}/{pid}.manifest.json`), with one ma
 (box, pid, page). Each round writes the item with tagging's own write_item (no model: every crop has
 two tags above the threshold, picture and stamp): the AnnotationPage through iiif-prezi3, then
 `{item}.manifest.json`, both atomically. Reported: the median wall time of a round and its range, the
-time of the page alone (render_page), the two files' sizes, and the peak Python memory of one round
-(tracemalloc, in a round of its own: tracing slows it).
+time of the page alone (render_page), CPU seconds of this process beside each (less moved by other
+jobs on a shared machine than the wall time), the two files' sizes, and the peak Python memory of one
+round (tracemalloc, in a round of its own: tracing slows it).
 """
 
 import argparse
@@ -109,9 +110,9 @@ def one_round(input_dir, output, records):
     context = RunContext(input_dir=input_dir, weights_name="w.h5", weights_sha256="ab" * 32,
                          id_base="https://example.org/tags", created="2026-12-05T00:00:00Z")
     os.makedirs(output, exist_ok=True)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     write_item(output, PID, records, CONFIG, "iiif", context=context)
-    return time.perf_counter() - started, context
+    return time.perf_counter() - started, time.process_time() - cpu, context
 
 
 def main(argv=None):
@@ -124,13 +125,15 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         input_dir = os.path.join(folder, "input")
         records = make_input(input_dir, args.canvases, args.crops_per_canvas, args.v3)
-        times, page_times = [], []
+        times, cpu_times, page_times, page_cpu = [], [], [], []
         for round_number in range(args.rounds):
-            seconds, context = one_round(input_dir, os.path.join(folder, f"out{round_number}"), records)
+            seconds, cpu, context = one_round(input_dir, os.path.join(folder, f"out{round_number}"), records)
             times.append(seconds)
-            started = time.perf_counter()
+            cpu_times.append(cpu)
+            started, cpu = time.perf_counter(), time.process_time()
             formats.render_iiif(PID, records, CONFIG, context)
             page_times.append(time.perf_counter() - started)
+            page_cpu.append(time.process_time() - cpu)
         out = os.path.join(folder, "out0")
         sizes = {name: os.path.getsize(os.path.join(out, name)) for name in sorted(os.listdir(out))}
         with open(os.path.join(out, f"{PID}.manifest.json"), encoding="utf-8") as handle:
@@ -144,9 +147,11 @@ def main(argv=None):
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); load average {os.getloadavg()[0]:.2f}")
     print(f"book: {args.canvases:,} canvases, {len(records):,} crops, {2 * len(records):,} annotations; "
           f"source manifest Presentation {source}")
-    print(f"write_item (page + annotated copy, atomic): median {statistics.median(times):.2f} s "
-          f"(range {min(times):.2f}-{max(times):.2f} s over {args.rounds} rounds)")
-    print(f"  of which the AnnotationPage alone: median {statistics.median(page_times):.2f} s")
+    print(f"write_item (page + annotated copy, atomic): median {statistics.median(times):.2f} s wall "
+          f"(range {min(times):.2f}-{max(times):.2f} s over {args.rounds} rounds), "
+          f"{statistics.median(cpu_times):.2f} s CPU")
+    print(f"  of which the AnnotationPage alone (render_page, iiif-prezi3's models included): median "
+          f"{statistics.median(page_times):.2f} s wall, {statistics.median(page_cpu):.2f} s CPU")
     print("  files: " + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sizes.items()))
     print(f"peak Python memory of one round (tracemalloc): {peak / 2 ** 20:.0f} MiB")
 

@@ -292,7 +292,6 @@ def provenance(input_dir):
     return {}
 
 
-
 @functools.lru_cache(maxsize=4)
 def _read_rows(path, mtime_ns, size):
     """Cached per file version: every item of a run looks its images up in the same file."""

@@ -29,7 +29,8 @@ class OutputFormat:
     #                                   None: a write-only format, which the report does not show
     lists_untagged: bool = True  # False: images without a tag are not in the file (the reader adds them)
     companions: Optional[Callable] = None  # companions(item_name, records, config, context, text) -> [(file
-    #                                        name, text or None)]: other files of the item, written before its own (None: removed)
+    #                                        name, text)]: more files of the item, written before its own file;
+    #                                        text None: the file is removed (an older run's would not match)
 
     def file_name(self, item_name):
         return f"{item_name}.{self.extension}"

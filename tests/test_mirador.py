@@ -72,7 +72,8 @@ def source_manifest(base):
         service = f"{base}/iiif/{PID}/R{page:07d}"
         canvases.append({"@id": f"{base}/iiif/{PID}/canvas/{page}", "@type": "sc:Canvas", "label": f"{page}",
                          "width": SIZE[0], "height": SIZE[1], "images": [{
-                             "@type": "oa:Annotation", "motivation": "sc:painting", "on": f"{base}/iiif/{PID}/canvas/{page}",
+                             "@type": "oa:Annotation", "motivation": "sc:painting",
+                             "on": f"{base}/iiif/{PID}/canvas/{page}",
                              "resource": {"@id": service + "/full/full/0/default.jpg", "@type": "dctypes:Image",
                                           "format": "image/jpeg", "width": SIZE[0], "height": SIZE[1],
                                           "service": {"@context": "http://iiif.io/api/image/2/context.json",
@@ -84,7 +85,8 @@ def source_manifest(base):
 
 
 def info_json(service):
-    return {"@context": "http://iiif.io/api/image/2/context.json", "@id": service, "protocol": "http://iiif.io/api/image",
+    return {"@context": "http://iiif.io/api/image/2/context.json", "@id": service,
+            "protocol": "http://iiif.io/api/image",
             "width": SIZE[0], "height": SIZE[1], "profile": ["http://iiif.io/api/image/2/level0.json"],
             "sizes": [{"width": SIZE[0], "height": SIZE[1]}]}
 

@@ -62,7 +62,8 @@ def ndl_crawl(tmp_path, emulator, boxes):
         page = key.split("_")[1]
         rows.append({"id": key, "folder": "1054192", "pid": "1054192", "page": page, "x": x, "y": y, "w": w, "h": h,
                      "title": "<i>源氏</i>物語 &amp; 注釈",
-                     "source_url": f"{emulator.iiif_base}/1054192/R{int(page):07d}/pct:{x},{y},{w},{h}/,256/0/default.jpg"})
+                     "source_url": f"{emulator.iiif_base}/1054192/R{int(page):07d}/pct:{x},{y},{w},{h}"
+                                   "/,256/0/default.jpg"})
     write_rows(inputs, rows)
     return inputs
 
@@ -80,16 +81,17 @@ def test_a_crawled_v3_manifest_gives_a_viewer_ready_page_and_an_annotated_copy(t
     Manifest(**copy)  # raises unless it is Presentation 3
     assert page["partOf"] == [{"id": source["id"], "type": "Manifest"}]
     assert page["label"] == {"en": ["tags of Book book3"]}
+    one, two = ({"id": f"{source['id']}/canvas/{n}", "type": "Canvas"} for n in (1, 2))
     assert [(a["target"]["source"], a["confidence"]) for a in page["items"]] == [
-        ({"id": f"{source['id']}/canvas/1", "type": "Canvas"}, 0.91), ({"id": f"{source['id']}/canvas/1", "type": "Canvas"}, 0.62),
-        ({"id": f"{source['id']}/canvas/2", "type": "Canvas"}, 0.83), ({"id": f"{source['id']}/canvas/2", "type": "Canvas"}, 0.74)]
+        (one, 0.91), (one, 0.62), (two, 0.83), (two, 0.74)]
     assert copy["id"] == ID_BASE + "/book3.manifest.json"
     assert copy["@context"] == page["@context"]  # the confidence term, then Presentation 3 last
     assert copy["seeAlso"][-1]["id"] == source["id"]
     assert [canvas["id"] for canvas in copy["items"]] == [canvas["id"] for canvas in source["items"]]
     assert copy["items"][0]["items"] == source["items"][0]["items"]  # the painting annotations as they were
     # each tagged canvas embeds its own annotations, the page's, same ids; the untagged third canvas none
-    embedded = {canvas["id"]: [a for p in canvas.get("annotations", []) for a in p["items"]] for canvas in copy["items"]}
+    embedded = {canvas["id"]: [a for p in canvas.get("annotations", []) for a in p["items"]]
+                for canvas in copy["items"]}
     by_canvas = {}
     for annotation in page["items"]:
         by_canvas.setdefault(annotation["target"]["source"]["id"], []).append(annotation)
@@ -165,7 +167,8 @@ def test_a_source_manifest_that_vanished_is_one_sentence_and_no_copy(tmp_path, f
     reason = "HTTP 404" if fault == "404" else "no answer within 0.5 s"
     assert message.startswith(f"1054192: the source manifest {emulator.iiif_base}/1054192/manifest.json could not "
                               f"be fetched ({reason}")
-    assert message.endswith("no 1054192.manifest.json this time (its tags are in 1054192.iiif.json, with plain targets)")
+    assert message.endswith(
+        "no 1054192.manifest.json this time (its tags are in 1054192.iiif.json, with plain targets)")
 
 
 def test_a_manifest_changed_since_the_crawl_is_one_sentence_and_no_copy(tmp_path, caplog):
@@ -174,8 +177,8 @@ def test_a_manifest_changed_since_the_crawl_is_one_sentence_and_no_copy(tmp_path
         source["items"] = source["items"][:1]  # canvas 2, which a row names, is gone
         (inputs / "book3.manifest.json").write_text(json.dumps(source), encoding="utf-8")
         with caplog.at_level(logging.WARNING, logger="tagestimate.viewer"):
-            written = write(tmp_path / "out", "book3", [tagged(inputs, "book3", "0001"), tagged(inputs, "book3", "0002")],
-                            run_context(inputs))
+            records = [tagged(inputs, "book3", "0001"), tagged(inputs, "book3", "0002")]
+            written = write(tmp_path / "out", "book3", records, run_context(inputs))
     assert sorted(written) == ["book3.iiif.json"]
     page = written["book3.iiif.json"]
     assert page["partOf"] == [{"id": source["id"], "type": "Manifest"}]  # the crawl recorded it

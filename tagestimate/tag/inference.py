@@ -266,7 +266,8 @@ def image_hook(on_item, output_dir):
 
 def write_item(output_dir, item_name, records, config, output_format="json", context=None):
     """Write an item's output file atomically, thresholds taken from `config`; returns its path.
-    `context` (results.RunContext) is passed to formats that need more than the records (iiif).
+    `context` (results.RunContext) is passed to formats that need more than the records (iiif). A format's
+    companion files (iiif: `{item}.manifest.json`) are written first: the item's own file marks it done.
 
     With a distributed engine, call it only once errors.json holds the item's errors: a
     rerun skips items that have an output file.
