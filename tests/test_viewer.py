@@ -274,3 +274,37 @@ def test_a_non_http_id_base_is_refused_in_one_sentence_before_any_file(tmp_path,
         "error: --id-base must be an absolute URL such as https://example.org/tags; 'ftp://example.org/tags' "
         "is a ftp: URL; use http or https\n")
     assert not (tmp_path / "out").exists() or not any(name.endswith(".json") for name in os.listdir(tmp_path / "out"))
+
+
+@pytest.mark.slow
+def test_crawl_then_tag_builds_the_copy_from_the_crawls_saved_manifest(tmp_path, monkeypatch):
+    """`newdataclawer.py --iiif-manifest URL` then `multiinference.py --format iiif --id-base ...`: the copy
+    comes from what the crawl saved (the server is not asked again) and every tag sits on its canvas."""
+    import multiinference
+    import newdataclawer
+    from modelfiles import write_trained_weights
+    from tests.test_iiif import FAST
+
+    monkeypatch.chdir(tmp_path)
+    logits = np.full(len(LABELS), -4.0, np.float32)
+    logits[LABELS.index("picture")] = 3.0
+    weights, _ = write_trained_weights(str(tmp_path / "w"), logits=logits)
+    with NdlEmulator() as emulator:
+        emulator.documents["book3.json"] = v3_manifest(emulator, "book3.json", 2)
+        assert newdataclawer.main(["--iiif-manifest", emulator.doc_url("book3.json"), "--out", "input",
+                                   "--api-base", emulator.api_base, "--iiif-base", emulator.iiif_base, *FAST]) == 0
+        asked = emulator.count("docs")
+        assert multiinference.main(["--format", "iiif", "--weights", weights, "--backend", "tensorflow", "--quiet",
+                                    "--no-report", "--id-base", ID_BASE]) == 0
+        assert emulator.count("docs") == asked == 1  # read once, by the crawl
+    assert sorted(os.listdir("output")) == ["book3.iiif.json", "book3.manifest.json", "context.jsonld"]
+    with open("output/book3.manifest.json", encoding="utf-8") as handle:
+        copy = json.load(handle)
+    Manifest(**copy)
+    canvases = [canvas["id"] for canvas in copy["items"]]
+    assert [[a["id"] for page in canvas["annotations"] for a in page["items"]] for canvas in copy["items"]] == [
+        [f"{ID_BASE}/book3.iiif.json#0001/picture"], [f"{ID_BASE}/book3.iiif.json#0002/picture"]]
+    with open("output/book3.iiif.json", encoding="utf-8") as handle:
+        page = json.load(handle)
+    assert [a["target"]["source"]["id"] for a in page["items"]] == canvases
+
