@@ -124,7 +124,10 @@ def test_an_ndl_book_is_fetched_once_upgraded_from_v2_and_its_crops_target_canva
     assert fetched == ["/api/iiif/1054192/manifest.json"]  # once per item, where NDL serves it
     page, copy = written["1054192.iiif.json"], written["1054192.manifest.json"]
     Manifest(**copy)
-    assert page["partOf"] == [{"id": f"{emulator.iiif_base}/1054192/manifest.json", "type": "Manifest"}]
+    # the manifest's own id (the emulator's differs from the URL it answers at, as NDL's www. host's may)
+    assert page["partOf"] == [{"id": source["@id"], "type": "Manifest"}]
+    assert source["@id"] != f"{emulator.iiif_base}/1054192/manifest.json"
+    assert copy["seeAlso"][-1]["id"] == source["@id"]
     assert page["label"] == {"en": ["tags of 源氏物語 & 注釈"]}  # the crawl's title, markup stripped
     targets = {a["id"].split("#")[1]: a["target"] for a in page["items"]}
     canvas = source["@id"] + "/canvas/"
