@@ -4,11 +4,15 @@ Each tag above its threshold becomes one Annotation (motivation `tagging`; its l
 map and its body one TextualBody per language of labels.LANGUAGES: "map" in en, "地図" in ja; the
 machine tag, graphic_map, is the last part of its id) that says which software and weights made it, when, and with what confidence. The
 target is the most precise thing known about the image, in this order:
+0. an image whose item's source manifest is in hand (tagestimate/viewer.py): its canvas, with the
+   crop's box in canvas pixels (`xywh=x,y,w,h`), which viewers draw;
 1. a crop whose row in `{input}/manifest.csv` has a box: that region (`xywh=percent:`) of its
    IIIF page (the canvas when the row names one, else NDL's page image);
 2. an image fetched from a IIIF manifest (its row names a canvas): the canvas;
 3. a file named like NDL's crops (`{pid}_{page}_{n}`): NDL's page image;
 4. anything else: the file, under --target-base or as a file: URL.
+A crop whose box is unknown targets its whole page through a SpecificResource of its own id, and
+the annotation's label says so: two crops of one page never share one target silently.
 The documents are built and checked with iiif-prezi3; the confidence, which no IIIF or W3C
 term covers, is an extension property defined by the context `context.jsonld` published beside
 the pages (`EXTENSION_CONTEXT`).
@@ -20,7 +24,7 @@ import logging
 import os
 import urllib.parse
 
-from tagestimate import ndl, storage
+from tagestimate import files, ndl, storage, viewer
 from tagestimate.errors import UserError
 from tagestimate.labels import config_names, tag_names
 from tagestimate.records import RunContext, natural_key, tags_of  # noqa: F401 (RunContext: re-exported)
@@ -73,24 +77,73 @@ def render_page(item_name, records, config, context):
     tags = tags_of(records, config)
     generator = _generator(context)
     names = config_names(config)
+    source = viewer.resolve(item_name, [record.key for record in records], rows, context)
+    viewer.remember(item_name, source)  # the companion, {item}.manifest.json, is built from it
     items, confidences = [], []
     for record in sorted(records, key=lambda record: natural_key(record.key)):
-        target = _target(item_name, record, context, rows)
+        target = _target(item_name, record, context, rows, source, identifier)
+        row = viewer.find_row(rows, item_name, record.key)
+        whole_page = viewer.is_crop(row, record.key) and (row is None or viewer.box_of(row) is None)
         for tag in tags[record.key]:
             label = tag_names(tag["tag"], names)
             items.append(Annotation(
                 id=annotation_id(identifier, record.key, tag["tag"]),
-                motivation="tagging", label={language: [name] for language, name in label.items()},
+                motivation="tagging", label=_label(label, whole_page),
                 body=[TextualBody(value=name, language=language, format="text/plain", purpose="tagging")
                       for language, name in label.items()],
                 target=target, generator=generator, created=context.created or None))
             confidences.append(tag["confidence"])
-    page = AnnotationPage(id=identifier, label={"en": [f"tags of {item_name}"]}, items=items)
+    title = _book_title(item_name, records, rows, source)
+    page = AnnotationPage(id=identifier, label={"en": [f"tags of {title}"]}, items=items)
     page.context = [_id_base(context) + CONTEXT_NAME, PRESENTATION_CONTEXT]
     document = json.loads(page.json())
+    if source is not None and (source.recorded or source.document is not None):
+        # Presentation 3 lets any resource be partOf any other; iiif-prezi3's schema (as W3C's model) admits only
+        # an AnnotationCollection on a page, so the source manifest is added after its check.
+        document = _after(document, "label", "partOf", [{"id": source.manifest_id, "type": "Manifest"}])
     document["items"] = [_with_confidence(annotation, value)
                          for annotation, value in zip(document["items"], confidences)]
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+
+
+def note_run(items, context):
+    """Log, once per run, what keeps its pages from a viewer: crops whose box is unknown, ids not on http."""
+    rows = provenance(context.input_dir)
+    unboxed = 0
+    for item in items:
+        for key, _ in item.images:
+            row = viewer.find_row(rows, item.name, key)
+            unboxed += viewer.is_crop(row, key) and (row is None or viewer.box_of(row) is None)
+    if unboxed:
+        log.warning("%s named like NDL's ({pid}_{page}_{n}) %s no box in a crawl's manifest.csv: their annotations "
+                    "target the whole page, and say so in their label", files.count(unboxed, "crop"),
+                    "has" if unboxed == 1 else "have")
+    if not context.id_base.startswith(("http://", "https://")):
+        log.info("no --id-base: the pages' and annotated manifests' ids are %s URLs, which a viewer cannot load; "
+                 "tag with --id-base URL where the output folder will be published", context.id_base.split(":")[0])
+
+
+def companions(item_name, records, config, context, text):
+    """[(file name, text)] written before `{item}.iiif.json`: the annotated manifest (viewer.py), if any."""
+    copy_id = f"{_id_base(context)}{urllib.parse.quote(viewer.companion_name(item_name), safe='')}"
+    return viewer.companion_files(item_name, text, context, copy_id)
+
+
+def _book_title(item_name, records, rows, source):
+    """The book's title as plain text: the crawl's `title`, else the source manifest's label, else the item."""
+    for record in records:
+        row = viewer.find_row(rows, item_name, record.key)
+        if row and viewer.plain_text(row.get("title") or ""):
+            return viewer.plain_text(row["title"])
+    return (source.label if source else "") or item_name
+
+
+def _label(names, whole_page):
+    """The annotation's language map: the tag's name per language, and the whole-page note where it applies."""
+    if whole_page:
+        return {language: [name, viewer.WHOLE_PAGE_NOTE] if language == "en" else [name]
+                for language, name in names.items()}
+    return {language: [name] for language, name in names.items()}
 
 
 def annotation_id(page, key, tag):
@@ -113,13 +166,28 @@ def page_tags(document):
     return dict(tags)
 
 
+def _after(document, anchor, key, value):
+    """`document` with `key` inserted after `anchor` (key order is what a reader of the file sees)."""
+    result = {}
+    for name, item in document.items():
+        result[name] = item
+        if name == anchor:
+            result[key] = value
+    return result
+
+
 def _with_confidence(annotation, value):
-    """The annotation with the extension property after its motivation (prezi3's models drop unknown keys)."""
+    """The annotation with the extension property after its motivation (prezi3's models drop unknown keys),
+    and the confidence also as a describing body, the one place viewers show it (Mirador lists bodies)."""
     result = {}
     for key, item in annotation.items():
         result[key] = item
         if key == "motivation":
             result[CONFIDENCE] = value
+    body = result.get("body")
+    result["body"] = (body if isinstance(body, list) else [body]) + [{
+        "type": "TextualBody", "value": f"confidence {value}", "format": "text/plain", "language": "en",
+        "purpose": "describing"}]
     return result
 
 
@@ -129,21 +197,36 @@ def _generator(context):
                  name=f"{context.software} {context.version}{weights}", homepage=HOMEPAGE)
 
 
-def _target(item_name, record, context, rows):
+def _target(item_name, record, context, rows, source=None, page=None):
     """The most precise target known for one image (see the module's docstring)."""
-    row = rows.get((item_name, record.key))
+    row = viewer.find_row(rows, item_name, record.key)
     box = _box(row) if row else None
+    placed = source.placements.get(record.key) if source is not None and source.usable else None
+    if placed:
+        canvas, box = placed
+        value = viewer.pixel_selector_value(box, canvas) if box else None
+        selector = FragmentSelector(value=value) if value else _selector(box) if box else None
+        return SpecificResource(id=_crop_id(page, record, row, box), source={"id": canvas.id, "type": "Canvas"},
+                                selector=selector)
     if row and row.get("canvas"):
         source = {"id": row["canvas"], "type": "Canvas"}
         return SpecificResource(source=source, selector=_selector(box) if box else None)
-    page = _ndl_page(row, record.key)
-    if page is not None:
-        source = {"id": page, "type": "Image", "format": "image/jpeg"}
-        return SpecificResource(source=source, selector=_selector(box) if box else None)
+    image = _ndl_page(row, record.key)
+    if image is not None:
+        source = {"id": image, "type": "Image", "format": "image/jpeg"}
+        return SpecificResource(id=_crop_id(page, record, row, box), source=source,
+                                selector=_selector(box) if box else None)
     relative = _relative(record.path, context.input_dir)
     if context.target_base and relative and not relative.startswith(".."):
         return f"{context.target_base}/{urllib.parse.quote(relative.replace(os.sep, '/'))}"
     return file_url(record.path)
+
+
+def _crop_id(page, record, row, box):
+    """An id of its own for a crop whose box is unknown (its target is the whole page), else None."""
+    if page and box is None and viewer.is_crop(row, record.key):
+        return f"{page}#{urllib.parse.quote(record.key, safe='')}"
+    return None
 
 
 def _relative(path, input_dir):

@@ -28,6 +28,9 @@ class OutputFormat:
     parse: Optional[Callable] = None  # parse(text) -> {key: [(tag, confidence)]}, ValueError if malformed;
     #                                   None: a write-only format, which the report does not show
     lists_untagged: bool = True  # False: images without a tag are not in the file (the reader adds them)
+    companions: Optional[Callable] = None  # companions(item_name, records, config, context, text) -> [(file
+    #                                        name, text)]: more files of the item, written before its own file;
+    #                                        text None: the file is removed (an older run's would not match)
 
     def file_name(self, item_name):
         return f"{item_name}.{self.extension}"
@@ -115,11 +118,20 @@ def parse_catalogue(text):
     return catalogue.parse(text)
 
 
+def iiif_companions(item_name, records, config, context, text):
+    from tagestimate import annotations  # lazy, as in render_iiif
+
+    return annotations.companions(item_name, records, config, context or RunContext(), text)
+
+
 def parse_iiif(text):
     from tagestimate import annotations  # lazy, as in render_iiif
 
     return annotations.page_tags(json.loads(text))
 
+
+# Companion files' endings: never an item's output, though "a.manifest.json" looks like item "a.manifest" of json.
+COMPANION_SUFFIXES = (".manifest.json",)
 
 # --format name -> OutputFormat, in the order a reader prefers them when an item has several files.
 FORMATS = {
@@ -128,7 +140,7 @@ FORMATS = {
     "iiif": OutputFormat("iiif.json", render_iiif,
                          "a IIIF Presentation 3 AnnotationPage of W3C Web Annotations, one per tag (motivation "
                          "tagging), targeting the crop, canvas, page or file (see --id-base, --target-base)",
-                         parse_iiif, lists_untagged=False),
+                         parse_iiif, lists_untagged=False, companions=iiif_companions),
     "catalogue": OutputFormat("catalogue.csv", render_catalogue,
                               "a cataloguer's CSV, one row per image and tag: title, page, the tag in English and "
                               "Japanese, confidence, IIIF image URL of the crop, canvas and manifest",
@@ -141,6 +153,8 @@ def match_file(file_name):
 
     The longest extension wins: "a.iiif.json" is item "a" of iiif, not item "a.iiif" of json.
     """
+    if file_name.endswith(COMPANION_SUFFIXES):
+        return None
     found = [(len(output.extension), output.item_name(file_name), name)
              for name, output in FORMATS.items() if output.parse is not None and output.item_name(file_name)]
     if not found:

@@ -5,11 +5,14 @@ Pure functions, no network: `parse_document` reads Presentation API 2.1
 (`items[].items[].items[].body.service`); `image_url` asks an Image API 2 or 3 service for a
 whole page at a size; `slug` turns a manifest's id into a safe folder name. Documents come
 from anywhere, so nothing in them is trusted: a canvas without a usable image is reported as
-skipped with the reason, never raised.
+skipped with the reason, never raised. For a viewer (tagestimate/viewer.py): `canvases` with their
+sizes, labels as plain text (`plain_text`, `plain_map`: markup stripped), and `upgrade_v2`, a 2.1
+manifest as 3.0.
 """
 
 import dataclasses
 import hashlib
+import html
 import json
 import re
 import urllib.parse
@@ -24,6 +27,7 @@ SLUG_LENGTH = 48
 _GENERIC = {"manifest", "manifests", "iiif", "api", "presentation", "collection", "collections", "v2", "v3",
             "2", "3", "2.1", "3.0", "json", "index", "info"}
 _V3_IMAGE_SIZE = {"full": "max"}  # Image API 3 dropped `full` as a size
+_TAG = re.compile(r"<[/!?A-Za-z][^<>]*(>|$)")  # what an HTML renderer would take for markup
 
 
 class DocumentError(ValueError):
@@ -238,3 +242,134 @@ def _uri(value):
 
 def _text(value):
     return value if isinstance(value, str) else None
+
+
+# -- for a viewer: canvases with their sizes, plain-text labels, a 2.1 manifest as 3.0 (viewer.py) ----------
+
+@dataclasses.dataclass(frozen=True)
+class Canvas:
+    id: str
+    position: int  # 1-based
+    width: int  # 0: unknown
+    height: int
+
+
+def plain_text(text):
+    """`text` as plain text: entities decoded, then anything an HTML renderer would take for a tag
+    removed (Universal Viewer renders some labels as HTML; JSON keeps them as text either way)."""
+    return re.sub(r"\s+", " ", _TAG.sub("", html.unescape(str(text)))).strip()
+
+
+def document_id(document):
+    value = document.get("id") or document.get("@id")
+    return value if isinstance(value, str) else None
+
+
+def canvases(document):
+    """[(Canvas, raw canvas dict, image service id or '')] of a v2 or v3 manifest, in order."""
+    if document.get("type") == "Manifest":
+        raw = document.get("items")
+    else:
+        sequences = document.get("sequences")
+        raw = sequences[0].get("canvases") if isinstance(sequences, list) and sequences \
+            and isinstance(sequences[0], dict) else None
+    found = []
+    for position, canvas in enumerate(raw if isinstance(raw, list) else [], start=1):
+        if not isinstance(canvas, dict):
+            continue
+        identifier = document_id(canvas)
+        if identifier:
+            found.append((Canvas(identifier, position, _size(canvas.get("width")), _size(canvas.get("height"))),
+                          canvas, _service_of(canvas)))
+    return found
+
+
+def _size(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10 ** 7 else 0
+
+
+def _service_of(canvas):
+    resources = []
+    for image in canvas.get("images") or []:  # v2
+        if isinstance(image, dict):
+            resources.append(image.get("resource"))
+    for page in canvas.get("items") or []:  # v3
+        for annotation in (page.get("items") if isinstance(page, dict) else None) or []:
+            if isinstance(annotation, dict):
+                body = annotation.get("body")
+                resources += body if isinstance(body, list) else [body]
+    for resource in resources:
+        if isinstance(resource, dict):
+            service = image_service(resource.get("service"))
+            if service:
+                return service[0]
+    return ""
+
+
+def as_list(value):
+    return list(value) if isinstance(value, list) else [value] if value else []
+
+
+def plain_map(label):
+    """A label as a language map of plain text (markup stripped), from a v2 or v3 label."""
+    if isinstance(label, dict) and "@value" not in label:
+        return {str(lang): [plain_text(v) for v in as_list(values) if isinstance(v, str)]
+                for lang, values in label.items()} or {"none": [""]}
+    found = {}
+    for value in as_list(label):
+        if isinstance(value, dict):
+            found.setdefault(str(value.get("@language") or "none"), []).append(plain_text(value.get("@value", "")))
+        elif isinstance(value, str):
+            found.setdefault("none", []).append(plain_text(value))
+    return found or {"none": [""]}
+
+
+def upgrade_v2(document, copy_id):
+    """A Presentation 3 manifest from a 2.1 one: label, metadata, attribution, direction, canvases and images."""
+    result = {"id": copy_id, "type": "Manifest", "label": plain_map(document.get("label"))}
+    metadata = [{"label": plain_map(entry.get("label")), "value": plain_map(entry.get("value"))}
+                for entry in as_list(document.get("metadata")) if isinstance(entry, dict)]
+    if metadata:
+        result["metadata"] = metadata
+    if document.get("attribution"):
+        result["requiredStatement"] = {"label": {"en": ["Attribution"]},
+                                       "value": plain_map(document["attribution"])}
+    if document.get("viewingDirection") in ("left-to-right", "right-to-left", "top-to-bottom", "bottom-to-top"):
+        result["viewingDirection"] = document["viewingDirection"]
+    if document.get("viewingHint") in ("paged", "individuals", "continuous"):
+        result["behavior"] = [document["viewingHint"]]
+    result["items"] = [_upgrade_canvas(canvas, raw, copy_id) for canvas, raw, _ in canvases(document)]
+    return result
+
+
+def _upgrade_canvas(canvas, raw, copy_id):
+    bodies = [_upgrade_image(image.get("resource")) for image in raw.get("images") or [] if isinstance(image, dict)]
+    bodies = [body for body in bodies if body]
+    result = {"id": canvas.id, "type": "Canvas", "label": plain_map(raw.get("label"))}
+    width, height = canvas.width or _first(bodies, "width"), canvas.height or _first(bodies, "height")
+    if width and height:
+        result["width"], result["height"] = width, height
+    result["items"] = [{"id": f"{copy_id}#painting-{canvas.position}", "type": "AnnotationPage", "items": [
+        {"id": f"{copy_id}#image-{canvas.position}-{n}", "type": "Annotation", "motivation": "painting",
+         "body": body, "target": canvas.id} for n, body in enumerate(bodies, start=1)]}]
+    return result
+
+
+def _first(bodies, key):
+    return next((body[key] for body in bodies if body.get(key)), 0)
+
+
+def _upgrade_image(resource):
+    if not isinstance(resource, dict) or not isinstance(resource.get("@id"), str):
+        return None
+    body = {"id": resource["@id"], "type": "Image", "format": resource.get("format") or "image/jpeg"}
+    for key in ("width", "height"):
+        if _size(resource.get(key)):
+            body[key] = resource[key]
+    service = image_service(resource.get("service"))
+    if service:
+        profile = json.dumps(resource["service"]) if not isinstance(resource["service"], list) else ""
+        level = re.search(r"level([012])", profile)
+        body["service"] = [{"id": service[0], "type": f"ImageService{service[1]}",
+                            "profile": f"level{level[1] if level else 0}"}]
+    return body

@@ -31,6 +31,7 @@ class RunContext:
     software: str = SOFTWARE
     version: str = SOFTWARE_VERSION
     created: str = ""           # ISO 8601 time of the run, UTC
+    fetch_manifests: bool = False  # fetch an item's source manifest when the crawl saved none (viewer.py)
 
 
 def natural_key(text):

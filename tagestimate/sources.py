@@ -10,7 +10,7 @@ import io
 import logging
 import os
 
-from tagestimate import files, ndl, storage
+from tagestimate import files, ndl, storage, viewer
 from tagestimate.manifest import MANIFEST_NAME
 from tagestimate.records import RunContext
 
@@ -48,12 +48,16 @@ def ndl_page(row, key):
 
 
 def provenance(input_dir):
-    """{(folder, id): row} of `{input_dir}/manifest.csv` (the crawler's), or {} when there is none."""
+    """{(folder, id): row} of the crawler's `manifest.csv` in `input_dir`, else in the folder above it (the
+    input is one folder of a crawl, e.g. datasetpdm/stamp), or {} when there is none."""
     if not input_dir:
         return {}
-    path = storage.join(input_dir, MANIFEST_NAME)
-    version = storage.version(path)
-    return {} if version is None else _read_rows(path, *version)
+    for folder in (input_dir, viewer.parent_folder(input_dir)):
+        path = storage.join(folder, MANIFEST_NAME) if folder else None
+        version = storage.version(path) if path else None
+        if version is not None:
+            return _read_rows(path, *version)
+    return {}
 
 
 @functools.lru_cache(maxsize=4)
@@ -74,9 +78,10 @@ def file_url(path):
 
 
 def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=None, created=None,
-                weights_sha256=None):
+                weights_sha256=None, fetch_manifests=True):
     """The RunContext of a tagging run; bases default to file: URLs. weights_sha256: the file's hash as the
-    run took it (its model bundle), else hashed here."""
+    run took it (its model bundle), else hashed here. fetch_manifests: fetch source manifests the crawl
+    did not save (viewer.py)."""
     import datetime
 
     created = created or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -84,4 +89,5 @@ def run_context(input_dir, weights_path, output_dir, id_base=None, target_base=N
                       weights_name=os.path.basename(weights_path),
                       weights_sha256=weights_sha256 or files.sha256_file(weights_path),
                       id_base=(id_base or file_url(output_dir)).rstrip("/"),
-                      target_base=(target_base or "").rstrip("/"), created=created)
+                      target_base=(target_base or "").rstrip("/"), created=created,
+                      fetch_manifests=fetch_manifests)

@@ -280,6 +280,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, json.dumps(records, ensure_ascii=False).encode("utf-8"), "application/json")
 
     def _iiif(self, rest):
+        if rest in self.server.emulator.documents:  # e.g. "{pid}/manifest.json", where NDL serves a book's manifest
+            return self._document(rest)
         match = _IIIF_PATH.fullmatch(rest)
         if match is None:
             return self._send(400, b"<html><body>Bad IIIF request</body></html>", "text/html")

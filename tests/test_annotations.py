@@ -63,14 +63,18 @@ def test_page_validates_and_says_who_made_each_tag_and_how_sure(tmp_path):
                                                     for suffix in ("a/picture", "a/stamp", "b/picture", "b/stamp")]
     first = document["items"][0]
     assert first["motivation"] == "tagging" and first["confidence"] == 0.91
-    assert [(a["id"].split("#")[1], a["body"][0]["value"], a["confidence"]) for a in document["items"]] == [
-        ("a/picture", "photograph", 0.91), ("a/stamp", "seal stamp", 0.62), ("b/picture", "photograph", 0.83),
-        ("b/stamp", "seal stamp", 0.74)]
+    assert [(a["id"].split("#")[1], a["body"][0]["value"], a["confidence"], a["body"][2]["value"])
+            for a in document["items"]] == [
+        ("a/picture", "photograph", 0.91, "confidence 0.91"), ("a/stamp", "seal stamp", 0.62, "confidence 0.62"),
+        ("b/picture", "photograph", 0.83, "confidence 0.83"), ("b/stamp", "seal stamp", 0.74, "confidence 0.74")]
     assert annotations.page_tags(document) == {"a": [("picture", 0.91), ("stamp", 0.62)],
                                                "b": [("picture", 0.83), ("stamp", 0.74)]}
     assert first["body"] == [  # one body per language, the tag's name in each (labels.NAMES)
         {"type": "TextualBody", "value": "photograph", "format": "text/plain", "language": "en", "purpose": "tagging"},
-        {"type": "TextualBody", "value": "写真", "format": "text/plain", "language": "ja", "purpose": "tagging"}]
+        {"type": "TextualBody", "value": "写真", "format": "text/plain", "language": "ja", "purpose": "tagging"},
+        # the confidence again, where a viewer shows it:
+        {"type": "TextualBody", "value": "confidence 0.91", "format": "text/plain", "language": "en",
+         "purpose": "describing"}]
     assert first["label"] == {"en": ["photograph"], "ja": ["写真"]}
     assert document["items"][1]["label"] == {"en": ["seal stamp"], "ja": ["印影"]}
     assert first["created"] == "2026-11-25T10:00:00Z"

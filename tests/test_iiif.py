@@ -100,6 +100,11 @@ def test_manifest_crawl_v2_and_v3(tmp_path):
         iiif3 = [path for service, path in emulator.requests if service == "iiif3"]
     assert files_under(out) == {("book2", "0001.jpg"), ("book2", "0002.jpg"), ("book2", "0003.jpg"),
                                 ("book3", "0001.jpg"), ("book3", "0002.jpg"), ("xyz-1", "0001.jpg")}
+    # each manifest as read, beside manifest.csv (tagging's annotated copy for a viewer starts from it)
+    assert sorted(os.listdir(out)) == ["book2", "book2.manifest.json", "book3", "book3.manifest.json", "manifest.csv",
+                                       "xyz-1", "xyz-1.manifest.json"]
+    assert json.loads((out / "book2.manifest.json").read_text()) == emulator.documents["book2/manifest.json"]
+    assert (out / "xyz-1.manifest.json").read_bytes() == local.read_bytes()
     assert iiif3 and all("/full/,256/0/default.jpg" in path for path in iiif3)
     rows = {(row["folder"], row["id"]): row for row in read_rows(out)}
     row = rows[("book2", "0002")]

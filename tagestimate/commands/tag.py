@@ -170,6 +170,7 @@ def tag(args):
         context = annotations.run_context(settings.input_dir, bundle.path, settings.output_dir, settings.id_base,
                                           settings.target_base, weights_sha256=bundle.sha256)
         annotations.write_context(settings.output_dir)
+        annotations.note_run(items, context)
     elif settings.output_format == "catalogue":  # its rows point at the images: the input folder and --target-base
         context = sources.run_context(settings.input_dir, bundle.path, settings.output_dir,
                                       target_base=settings.target_base, weights_sha256=bundle.sha256)

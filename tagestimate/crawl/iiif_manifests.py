@@ -1,12 +1,13 @@
 """Manifest mode (--iiif-manifest): each canvas's image of IIIF manifests (URLs or files), and of the
-manifests their collections list, into `{out}/{slug}/{n:04d}.jpg`."""
+manifests their collections list, into `{out}/{slug}/{n:04d}.jpg`, with the manifest as read beside
+manifest.csv (`{out}/{slug}.manifest.json`: tagging builds the viewer's annotated copy from it)."""
 
 import logging
 import os
 import re
 import urllib.parse
 
-from tagestimate import httpclient, iiif
+from tagestimate import files, httpclient, iiif, viewer
 from tagestimate.crawl.crawler import Crawler, Job
 from tagestimate.crawl.progress import Progress
 from tagestimate.manifest import CrawlError
@@ -26,12 +27,13 @@ def crawl_manifests(options, sources, limit=None):
     folders = {}  # manifest id -> folder, this run
     with crawler:
         for source in sources:
-            for manifest in _manifests(crawler, source, limit):
+            for manifest, data in _manifests(crawler, source, limit):
                 if manifest.id in folders:
                     crawler.summary.stats(folders[manifest.id]).duplicates += len(manifest.pages)
                     continue
                 folder = folders[manifest.id] = _manifest_folder(crawler, manifest, set(folders.values()))
                 _crawl_manifest(crawler, manifest, folder)
+                _save_copy(crawler, folder, data)
     return crawler.summary
 
 
@@ -49,10 +51,10 @@ def _manifests(crawler, source, limit):
                                           f"read: not followed twice (a collection that lists itself would loop)")
             continue
         seen.add(location)
-        document = _document(crawler, location, first=location == source)
+        document, data = _document(crawler, location, first=location == source)
         if isinstance(document, iiif.Manifest):
             given += 1
-            yield document
+            yield document, data
         elif isinstance(document, iiif.Collection):
             if depth >= iiif.MAX_DEPTH:
                 _unusable(crawler, "skipped", f"collection {location} not followed: nested over {iiif.MAX_DEPTH} deep")
@@ -65,13 +67,13 @@ def _manifests(crawler, source, limit):
 
 
 def _document(crawler, location, first):
-    """A parsed Manifest or Collection, or None when it is skipped (counted and logged)."""
+    """(a parsed Manifest or Collection, its bytes), or (None, None) when it is skipped (counted and logged)."""
     try:
         if re.match(r"https?://", location):
             data = crawler.client.get(location, max_bytes=iiif.MAX_BYTES, accept=iiif.ACCEPT)
         else:
             data = _read_local(location)
-        return iiif.parse_document(iiif.load_json(data, location), location)
+        return iiif.parse_document(iiif.load_json(data, location), location), data
     except httpclient.Unreachable as error:
         if first and not crawler.saved_any:
             raise CrawlError(f"cannot reach {location} ({error}); check the URL and the network") from None
@@ -80,7 +82,19 @@ def _document(crawler, location, first):
         _unusable(crawler, "api_errors", f"manifest {location} not fetched: {error}")
     except iiif.DocumentError as error:
         _unusable(crawler, "skipped", f"manifest skipped: {error}")
-    return None
+    return None, None
+
+
+def _save_copy(crawler, folder, data):
+    """The manifest as read (capped at iiif.MAX_BYTES by the fetch), atomically beside its images, once the folder
+    holds any: tagging maps the images to its canvases without asking the server again."""
+    if not crawler.manifest.counts.get(folder):
+        return
+    path = os.path.join(crawler.options.out, viewer.copy_name(folder))
+    try:
+        files.write_atomic(path, data)
+    except OSError as error:
+        raise CrawlError(f"cannot write {path}: {error.strerror}; check free space and permissions of --out") from None
 
 
 def _unusable(crawler, column, message):

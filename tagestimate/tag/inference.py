@@ -266,12 +266,21 @@ def image_hook(on_item, output_dir):
 
 def write_item(output_dir, item_name, records, config, output_format="json", context=None):
     """Write an item's output file atomically, thresholds taken from `config`; returns its path.
-    `context` (results.RunContext) is passed to formats that need more than the records (iiif).
+    `context` (results.RunContext) is passed to formats that need more than the records (iiif). A format's
+    companion files (iiif: `{item}.manifest.json`) are written first: the item's own file marks it done.
 
     With a distributed engine, call it only once errors.json holds the item's errors: a
     rerun skips items that have an output file.
     """
     path = output_path(output_dir, item_name, output_format)
     extra = {} if context is None else {"context": context}
-    storage.write_atomic(path, FORMATS[output_format].render(item_name, records, config, **extra))
+    output = FORMATS[output_format]
+    text = output.render(item_name, records, config, **extra)
+    if output.companions is not None:  # before the item's file, which marks it done
+        for name, companion in output.companions(item_name, records, config, context, text):
+            if companion is None:  # none this time: an older run's would not match the new file
+                storage.remove(storage.join(output_dir, name))
+            else:
+                storage.write_atomic(storage.join(output_dir, name), companion)
+    storage.write_atomic(path, text)
     return path
