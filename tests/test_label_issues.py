@@ -284,3 +284,14 @@ def test_review_js_is_inlined_when_the_helper_ships_it(tmp_path, monkeypatch):
     monkeypatch.setattr(train_suspects, "review_scripts", lambda: ())
     page, text = parse(train_report.write_training_report(out, explain=False))
     assert page.scripts == 0 and len(page.cards) == 1
+
+
+def test_below_one_half_the_model_is_confident_of_nothing():
+    # label 1 is learnt weakly (its positives average 0.3): 0.4 on an image without it is no claim
+    given = np.array([[1, 1], [1, 1], [1, 0], [1, 0]])
+    p = np.array([[0.9, 0.3], [0.9, 0.3], [0.9, 0.4], [0.9, 0.05]])
+    assert list(label_issues.find_issues(given, p)[0]) == []
+    # and a folder label at 0.5 is not disputed, even where the negatives' 1 - p averages 0.4
+    given = np.array([[1, 1], [1, 1], [1, 1], [1, 0], [1, 0]])
+    p = np.array([[0.9, 0.5], [0.9, 0.95], [0.9, 0.95], [0.9, 0.6], [0.9, 0.6]])
+    assert list(label_issues.find_issues(given, p)[0]) == []
