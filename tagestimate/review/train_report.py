@@ -6,6 +6,8 @@
                             true-label x predicted-label matrix (parents and children), and per
                             label the worst false positives and false negatives
     model.json + best.weights.h5 -> Grad-CAM overlays on those worst cases
+    label_issues.csv     -> the suspect labels as review cards, worst first (train_suspects.py)
+    report.json "provenance" -> per folder, images reviewed / crawled / rebuilt / unknown
 
 Written at the end of a successful run (training.py calls write_training_report) and by
 `python -m tagestimate.review.report RUN`. A fold of --folds (RUN/foldK/) says so and links to

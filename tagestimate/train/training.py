@@ -258,6 +258,10 @@ def _train(spec, write_report=None):
     origins = provenance.lookup(samples.paths, settings.data)
     sample_weights = provenance.reviewed_weights(sample_weights, train_set.paths, origins, settings.reviewed_weight)
     val_weights = provenance.reviewed_weights(val_weights, val_set.paths, origins, settings.reviewed_weight)
+    reviewed = sum(origin.source == provenance.REVIEWED for origin in origins.values())
+    if reviewed:
+        log.info("%d reviewed %s (manifest.csv) weigh %g in the loss (--reviewed-weight)", reviewed,
+                 "image" if reviewed == 1 else "images", settings.reviewed_weight)
 
     model, fitted, strategy, cpu_augmenter = build_for_run(spec)
     gpus = len(tf.config.list_logical_devices("GPU"))
