@@ -337,7 +337,7 @@ DOCUMENTED_DEFAULTS = {
     "seed": 777, "labelmap": None, "resume": False, "overwrite": False, "mixed_precision": False,
     "distribute": "auto", "patience": 5, "balance": "sqrt", "augment": True, "dropout": 0.2, "verbose": False,
     "backbone": None, "loss": "bce", "asl_gamma_neg": 4.0, "asl_gamma_pos": 0.0, "asl_clip": 0.05,
-    "focal_gamma": 2.0, "folds": 0, "final": False,
+    "focal_gamma": 2.0, "folds": 0, "final": False, "reviewed_weight": 1.0,
 }
 
 

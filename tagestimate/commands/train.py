@@ -88,6 +88,9 @@ def build_parser(prog=None):
     add("--final", action="store_true",
         help="with --folds: then train one model on all images for the folds' median best epoch and write "
              "best.weights.h5 + model.json (with the out-of-fold thresholds) into --out")
+    add("--reviewed-weight", type=float, default=DEFAULTS.reviewed_weight, metavar="W",
+        help="loss weight of the images a person reviewed (source 'reviewed' in --data's manifest.csv), on top "
+             "of --balance; 1 weighs them like the others, 3 three times as much (must be above 0)")
     add("--verbose", action="store_true", help="log debugging detail")
     return parser
 

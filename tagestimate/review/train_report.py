@@ -6,6 +6,8 @@
                             true-label x predicted-label matrix (parents and children), and per
                             label the worst false positives and false negatives
     model.json + best.weights.h5 -> Grad-CAM overlays on those worst cases
+    label_issues.csv     -> the suspect labels as review cards, worst first (train_suspects.py)
+    report.json "provenance" -> per folder, images reviewed / crawled / rebuilt / unknown
 
 Written at the end of a successful run (training.py calls write_training_report) and by
 `python -m tagestimate.review.report RUN`. A fold of --folds (RUN/foldK/) says so and links to
@@ -24,7 +26,7 @@ from collections import Counter
 import numpy as np
 
 from tagestimate.files import printable_path, write_atomic
-from tagestimate.review import pages
+from tagestimate.review import pages, train_suspects
 from tagestimate.review.thumbs import make_thumbnail, safe_name, write_jpeg
 
 log = logging.getLogger(__name__)
@@ -237,6 +239,15 @@ def _label_rows(labels, report):
     return rows
 
 
+def _reviewed_rows(provenance):
+    """(reviewed weight, [(folder, reviewed, crawled, rebuilt, unknown)]) from report.json's "provenance"; None without."""
+    if not isinstance(provenance, dict) or not isinstance(provenance.get("by_folder"), dict):
+        return None
+    rows = [(folder, *(int(counts.get(source, 0)) for source in ("reviewed", "crawled", "rebuilt", "unknown")))
+            for folder, counts in sorted(provenance["by_folder"].items())]
+    return {"weight": provenance.get("reviewed_weight", 1.0), "rows": rows}
+
+
 def write_training_report(out, model=None, data=None, explain=True):
     """Write `out`/report.html (and report_files/) from the run's files; returns its path.
 
@@ -283,6 +294,13 @@ def write_training_report(out, model=None, data=None, explain=True):
         context["split"] = [(f, split[f, "train"], split[f, "val"]) for f in sorted({folder for folder, _ in split})]
     except (OSError, KeyError, ValueError) as error:
         notes.append(f"split.csv: {error}")
+    context["reviewed"] = _reviewed_rows(report.get("provenance"))
+    try:
+        context.update(train_suspects.section(out, train_suspects.read(out, report.get("label_issues"),
+                                                                       config.labelmap if config else None), labels))
+    except (OSError, KeyError, ValueError) as error:
+        context["suspects"] = None
+        notes.append(f"label_issues.csv: {error}")
     page = pages.training_page(folder=os.path.basename(os.path.abspath(out)), fold=fold_of(out),
                                summary=[(name, _cell(value)) for name, value in summary],
                                label_rows=_label_rows(labels, report) if report.get("per_class") else [],
@@ -346,9 +364,24 @@ def write_crossval_report(out):
                ("out-of-fold macro-F1", _cell(oof.get("macro_f1"))), ("out-of-fold images", oof.get("images", "")),
                ("median best epoch", report.get("median_best_epoch")),
                ("final model", "yes: best.weights.h5 + model.json" if report.get("final") else "no (--final)")]
+    suspects = train_suspects.section(out, train_suspects.read(out, report.get("label_issues"), _cv_labelmap(out)),
+                                      report["labels"])
     page = pages.crossval_page(folder=os.path.basename(os.path.abspath(out)), summary=summary, label_rows=rows,
-                               folds=folds, default_threshold=report.get("default_threshold", 0.4))
+                               folds=folds, default_threshold=report.get("default_threshold", 0.4),
+                               reviewed=_reviewed_rows(report.get("provenance")), **suspects)
     return write_atomic(os.path.join(out, REPORT_HTML), page)
+
+
+def _cv_labelmap(out):
+    """The label map of a --folds run: its final model.json's, else its first fold's; None: built-in."""
+    from tagestimate.model import WeightsError, read_config
+
+    for folder in (out, os.path.join(out, "fold1")):
+        try:
+            return read_config(folder).labelmap
+        except (WeightsError, OSError, ValueError):
+            continue
+    return None
 
 
 def write_report_or_warn(out, model=None, crossval=False):

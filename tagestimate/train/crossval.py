@@ -17,6 +17,7 @@ import shutil
 import numpy as np
 
 from tagestimate import model as tag_model
+from tagestimate.train import label_issues, provenance
 from tagestimate.train import state as train_state
 from tagestimate.train.dataset import (VAL, TRAIN, assign_folds, find_unreadable, list_samples, read_folds,
                                  read_predictions, write_folds)
@@ -191,11 +192,18 @@ def cross_validate(settings, explicit=None, write_report=None):
     write_oof(os.path.join(out, OOF_PREDICTIONS), paths, folders, numbers, probabilities, labels)
     thresholds = tune_thresholds(targets, probabilities, labels)
     chosen = {label: thresholds[label]["threshold"] for label in labels}
+    # Every image was scored by the fold model that never saw its book: all of them are checked.
+    full_paths = [os.path.join(data, path) for path in paths]
+    issues = label_issues.write_for_run(out, full_paths, folders, targets, probabilities, labels,
+                                        provenance.lookup(full_paths, data), label_issues.OUT_OF_FOLD,
+                                        len(samples.paths))
+    origins = provenance.lookup(samples.paths, data)
     report = dict(aggregate(reports, labels), labels=labels, folds_count=settings.folds, seed=settings.seed,
                   default_threshold=tag_model.DEFAULT_THRESHOLD,
                   out_of_fold=dict(evaluate(targets, probabilities, labels), images=len(paths)),
                   thresholds=thresholds, out_of_fold_tuned=evaluate(targets, probabilities, labels, chosen),
-                  out=os.path.abspath(out), final=None)
+                  out=os.path.abspath(out), final=None, label_issues=issues, data=os.path.abspath(data),
+                  provenance=provenance.summary(samples.folders, samples.paths, origins, settings.reviewed_weight))
     if settings.final:
         report["final"] = final_done(out, report["median_best_epoch"], chosen, len(samples.paths)) or \
             train_final(settings, samples, report["median_best_epoch"], chosen)

@@ -51,6 +51,7 @@ class TrainSettings:
     focal_gamma: float = 2.0
     folds: int = 0  # 0: one split by --val-split; K >= 2: K-fold cross-validation (tagestimate.train.crossval)
     final: bool = False  # with --folds: then train on all images for the folds' median best epoch
+    reviewed_weight: float = 1.0  # loss weight of images a person reviewed (manifest.csv source "reviewed")
     split: str = None  # not a flag: a split.csv whose sides a new run uses (one fold of --folds)
 
 
@@ -59,7 +60,7 @@ class TrainSettings:
 # split always come from the run (model.json, state.json, split.csv) and cannot change.
 RESUMABLE = ("data", "epochs", "batch_size", "lr", "warmup_epochs", "warmup_lr", "patience",
              "balance", "augment", "mixed_precision", "distribute", "loss", "asl_gamma_neg", "asl_gamma_pos",
-             "asl_clip", "focal_gamma")
+             "asl_clip", "focal_gamma", "reviewed_weight")
 
 # What a run writes into --out (with model.json, named in tagestimate.model); defined once.
 BEST_WEIGHTS = "best.weights.h5"
@@ -69,6 +70,7 @@ REPORT = "report.json"
 SPLIT = "split.csv"
 STATE = "state.json"
 PREDICTIONS = "val_predictions.csv"
+LABEL_ISSUES = "label_issues.csv"  # suspect labels (tagestimate.train.label_issues)
 SCRIPT = "multitrain_efficientnet.py"
 
 

@@ -18,7 +18,7 @@ from tagestimate import model as tag_model
 from tagestimate.files import plural, write_atomic
 from tagestimate.labels import NDL_LABELS, from_dict, load_labelmap
 from tagestimate.train.settings import (BACKBONE_CHOICES, BALANCE_CHOICES, BEST_WEIGHTS, DISTRIBUTE_CHOICES,
-                                        HISTORY, LAST_WEIGHTS, LOSS_CHOICES, PREDICTIONS, REPORT, RESUMABLE, SPLIT,
+                                        HISTORY, LABEL_ISSUES, LAST_WEIGHTS, LOSS_CHOICES, PREDICTIONS, REPORT, RESUMABLE, SPLIT,
                                         STATE, WEIGHT_CHOICES, TrainingError, TrainSettings)
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def prepare_output(out, resume, overwrite):
 
 def clear_run(out):
     """Remove the files of an earlier run from `out` (--overwrite); other files stay."""
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, LABEL_ISSUES):
         path = os.path.join(out, name)
         if os.path.exists(path):
             os.remove(path)
@@ -196,6 +196,9 @@ def check_settings(settings):
     for flag, value in (("--lr", settings.lr), ("--warmup-lr", settings.warmup_lr)):
         if not value > 0:
             raise TrainingError(f"{flag} {value} must be a positive learning rate such as 1e-4")
+    if not 0 < settings.reviewed_weight < float("inf"):
+        raise TrainingError(f"--reviewed-weight {settings.reviewed_weight} must be a number above 0 (1 weighs reviewed "
+                            "images like the others, 3 three times as much)")
     if not 0 <= settings.dropout < 1:
         raise TrainingError(f"--dropout {settings.dropout} must be in [0, 1)")
     if not settings.asl_clip < 1:

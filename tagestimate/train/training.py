@@ -16,6 +16,7 @@ import numpy as np
 
 from tagestimate import model as tag_model
 from tagestimate import quiet_tensorflow
+from tagestimate.train import label_issues, provenance
 from tagestimate.train import state as train_state
 from tagestimate.train.dataset import find_unreadable, folder_weights, list_samples, read_split, split_samples, write_split
 from tagestimate.train.dataset import write_predictions
@@ -253,6 +254,14 @@ def _train(spec, write_report=None):
         log.warning("no training images for %s: the model learns never to predict them", ", ".join(unseen))
     sample_weights, weight_table = folder_weights(train_set.folders, settings.balance)
     val_weights = np.array([weight_table.get(f, 1.0) for f in val_set.folders], dtype=np.float32)
+    # Reviewed images weigh --reviewed-weight more, in the training loss and val_loss alike.
+    origins = provenance.lookup(samples.paths, settings.data)
+    sample_weights = provenance.reviewed_weights(sample_weights, train_set.paths, origins, settings.reviewed_weight)
+    val_weights = provenance.reviewed_weights(val_weights, val_set.paths, origins, settings.reviewed_weight)
+    reviewed = sum(origin.source == provenance.REVIEWED for origin in origins.values())
+    if reviewed:
+        log.info("%d reviewed %s (manifest.csv) weigh %g in the loss (--reviewed-weight)", reviewed,
+                 "image" if reviewed == 1 else "images", settings.reviewed_weight)
 
     model, fitted, strategy, cpu_augmenter = build_for_run(spec)
     gpus = len(tf.config.list_logical_devices("GPU"))
@@ -289,7 +298,8 @@ def _train(spec, write_report=None):
                             "lower --lr and start again with --overwrite")
     load_weights_quietly(model, os.path.join(out, BEST_WEIGHTS))
     state = read_json(os.path.join(out, STATE))
-    report, thresholds = _write_results(model, spec, state, val_set, train_set, skipped, weight_table)
+    report, thresholds = _write_results(model, spec, state, (val_set, train_set, samples), skipped, weight_table,
+                                        origins)
     config = model_config(spec)
     tag_model.write_config(out, dataclasses.replace(config, thresholds=thresholds, training={
         **config.training, "epochs_done": state["epochs_done"], "best_epoch": state.get("best_epoch"),
@@ -354,10 +364,11 @@ def _fit_phases(model, strategy, spec, train_data, val_data, checkpoint, extra):
             break
 
 
-def _write_results(model, spec, state, val_set, train_set, skipped, weight_table):
-    """Evaluate the loaded (best) weights on validation; write the report and the predictions.
-    Returns (report, {label: tuned threshold})."""
+def _write_results(model, spec, state, sets, skipped, weight_table, origins):
+    """Evaluate the loaded (best) weights on validation; write the report, the predictions and the
+    suspect labels among the validation images. Returns (report, {label: tuned threshold})."""
     settings, labels = spec.settings, spec.labels
+    val_set, train_set, samples = sets
     probabilities, rows = predict(model, val_set.paths, spec.image_size, spec.channel_order,
                                   settings.batch_size, skipped)
     targets = val_set.targets[rows]
@@ -373,6 +384,10 @@ def _write_results(model, spec, state, val_set, train_set, skipped, weight_table
         split=split_summary(train_set, val_set, spec.val_split, spec.seed),
         skipped_images=[{"path": p, "reason": r} for p, r in sorted(skipped.items())],
         out=os.path.abspath(settings.out),
+        provenance=provenance.summary(samples.folders, samples.paths, origins, settings.reviewed_weight),
+        label_issues=label_issues.write_for_run(
+            settings.out, [val_set.paths[i] for i in rows], [val_set.folders[i] for i in rows], targets,
+            probabilities, labels, origins, label_issues.VALIDATION, len(samples.paths)),
     )
     write_json(os.path.join(settings.out, REPORT), report)
     write_predictions(os.path.join(settings.out, PREDICTIONS), [val_set.paths[i] for i in rows],
@@ -389,6 +404,9 @@ def train_all(spec, samples, thresholds, note):
     try:
         keras.utils.set_random_seed(spec.run_seed)
         sample_weights, _ = folder_weights(samples.folders, settings.balance)
+        sample_weights = provenance.reviewed_weights(sample_weights, samples.paths,
+                                                     provenance.lookup(samples.paths, settings.data),
+                                                     settings.reviewed_weight)
         model, fitted, strategy, cpu_augmenter = build_for_run(spec)
         data = make_dataset(samples.paths, spec.image_size, spec.channel_order, settings.batch_size,
                             samples.targets, sample_weights, cpu_augmenter, shuffle_seed=spec.run_seed)
