@@ -250,7 +250,7 @@ def test_import_leaves_out_bad_tasks_and_tags_and_writes_the_rest(exported, tagg
     (tmp_path / "e.json").write_text(json.dumps(export))
     status, _, err = run_cli(["import", tmp_path / "e.json", "--out", tmp_path / "c.csv"], capsys)
     assert status == 1
-    assert "task 1 (item 'book1', image 'p1'): tag 'ship' is not one of the model's labels" in err
+    assert "task 1 (item 'book1', image 'p1'): tag 'ship' is not among the model's labels; that tag was left out" in err
     assert f"task 3 (item 'book2', image 's1'): its image {tasks['s1']['data']['path']} is gone; left out" in err
     assert "task 9 has no data.item: it was not exported by `tagestimate labelstudio export`; left out" in err
     assert "the other 2 corrections are in" in err
@@ -264,15 +264,15 @@ def test_import_resolves_several_annotations_of_one_image(exported, tmp_path, ca
     p1 = annotate(p1, 1, ["stamp"], "skipper@x.org", "2026-12-05T05:00:00Z", was_cancelled=True)
     p2 = annotate(tasks["p2"], 2, [], "lead@x.org", "2026-12-05T01:00:00Z", ground_truth=True)
     p2 = annotate(p2, 2, ["picture"], "other@x.org", "2026-12-05T06:00:00Z")
-    twice = [annotate(tasks["s1"], 3, ["stamp"], "first@x.org", "2026-12-05T01:00:00Z"),
-             annotate(tasks["s1"], 30, ["stamp", "graphic"], "second@x.org", "2026-12-05T02:00:00Z")]
+    twice = [annotate(tasks["s1"], 30, ["stamp", "graphic"], "second@x.org", "2026-12-05T02:00:00Z"),
+             annotate(tasks["s1"], 3, ["stamp"], "first@x.org", "2026-12-05T01:00:00Z")]  # listed last, older
     (tmp_path / "e.json").write_text(json.dumps([p1, p2, *twice]))
     status, _, err = run_cli(["import", tmp_path / "e.json", "--out", tmp_path / "c.csv"], capsys)
     assert status == 0, err  # rules, not errors: said, and the file is complete
     assert "task 1 (item 'book1', image 'p1') has 2 annotations that disagree; the last updated one, by " \
            "late@x.org, was used" in err
     assert "the ground-truth one, by lead@x.org, was used" in err
-    assert "task 30 (item 'book2', image 's1') and task 3 show the same image with different choices" in err
+    assert "task 3 (item 'book2', image 's1') and task 30 show the same image with different choices" in err
     assert [row[2:5] for row in rows_of(tmp_path / "c.csv")] == [
         ("graphic", "confirm", "late@x.org"), ("graphic_map", "reject", "late@x.org"),
         ("picture", "reject", "lead@x.org"),
@@ -320,11 +320,14 @@ class ExportServer(http.server.BaseHTTPRequestHandler):
             self.send_response(401)
             self.end_headers()
             return
-        if not self.path.startswith("/api/projects/5/export?"):
+        if self.path == "/api/users":
+            body = json.dumps([{"id": 7, "email": "seven@x.org"}]).encode()
+        elif not self.path.startswith("/api/projects/5/export?"):
             self.send_response(404)
             self.end_headers()
             return
-        body = json.dumps(self.tasks).encode()
+        else:
+            body = json.dumps(self.tasks).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -346,15 +349,33 @@ def export_server():
 
 def test_import_pulls_the_export_from_a_server_with_the_token(exported, export_server, tmp_path, capsys):
     _, tasks = exported
-    ExportServer.tasks = [annotate(tasks["s1"], 3, [], "c@x.org")]
+    ExportServer.tasks = [annotate(tasks["s1"], 3, [], "c@x.org"), annotate(tasks["p2"], 2, ["picture"])]
+    ExportServer.tasks[1]["annotations"][0]["completed_by"] = 7  # as Label Studio exports it: a user id
     argv = ["import", "--url", export_server, "--project", "5", "--out", tmp_path / "c.csv"]
     status, _, err = run_cli([*argv, "--token", "secret-token"], capsys)
     assert status == 0, err
-    assert ExportServer.seen[-1] == ("/api/projects/5/export?exportType=JSON", "Token secret-token")
-    assert [row[2:4] for row in rows_of(tmp_path / "c.csv")] == [("stamp", "reject")]
+    assert ExportServer.seen[0] == ("/api/projects/5/export?exportType=JSON", "Token secret-token")
+    assert [row[2:5] for row in rows_of(tmp_path / "c.csv")] == [("stamp", "reject", "c@x.org"),
+                                                                 ("picture", "confirm", "seven@x.org")]
     status, _, err = run_cli([*argv, "--token", "wrong", "--out", tmp_path / "d.csv"], capsys)
     assert status == 1 and "HTTP 401" in err and "check --token" in err
     argv[argv.index("5")] = "6"
     status, _, err = run_cli([*argv, "--token", "secret-token", "--out", tmp_path / "d.csv"], capsys)
     assert status == 1 and "HTTP 404" in err and "check --project" in err
     assert not (tmp_path / "d.csv").exists()
+
+
+def test_export_of_an_output_tagged_without_the_report_needs_its_input_folder(tmp_path, capsys):
+    source, output = tmp_path / "in", tmp_path / "out"
+    records = [Record("p1", image(source / "book1" / "p1.jpg"), (10, 10), np.asarray(vector(stamp=0.6), np.float32))]
+    output.mkdir()
+    write_item(str(output), "book1", records, trained_config())  # --no-report: no sidecar, no run.json
+    status, _, err = run_cli(["export", output, "--out", tmp_path / "t.json", "--local-files-root", source],
+                             capsys)
+    assert status == 1 and "image 'p1' of item 'book1' has no known file" in err and "pass --inputpath" in err
+    assert "the weight file (none named) is gone, so the tasks' model_version is 'unknown'" in err
+    status, _, err = run_cli(["export", output, "--out", tmp_path / "t.json", "--inputpath", source], capsys)
+    assert status == 0, err
+    task, = json.loads((tmp_path / "t.json").read_text())
+    assert task["data"]["path"] == str(source / "book1" / "p1.jpg") and task["data"]["predicted"] == ["stamp"]
+    assert task["data"]["image"] == "/data/local-files/?d=book1/p1.jpg"

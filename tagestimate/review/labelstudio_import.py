@@ -22,7 +22,7 @@ import os
 import re
 
 from tagestimate import corrections, storage
-from tagestimate.files import printable_path
+from tagestimate.files import plural, printable_path
 from tagestimate.review.labelstudio import FROM_NAME, LabelStudioError, read_json
 
 MAX_EXPORT_BYTES = 512 << 20  # a pulled export over this is refused (about a million tasks)
@@ -61,6 +61,7 @@ def pull_export(url, token, project, timeout=TIMEOUT):
                     if re.search(r"HTTP 40[13]\b", str(error)) else
                     "check --project" if "HTTP 404" in str(error) else "check --url and that the server is up")
             raise LabelStudioError(f"cannot export project {project} from {url} ({error}); {hint}") from None
+        emails = _emails(client, url)
     finally:
         client.close()
     try:
@@ -68,7 +69,26 @@ def pull_export(url, token, project, timeout=TIMEOUT):
     except (ValueError, UnicodeDecodeError) as error:
         raise LabelStudioError(f"the export of project {project} from {url} is not complete JSON ({error}); "
                                "try again (nothing was written)") from None
-    return check_export(tasks, f"the export of project {project} from {url}")
+    tasks = check_export(tasks, f"the export of project {project} from {url}")
+    for task in tasks:  # the export names annotators by user id: the server's user list gives their e-mail
+        for annotation in task.get("annotations") or []:
+            who = annotation.get("completed_by") if isinstance(annotation, dict) else None
+            if isinstance(who, int) and who in emails:
+                annotation["completed_by"] = {"id": who, "email": emails[who]}
+    return tasks
+
+
+def _emails(client, url):
+    """{user id: e-mail} of the server's users; {} when the token may not list them."""
+    from tagestimate.httpclient import FetchError
+
+    try:
+        users = json.loads(client.get(f"{url}/api/users", max_bytes=64 << 20, accept="application/json"))
+    except (FetchError, ValueError, UnicodeDecodeError):
+        return {}
+    users = users.get("results", []) if isinstance(users, dict) else users
+    return {user["id"]: str(user["email"]) for user in users if isinstance(user, dict)
+            and isinstance(user.get("id"), int) and isinstance(user.get("email"), str) and user["email"]}
 
 
 def _authorization(url, token, timeout):
@@ -153,8 +173,10 @@ def convert(tasks, reference=None, tasks_file="the tasks file"):
         winner = ranked[-1]
         unknown = _choices(winner, data["labels"])[1]
         if unknown:
-            left_out.append(f"{name}: tag {', '.join(map(repr, unknown))} is not one of the model's labels; "
-                            "that tag was left out, the task's other tags kept")
+            one = len(unknown) == 1
+            left_out.append(f"{name}: {plural(len(unknown), 'tag')} {', '.join(map(repr, unknown))} "
+                            f"{'is' if one else 'are'} not among the model's labels; {'that tag was' if one else 'they were'} "
+                            "left out, the task's other tags kept")
         _note_disagreement(name, ranked, data["labels"], notes)
         previous = chosen.get(data["path"])
         if previous is not None:
