@@ -223,7 +223,7 @@ def test_import_turns_kept_dropped_and_new_choices_into_confirm_reject_add(expor
         (s1, "book2", "stamp", "confirm", "c@x.org", "2026-12-05T03:04:05Z")]
 
 
-def test_import_refuses_truncated_json_and_other_exports_and_writes_nothing(exported, tmp_path, capsys):
+def test_import_refuses_truncated_json_and_other_exports_and_writes_nothing(exported, tmp_path, capsys, monkeypatch):
     _, tasks = exported
     text = json.dumps([annotate(tasks["p1"], 1, ["graphic"])])
     (tmp_path / "cut.json").write_text(text[:len(text) // 2])
@@ -234,6 +234,10 @@ def test_import_refuses_truncated_json_and_other_exports_and_writes_nothing(expo
     (tmp_path / "min.json").write_text(json.dumps([{"id": 1, "image": "/x.jpg", "tags": {"choices": ["stamp"]}}]))
     status, _, err = run_cli(["import", tmp_path / "min.json", "--out", tmp_path / "c.csv"], capsys)
     assert status == 1 and "JSON-MIN or CSV export" in err
+    monkeypatch.setattr(labelstudio, "MAX_JSON_BYTES", len(text) - 1)
+    (tmp_path / "whole.json").write_text(text)
+    status, _, err = run_cli(["import", tmp_path / "whole.json", "--out", tmp_path / "c.csv"], capsys)
+    assert status == 1 and f"is over {len(text) - 1:,} bytes" in err
     (tmp_path / "obj.json").write_text(json.dumps({"tasks": []}))
     status, _, err = run_cli(["import", tmp_path / "obj.json", "--out", tmp_path / "c.csv"], capsys)
     assert status == 1 and "is not a Label Studio JSON export" in err

@@ -34,6 +34,7 @@ ISSUES_NAME = "label_issues.csv"  # a training run's suspect list (written by th
 BEST_WEIGHTS = "best.weights.h5"
 VERSION_CHARS = 12  # model_version: this many hex digits of the weight file's SHA-256
 UNKNOWN_VERSION = "unknown"
+MAX_JSON_BYTES = 512 << 20  # a tasks or export file over this is refused (about a million tasks)
 
 Entry = collections.namedtuple("Entry", "item key path tags score note")  # tags: [(tag, confidence)]
 
@@ -249,10 +250,13 @@ def read_json(path, what):
     """A JSON file's value; LabelStudioError naming `path` when it is unreadable or cut short."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            data = handle.read(MAX_JSON_BYTES + 1)
     except OSError as error:
         raise LabelStudioError(f"cannot read {what} {printable_path(path)} ({error.strerror}); check the path") \
             from None
+    if len(data) > MAX_JSON_BYTES:
+        raise LabelStudioError(f"{what} {printable_path(path)} is over {MAX_JSON_BYTES:,} bytes; export the project "
+                               "in parts (nothing was written)")
     try:
         return json.load(io.BytesIO(data))
     except (ValueError, UnicodeDecodeError) as error:

@@ -23,9 +23,9 @@ import re
 
 from tagestimate import corrections, storage
 from tagestimate.files import plural, printable_path
-from tagestimate.review.labelstudio import FROM_NAME, LabelStudioError, read_json
+from tagestimate.review.labelstudio import FROM_NAME, MAX_JSON_BYTES, LabelStudioError, read_json
 
-MAX_EXPORT_BYTES = 512 << 20  # a pulled export over this is refused (about a million tasks)
+MAX_EXPORT_BYTES = MAX_JSON_BYTES  # a pulled export over this is refused, as a file is
 TIMEOUT = 120.0  # seconds for the server to start answering; the whole export gets twice that
 
 Outcome = collections.namedtuple("Outcome", "rows left_out notes annotated unannotated")
