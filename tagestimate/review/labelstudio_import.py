@@ -141,55 +141,71 @@ def _problem_of(data):
 def convert(tasks, reference=None, tasks_file="the tasks file"):
     """An Outcome: corrections rows (image order as in the export), and what was left out and why."""
     left_out, notes = [], []
-    chosen = {}  # image path -> (rank, task id, data, annotation, choices)
+    chosen = {}  # image path -> (task id, its data, the annotation that decides)
     annotated = unannotated = 0
     for task in tasks:
-        name = f"task {task.get('id', '?')}"
-        data = task.get("data")
-        problem = _problem_of(data)
-        if problem:
-            left_out.append(f"{name} {problem}: it was not exported by `tagestimate labelstudio export`; left out")
+        found = _task_data(task, reference, tasks_file, left_out)
+        if found is None:
             continue
-        name += f" (item {data['item']!r}, image {data['key']!r})" if data["item"] else f" (image {data['key']!r})"
-        if reference is not None:
-            known = reference.get((data["item"], data["key"]))
-            if known is None:
-                left_out.append(f"{name} is not in {tasks_file}: it comes from another output or run; left out")
-                continue
-            if known["model_version"] != data["model_version"]:
-                left_out.append(f"{name} was exported for model {data['model_version']}, {tasks_file} for model "
-                                f"{known['model_version']}: another model's tags; left out")
-                continue
-            data = known
-        if storage.on_disk(data["path"]) and not os.path.isfile(data["path"]):
-            left_out.append(f"{name}: its image {printable_path(data['path'])} is gone; left out")
-            continue
+        name, data = found
         annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
         if not annotations:
             unannotated += 1
             continue
         annotated += 1
-        ranked = sorted(annotations, key=_rank)
-        winner = ranked[-1]
-        unknown = _choices(winner, data["labels"])[1]
-        if unknown:
-            one = len(unknown) == 1
-            left_out.append(f"{name}: {plural(len(unknown), 'tag')} {', '.join(map(repr, unknown))} "
-                            f"{'is' if one else 'are'} not among the model's labels; {'that tag was' if one else 'they were'} "
-                            "left out, the task's other tags kept")
-        _note_disagreement(name, ranked, data["labels"], notes)
+        winner = _winner(name, annotations, data["labels"], left_out, notes)
         previous = chosen.get(data["path"])
-        if previous is not None:
-            if _choices(previous[3], previous[2]["labels"])[0] != _choices(winner, data["labels"])[0]:
-                notes.append(f"{name} and task {previous[1]} show the same image with different choices; "
+        if previous is not None:  # the image imported twice: the same rule across its tasks
+            if _choices(previous[2], previous[1]["labels"])[0] != _choices(winner, data["labels"])[0]:
+                notes.append(f"{name} and task {previous[0]} show the same image with different choices; "
                              "the ground-truth or last updated annotation was used")
-            if _rank(previous[3]) > _rank(winner):
+            if _rank(previous[2]) > _rank(winner):
                 continue
-        chosen[data["path"]] = (_rank(winner), task.get("id", "?"), data, winner)
-    rows = []
-    for path, (_, _, data, annotation) in chosen.items():
-        rows += _rows(data, annotation)
+        chosen[data["path"]] = (task.get("id", "?"), data, winner)
+    rows = [row for _, data, annotation in chosen.values() for row in _rows(data, annotation)]
     return Outcome(rows, left_out, notes, annotated, unannotated)
+
+
+def _task_data(task, reference, tasks_file, left_out):
+    """(the task's name for messages, its data: from the tasks file when given), or None when it is left out."""
+    name = f"task {task.get('id', '?')}"
+    data = task.get("data")
+    problem = _problem_of(data)
+    if problem:
+        left_out.append(f"{name} {problem}: it was not exported by `tagestimate labelstudio export`; left out")
+        return None
+    name += f" (item {data['item']!r}, image {data['key']!r})" if data["item"] else f" (image {data['key']!r})"
+    if reference is not None:
+        known = reference.get((data["item"], data["key"]))
+        if known is None:
+            left_out.append(f"{name} is not in {tasks_file}: it comes from another output or run; left out")
+            return None
+        if known["model_version"] != data["model_version"]:
+            left_out.append(f"{name} was exported for model {data['model_version']}, {tasks_file} for model "
+                            f"{known['model_version']}: another model's tags; left out")
+            return None
+        data = known
+    if storage.on_disk(data["path"]) and not os.path.isfile(data["path"]):
+        left_out.append(f"{name}: its image {printable_path(data['path'])} is gone; left out")
+        return None
+    return name, data
+
+
+def _winner(name, annotations, labels, left_out, notes):
+    """The annotation that decides (ground truth, else the last updated); says what it cannot use."""
+    ranked = sorted(annotations, key=_rank)
+    winner = ranked[-1]
+    unknown = _choices(winner, labels)[1]
+    if unknown:
+        one = len(unknown) == 1
+        left_out.append(f"{name}: {plural(len(unknown), 'tag')} {', '.join(map(repr, unknown))} "
+                        f"{'is' if one else 'are'} not among the model's labels; "
+                        f"{'that tag was' if one else 'they were'} left out, the task's other tags kept")
+    if len({tuple(_choices(annotation, labels)[0]) for annotation in ranked}) > 1:
+        notes.append(f"{name} has {len(ranked)} annotations that disagree; the "
+                     f"{'ground-truth' if winner.get('ground_truth') else 'last updated'} one, by "
+                     f"{_reviewer(winner) or 'an unknown annotator'}, was used")
+    return winner
 
 
 def _rank(annotation):
@@ -207,14 +223,6 @@ def _choices(annotation, labels):
             chosen += [str(value) for value in values if isinstance(value, (str, int, float))]
     known = [label for label in labels if label in chosen]
     return known, sorted({tag for tag in chosen if tag not in labels})
-
-
-def _note_disagreement(name, ranked, labels, notes):
-    answers = {tuple(_choices(annotation, labels)[0]) for annotation in ranked}
-    if len(answers) > 1:
-        notes.append(f"{name} has {len(ranked)} annotations that disagree; the "
-                     f"{'ground-truth' if ranked[-1].get('ground_truth') else 'last updated'} one, by "
-                     f"{_reviewer(ranked[-1]) or 'an unknown annotator'}, was used")
 
 
 def _rows(data, annotation):
