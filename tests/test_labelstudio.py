@@ -70,8 +70,8 @@ def by_key(tasks):
 def test_the_repo_config_is_ndl_s_labels_and_the_command_prints_it(capsys, tmp_path):
     assert labelstudio.default_config() == labelstudio.config_xml(LABELS)
     view = ElementTree.fromstring(labelstudio.default_config())
-    choices = view.find("Choices")
-    assert choices.get("choice") == "multiple" and choices.get("toName") == view.find("Image").get("name")
+    choices = view.find(".//Choices")
+    assert choices.get("choice") == "multiple" and choices.get("toName") == view.find(".//Image").get("name")
     assert [c.get("value") for c in choices] == list(LABELS)
     status, out, _ = run_cli(["config"], capsys)
     assert status == 0 and out == labelstudio.default_config()
@@ -81,7 +81,7 @@ def test_the_repo_config_is_ndl_s_labels_and_the_command_prints_it(capsys, tmp_p
         "ship": ["ship"], 'a"<b>&c': ['a"<b>&c'], "ship_old": ["ship"]}, "aliases": {}}))
     status, out, _ = run_cli(["config", tmp_path], capsys)
     assert status == 0
-    assert [c.get("value") for c in ElementTree.fromstring(out).find("Choices")] == ["ship", 'a"<b>&c', "ship_old"]
+    assert [c.get("value") for c in ElementTree.fromstring(out).find(".//Choices")] == ["ship", 'a"<b>&c', "ship_old"]
 
 
 # ---------------------------------------------------------------- export
@@ -90,11 +90,13 @@ def test_export_of_an_output_preselects_the_model_s_tags_with_local_file_urls(ta
     output, source, version = tagged
     status, out, err = run_cli(["export", output, "--out", tmp_path / "tasks.json"], capsys)
     assert status == 0, err
-    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={source}" in out
+    # the document root is the input folder's parent: Label Studio's storage must lie strictly inside it
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path}," in out
+    assert f"add a Local Files source storage with the path {source} (do not sync it)" in out
     tasks = by_key(json.loads((tmp_path / "tasks.json").read_text()))
     assert sorted(tasks) == ["p1", "p2", "p3", "s1"]
     p2 = tasks["p2"]
-    assert p2["data"]["image"] == "/data/local-files/?d=book1/p%202.jpg"
+    assert p2["data"]["image"] == "/data/local-files/?d=in/book1/p%202.jpg"
     assert p2["data"]["path"] == str(source / "book1" / "p 2.jpg") and p2["data"]["item"] == "book1"
     assert p2["data"]["predicted"] == ["picture"] and p2["data"]["labels"] == list(LABELS)
     assert tasks["p1"]["data"]["predicted"] == ["graphic", "graphic_map"]
@@ -116,11 +118,12 @@ def test_export_with_a_target_base_a_wider_root_and_a_min_confidence(tagged, tmp
     assert tasks["p2"]["data"]["image"] == "https://img.example.org/base/book1/p%202.jpg"
     assert tasks["p1"]["data"]["predicted"] == ["graphic", "graphic_map"]  # 0.9 and 0.8
     assert tasks["p2"]["data"]["predicted"] == [] and tasks["s1"]["data"]["predicted"] == []  # 0.45, 0.7
-    status, _, err = run_cli(["export", output, "--out", tmp_path / "t.json", "--local-files-root", tmp_path],
-                             capsys)
+    status, out, err = run_cli(["export", output, "--out", tmp_path / "t.json", "--local-files-root", source],
+                               capsys)
     assert status == 0, err
     assert by_key(json.loads((tmp_path / "t.json").read_text()))["s1"]["data"]["image"] == \
-        "/data/local-files/?d=in/book2/s1.png"
+        "/data/local-files/?d=book2/s1.png"
+    assert "a Local Files source storage for each folder of images inside that root" in out
 
 
 def test_export_leaves_out_gone_images_and_refuses_a_root_that_misses_one(tagged, tmp_path, capsys):
@@ -158,7 +161,7 @@ def test_export_of_a_run_s_suspects_preselects_the_folder_tag(tmp_path, capsys):
     assert sorted(tasks) == sorted(["stamp/a.jpg", str(data / "graphic_map" / "b.jpg")])  # c: score under 0.5
     a = tasks["stamp/a.jpg"]
     assert a["data"]["path"] == str(data / "stamp" / "a.jpg") and a["data"]["predicted"] == ["stamp"]
-    assert a["data"]["image"] == "/data/local-files/?d=stamp/a.jpg" and a["data"]["item"] == ""
+    assert a["data"]["image"] == "/data/local-files/?d=data/stamp/a.jpg" and a["data"]["item"] == ""
     assert "graphic_map (score 0.93)" in a["data"]["note"] and "source: crawled" in a["data"]["note"]
     assert a["predictions"][0]["score"] == 0.93
     assert a["predictions"][0]["model_version"] == hashlib.sha256(b"weights R").hexdigest()[:12]
@@ -382,4 +385,4 @@ def test_export_of_an_output_tagged_without_the_report_needs_its_input_folder(tm
     assert status == 0, err
     task, = json.loads((tmp_path / "t.json").read_text())
     assert task["data"]["path"] == str(source / "book1" / "p1.jpg") and task["data"]["predicted"] == ["stamp"]
-    assert task["data"]["image"] == "/data/local-files/?d=book1/p1.jpg"
+    assert task["data"]["image"] == "/data/local-files/?d=in/book1/p1.jpg"

@@ -44,7 +44,8 @@ def free_port():
 
 @pytest.fixture
 def server(tmp_path):
-    """(base URL, document root) of a Label Studio started for this test, stopped after it."""
+    """(base URL, image folder) of a Label Studio started for this test, stopped after it; its document
+    root is the image folder's parent, as `labelstudio export` tells (a storage must lie inside it)."""
     if not os.path.exists(PROGRAM):
         message = (f"no Label Studio at {PROGRAM}: build it with `python3 -m venv {VENV} && {VENV}/bin/pip install "
                    "label-studio` (.ci/run does), or set TAGESTIMATE_LABELSTUDIO_VENV")
@@ -54,7 +55,7 @@ def server(tmp_path):
     root, data, port = tmp_path / "in", tmp_path / "labelstudio-data", free_port()
     root.mkdir()
     environment = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-                   "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root), "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+                   "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path), "LABEL_STUDIO_BASE_DATA_DIR": str(data),
                    "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false", "SENTRY_DSN": "",
                    "FRONTEND_SENTRY_DSN": ""}
     log = open(tmp_path / "labelstudio.log", "wb")
@@ -127,8 +128,8 @@ def test_a_round_trip_through_a_real_label_studio(server, tmp_path, capsys):
     assert entry.main(["labelstudio", "export", str(output), "--out", str(tmp_path / "tasks.json")]) == 0
     project = call("POST", f"{url}/api/projects", json={"title": "tagestimate review",
                                                           "label_config": labelstudio.default_config()})["id"]
-    # Local files open only under a Local Storage of the project (a folder under the document root).
-    call("POST", f"{url}/api/storages/localfiles", json={"project": project, "path": str(root / "book1"),
+    # Local files open only under a Local Storage of the project (a folder inside the document root).
+    call("POST", f"{url}/api/storages/localfiles", json={"project": project, "path": str(root),
                                                           "title": "images", "use_blob_urls": True})
     tasks = json.loads((tmp_path / "tasks.json").read_text())
     call("POST", f"{url}/api/projects/{project}/import", json=tasks)

@@ -39,8 +39,8 @@ def build_parser(prog=None):
     where = export.add_mutually_exclusive_group()
     where.add_argument("--local-files-root", metavar="DIR", default=None,
                        help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT: image URLs become "
-                            "/data/local-files/?d=PATH-UNDER-DIR (default: the folder the images were tagged "
-                            "from, or the run's data folder)")
+                            "/data/local-files/?d=PATH-UNDER-DIR (default: the parent of the folder the images "
+                            "were tagged from, or of the run's data folder)")
     where.add_argument("--target-base", metavar="URL", type=cli.http_url, default=None,
                        help="serve the images yourself: image URLs become URL/PATH-UNDER-THE-INPUT-FOLDER")
     export.add_argument("--min-confidence", metavar="P", type=cli.bounded(float, 0, 1), default=None,
@@ -102,15 +102,18 @@ def _config(args):
 def _export(args):
     from tagestimate.review import labelstudio
 
-    written, problems, local_root = labelstudio.export(args.source, args.out, args.target_base,
+    written, problems, local_files = labelstudio.export(args.source, args.out, args.target_base,
                                                        args.local_files_root, args.min_confidence, args.inputpath)
     for problem in problems:
         log.warning("%s", problem)
     print(f"{cli.count(written, 'task')} written to {printable_path(args.out)}")
-    if local_root:
+    if local_files:
+        root, folder = local_files
+        storage = (f"with the path {printable_path(folder)}" if folder else
+                   "for each folder of images inside that root (Label Studio refuses the root itself)")
         print("start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
-              f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={printable_path(local_root)}, and add a Local Storage "
-              "(Cloud Storage settings) with an absolute path under that root, so that its images open")
+              f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={printable_path(root)}, and in the project's Cloud Storage "
+              f"settings add a Local Files source storage {storage} (do not sync it), so that the images open")
     return _status(problems, written, "task", args.out)
 
 

@@ -47,12 +47,17 @@ class LabelStudioError(UserError, ValueError):
 
 def config_xml(choices):
     """The multi-label config: the image, a note line, and one checkbox per tag (in `choices` order)."""
+    # Two columns: the image, and beside it the note and the tags, so no tag is below the fold.
     lines = ["<View>",
-             f'  <Image name="{TO_NAME}" value="$image" zoomControl="true"/>',
-             '  <Text name="note" value="$note"/>',
-             f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="multiple" showInline="false">']
-    lines += [f"    <Choice value={quoteattr(choice)}/>" for choice in choices]
-    lines += ["  </Choices>", "</View>"]
+             '  <View style="display: flex; gap: 1em">',
+             '    <View style="flex: 3">',
+             f'      <Image name="{TO_NAME}" value="$image" zoomControl="true"/>',
+             "    </View>",
+             '    <View style="flex: 1">',
+             '      <Text name="note" value="$note"/>',
+             f'      <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="multiple" showInline="false">']
+    lines += [f"        <Choice value={quoteattr(choice)}/>" for choice in choices]
+    lines += ["      </Choices>", "    </View>", "  </View>", "</View>"]
     return "\n".join(lines) + "\n"
 
 
@@ -227,10 +232,12 @@ def export(source, out, target_base=None, local_files_root=None, min_confidence=
         labels, version, root, entries, problems = output_entries(source, min_confidence, inputpath)
     local_root = None
     if not target_base:
-        local_root = os.path.abspath(local_files_root or root or "")
         if not (local_files_root or root):
             raise LabelStudioError(f"the input folder of {printable_path(source)} is unknown; pass "
                                    "--local-files-root (Label Studio's document root) or --target-base")
+        # Label Studio serves files only under a Local Storage strictly inside its document root: by
+        # default the root is the input folder's parent, so that the storage can be the input folder.
+        local_root = os.path.abspath(local_files_root or os.path.dirname(os.path.abspath(root)))
     tasks = []
     for entry in entries:
         if storage.on_disk(entry.path) and not os.path.isfile(entry.path):
@@ -243,7 +250,16 @@ def export(source, out, target_base=None, local_files_root=None, min_confidence=
             continue
         tasks.append(make_task(entry, image_url(entry.path, root, target_base, local_root), labels, version))
     write_atomic(out, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
-    return len(tasks), problems, local_root
+    return len(tasks), problems, local_root and (local_root, storage_folder(tasks, local_root))
+
+
+def storage_folder(tasks, local_root):
+    """The folder a Local Storage should name: the images' common folder, when it is inside local_root
+    (Label Studio refuses the document root itself); None when the images lie right in the root."""
+    folders = [os.path.dirname(task["data"]["path"]) for task in tasks]
+    common = os.path.commonpath(folders) if folders else None
+    inside = common and common.startswith(local_root.rstrip(os.sep) + os.sep)
+    return common if inside else None
 
 
 def read_json(path, what):
