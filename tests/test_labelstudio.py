@@ -162,11 +162,30 @@ def test_export_of_a_run_s_suspects_preselects_the_folder_tag(tmp_path, capsys):
     a = tasks["stamp/a.jpg"]
     assert a["data"]["path"] == str(data / "stamp" / "a.jpg") and a["data"]["predicted"] == ["stamp"]
     assert a["data"]["image"] == "/data/local-files/?d=data/stamp/a.jpg" and a["data"]["item"] == ""
-    assert "graphic_map (score 0.93)" in a["data"]["note"] and "source: crawled" in a["data"]["note"]
+    assert a["data"]["note"] == ("folder tag: stamp (preselected); the model suggests graphic_map (suspect score "
+                                 "0.93); source: crawled")
     assert a["predictions"][0]["score"] == 0.93
     assert a["predictions"][0]["model_version"] == hashlib.sha256(b"weights R").hexdigest()[:12]
     assert a["data"]["labels"] == [*LABELS, "graphic_illust"]
-    assert "picture, picture_outdoor" in tasks[str(data / "graphic_map" / "b.jpg")]["data"]["note"]
+    assert "the model suggests picture, picture_outdoor" in tasks[str(data / "graphic_map" / "b.jpg")]["data"]["note"]
+
+
+def test_export_reads_the_trainer_s_label_issues_columns(tmp_path, capsys):
+    """tagestimate/train/label_issues.py's columns: folder, suspected_missing / _wrong as JSON, scope."""
+    run, data = tmp_path / "run", tmp_path / "data"
+    run.mkdir()
+    write_config(str(run), ModelConfig(labels=LABELS, training={"data": str(data)}))
+    path = image(data / "graphic_map" / "b.jpg")
+    (run / "label_issues.csv").write_text(
+        "path,folder,suspected_missing,suspected_wrong,score,source,api_confidence,reviewer,scope\n"
+        f'{path},graphic_map,"{{""stamp"": 0.93}}","{{""graphic_map"": 0.04}}",0.88,crawled,0.7,,out-of-fold\n')
+    status, _, err = run_cli(["export", run, "--out", tmp_path / "t.json"], capsys)
+    assert status == 0, err
+    task, = json.loads((tmp_path / "t.json").read_text())
+    assert task["data"]["predicted"] == ["graphic_map"] and task["data"]["path"] == path
+    assert task["data"]["note"] == ("folder tag: graphic_map (preselected); the model would add stamp (0.93) and "
+                                    "disputes graphic_map (0.04) (suspect score 0.88); source: crawled")
+    assert task["predictions"][0]["score"] == 0.88
 
 
 def test_export_names_what_it_cannot_use(tmp_path, capsys):

@@ -165,12 +165,28 @@ def run_entries(run_dir, min_score=None):
             continue
         image = row["path"] if os.path.isabs(row["path"]) else os.path.join(data, row["path"])
         folder_tags = _split(row["folder_tag"])
-        note = (f"folder tag: {', '.join(folder_tags)} (preselected); the model suggests "
-                f"{', '.join(_split(row.get('suspected_labels', ''))) or 'no tag'} (score {score:g})"
+        note = (f"folder tag: {', '.join(folder_tags)} (preselected); {_suggestion(row)} (suspect score {score:g})"
                 + (f"; source: {row['source']}" if row.get("source") else ""))
         entries.append(Entry("", row["path"], os.path.abspath(image), [(tag, 1.0) for tag in folder_tags],
                              round(score, 4), note))
     return _model_choices(run_dir), model_version(os.path.join(run_dir, BEST_WEIGHTS)), data, entries, problems
+
+
+def _suggestion(row):
+    """What the model thinks of a suspect, in words: the trainer's suspected_missing / suspected_wrong
+    ({label: probability} as JSON), or a plain suspected_labels list."""
+    if "suspected_missing" in row or "suspected_wrong" in row:
+        parts = []
+        for column, verb in (("suspected_missing", "would add"), ("suspected_wrong", "disputes")):
+            try:
+                found = json.loads(row.get(column) or "{}")
+            except ValueError:
+                found = {}
+            if isinstance(found, dict) and found:
+                parts.append(f"{verb} " + ", ".join(f"{label} ({float(p):.2f})" if isinstance(p, (int, float))
+                                                     else str(label) for label, p in found.items()))
+        return "the model " + (" and ".join(parts) if parts else "names no label")
+    return f"the model suggests {', '.join(_split(row.get('suspected_labels', ''))) or 'no tag'}"
 
 
 def _column(name):
