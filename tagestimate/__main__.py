@@ -6,6 +6,7 @@ to the five command lines, each with the flags, messages and exit statuses of it
     tagestimate tag ...       = python multiinference.py ...
     tagestimate report ...    = python -m tagestimate.review.report ...
     tagestimate labels ...    = python labelmap.py ...
+    tagestimate labelstudio ... = python -m tagestimate.commands.labelstudio ...
 """
 
 import argparse
@@ -20,6 +21,8 @@ COMMANDS = {
     "report": ("rebuild the review report of a tagging output or a training run",
                "python -m tagestimate.review.report"),
     "labels": ("print the tag -> labels table, or check a data set folder against it", "labelmap.py"),
+    "labelstudio": ("export tasks to Label Studio, import its annotations as corrections.csv",
+                    "python -m tagestimate.commands.labelstudio"),
 }
 
 
@@ -33,6 +36,8 @@ def command_main(name):
         from tagestimate.commands.tag import main
     elif name == "report":
         from tagestimate.review.report import main
+    elif name == "labelstudio":
+        from tagestimate.commands.labelstudio import main
     else:
         from tagestimate.commands.labels import main
     return main
