@@ -20,6 +20,9 @@ COMMANDS = {
     "report": ("rebuild the review report of a tagging output or a training run",
                "python -m tagestimate.review.report"),
     "labels": ("print the tag -> labels table, or check a data set folder against it", "labelmap.py"),
+    "search": ("find the images of a tagged output most like an image or a key", "python -m tagestimate search"),
+    "learn-tag": ("learn a tag from a few examples and rank every image of a tagged output",
+                  "python -m tagestimate learn-tag"),
 }
 
 
@@ -33,6 +36,10 @@ def command_main(name):
         from tagestimate.commands.tag import main
     elif name == "report":
         from tagestimate.review.report import main
+    elif name == "search":
+        from tagestimate.commands.search import main
+    elif name == "learn-tag":
+        from tagestimate.commands.learntag import main
     else:
         from tagestimate.commands.labels import main
     return main
