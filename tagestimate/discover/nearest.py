@@ -88,6 +88,7 @@ class Searcher:
 
     def __init__(self, index, approximate=None, progress=True):
         self.index = index
+        self._float32 = None  # the exact search's float32 copy, made at the first query (2 KiB per 512-d row)
         wanted = len(index) >= APPROX_FROM if approximate is None else approximate
         self.approximate = None
         if wanted and not usearch_available():
@@ -99,7 +100,9 @@ class Searcher:
     def search(self, query, k, exclude=()):
         if self.approximate is not None:
             return search_approximate(self.approximate, query, k, exclude)
-        return exact(self.index.vectors, query, k, exclude)
+        if self._float32 is None:
+            self._float32 = np.asarray(self.index.vectors, dtype=np.float32)
+        return top(self._float32 @ np.asarray(query, dtype=np.float32), k, exclude)
 
     def _open_or_build(self, progress):
         from usearch.index import Index
