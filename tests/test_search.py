@@ -15,6 +15,7 @@ from tagestimate.discover import index as collection, nearest, query, where
 from tagestimate.files import sha256_file
 
 from conftest import SHARED_DATA
+from test_storage import s3_server  # noqa: F401 - the fixture: moto's S3 server on loopback
 
 REPLICA = os.path.join(SHARED_DATA, "legacy-weights", "replica_ndllabelimage.hdf5")
 SHA = "a" * 64
@@ -343,3 +344,22 @@ def test_help_lists_the_commands():
     assert "--like" in search.build_parser("x").format_help()
     assert "--positive" in learntag.build_parser("x").format_help()
     assert {"search", "learn-tag"} <= set(entry.COMMANDS)
+
+
+@pytest.mark.slow  # moto's server: a few seconds
+def test_an_s3_output_is_indexed_and_searched_as_a_local_one(output, s3_server, capsys):
+    from test_storage import keys, make_bucket, upload
+
+    uri = make_bucket("search-out") + "/run"
+    upload(output, uri)
+    local = collection.update(output, progress=False)
+    remote = collection.update(uri, progress=False)
+    np.testing.assert_array_equal(remote.vectors, local.vectors)
+    stored = keys("search-out")
+    assert "run/.index/index.json" in stored and f"run/.index/vectors-{remote.token}.npy" in stored
+    status, out, err = run(["search", uri, "--like", "book2/p3", "-k", "2", "--format", "json"], capsys)
+    assert status == 0, err
+    assert [entry["key"] for entry in json.loads(out)] == \
+        [key for _, key, _, _ in local.describe(nearest.exact(local.vectors, np.asarray(
+            local.vectors[local.row("book2", "p3")], np.float32), 2, exclude=[local.row("book2", "p3")])[0])]
+    assert len([key for key in keys("search-out") if "vectors-" in key]) == 1  # nothing rewritten, nothing left

@@ -105,7 +105,7 @@ def write_html(index, name, values, order, roles, top, tag):
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     text = environment.from_string(PAGE).render(
         name=name, cards=cards, total=count(len(index), "image"), shown=len(cards), tag=tag,
-        above=int((values > tag.threshold).sum()))
+        above=int((values > tag.threshold).sum()), chosen="negative" in roles.values())
     storage.write_atomic(page, text)
     return page
 
@@ -138,9 +138,9 @@ figure img { width: 160px; height: 160px; object-fit: contain; background: #f4f4
 figcaption { font-size: 12px; word-break: break-all; } .none { width: 160px; height: 160px; background: #eee; }
 </style></head><body>
 <h1>Learned tag <code>{{ name }}</code></h1>
-<p>Top {{ shown }} of {{ total }}, most confident first. Learned from {{ tag.positives }} positive and
-{{ tag.negatives }} negative examples (green and red frames); {{ above }} images are above the threshold
-{{ tag.threshold }}. The full ranking is in <a href="{{ name }}.csv">{{ name }}.csv</a>.</p>
+<p>Top {{ shown }} of {{ total }}, most confident first. Learned from {{ tag.positives }} positive examples (framed green) and
+{{ tag.negatives }} {% if chosen %}negative examples (framed red){% else %}random images of the collection as
+negatives{% endif %}; {{ above }} images are above the threshold {{ tag.threshold }}. The full ranking is in <a href="{{ name }}.csv">{{ name }}.csv</a>.</p>
 <div class="grid">
 {% for card in cards %}<figure class="{{ card.role }}">
 {% if card.src %}<img src="{{ card.src }}" alt="{{ card.item }}/{{ card.key }}" loading="lazy">{% else %}<div class="none"></div>{% endif %}
