@@ -6,13 +6,15 @@ to the five command lines, each with the flags, messages and exit statuses of it
     tagestimate tag ...       = python multiinference.py ...
     tagestimate report ...    = python -m tagestimate.review.report ...
     tagestimate labels ...    = python labelmap.py ...
+    tagestimate search ...    find images like an image or a key (no script of its own)
+    tagestimate learn-tag ... learn a tag from a few examples (no script of its own)
 """
 
 import argparse
 import sys
 
 PROG = "tagestimate"
-# name -> (what it does, for the command list; the script it stands for)
+# name -> (what it does, for the command list; the script it stands for, None for a command without one)
 COMMANDS = {
     "crawl": ("download NDL illustrations into one folder per tag, or whole books to tag", "newdataclawer.py"),
     "train": ("train the multi-label tagger on per-tag image folders", "multitrain_efficientnet.py"),
@@ -20,9 +22,8 @@ COMMANDS = {
     "report": ("rebuild the review report of a tagging output or a training run",
                "python -m tagestimate.review.report"),
     "labels": ("print the tag -> labels table, or check a data set folder against it", "labelmap.py"),
-    "search": ("find the images of a tagged output most like an image or a key", "python -m tagestimate search"),
-    "learn-tag": ("learn a tag from a few examples and rank every image of a tagged output",
-                  "python -m tagestimate learn-tag"),
+    "search": ("find the images of a tagged output most like an image or a key", None),
+    "learn-tag": ("learn a tag from a few examples and rank every image of a tagged output", None),
 }
 
 
@@ -52,7 +53,7 @@ def build_parser():
                                "a command's flags.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (summary, script) in COMMANDS.items():
-        commands.add_parser(name, help=f"{summary} (= {script})", add_help=False)
+        commands.add_parser(name, help=f"{summary} (= {script})" if script else summary, add_help=False)
     return parser
 
 
