@@ -29,7 +29,7 @@ def build_parser(prog=None):
     parser.add_argument("name", metavar="NAME", help="the tag's name: 1-64 letters, digits, '_', '.' or '-'")
     parser.add_argument("--positive", metavar="IMAGE_OR_KEY", action="append", required=True,
                         help="an image that has the tag: an image file, else a key ITEM/KEY (as search's --like)")
-    parser.add_argument("--negative", metavar="IMAGE_OR_KEY", action="append", default=[],
+    parser.add_argument("--negative", metavar="IMAGE_OR_KEY", action="append", default=None,
                         help=f"an image that has not (repeatable). Default: {learn.NEGATIVES_PER_POSITIVE} random "
                              f"images of the collection per positive, at least {learn.MIN_NEGATIVES} (fixed seed)")
     parser.add_argument("--top", metavar="N", type=cli.bounded(int, 1), default=100,
@@ -55,7 +55,7 @@ def learn_tag(args):
     extratags.check_name(args.name)
     index = collection.update(args.output, input_dir=args.input, rebuild=args.rebuild, progress=not args.quiet)
     positive = query.Examples(index, args.positive, "--positive")
-    negative = query.Examples(index, args.negative, "--negative")
+    negative = query.Examples(index, args.negative or [], "--negative")
     positives = positive.vectors(args.weights, args.backend)
     negatives = negative.vectors(args.weights, args.backend) if args.negative else None
     tag, values, order, roles = learn.learn(index, args.name, positives, positive.rows, negatives, negative.rows)
