@@ -363,3 +363,21 @@ def test_an_s3_output_is_indexed_and_searched_as_a_local_one(output, s3_server, 
         [key for _, key, _, _ in local.describe(nearest.exact(local.vectors, np.asarray(
             local.vectors[local.row("book2", "p3")], np.float32), 2, exclude=[local.row("book2", "p3")])[0])]
     assert len([key for key in keys("search-out") if "vectors-" in key]) == 1  # nothing rewritten, nothing left
+
+
+def test_the_simd_scan_and_numpy_agree(monkeypatch):
+    from tagestimate.discover import learn
+    from tagestimate.extratags import ExtraTag
+
+    vectors, _ = clustered(3000, dim=64, clusters=30, seed=4)
+    index = collection.CollectionIndex("unused", "dense", "", 64, [], vectors.astype(np.float16))
+    query_vector = vectors[5]
+    rows, values = nearest.brute_force(index.vectors, query_vector, 20)
+    exact_rows, exact_values = nearest.exact(index.vectors, query_vector, 20)
+    assert rows[0] == 5 and len(set(rows.tolist()) & set(exact_rows.tolist())) >= 19
+    np.testing.assert_allclose(values, index.vectors[rows].astype(np.float32) @ query_vector, atol=2e-3)
+    tag = ExtraTag("t", np.random.default_rng(0).standard_normal(64) * 4, -1.0)
+    fast = learn.confidences(index, tag)
+    monkeypatch.setattr(nearest, "usearch_available", lambda: False)
+    np.testing.assert_allclose(fast, learn.confidences(index, tag), atol=2e-3)
+    np.testing.assert_allclose(fast, tag.confidences(index.vectors.astype(np.float32)), atol=2e-3)
