@@ -182,10 +182,10 @@ def test_exact_top_k_is_the_brute_force_order_and_skips_excluded_rows(monkeypatc
 
 
 def test_approximate_recall_at_10_against_exact(tmp_path):
-    vectors, _ = clustered(4000, dim=64, clusters=40, seed=2)
+    vectors, _ = clustered(2000, dim=64, clusters=20, seed=2)
     stored = vectors.astype(np.float16)
     approximate = nearest.build_approximate(stored)
-    queries = clustered(100, dim=64, clusters=40, seed=2, spread=0.35)[0]
+    queries = clustered(100, dim=64, clusters=20, seed=2, spread=0.35)[0]
     hits = []
     for query_vector in queries:
         exact_rows = set(nearest.exact(stored, query_vector, 10)[0].tolist())
