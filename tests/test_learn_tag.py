@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tagestimate import __main__ as entry, embeddings, extratags
+from tagestimate import __main__ as entry, extratags
 from tagestimate.discover import index as collection, learn, where
 
 from test_search import SHA, clustered, run, write_item
