@@ -1,5 +1,5 @@
 """`python -m tagestimate COMMAND` and the `tagestimate` console command (pyproject.toml): one entry
-to the five command lines, each with the flags, messages and exit statuses of its script.
+to every command line, each with the flags, messages and exit statuses of its script (where it has one).
 
     tagestimate crawl ...     = python newdataclawer.py ...
     tagestimate train ...     = python multitrain_efficientnet.py ...
@@ -7,13 +7,15 @@ to the five command lines, each with the flags, messages and exit statuses of it
     tagestimate report ...    = python -m tagestimate.review.report ...
     tagestimate labels ...    = python labelmap.py ...
     tagestimate labelstudio ... = python -m tagestimate.commands.labelstudio ...
+    tagestimate search ...    find images like an image or a key (no script of its own)
+    tagestimate learn-tag ... learn a tag from a few examples (no script of its own)
 """
 
 import argparse
 import sys
 
 PROG = "tagestimate"
-# name -> (what it does, for the command list; the script it stands for)
+# name -> (what it does, for the command list; the script it stands for, None for a command without one)
 COMMANDS = {
     "crawl": ("download NDL illustrations into one folder per tag, or whole books to tag", "newdataclawer.py"),
     "train": ("train the multi-label tagger on per-tag image folders", "multitrain_efficientnet.py"),
@@ -23,6 +25,8 @@ COMMANDS = {
     "labels": ("print the tag -> labels table, or check a data set folder against it", "labelmap.py"),
     "labelstudio": ("export tasks to Label Studio, import its annotations as corrections.csv",
                     "python -m tagestimate.commands.labelstudio"),
+    "search": ("find the images of a tagged output most like an image or a key", None),
+    "learn-tag": ("learn a tag from a few examples and rank every image of a tagged output", None),
 }
 
 
@@ -38,6 +42,10 @@ def command_main(name):
         from tagestimate.review.report import main
     elif name == "labelstudio":
         from tagestimate.commands.labelstudio import main
+    elif name == "search":
+        from tagestimate.commands.search import main
+    elif name == "learn-tag":
+        from tagestimate.commands.learntag import main
     else:
         from tagestimate.commands.labels import main
     return main
@@ -50,7 +58,7 @@ def build_parser():
                                "a command's flags.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (summary, script) in COMMANDS.items():
-        commands.add_parser(name, help=f"{summary} (= {script})", add_help=False)
+        commands.add_parser(name, help=f"{summary} (= {script})" if script else summary, add_help=False)
     return parser
 
 

@@ -53,8 +53,8 @@ def test_the_top_level_help_lists_every_command():
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: tagestimate ")
-    listed = re.findall(r"^    (\w+)(?: |$)", done.stdout, re.MULTILINE)  # a long name stands alone
-    assert listed == ["crawl", "train", "tag", "report", "labels", "labelstudio"]
+    listed = re.findall(r"^    ([\w-]+)(?: |$)", done.stdout, re.MULTILINE)  # a long name stands on its own line
+    assert listed == ["crawl", "train", "tag", "report", "labels", "labelstudio", "search", "learn-tag"]
     for name, (_, script) in SCRIPTS.items():
         assert f"(= {script})" in words(done.stdout), name
 
