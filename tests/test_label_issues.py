@@ -240,7 +240,7 @@ def test_report_shows_each_suspect_as_a_review_card_with_hostile_names_escaped(t
     # the folder's labels (both of the hostile folder's) and the suspected ones, each a review tag
     assert page.cards[0]["tags"] == [HOSTILE_LABEL, "graphic", "stamp"]
     assert page.cards[1]["tags"] == ["stamp", "graphic"]
-    assert json.loads("".join(page.labels_json)) == labels and text.count('id="review-labels"') == 1
+    assert json.loads("".join(page.labels_json)) == labels and text.count('<script type="application/json" id="review-labels">') == 1
     assert "<script>alert" not in text and "<img src=x" not in text  # escaped everywhere
     assert "validation split only: 7 of 30 images checked" in text
     assert "carol" in text and "API 0.51" in text and "0.93" in text
