@@ -6,7 +6,7 @@
 //   an element class="review-card" data-review-image="/abs/image.jpg" data-review-item="item or ''"
 //   holding one element data-review-tag="label" per tag shown (optional: data-review-suggest="label"
 //   on a label to offer first when adding); once per page
-//   <script type="application/json" id="review-labels">["every", "label"] (closed as usual).
+//   a script element of type application/json, id review-labels, holding ["every", "label"].
 // Names are hostile text: they are only ever set as textContent or attribute values, never as HTML.
 (function(){
 'use strict';
