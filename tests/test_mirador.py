@@ -174,9 +174,9 @@ def test_mirador_shows_each_canvas_with_its_tags_and_confidences(tmp_path, serve
     time.sleep(1.5)  # the tiles fade in
     browser.save_screenshot(os.path.join(artifacts, "mirador.png"))
     assert shown, f"Mirador's annotation panel never listed the tags; it showed: {panel_text(browser)!r}"
-    # canvas 1's two tags, each with its own confidence, and nothing of canvas 2
-    for expected in ("picture", "confidence 0.91", "stamp", "confidence 0.62"):
-        assert expected in shown
+    # canvas 1's two tags, each named in English and Japanese beside its own confidence, and nothing of canvas 2
+    for expected in ("photograph\n写真\nconfidence 0.91", "seal stamp\n印影\nconfidence 0.62"):
+        assert expected in shown, shown
     assert "confidence 0.83" not in shown and "confidence 0.74" not in shown
     assert f"/iiif/{PID}/R0000001/info.json" in server.asked and image_asked  # the canvas's image loaded
     assert f"/tags/{PID}.manifest.json" in server.asked
