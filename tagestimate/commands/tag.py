@@ -17,6 +17,7 @@ from tagestimate.tag.backends import BACKENDS, choose_backend, make_runner
 from tagestimate.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from tagestimate.files import HelpFormatter, plural, printable_path
 from tagestimate.images import IMAGE_EXTENSIONS
+from tagestimate.labels import LANGUAGES
 from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, find_items
 from tagestimate.tag.local import Tagger
 from tagestimate.tag.settings import InferenceSettings, ModelBundle
@@ -77,6 +78,10 @@ def build_parser(prog=None):
     parser.add_argument("--no-report", action="store_true",
                         help="write no review report (output/index.html, output/html/ with thumbnails); by "
                              "default every run rebuilds it from all items in the output folder")
+    parser.add_argument("--lang", choices=LANGUAGES, default=None,
+                        help="the review report shows each tag by its English (en) or Japanese (ja) name; the "
+                             "output files keep the tags themselves (the catalogue and iiif formats carry both "
+                             "names) (default: the report shows the tags, e.g. graphic_map)")
     parser.add_argument("--explain", action="store_true",
                         help="add Grad-CAM overlays to the report: what the model looked at for each kept tag "
                              "of each image tagged in this run (a TensorFlow backward pass, slower; see README)")
@@ -204,7 +209,7 @@ def tag(args):
         summary["report"] = review.finish_run(settings.output_dir, items, bundle, backend,
                                               recorder.explained if settings.explain else None,
                                               draft=settings.draft, progress=settings.progress,
-                                              input_dir=settings.input_dir)
+                                              input_dir=settings.input_dir, lang=settings.lang)
     return summary
 
 

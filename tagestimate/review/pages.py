@@ -10,6 +10,7 @@ encoded, then escaped), links (percent-encoded by `href`, then escaped).
 To add a section: compute its data in Python, pass it to `render`, print it in the template.
 """
 
+import contextvars
 import functools
 import json
 import os
@@ -18,7 +19,7 @@ import urllib.parse
 import jinja2
 from markupsafe import Markup, escape
 
-from tagestimate import storage
+from tagestimate import labels, storage
 from tagestimate.files import printable_path
 from tagestimate.formats import natural_key
 from tagestimate.review.explore import anchor
@@ -82,8 +83,22 @@ def environment():
                              keep_trailing_newline=True)
     env.filters.update(href=href, quote=quote_all, tojson_text=json_text, breakable=breakable, thousands="{:,}".format,
                        script_json=script_json)
+    env.filters.update(tagname=tag_name)
     env.globals.update(static=static, body_class="", body_data=(), scripts=())
     return env
+
+
+# (language, {tag: {language: name}}) while a report is built with --lang en or ja; None: machine tags
+NAMING = contextvars.ContextVar("report_naming", default=None)
+
+
+def tag_name(tag):
+    """The name a page shows for a tag: its English or Japanese name under --lang, else the tag itself."""
+    naming = NAMING.get()
+    if naming is None:
+        return tag
+    language, names = naming
+    return names.get(tag, {}).get(language) or labels.tag_name(tag, language)
 
 
 def render(template, **context):

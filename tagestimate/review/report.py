@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tagestimate.errors import UserError
 from tagestimate.files import printable_path, write_atomic
 from tagestimate import storage
+from tagestimate.labels import LANGUAGES, config_names, tag_names
 from tagestimate.tag.inference import ERRORS_NAME
 from tagestimate import formats
 from tagestimate.records import natural_key
@@ -111,6 +112,7 @@ def write_run_info(output_dir, weights, kind, backend, config, explain, input_di
             **({"input": printable_path(storage.root(input_dir))}
                if input_dir else {}),
             "labels": list(config.labels), "thresholds": config.cutoffs(), "explain": bool(explain),
+            "names": {label: tag_names(label, config_names(config)) for label in config.labels},
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     write_atomic(path, json.dumps(info, ensure_ascii=False, indent=1) + "\n")
 
@@ -279,13 +281,23 @@ def item_pages(output_dir, item, labels, run_info, similar=None):
                             similar)
 
 
-def build_report(output_dir, items=(), progress=True, workers=4):
+def build_report(output_dir, items=(), progress=True, workers=4, lang=None):
     """Write output/index.html and the item pages from every item output in `output_dir`.
 
     `items` (inference.Item, as find_items lists them) give the image paths of items tagged
-    without the report; thumbnails are made for every image whose file is found. Returns the
-    index's path.
+    without the report; thumbnails are made for every image whose file is found. lang: "en" or
+    "ja" shows each tag by its name in that language (labels.NAMES, or the model's own names that
+    run_info keeps), None by the tag itself. Returns the index's path.
     """
+    names = read_run_info(output_dir).get("names") if lang else None
+    token = views.NAMING.set((lang, names if isinstance(names, dict) else {}) if lang else None)
+    try:
+        return _build_report(output_dir, items, progress, workers)
+    finally:
+        views.NAMING.reset(token)
+
+
+def _build_report(output_dir, items, progress, workers):
     from tqdm import tqdm
 
     sources = {item.name: dict(item.images) for item in items}
@@ -344,7 +356,8 @@ def build_report(output_dir, items=(), progress=True, workers=4):
     return index
 
 
-def finish_run(output_dir, items, bundle, backend, explain_entries=None, draft=True, progress=True, input_dir=None):
+def finish_run(output_dir, items, bundle, backend, explain_entries=None, draft=True, progress=True, input_dir=None,
+               lang=None):
     """After a tagging run with the model `bundle` (tag.settings.ModelBundle): run info, Grad-CAM
     overlays (explain_entries), then the report."""
     write_run_info(output_dir, bundle.path, bundle.kind, backend, bundle.output_config, explain_entries is not None,
@@ -355,7 +368,7 @@ def finish_run(output_dir, items, bundle, backend, explain_entries=None, draft=T
 
             explainer = Explainer.from_bundle(bundle, draft=draft)
             write_explanations(output_dir, explain_entries, explainer, bundle.path, progress)
-        return build_report(output_dir, items, progress)
+        return build_report(output_dir, items, progress, lang=lang)
     except OSError as error:
         raise UserError(f"could not write the report in {printable_path(output_dir)} ({error}); the tags are "
                         "written; run python -m tagestimate.review.report on the output folder to retry") from None
@@ -378,6 +391,9 @@ def main(argv=None, prog="python -m tagestimate.review.report"):
                              "model.json names)")
     parser.add_argument("--no-explain", action="store_true",
                         help="training only: no Grad-CAM overlays (no TensorFlow needed)")
+    parser.add_argument("--lang", choices=LANGUAGES, default=None,
+                        help="inference only: show each tag by its English or Japanese name (default: the tag "
+                             "itself, e.g. graphic_map)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -399,7 +415,7 @@ def main(argv=None, prog="python -m tagestimate.review.report"):
                 from tagestimate.tag.inference import find_items
 
                 items, _ = find_items(args.inputpath)
-            path = build_report(args.folder, items, progress=not args.quiet)
+            path = build_report(args.folder, items, progress=not args.quiet, lang=args.lang)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

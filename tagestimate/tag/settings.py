@@ -37,6 +37,7 @@ class InferenceSettings:
     id_base: str = None
     target_base: str = None
     report: bool = True  # not --no-report
+    lang: str = None  # --lang: the report's tag names (None: the tags themselves)
     explain: bool = False
     progress: bool = True  # not --quiet
     engine: str = "local"
@@ -50,7 +51,7 @@ class InferenceSettings:
                    weights=args.weights, weights_url=args.weights_url, threshold=args.threshold,
                    batch_size=args.batch_size, workers=args.workers, backend=args.backend,
                    overwrite=args.overwrite, draft=not args.full_decode, id_base=args.id_base,
-                   target_base=args.target_base, report=not args.no_report, explain=args.explain,
+                   target_base=args.target_base, report=not args.no_report, lang=args.lang, explain=args.explain,
                    progress=not args.quiet, engine=args.engine, ray_address=args.ray_address,
                    actors=args.actors, gpus_per_actor=args.gpus_per_actor)
 
