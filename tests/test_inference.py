@@ -537,7 +537,7 @@ def test_documented_defaults():
         "inputpath": "input", "outputpath": "output", "weights": None, "weights_url": None, "threshold": None,
         "batch_size": 32, "workers": None, "backend": "auto", "overwrite": False, "format": "json",
         "full_decode": False, "quiet": False, "id_base": None, "target_base": None,
-        "no_report": False, "explain": False,
+        "no_report": False, "lang": None, "explain": False,
         "engine": "local", "ray_address": None, "actors": None, "gpus_per_actor": None,
     }
     assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
