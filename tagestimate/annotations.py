@@ -39,9 +39,11 @@ CONTEXT_NAME = "context.jsonld"  # the extension context beside the pages; .json
 HOMEPAGE = "https://github.com/ndl-lab/tagestimatemodel"
 NAMESPACE = HOMEPAGE + "/ns#"  # the IRI of the extension's terms; fixed, wherever the pages are published
 CONFIDENCE = "confidence"
+EXTRA = "extraTag"  # true on the body of a tag from --extra-tags (a learned tag, not the model's own)
 EXTENSION_CONTEXT = {"@context": {
     "xsd": "http://www.w3.org/2001/XMLSchema#",
     CONFIDENCE: {"@id": NAMESPACE + CONFIDENCE, "@type": "xsd:double"},
+    EXTRA: {"@id": NAMESPACE + EXTRA, "@type": "xsd:boolean"},
 }}
 FALLBACK_ID_BASE = "urn:tagestimate:"  # ids of pages rendered without a RunContext.id_base
 LANGUAGE = "en"  # the tags are NDL's English label names
@@ -93,7 +95,7 @@ def render_page(item_name, records, config, context):
     rows = provenance(context.input_dir)
     tags = tags_of(records, config)
     generator = _generator(context)
-    items, confidences = [], []
+    items, confidences, extra = [], [], []
     for record in sorted(records, key=lambda record: natural_key(record.key)):
         target = _target(item_name, record, context, rows)
         for tag in tags[record.key]:
@@ -103,11 +105,15 @@ def render_page(item_name, records, config, context):
                 body=TextualBody(value=tag["tag"], language=LANGUAGE, format="text/plain", purpose="tagging"),
                 target=target, generator=generator, created=context.created or None))
             confidences.append(tag["confidence"])
+            extra.append(bool(tag.get("extra")))
     page = AnnotationPage(id=identifier, label={"en": [f"tags of {item_name}"]}, items=items)
     page.context = [_id_base(context) + CONTEXT_NAME, PRESENTATION_CONTEXT]
     document = json.loads(page.json())
     document["items"] = [_with_confidence(annotation, value)
                          for annotation, value in zip(document["items"], confidences)]
+    for annotation, marked in zip(document["items"], extra):
+        if marked:  # prezi3's models drop unknown keys: the mark goes on after them
+            annotation["body"][EXTRA] = True
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
 
 
