@@ -156,7 +156,8 @@ def test_local_engine_on_s3_writes_the_bytes_of_a_local_run(tmp_path, s3_server,
                                 "--id-base", "https://example.org/t", "--target-base", "https://example.org/img",
                                 *common]) == 0
     pages = download(bucket + "/iiif")
-    assert sorted(pages) == ["book1.iiif.json", "book2.iiif.json", "context.jsonld", "errors.json", "input.iiif.json"]
+    assert sorted(pages) == ["book1.emb.npz", "book1.iiif.json", "book2.emb.npz", "book2.iiif.json", "context.jsonld",
+                             "errors.json", "input.emb.npz", "input.iiif.json"]
     page = json.loads(pages["book1.iiif.json"])
     AnnotationPage(**page)
     assert page["items"] and all(a["target"].startswith("https://example.org/img/book1/") for a in page["items"])
