@@ -242,9 +242,26 @@ def embeddings_against_plain(args, backends):
             median, low, high = spread(ratios)
             print(f"{backend}: without {spread(plain)[0]:.1f} img/s, with {spread(full)[0]:.1f} img/s (medians); "
                   f"with/without median {median:.1%} of {args.rounds} rounds, range {low:.1%}-{high:.1%}\n")
+        if len(backends) > 1:
+            print(vector_difference(bundle, config, args.batch_size))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def vector_difference(bundle, config, batch_size):
+    """How far OpenVINO's vectors are from TensorFlow's on the demo crops, as stored and as raw."""
+    from tagestimate import embeddings
+
+    sample = sorted(glob.glob(os.path.join(ROOT, "input", "1054192", "*.jpg")))[:batch_size]
+    batch = np.stack([load_image(p, config.image_size, config.channel_order) for p in sample]).astype(np.float32)
+    ov, tf = (make_runner(name, bundle).infer(batch) for name in ("openvino", "tensorflow"))
+    ours, theirs = embeddings.normalise(ov[1]), embeddings.normalise(tf[1])
+    cosine = (ours * theirs).sum(axis=1)
+    stored = (ours.astype(np.float16) != theirs.astype(np.float16)).mean()
+    return (f"OpenVINO vs TensorFlow on {len(sample)} demo crops: normalised vectors differ by at most "
+            f"{np.abs(ours - theirs).max():.2e} (cosine at least {cosine.min():.7f}); {stored:.2%} of the stored "
+            f"float16 values differ; probabilities differ by at most {np.abs(ov[0] - tf[0]).max():.2e}")
 
 
 def main(argv=None):

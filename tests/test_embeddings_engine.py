@@ -2,6 +2,7 @@
 its vectors against a direct Keras computation, resume, --no-embeddings, and --extra-tags."""
 
 import csv
+import glob
 import io
 import json
 import os
@@ -240,6 +241,16 @@ def test_an_extra_tag_is_marked_in_csv_and_iiif(tmp_path, tagged, source, weight
     assert found == kept
     context = json.loads((tmp_path / "iiif" / "context.jsonld").read_text())["@context"]
     assert context["extraTag"]["@type"] == "xsd:boolean"
+
+
+def test_the_review_report_shows_an_extra_tag(tmp_path, tagged, source, weights):
+    path = extra_tag(tmp_path, tagged, weights)
+    tag, expected = expected_extra(tagged, path)
+    out = tmp_path / "out"
+    assert multiinference.main(["--inputpath", source, "--outputpath", str(out), "--weights", weights, "--quiet",
+                                "--backend", "tensorflow", "--extra-tags", path]) == 0
+    pages = "".join(open(page, encoding="utf-8").read() for page in glob.glob(str(out / "html" / "*.html")))
+    assert "ukiyoe" in pages and "ukiyoe" in (out / "index.html").read_text(encoding="utf-8")
 
 
 def test_without_extra_tags_the_csv_keeps_its_three_columns():

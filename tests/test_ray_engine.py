@@ -194,7 +194,7 @@ def test_ray_engine_reads_and_writes_s3_with_the_local_bytes(tmp_path, weights, 
     assert run(bucket + "/input/", bucket + "/output/", weights) == 0
     remote, local = download(bucket + "/output"), files_in(tmp_path / "local")
     assert sorted(remote) == sorted(local)
-    for name in ("book1.json", "book2.json", "book10.json"):
+    for name in ("book1.json", "book2.json", "book10.json", "book1.emb.npz", "book2.emb.npz", "book10.emb.npz"):
         assert remote[name] == local[name]
     assert json.loads(remote["errors.json"])[0]["path"] == bucket + "/input/book2/broken.jpg"
     # the pending errors of book2 were deleted without leaving a zero-byte ".pending-errors/" marker
