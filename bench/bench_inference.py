@@ -4,6 +4,8 @@
     python bench/bench_inference.py --backend openvino --repeat 20 --scans 100
     python bench/bench_inference.py --engine ray         # Ray engine against the local one, same crops:
                                                          # median and range of ray/local over 5 rounds
+    python bench/bench_inference.py --embeddings         # the crops with and without {item}.emb.npz
+                                                         # (--no-embeddings), median over 5 rounds
 
 Small crops: the 60 demo crops of input/1054192 repeated to 1,200 files. Large scans:
 generated 3000x2200 JPEG pages with paper grain, text and a photograph.
@@ -30,6 +32,7 @@ from tagestimate.images import load_image  # noqa: E402
 from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, find_items  # noqa: E402
 from tagestimate.tag.local import Tagger  # noqa: E402
 from tagestimate.tag.settings import InferenceSettings, ModelBundle  # noqa: E402
+from tagestimate.tag.vectors import VectorPlan  # noqa: E402
 
 REPLICA = os.path.join(os.path.dirname(ROOT), "shared", "data", "legacy-weights", "replica_ndllabelimage.hdf5")
 
@@ -112,11 +115,11 @@ def model_only(runner, config, batch_size, seconds=8.0):
     return done / (time.perf_counter() - started)
 
 
-def end_to_end(runner, config, source, workdir, batch_size, name):
+def end_to_end(runner, config, source, workdir, batch_size, name, vectors=None):
     items, _ = find_items(source)
     settings = InferenceSettings(output_dir=os.path.join(workdir, f"out-{name}"), batch_size=batch_size,
                                  overwrite=True, progress=False)
-    summary = Tagger(runner, config, settings).run(items)
+    summary = Tagger(runner, config, settings, vectors=vectors).run(items)
     return summary["images"] / summary["seconds"]
 
 
@@ -129,8 +132,11 @@ def build_parser():
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray: the crops through the local engine and the Ray engine (a local Ray with "
                              "every CPU), both in each of --rounds rounds, in turn first; the median ray/local")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="the crops end to end with embeddings ({item}.emb.npz, the default) and without "
+                             "(--no-embeddings), both in each of --rounds rounds, in turn first; the median ratio")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="--engine ray: rounds of one run per engine (default: 5)")
+                        help="--engine ray, --embeddings: rounds of one run per side (default: 5)")
     parser.add_argument("--actors", type=int, default=None, help="--engine ray: actors (default: one per CPU)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per model call (default: {DEFAULT_BATCH_SIZE})")
@@ -206,6 +212,58 @@ def ray_against_local(args, backends):
     return 0
 
 
+def embeddings_against_plain(args, backends):
+    """End-to-end images/s of the local engine with embeddings and without (--no-embeddings), on the same
+    crops, back to back in each round, in turn first (as ray_against_local); the median of the ratios."""
+    workdir = tempfile.mkdtemp(prefix="bench-embeddings-")
+    try:
+        weights = weights_file(workdir)
+        bundle = ModelBundle.load(weights)
+        config = bundle.output_config
+        folder, count = small_crops(workdir, args.repeat)
+        with_vectors = VectorPlan(bundle.config.embedding, bundle.sha256)
+        print(f"crops: {count} demo crops of 256 px in {args.repeat} items; {cpu_model()}, {os.cpu_count()} cores; "
+              f"batch size {args.batch_size}; weights: {weights}\n")
+        for backend in backends:
+            runner = make_runner(choose_backend(backend), bundle)  # converted and cached before timing
+            print(f"{'backend':<11} {'round':<6} {'without img/s':>14} {'with img/s':>11} {'with/without':>13} "
+                  f"{'load (1 min)':>13}")
+            ratios, plain, full = [], [], []
+            for round_ in range(args.rounds):
+                rates = {}
+                for side in (("without", "with") if round_ % 2 == 0 else ("with", "without")):
+                    rates[side] = end_to_end(runner, config, folder, workdir, args.batch_size,
+                                             f"{backend}-{side}-{round_}", with_vectors if side == "with" else None)
+                plain.append(rates["without"])
+                full.append(rates["with"])
+                ratios.append(rates["with"] / rates["without"])
+                print(f"{backend:<11} {round_ + 1:<6} {rates['without']:>14.1f} {rates['with']:>11.1f} "
+                      f"{ratios[-1]:>13.1%} {os.getloadavg()[0]:>13.1f}")
+            median, low, high = spread(ratios)
+            print(f"{backend}: without {spread(plain)[0]:.1f} img/s, with {spread(full)[0]:.1f} img/s (medians); "
+                  f"with/without median {median:.1%} of {args.rounds} rounds, range {low:.1%}-{high:.1%}\n")
+        if len(backends) > 1:
+            print(vector_difference(bundle, config, args.batch_size))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def vector_difference(bundle, config, batch_size):
+    """How far OpenVINO's vectors are from TensorFlow's on the demo crops, as stored and as raw."""
+    from tagestimate import embeddings
+
+    sample = sorted(glob.glob(os.path.join(ROOT, "input", "1054192", "*.jpg")))[:batch_size]
+    batch = np.stack([load_image(p, config.image_size, config.channel_order) for p in sample]).astype(np.float32)
+    ov, tf = (make_runner(name, bundle).infer(batch) for name in ("openvino", "tensorflow"))
+    ours, theirs = embeddings.normalise(ov[1]), embeddings.normalise(tf[1])
+    cosine = (ours * theirs).sum(axis=1)
+    stored = (ours.astype(np.float16) != theirs.astype(np.float16)).mean()
+    return (f"OpenVINO vs TensorFlow on {len(sample)} demo crops: normalised vectors differ by at most "
+            f"{np.abs(ours - theirs).max():.2e} (cosine at least {cosine.min():.7f}); {stored:.2%} of the stored "
+            f"float16 values differ; probabilities differ by at most {np.abs(ov[0] - tf[0]).max():.2e}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     backends = ["openvino", "tensorflow"] if args.backend == "all" else [args.backend]
@@ -216,6 +274,8 @@ def main(argv=None):
         backends.remove("openvino")
     if args.engine == "ray":
         return ray_against_local(args, backends)
+    if args.embeddings:
+        return embeddings_against_plain(args, backends)
     workdir = tempfile.mkdtemp(prefix="bench-inference-")
     try:
         weights = weights_file(workdir)

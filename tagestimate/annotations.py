@@ -42,9 +42,11 @@ CONTEXT_NAME = "context.jsonld"  # the extension context beside the pages; .json
 HOMEPAGE = "https://github.com/ndl-lab/tagestimatemodel"
 NAMESPACE = HOMEPAGE + "/ns#"  # the IRI of the extension's terms; fixed, wherever the pages are published
 CONFIDENCE = "confidence"
+EXTRA = "extraTag"  # true on the body of a tag from --extra-tags (a learned tag, not the model's own)
 EXTENSION_CONTEXT = {"@context": {
     "xsd": "http://www.w3.org/2001/XMLSchema#",
     CONFIDENCE: {"@id": NAMESPACE + CONFIDENCE, "@type": "xsd:double"},
+    EXTRA: {"@id": NAMESPACE + EXTRA, "@type": "xsd:boolean"},
 }}
 FALLBACK_ID_BASE = "urn:tagestimate:"  # ids of pages rendered without a RunContext.id_base
 
@@ -79,7 +81,7 @@ def render_page(item_name, records, config, context):
     names = config_names(config)
     source = viewer.resolve(item_name, [record.key for record in records], rows, context)
     viewer.remember(item_name, source)  # the companion, {item}.manifest.json, is built from it
-    items, confidences = [], []
+    items, confidences, extra = [], [], []
     for record in sorted(records, key=lambda record: natural_key(record.key)):
         target = _target(item_name, record, context, rows, source, identifier)
         row = viewer.find_row(rows, item_name, record.key)
@@ -93,6 +95,7 @@ def render_page(item_name, records, config, context):
                       for language, name in label.items()],
                 target=target, generator=generator, created=context.created or None))
             confidences.append(tag["confidence"])
+            extra.append(bool(tag.get("extra")))
     title = _book_title(item_name, records, rows, source)
     page = AnnotationPage(id=identifier, label={"en": [f"tags of {title}"]}, items=items)
     page.context = [_id_base(context) + CONTEXT_NAME, PRESENTATION_CONTEXT]
@@ -103,6 +106,11 @@ def render_page(item_name, records, config, context):
         document = _after(document, "label", "partOf", [{"id": source.manifest_id, "type": "Manifest"}])
     document["items"] = [_with_confidence(annotation, value)
                          for annotation, value in zip(document["items"], confidences)]
+    for annotation, marked in zip(document["items"], extra):
+        if marked:  # prezi3's models drop unknown keys: the mark goes on after them, on each body naming the tag
+            for body in annotation["body"]:
+                if body.get("purpose") == "tagging":
+                    body[EXTRA] = True
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
 
 

@@ -15,7 +15,8 @@ from typing import Callable, Optional
 
 # Re-exported: the formats' callers and tests have always found these here.
 from tagestimate.records import (  # noqa: F401
-    SOFTWARE, SOFTWARE_VERSION, Record, RunContext, natural_key, tags_above, tags_of, thresholds_for, with_threshold)
+    SOFTWARE, SOFTWARE_VERSION, ExtraScore, Record, RunContext, has_extra, natural_key, tags_above, tags_of,
+    thresholds_for, with_threshold)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,8 @@ class OutputFormat:
 
 
 def item_json(tags_by_key):
-    """NDL's format, one image per line: {"key": [{"tag": ..., "confidence": ...}], ...}."""
+    """NDL's format, one image per line: {"key": [{"tag": ..., "confidence": ...}], ...}; an extra tag
+    (--extra-tags) is an entry {"tag": ..., "confidence": ..., "extra": true} after the model's."""
     if not tags_by_key:
         return "{}\n"
     lines = [
@@ -54,15 +56,17 @@ def item_json(tags_by_key):
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def item_csv(tags_by_key):
-    """Long CSV: one row per (image, tag); an image with no tag gets one row with an empty tag."""
+def item_csv(tags_by_key, extra_column=False):
+    """Long CSV: one row per (image, tag); an image with no tag gets one row with an empty tag.
+    extra_column (a run with --extra-tags): a fourth column `extra`, 1 on the extra tags' rows."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", "tag", "confidence"])
+    writer.writerow(["image", "tag", "confidence"] + (["extra"] if extra_column else []))
     for key in sorted(tags_by_key, key=natural_key):
         tags = tags_by_key[key] or [{"tag": "", "confidence": ""}]
         for tag in tags:
-            writer.writerow([key, tag["tag"], tag["confidence"]])
+            row = [key, tag["tag"], tag["confidence"]]
+            writer.writerow(row + ([1 if tag.get("extra") else ""] if extra_column else []))
     return buffer.getvalue()
 
 
@@ -71,7 +75,7 @@ def render_json(item_name, records, config, context=None):
 
 
 def render_csv(item_name, records, config, context=None):
-    return item_csv(tags_of(records, config))
+    return item_csv(tags_of(records, config), extra_column=has_extra(records))
 
 
 def render_iiif(item_name, records, config, context=None):

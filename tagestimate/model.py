@@ -19,7 +19,7 @@ from tagestimate.files import plural
 from tagestimate.labels import NDL_LABELS
 # Re-exported: model.json's names have always been importable from here.
 from tagestimate.modelconfig import (BACKBONE, BACKBONES, CONFIG_NAME, CONFIG_VERSION, DEFAULT_BACKBONE,  # noqa: F401
-                                     DEFAULT_THRESHOLD, PIXEL_RANGE, RESIZE, Backbone, ModelConfig, WeightsError,
+                                     DEFAULT_LAYER, DEFAULT_THRESHOLD, PIXEL_RANGE, RESIZE, Backbone, ModelConfig, WeightsError,
                                      backbone_spec, config_path, legacy_config, read_config, write_config)
 
 LEGACY = "legacy-hdf5"  # NDL's Keras 2 save_weights layout, loaded by layer name
@@ -55,6 +55,23 @@ def build_model(num_labels, image_size=224, dropout=0.0, backbone=BACKBONE):
     # float32 output keeps sigmoid and loss stable under mixed precision.
     outputs = keras.layers.Dense(num_labels, activation="sigmoid", dtype="float32", name="dense_2")(x)
     return keras.Model(backbone.input, outputs, name=f"tagestimate_{spec.flag}")
+
+
+def embedding_model(model, config, path=None):
+    """`model` with two outputs: its probabilities and the output of config's embedding layer
+    (model.json's `embedding_layer`, default `dense`); WeightsError naming model.json otherwise."""
+    keras = _keras()
+    layer = config.embedding
+    try:
+        vectors = model.get_layer(layer).output
+    except ValueError:
+        where = config_path(path) if path and config.embedding_layer else "model.json"
+        raise WeightsError(f"{where} names embedding_layer {layer!r}, which the model has no layer of; "
+                           f"name one of its layers there, e.g. {DEFAULT_LAYER!r} (NDL's head)") from None
+    if len(vectors.shape) != 2:
+        raise WeightsError(f"model.json's embedding_layer {layer!r} gives outputs of shape {tuple(vectors.shape)}, "
+                           f"not one vector per image; name a layer after the pooling, e.g. {DEFAULT_LAYER!r}")
+    return keras.Model(model.input, [model.output, vectors], name=model.name + "_embedding")
 
 
 def backbone_layers(model):

@@ -12,6 +12,7 @@ import types
 from collections.abc import Mapping
 
 from tagestimate import quiet_tensorflow
+from tagestimate.embeddings import DEFAULT_LAYER
 from tagestimate.errors import UserError
 from tagestimate.files import write_atomic
 from tagestimate.images import CHANNEL_ORDERS
@@ -75,8 +76,8 @@ def backbone_spec(name):
 
 # model.json's keys in the order they are written; optional ones are left out when None.
 _KEYS = ("version", "backbone", "labels", "image_size", "channel_order", "pixel_range", "resize",
-         "dropout", "thresholds", "default_threshold", "labelmap", "training", "source")
-_OPTIONAL = ("dropout", "labelmap", "training", "source")
+         "dropout", "thresholds", "default_threshold", "labelmap", "training", "source", "embedding_layer")
+_OPTIONAL = ("dropout", "labelmap", "training", "source", "embedding_layer")
 
 
 def _is_int(value):
@@ -126,6 +127,9 @@ def _check(data, source):
         raise _invalid(source, "training", "an object describing how the model was trained")
     if not isinstance(data.get("source", ""), (str, type(None))):
         raise _invalid(source, "source", "a text saying where the weights come from")
+    layer = data.get("embedding_layer")
+    if layer is not None and (not isinstance(layer, str) or not layer):
+        raise _invalid(source, "embedding_layer", "the name of the layer whose output is an image's embedding")
 
 
 def _frozen(mapping):
@@ -142,6 +146,8 @@ class ModelConfig:
     thresholds: {label: threshold} tuned by the trainer, or None; default_threshold for the rest.
     labelmap: the label map (JSON form) a run trained with; training: how (free-form); both
     None for NDL's file. source: where the weights come from (NDL's file only).
+    embedding_layer: the layer whose output is an image's embedding (None: `dense`, NDL's head
+    Dense(512) before dense_1; read it through `embedding`).
     The constructor checks every field (WeightsError naming it); mappings become read-only.
     """
 
@@ -158,6 +164,7 @@ class ModelConfig:
     training: types.MappingProxyType = None
     source: str = None
     version: int = CONFIG_VERSION
+    embedding_layer: str = None
 
     def __post_init__(self):
         _check({field.name: getattr(self, field.name) for field in dataclasses.fields(self)}, "model config")
@@ -192,13 +199,18 @@ class ModelConfig:
             "default_threshold": self.default_threshold,
             "labelmap": None if self.labelmap is None else _plain(self.labelmap),
             "training": None if self.training is None else _plain(self.training),
-            "source": self.source,
+            "source": self.source, "embedding_layer": self.embedding_layer,
         }
         return {key: value for key, value in values.items() if not (key in _OPTIONAL and value is None)}
 
     def to_json(self):
         """model.json's text, as write_config writes it."""
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+    @property
+    def embedding(self):
+        """The name of the layer whose output is an image's embedding (model.json's, else `dense`)."""
+        return self.embedding_layer or DEFAULT_LAYER
 
     def cutoffs(self, override=None):
         """Per-label thresholds in label order: `override` for all, else the tuned ones, else the default."""

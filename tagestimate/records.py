@@ -11,8 +11,13 @@ import re
 DIGITS = re.compile(r"(\d+)")  # runs of decimal digits (Nd) in any script; int() reads them all
 
 # One tagged image: key (path in its item without extension), path (as found), size ((width,
-# height) of the source as shown, after EXIF orientation), probabilities (one per label).
-Record = collections.namedtuple("Record", "key path size probabilities")
+# height) of the source as shown, after EXIF orientation), probabilities (one per label),
+# embedding (the raw float32 vector of the model's embedding layer, None when the run made none),
+# extra (ExtraScore per --extra-tags file, in the files' order; () without them).
+Record = collections.namedtuple("Record", "key path size probabilities embedding extra", defaults=(None, ()))
+
+# One extra tag's (extratags.py) confidence for an image, and the threshold it is kept above.
+ExtraScore = collections.namedtuple("ExtraScore", "tag confidence threshold")
 
 SOFTWARE = "tagestimate"
 SOFTWARE_VERSION = "1.0.0"
@@ -70,6 +75,19 @@ def tags_above(probabilities, labels, thresholds):
 
 
 def tags_of(records, config):
-    """{key: tags above the config's thresholds} for an item's records."""
+    """{key: tags above the config's thresholds} for an item's records, then the record's extra tags
+    above their own thresholds, marked {"tag", "confidence", "extra": True} (none without --extra-tags)."""
     thresholds = config.cutoffs()
-    return {record.key: tags_above(record.probabilities, config.labels, thresholds) for record in records}
+    return {record.key: tags_above(record.probabilities, config.labels, thresholds) + extra_tags_above(record.extra)
+            for record in records}
+
+
+def extra_tags_above(scores):
+    """[{"tag", "confidence", "extra": True}] of the ExtraScores strictly above their threshold, in order."""
+    return [{"tag": score.tag, "confidence": round(float(score.confidence), 3), "extra": True}
+            for score in scores if score.confidence > score.threshold]
+
+
+def has_extra(records):
+    """Whether the run computed extra tags for these records (then the csv has its `extra` column)."""
+    return any(record.extra for record in records)

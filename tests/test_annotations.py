@@ -182,7 +182,8 @@ def test_readme_example_pid_crawl_then_iiif_output(tmp_path, monkeypatch):
                                    "--iiif-base", emulator.iiif_base, "--max-idle", "3", *FAST]) == 0
     argv = ["--format", "iiif", "--weights", weights, "--backend", "tensorflow", "--quiet", "--id-base", ID_BASE]
     assert multiinference.main(argv) == 0
-    assert sorted(os.listdir("output")) == ["1054192.iiif.json", "context.jsonld", "html", "index.html"]
+    assert sorted(os.listdir("output")) == ["1054192.emb.npz", "1054192.iiif.json", "context.jsonld", "html",
+                                            "index.html"]
     with open("output/index.html", encoding="utf-8") as handle:  # the review report reads the IIIF page
         overview = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td></tr>", handle.read()))
     assert (overview["items"], overview["images"]) == ("1", str(sum(r["pid"] == "1054192" for r in books)))

@@ -63,6 +63,31 @@ def test_minimal_older_model_json_loads_with_defaults(tmp_path):
                                      "pixel_range", "resize", "thresholds", "default_threshold"}
 
 
+def test_embedding_layer_is_optional_and_defaults_to_ndls_dense(tmp_path):
+    assert ModelConfig.from_dict(TRAINED).embedding == "dense" == legacy_config().embedding
+    assert "embedding_layer" not in ModelConfig.from_dict(TRAINED).to_dict()  # older files round-trip unchanged
+    config = ModelConfig.from_dict({**TRAINED, "embedding_layer": "dense_1"})
+    assert config.embedding == "dense_1" and config.to_dict()["embedding_layer"] == "dense_1"
+    write_config(str(tmp_path), config)
+    assert read_config(str(tmp_path)) == config
+    for bad in ("", 3, ["dense"]):
+        with pytest.raises(WeightsError, match=r"model.json has no valid 'embedding_layer' \(the name of the layer"):
+            ModelConfig.from_dict({**TRAINED, "embedding_layer": bad}, source="model.json")
+
+
+def test_the_trainer_writes_the_embedding_layer():
+    import types
+
+    from tagestimate.labels import default_labelmap
+    from tagestimate.train import training
+
+    settings = types.SimpleNamespace(data="/data", balance="sqrt", augment=True, loss="bce")
+    spec = types.SimpleNamespace(settings=settings, labels=("a", "b"), image_size=64, channel_order="RGB",
+                                 dropout=0.0, backbone="EfficientNetB0", labels_map=default_labelmap(),
+                                 initial_weights="none", seed=1, val_split=0.2)
+    assert training.model_config(spec).to_dict()["embedding_layer"] == "dense"
+
+
 def test_ndl_legacy_config_is_ndls_eleven_labels_in_bgr():
     config = legacy_config()
     assert config.labels == NDL_LABELS == (

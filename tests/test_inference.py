@@ -123,7 +123,8 @@ def test_resume_skips_done_items_and_overwrite_redoes_them(tmp_path, constant_we
     assert list(read_json(out / "b.json")) == ["1"]
     run("--inputpath", tmp_path / "in", "--outputpath", out, "--weights", constant_weights, "--overwrite")
     assert list(read_json(out / "a.json")) == ["1"]
-    assert sorted(os.listdir(out)) == ["a.json", "b.json"]  # nothing else: no temporary file left
+    # nothing else: no temporary file left (each item's vectors, {item}.emb.npz, are written before its output)
+    assert sorted(os.listdir(out)) == ["a.emb.npz", "a.json", "b.emb.npz", "b.json"]
 
 
 def test_csv_format(tmp_path, constant_weights):
@@ -185,7 +186,7 @@ def test_an_item_of_unreadable_files_only_gets_no_output_and_is_tried_again(tmp_
     (source / "bad" / "empty.jpg").write_bytes(b"")
     (source / "bad" / "text.jpg").write_text("just text")
     assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 0
-    assert sorted(os.listdir(out)) == ["errors.json", "good.json"]
+    assert sorted(os.listdir(out)) == ["errors.json", "good.emb.npz", "good.json"]
     assert sorted((e["item"], os.path.basename(e["path"])) for e in read_json(out / "errors.json")) == [
         ("bad", "empty.jpg"), ("bad", "text.jpg")]
     capsys.readouterr()
@@ -217,7 +218,7 @@ def test_an_item_that_never_comes_back_fails_the_run_in_one_sentence(tmp_path, c
     assert captured.err == ("error: 1 of 3 items never came back from the engine (b); "
                             "run the same command again to finish them\n")
     assert captured.out == ""  # no "images tagged" line for a run that lost an item
-    assert sorted(os.listdir(tmp_path / "out")) == ["a.json", "c.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.emb.npz", "a.json", "c.emb.npz", "c.json"]
 
 
 @pytest.mark.slow
@@ -471,7 +472,8 @@ def test_output_files_keep_the_usual_permissions(tmp_path, constant_weights):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(tmp_path / "out" / "item.json").st_mode & 0o777 == 0o666 & ~umask
-    assert os.listdir(tmp_path / "out") == ["item.json"]
+    assert os.stat(tmp_path / "out" / "item.emb.npz").st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(os.listdir(tmp_path / "out")) == ["item.emb.npz", "item.json"]
 
 
 def test_full_decode_reads_large_jpegs_as_the_original(tmp_path):
@@ -513,7 +515,8 @@ def test_unicode_names_are_sorted_and_tagged(tmp_path, constant_weights):
         for name in files:
             image(source / folder / f"{name}.jpg")
     assert run("--inputpath", source, "--outputpath", out, "--weights", constant_weights) == 0
-    assert sorted(os.listdir(out)) == sorted(f"{folder}.json" for folder in folders)
+    assert sorted(os.listdir(out)) == sorted([f"{folder}.json" for folder in folders]
+                                             + [f"{folder}.emb.npz" for folder in folders])
     for folder in folders:
         result = read_json(out / f"{folder}.json")
         assert list(result) == ["1①", "٢", "２", "p①_2", "p①_10", "x²", "①"]  # ٢ and ２ are 2
@@ -539,6 +542,7 @@ def test_documented_defaults():
         "full_decode": False, "quiet": False, "id_base": None, "target_base": None,
         "no_report": False, "lang": None, "explain": False,
         "engine": "local", "ray_address": None, "actors": None, "gpus_per_actor": None,
+        "no_embeddings": False, "extra_tags": None,
     }
     assert thresholds_for(ModelConfig(labels=LABELS)) == [0.4] * len(LABELS)  # no --threshold, no model.json values
     for flag in ("--decode-threads", "--workers"):  # the new name and the old one set the same value
@@ -684,16 +688,21 @@ def test_ctrl_c_stops_cleanly_keeps_errors_and_a_rerun_finishes(tmp_path, consta
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr and stdout == ""
     said = [line for line in stderr.splitlines() if "interrupted" in line]
     assert len(said) == 1 and "run the same command again" in said[0] and str(out) in said[0]
-    finished = {os.path.splitext(name)[0] for name in os.listdir(out) if name != "errors.json"}
+    finished = {name[:-len(".json")] for name in os.listdir(out) if name.endswith(".json") and name != "errors.json"}
     assert 2 <= len(finished) < len(names)
-    assert sorted(os.listdir(out)) == sorted([f"{name}.json" for name in finished] + ["errors.json"])
+    # each finished item's vectors were written before its output; one more item may have stopped between the two
+    embedded = {name[:-len(".emb.npz")] for name in os.listdir(out) if name.endswith(".emb.npz")}
+    assert finished <= embedded and len(embedded - finished) <= 1
+    assert sorted(os.listdir(out)) == sorted([f"{name}.json" for name in finished] + ["errors.json"]
+                                             + [f"{name}.emb.npz" for name in embedded])
     assert all(read_json(out / f"{name}.json").keys() == {"good"} for name in finished)
     errored = {e["item"] for e in read_json(out / "errors.json")}
     assert finished <= errored and len(errored - finished) <= 1  # the item stopped between its two writes
     assert f"{len(finished)} of {len(names)} items finished" in said[0]
 
     assert run(*arguments[:6]) == 0  # the rerun tags the rest
-    assert sorted(os.listdir(out)) == sorted([f"{name}.json" for name in names] + ["errors.json"])
+    assert sorted(os.listdir(out)) == sorted([f"{name}.json" for name in names] + ["errors.json"]
+                                             + [f"{name}.emb.npz" for name in names])
     errors = read_json(out / "errors.json")
     assert sorted(e["item"] for e in errors) == sorted(names) and all("empty" in e["path"] for e in errors)
 
@@ -831,8 +840,14 @@ def test_openvino_runner_serves_threads_one_call_at_a_time():
 
     from tagestimate.tag.backends import OpenVINORunner
 
+    from tagestimate.tag.backends import EMBEDDING, PROBABILITIES
+
     pixels = ops.parameter([-1, 4], np.float32)
-    model = ov.Model([ops.multiply(pixels, ops.constant(np.float32(2)))], [pixels])
+    # outputs named as a converted model's, in the other order: the runner picks them by name
+    outputs = [ops.multiply(pixels, ops.constant(np.float32(3))), ops.multiply(pixels, ops.constant(np.float32(2)))]
+    model = ov.Model(outputs, [pixels])
+    model.outputs[0].get_tensor().set_names({EMBEDDING})
+    model.outputs[1].get_tensor().set_names({PROBABILITIES})
     runner = OpenVINORunner.__new__(OpenVINORunner)  # the runner around a tiny model, no conversion
     runner._start(ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"}))
     failures = []
@@ -840,8 +855,8 @@ def test_openvino_runner_serves_threads_one_call_at_a_time():
     def call(value):
         batch = np.full((16, 4), value, np.float32) + np.arange(16, dtype=np.float32)[:, None]
         for _ in range(30):
-            result = runner.predict(batch)
-            if not np.array_equal(result, 2 * batch):
+            result, vectors = runner.infer(batch)
+            if not (np.array_equal(result, 2 * batch) and np.array_equal(vectors, 3 * batch)):
                 failures.append(value)
 
     threads = [threading.Thread(target=call, args=(100 * n,), daemon=True) for n in range(6)]

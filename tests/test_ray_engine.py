@@ -125,8 +125,9 @@ def test_script_gives_the_local_engine_s_bytes_and_leaves_no_ray_running(tmp_pat
     assert [line.split(": ")[0] for line in stderr.splitlines()] == [
         f"skipped {os.path.join(source, 'book2', 'broken.jpg')}"], stderr
     assert files_in(tmp_path / "ray") == files_in(tmp_path / "local")  # errors.json included
-    assert sorted(files_in(tmp_path / "ray", report=True)) == [
-        "book1.json", "book10.json", "book2.json", "errors.json", "index.html"]
+    assert sorted(files_in(tmp_path / "ray", report=True)) == [  # the .emb.npz: the same bytes (above)
+        "book1.emb.npz", "book1.json", "book10.emb.npz", "book10.json", "book2.emb.npz", "book2.json", "errors.json",
+        "index.html"]
     # The report's full probabilities come from the Ray workers too, with the same bytes.
     assert files_in(tmp_path / "ray" / "html" / "data") == files_in(tmp_path / "local" / "html" / "data")
     assert len(files_in(tmp_path / "ray" / "html" / "data")) == 3
@@ -193,7 +194,7 @@ def test_ray_engine_reads_and_writes_s3_with_the_local_bytes(tmp_path, weights, 
     assert run(bucket + "/input/", bucket + "/output/", weights) == 0
     remote, local = download(bucket + "/output"), files_in(tmp_path / "local")
     assert sorted(remote) == sorted(local)
-    for name in ("book1.json", "book2.json", "book10.json"):
+    for name in ("book1.json", "book2.json", "book10.json", "book1.emb.npz", "book2.emb.npz", "book10.emb.npz"):
         assert remote[name] == local[name]
     assert json.loads(remote["errors.json"])[0]["path"] == bucket + "/input/book2/broken.jpg"
     # the pending errors of book2 were deleted without leaving a zero-byte ".pending-errors/" marker
@@ -272,7 +273,9 @@ def test_ray_engine_writes_the_iiif_pages_of_the_local_engine(tmp_path, weights,
     assert run(source, tmp_path / "ray", weights, *flags) == 0
     local, ray_pages = files_in(tmp_path / "local"), files_in(tmp_path / "ray")
     assert sorted(ray_pages) == sorted(local) == [
-        "book1.iiif.json", "book10.iiif.json", "book2.iiif.json", "context.jsonld", "errors.json"]
+        "book1.emb.npz", "book1.iiif.json", "book10.emb.npz", "book10.iiif.json", "book2.emb.npz", "book2.iiif.json",
+        "context.jsonld", "errors.json"]
+    assert all(ray_pages[name] == local[name] for name in local if name.endswith(".emb.npz"))
 
     def without_time(text):
         page = json.loads(text)

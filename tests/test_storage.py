@@ -137,8 +137,9 @@ def test_local_engine_on_s3_writes_the_bytes_of_a_local_run(tmp_path, s3_server,
     assert multiinference.main(["--inputpath", bucket + "/input/", "--outputpath", bucket + "/output/",
                                 *common]) == 0
     remote, local = download(bucket + "/output"), local_files(str(tmp_path / "out"))
-    assert sorted(remote) == sorted(local) == ["book1.json", "book2.json", "errors.json", "input.json"]
-    for name in ("book1.json", "book2.json", "input.json"):
+    assert sorted(remote) == sorted(local) == ["book1.emb.npz", "book1.json", "book2.emb.npz", "book2.json",
+                                               "errors.json", "input.emb.npz", "input.json"]
+    for name in ("book1.json", "book2.json", "input.json", "book1.emb.npz", "book2.emb.npz", "input.emb.npz"):
         assert remote[name] == local[name]
     # errors.json names the object where the local run names the file
     assert json.loads(remote["errors.json"]) == [
@@ -156,7 +157,8 @@ def test_local_engine_on_s3_writes_the_bytes_of_a_local_run(tmp_path, s3_server,
                                 "--id-base", "https://example.org/t", "--target-base", "https://example.org/img",
                                 *common]) == 0
     pages = download(bucket + "/iiif")
-    assert sorted(pages) == ["book1.iiif.json", "book2.iiif.json", "context.jsonld", "errors.json", "input.iiif.json"]
+    assert sorted(pages) == ["book1.emb.npz", "book1.iiif.json", "book2.emb.npz", "book2.iiif.json", "context.jsonld",
+                             "errors.json", "input.emb.npz", "input.iiif.json"]
     page = json.loads(pages["book1.iiif.json"])
     AnnotationPage(**page)
     assert page["items"] and all(a["target"].startswith("https://example.org/img/book1/") for a in page["items"])

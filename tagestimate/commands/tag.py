@@ -21,6 +21,7 @@ from tagestimate.labels import LANGUAGES
 from tagestimate.tag.inference import DEFAULT_BATCH_SIZE, ERRORS_NAME, MAX_WORKERS, find_items
 from tagestimate.tag.local import Tagger
 from tagestimate.tag.settings import InferenceSettings, ModelBundle
+from tagestimate.tag.vectors import VectorPlan
 from tagestimate.model import DEFAULT_THRESHOLD
 from tagestimate.formats import FORMATS
 from tagestimate.weights import NDL_WEIGHTS_NAME, TRAINED_WEIGHTS, URL_ENVIRONMENT, resolve_weights
@@ -85,6 +86,13 @@ def build_parser(prog=None):
     parser.add_argument("--explain", action="store_true",
                         help="add Grad-CAM overlays to the report: what the model looked at for each kept tag "
                              "of each image tagged in this run (a TensorFlow backward pass, slower; see README)")
+    parser.add_argument("--no-embeddings", action="store_true",
+                        help="write no {item}.emb.npz (by default each item's images get the model's "
+                             "vector from the same forward pass, L2-normalised float16, for search and learn-tag)")
+    parser.add_argument("--extra-tags", metavar="FILE", action="append", default=None,
+                        help="also tag with this extra tag saved by learn-tag (repeatable): scored on the "
+                             "image's vector, kept above its own threshold, marked as extra in every format; "
+                             "it must come from this model's vectors")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     scale = parser.add_argument_group(
         "collection scale", "--inputpath and --outputpath may also be URIs (s3://bucket/prefix; credentials "
@@ -170,6 +178,7 @@ def tag(args):
     if settings.output_format == "iiif":  # before the weights: a missing iiif-prezi3 must not wait for a download
         from tagestimate import annotations  # iiif-prezi3 and pydantic load only for this format
     bundle = ModelBundle.load(resolve_weights(settings.weights, settings.weights_url), settings.threshold)
+    vectors = VectorPlan.for_run(settings, bundle)  # --extra-tags checked against the model before any image
     context = None
     if settings.output_format == "iiif":
         context = annotations.run_context(settings.input_dir, bundle.path, settings.output_dir, settings.id_base,
@@ -190,7 +199,8 @@ def tag(args):
     if settings.engine == "ray":  # imported here: the local engine never loads Ray
         from tagestimate.tag import ray_engine
 
-        summary = ray_engine.run(settings, bundle, items, problems, context=context, on_item=recorder)
+        summary = ray_engine.run(settings, bundle, items, problems, context=context, on_item=recorder,
+                                 vectors=vectors)
         backend = f"{settings.backend} on Ray"
     else:
         backend = choose_backend(settings.backend)
@@ -199,7 +209,7 @@ def tag(args):
         config = bundle.config
         logging.info("weights %s (%s), backend %s, %d labels, %d px %s", printable_path(bundle.path), bundle.kind,
                      backend, len(config.labels), config.image_size, config.channel_order)
-        tagger = Tagger(runner, bundle.output_config, settings, context=context, on_item=recorder)
+        tagger = Tagger(runner, bundle.output_config, settings, context=context, on_item=recorder, vectors=vectors)
         summary = tagger.run(items, problems)
         if converted is not None:
             summary["conversion_seconds"] = converted

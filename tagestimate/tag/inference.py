@@ -5,6 +5,7 @@
     tag_images(entries, runner, ...) -> per model call: records (full probabilities) and errors
     tag_item(item, runner, config)   -> one item's records and errors (tag_images on its images)
     write_item(output_dir, name, records, config, format) -> its output file, written atomically
+                                     (and first, with a vectors.VectorPlan, its {item}.emb.npz)
 
 A run's bookkeeping (plan, errors.json, summary) is tag/run.py's, shared by both engines.
 """
@@ -217,13 +218,15 @@ def _in_order(images, load, workers, window):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True, on_image=None):
+def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True, on_image=None,
+               vectors=None):
     """Decode and predict (item name, key, path) entries, `batch_size` images per model call.
 
     Yields per model call, in order: (batch, records, errors) with batch the call's entries
     as load_batches gives them, records [(item name, Record)] of the images read and errors
     [(item name, printable path, reason)] of those that could not be. The images of one
     call may belong to several items. on_image: see load_batches (image_hook makes one).
+    vectors: the run's vectors.VectorPlan; when it needs them, each record carries its raw vector.
     """
     batches = load_batches(entries, config.image_size, config.channel_order, batch_size,
                            workers or default_workers(), draft, on_image)
@@ -236,19 +239,25 @@ def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=N
                 else:
                     good.append((name, key, path, result))
             if good:
-                probabilities = runner.predict(np.stack([result[0] for *_, result in good]).astype(np.float32))
-                records = [(name, Record(key, path, result[1], values))
-                           for (name, key, path, result), values in zip(good, probabilities)]
+                pixels = np.stack([result[0] for *_, result in good]).astype(np.float32)
+                if vectors is not None and vectors.needed:  # the same forward pass gives both
+                    probabilities, embedded = runner.infer(pixels)
+                else:
+                    probabilities, embedded = runner.predict(pixels), [None] * len(good)
+                records = [(name, Record(key, path, result[1], values, vector))
+                           for (name, key, path, result), values, vector in zip(good, probabilities, embedded)]
             yield batch, records, errors
     finally:
         batches.close()
 
 
-def tag_item(item, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True, on_image=None):
+def tag_item(item, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True, on_image=None,
+             vectors=None):
     """(records, errors) of one item: what tag_images gives for its images, in its order."""
     records, errors = [], []
     entries = [(item.name, key, path) for key, path in item.images]
-    for _, batch_records, batch_errors in tag_images(entries, runner, config, batch_size, workers, draft, on_image):
+    for _, batch_records, batch_errors in tag_images(entries, runner, config, batch_size, workers, draft, on_image,
+                                                     vectors):
         records += [record for _, record in batch_records]
         errors += batch_errors
     return records, errors
@@ -264,15 +273,21 @@ def image_hook(on_item, output_dir):
     return lambda *image: method(output_dir, *image)
 
 
-def write_item(output_dir, item_name, records, config, output_format="json", context=None):
+def write_item(output_dir, item_name, records, config, output_format="json", context=None, vectors=None):
     """Write an item's output file atomically, thresholds taken from `config`; returns its path.
-    `context` (results.RunContext) is passed to formats that need more than the records (iiif). A format's
-    companion files (iiif: `{item}.manifest.json`) are written first: the item's own file marks it done.
+    `context` (results.RunContext) is passed to formats that need more than the records (iiif).
+    `vectors` (the run's vectors.VectorPlan): the item's {item}.emb.npz is written first (the output
+    marks the item done, so a rerun never skips an item whose vectors are missing) and the output
+    gets the extra tags, scored on the vectors as stored. A format's companion files (iiif:
+    `{item}.manifest.json`) are written before the item's own file too.
 
     With a distributed engine, call it only once errors.json holds the item's errors: a
     rerun skips items that have an output file.
     """
     path = output_path(output_dir, item_name, output_format)
+    if vectors is not None and vectors.needed:
+        records, item = vectors.finish(item_name, records)
+        vectors.write_embeddings(output_dir, item_name, item)
     extra = {} if context is None else {"context": context}
     output = FORMATS[output_format]
     text = output.render(item_name, records, config, **extra)

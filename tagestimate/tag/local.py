@@ -15,10 +15,12 @@ from tagestimate.tag.settings import InferenceSettings
 class Tagger:
     """A runner and the config the outputs are thresholded with (a bundle's output_config); tags
     items as `settings` say. on_item: the item hook (tag/run.py), called before each output; its
-    on_image method, if any, with each image as decoded (inference.image_hook: the report's thumbnails)."""
+    on_image method, if any, with each image as decoded (inference.image_hook: the report's thumbnails).
+    vectors: the run's vectors.VectorPlan (the command's), or None for no embeddings and no extra tags."""
 
-    def __init__(self, runner, config, settings=InferenceSettings(), context=None, on_item=None):
+    def __init__(self, runner, config, settings=InferenceSettings(), context=None, on_item=None, vectors=None):
         self.runner = runner
+        self.vectors = vectors  # vectors.VectorPlan: {item}.emb.npz and extra tags; None: neither
         self.config = config
         self.settings = settings
         self.context = context  # formats.RunContext for the formats that need one
@@ -44,7 +46,7 @@ class Tagger:
         run.start()
         bar = tqdm(total=len(entries), unit="img", disable=not settings.progress, file=sys.stderr, dynamic_ncols=True)
         stream = tag_images(entries, self.runner, self.config, settings.batch_size, settings.decoders, settings.draft,
-                            image_hook(self.on_item, settings.output_dir))
+                            image_hook(self.on_item, settings.output_dir), self.vectors)
         waiting = collections.deque()  # finished items, (name, records), whose output is not written yet
         try:
             for batch, batch_records, batch_errors in stream:
@@ -88,6 +90,6 @@ class Tagger:
             if self.on_item is not None:  # before the output, which marks the item done
                 self.on_item(settings.output_dir, name, item_records, self.config)
             write_item(settings.output_dir, name, item_records, self.config, settings.output_format,
-                       context=self.context)
+                       context=self.context, vectors=self.vectors)
             waiting.popleft()
             run.item_written()

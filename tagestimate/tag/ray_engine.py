@@ -3,7 +3,7 @@
 One row per item (a book) goes through a Ray Dataset; each actor loads the model once
 (OpenVINO on a CPU node, TensorFlow on a GPU node, as --backend auto chooses there) and
 calls the local engine's own per-item functions, tag_item and write_item, so the outputs
-are the same bytes. The driver plans the run (plan_run: items with an output are not
+(and the {item}.emb.npz written before each) are the same bytes. The driver plans the run (plan_run: items with an output are not
 scheduled), shows progress, and keeps errors.json (ErrorLog).
 
 An item's output is its "done" mark, so its errors must be stored first: a worker writes
@@ -55,7 +55,7 @@ def pending_path(output_dir, item_name):
 class ItemWorker:
     """A Ray actor: the model, loaded once; tags and writes one item per call."""
 
-    def __init__(self, settings, bundle, shipped=None, context=None, on_item=None):
+    def __init__(self, settings, bundle, shipped=None, context=None, on_item=None, vectors=None):
         try:
             self.runner = self._load(settings.backend, bundle, shipped)
         except Exception as error:  # noqa: BLE001 - any failure here is reported as one line
@@ -68,6 +68,7 @@ class ItemWorker:
         self.config = bundle.output_config  # what the writers threshold with
         self.context = context  # formats.RunContext for --format iiif
         self.on_item = on_item  # e.g. the review report's full probabilities, written before the output
+        self.vectors = vectors  # vectors.VectorPlan: {item}.emb.npz and extra tags, as the local engine
 
     @staticmethod
     def _load(backend, bundle, shipped):
@@ -93,7 +94,7 @@ class ItemWorker:
             name = str(name)
             item = Item(name, [tuple(pair) for pair in json.loads(images)])
             records, errors = tag_item(item, self.runner, self.config, settings.batch_size, settings.decoders,
-                                       settings.draft, image_hook(self.on_item, settings.output_dir))
+                                       settings.draft, image_hook(self.on_item, settings.output_dir), self.vectors)
             known = [tuple(problem) for problem in json.loads(problems)] + errors
             if known:  # stored before the output: the output marks the item done
                 storage.makedirs(storage.join(settings.output_dir, PENDING_FOLDER))
@@ -102,7 +103,7 @@ class ItemWorker:
                 if self.on_item is not None:
                     self.on_item(settings.output_dir, name, records, self.config)
                 write_item(settings.output_dir, name, records, self.config, settings.output_format,
-                           context=self.context)
+                           context=self.context, vectors=self.vectors)
             names.append(name)
             counts.append(len(records))
             errors_out.append(json.dumps(errors, ensure_ascii=False))
@@ -234,10 +235,10 @@ def _first_line(error):
     return None
 
 
-def run(settings, bundle, items, problems=(), context=None, on_item=None):
+def run(settings, bundle, items, problems=(), context=None, on_item=None, vectors=None):
     """Tag items on Ray as `settings` say, with the model `bundle`; the same summary dict as Tagger.run,
     plus "startup_seconds" (until the first item came back) and "startup_images" (that item's images).
-    on_item: the item hook (tag/run.py), called in the workers."""
+    on_item: the item hook (tag/run.py), called in the workers. vectors: the run's vectors.VectorPlan."""
     from tqdm import tqdm
 
     ray = import_ray()
@@ -267,7 +268,8 @@ def run(settings, bundle, items, problems=(), context=None, on_item=None):
         results = dataset.map_batches(
             ItemWorker, batch_size=1, concurrency=actors, num_cpus=1, num_gpus=gpus_per_actor,
             fn_constructor_kwargs={"settings": settings, "bundle": bundle.at(os.path.abspath(bundle.path)),
-                                   "shipped": shipped, "context": context, "on_item": on_item},
+                                   "shipped": shipped, "context": context, "on_item": on_item,
+                                   "vectors": vectors},
         )  # Ray Data's actors restart after a crash and retry the item (max_restarts, max_task_retries)
         bar = tqdm(total=summary["attempted"], unit="img", disable=not settings.progress, file=sys.stderr,
                    dynamic_ncols=True)

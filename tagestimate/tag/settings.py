@@ -44,6 +44,8 @@ class InferenceSettings:
     ray_address: str = None
     actors: int = None
     gpus_per_actor: float = None
+    embeddings: bool = True  # not --no-embeddings: write {item}.emb.npz
+    extra_tags: tuple = ()  # --extra-tags files
 
     @classmethod
     def from_args(cls, args):
@@ -53,7 +55,8 @@ class InferenceSettings:
                    overwrite=args.overwrite, draft=not args.full_decode, id_base=args.id_base,
                    target_base=args.target_base, report=not args.no_report, lang=args.lang, explain=args.explain,
                    progress=not args.quiet, engine=args.engine, ray_address=args.ray_address,
-                   actors=args.actors, gpus_per_actor=args.gpus_per_actor)
+                   actors=args.actors, gpus_per_actor=args.gpus_per_actor, embeddings=not args.no_embeddings,
+                   extra_tags=tuple(args.extra_tags or ()))
 
     @property
     def decoders(self):

@@ -203,7 +203,7 @@ def model_config(spec):
     settings = spec.settings
     return tag_model.ModelConfig(
         labels=spec.labels, image_size=spec.image_size, channel_order=spec.channel_order, dropout=spec.dropout,
-        backbone=spec.backbone, labelmap=spec.labels_map.to_dict(),
+        backbone=spec.backbone, labelmap=spec.labels_map.to_dict(), embedding_layer=tag_model.DEFAULT_LAYER,
         training={"data": os.path.abspath(settings.data), "initial_weights": spec.initial_weights,
                   "seed": spec.seed, "val_split": spec.val_split, "balance": settings.balance,
                   "augment": settings.augment, "split_file": SPLIT, "loss": _loss_description(settings)})
