@@ -72,7 +72,7 @@ MODULES = {
                       "local paths and s3:// URIs (a loopback S3): reads, atomic writes, listing, errors"),
     "annotations": Target({"tagestimate/annotations.py": ["*"]}, ["tests/test_annotations.py", "-m", "not slow"],
                           "--format iiif: the AnnotationPage, its targets, ids and provenance"),
-    "iiif": Target({"tagestimate/iiif.py": ["*"]}, ["tests/test_iiif.py"],
+    "iiif": Target({"tagestimate/iiif.py": ["*"]}, ["tests/test_iiif.py", "tests/test_viewer.py", "-m", "not slow"],
                    "IIIF Presentation 2.1/3.0 documents the crawler reads: canvases, image URLs, slugs"),
     "report": Target({"tagestimate/review/report.py": ["*"]}, ["tests/test_report.py", "-m", "not slow"],
                      "the review report: item files, full probabilities, the pages and their data"),
