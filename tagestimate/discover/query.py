@@ -111,7 +111,7 @@ def result_rows(index, rows, values):
     """[{rank, score, item, key, path, iiif}] of found rows, best first."""
     found = []
     for rank, ((item, key, path, target), score) in enumerate(zip(index.describe(rows), values), start=1):
-        found.append({"rank": rank, "score": round(float(score), 4), "item": item, "key": key,
+        found.append({"rank": rank, "score": round(min(1.0, max(-1.0, float(score))), 4), "item": item, "key": key,  # float16 rounding can reach 1.0001
                       "path": printable_path(path) if path else "", "iiif": target})
     return found
 
