@@ -218,6 +218,15 @@ def test_cli_check_of_a_known_data_set_succeeds_quietly(tmp_path, capsys):
     assert captured.err == ""
 
 
+def test_cli_check_leaves_out_the_rejected_images_folder(tmp_path, capsys):
+    """newdataclawer.py --from-corrections moves rejected images to _rejected/{tag}/: not a tag, not trained."""
+    os.makedirs(tmp_path / "_rejected" / "stamp")
+    os.makedirs(tmp_path / "stamp")
+    Image.new("RGB", (8, 8)).save(tmp_path / "_rejected" / "stamp" / "1_1_0.jpg")
+    assert labelmap.main(["--check", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["stamp        0 images  -> stamp", "1 folder, 0 images"]
+
+
 def test_cli_check_of_a_missing_folder_is_one_sentence(tmp_path, capsys):
     # exit 1 and the sentence on stderr, as sys.exit("error: ...") gave before the shared wrapper (cli.run)
     assert labelmap.main(["--check", str(tmp_path / "nowhere")]) == 1

@@ -28,7 +28,8 @@ def check_folder(labelmap, root):
 
     rows = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir() and not entry.name.startswith("."):
+        # '_' folders are the tools' own, as for the trainer: _rejected/{tag}/ holds images a reviewer took out
+        if entry.is_dir() and not entry.name.startswith((".", "_")):
             tag = labelmap.resolve(entry.name)
             labels = labelmap.labels_for(entry.name) if tag else None
             rows.append((entry.name, labels, len(list_images(entry.path))))
