@@ -140,7 +140,7 @@ def test_a_fourth_format_is_one_entry_written_resumed_and_shown_in_the_report(tm
     argv = ["--inputpath", str(tmp_path / "in"), "--outputpath", str(tmp_path / "out"), "--weights", weights,
             "--backend", "tensorflow", "--quiet", "--format", "tsv"]
     assert multiinference.main(argv) == 0
-    assert sorted(os.listdir(tmp_path / "out")) == ["book.tsv", "html", "index.html"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["book.emb.npz", "book.tsv", "html", "index.html"]
     assert read(tmp_path / "out" / "book.tsv") == "p1\tpicture\t0.881\np1\tstamp\t0.731\n"
 
     # Resume: book is done (its file is edited to tell a rewrite apart), only the new item is tagged.

@@ -316,7 +316,9 @@ def test_an_item_of_unreadable_files_only_gets_no_output_and_is_tried_again(tmp_
             handle.write(b"" if name == "empty.jpg" else b"just text")
     out = tmp_path / "out"
     assert run(source, out, weights, "--no-report") == 0
-    assert sorted(os.listdir(out)) == ["book1.json", "book10.json", "book2.json", "errors.json"]  # no pending left
+    # no pending left, and no vectors for the item of unreadable files either
+    assert sorted(os.listdir(out)) == ["book1.emb.npz", "book1.json", "book10.emb.npz", "book10.json",
+                                       "book2.emb.npz", "book2.json", "errors.json"]
     assert sorted((e["item"], os.path.basename(e["path"])) for e in json.loads((out / "errors.json").read_text())) == [
         ("book2", "broken.jpg"), ("book3", "empty.jpg"), ("book3", "text.jpg")]
     capsys.readouterr()

@@ -243,7 +243,8 @@ def test_run_writes_the_report_and_json_identical_to_no_report(tmp_path):
             image(tmp_path / "in" / item / f"{item}_{n}_0.jpg", (40 * n, 90, 200))
     common = ["--inputpath", str(tmp_path / "in"), "--weights", weights, "--backend", "tensorflow", "--quiet"]
     assert multiinference.main([*common, "--outputpath", str(tmp_path / "plain"), "--no-report"]) == 0
-    assert sorted(os.listdir(tmp_path / "plain")) == ["a.json", "b.json"]
+    # no report files (the vectors, yes)
+    assert sorted(os.listdir(tmp_path / "plain")) == ["a.emb.npz", "a.json", "b.emb.npz", "b.json"]
     shutil.rmtree(tmp_path / "in" / "b")  # b is done already: the resumed run tags only a
     os.makedirs(tmp_path / "out")
     shutil.copy(tmp_path / "plain" / "b.json", tmp_path / "out")
