@@ -300,7 +300,8 @@ def test_crawl_then_tag_builds_the_copy_from_the_crawls_saved_manifest(tmp_path,
         assert multiinference.main(["--format", "iiif", "--weights", weights, "--backend", "tensorflow", "--quiet",
                                     "--no-report", "--id-base", ID_BASE]) == 0
         assert emulator.count("docs") == asked == 1  # read once, by the crawl
-    assert sorted(os.listdir("output")) == ["book3.iiif.json", "book3.manifest.json", "context.jsonld"]
+    assert sorted(os.listdir("output")) == ["book3.emb.npz", "book3.iiif.json", "book3.manifest.json",
+                                             "context.jsonld"]
     with open("output/book3.manifest.json", encoding="utf-8") as handle:
         copy = json.load(handle)
     Manifest(**copy)
