@@ -117,9 +117,11 @@ def test_inference_report_in_chromium(browser, tagged, artifacts):
     assert len(cards) == 10
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, 20).until(lambda driver: driver.execute_script(
-        "return Array.from(document.images).every(i => i.complete)"))
-    assert browser.execute_script("return Array.from(document.images).every(i => i.naturalWidth > 0)")
+    # every card's thumbnail loads (the "similar" thumbnails inside a closed <details> load when opened)
+    thumbnails = "return Array.from(document.querySelectorAll('.card .pic img'))"
+    assert browser.execute_script(thumbnails + ".length") == 10
+    WebDriverWait(browser, 20).until(lambda driver: driver.execute_script(thumbnails + ".every(i => i.complete)"))
+    assert browser.execute_script(thumbnails + ".every(i => i.naturalWidth > 0)")
     browser.save_screenshot(os.path.join(artifacts, "inference_item.png"))
 
     visible = "return document.querySelectorAll('.card:not(.hidden)').length"

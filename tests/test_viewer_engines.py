@@ -56,7 +56,8 @@ def test_both_engines_write_the_same_annotated_copy_on_disk_and_in_s3(tmp_path, 
     bucket = make_bucket("viewer")
     assert run(source, bucket + "/tags", weights, *flags) == 0  # Ray, into the bucket
     local, remote = files_in(tmp_path / "local"), download(bucket + "/tags")
-    assert sorted(local) == sorted(remote) == ["book3.iiif.json", "book3.manifest.json", "context.jsonld"]
+    assert sorted(local) == sorted(remote) == ["book3.emb.npz", "book3.iiif.json", "book3.manifest.json",
+                                               "context.jsonld"]
     copy = without_time(remote["book3.manifest.json"])
     assert copy == without_time(local["book3.manifest.json"])
     assert copy["id"] == ID_BASE + "/book3.manifest.json"
