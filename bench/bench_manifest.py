@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,20 +33,11 @@ from tagestimate.manifest import EXTENDED_FIELDS, MANIFEST_NAME  # noqa: E402
 from tagestimate.model import ModelConfig  # noqa: E402
 from tagestimate.records import Record, RunContext  # noqa: E402
 from tagestimate.tag.inference import write_item  # noqa: E402
+from bench_report import cpu_model  # noqa: E402 (lscpu's model name, /proc/cpuinfo without lscpu)
 
 PID = "1054192"
 BASE = "https://www.dl.ndl.go.jp/api/iiif"
 CONFIG = ModelConfig(labels=LABELS, image_size=64, channel_order="RGB", default_threshold=0.4)
-
-
-def cpu_model():
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return "unknown CPU"
 
 
 def v2_book(canvases):

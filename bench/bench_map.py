@@ -15,7 +15,6 @@ Each figure is one run's wall time; the CPU model comes from lscpu.
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
@@ -24,17 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tagestimate.review import layout, neighbours  # noqa: E402
-
-
-def cpu_model():
-    """The processor's model name as `lscpu` shows it."""
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return "unknown CPU"
+from bench_report import cpu_model  # noqa: E402 (lscpu's model name, /proc/cpuinfo without lscpu)
 
 
 def vectors(count, dim=512, clusters=40, seed=0):

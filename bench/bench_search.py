@@ -29,20 +29,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+from bench_report import cpu_model  # noqa: E402 (lscpu's model name, /proc/cpuinfo without lscpu)
 
 DIM = 512
 PER_ITEM = 1000
 QUERIES = 100  # per size; 30 above 100 k images (an exact query of a million takes a second on a loaded machine)
-
-
-def cpu_model():
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return "unknown CPU"
 
 
 def synthetic(n, seed=0):

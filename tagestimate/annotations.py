@@ -85,7 +85,7 @@ def render_page(item_name, records, config, context):
     for record in sorted(records, key=lambda record: natural_key(record.key)):
         target = _target(item_name, record, context, rows, source, identifier)
         row = viewer.find_row(rows, item_name, record.key)
-        whole_page = viewer.is_crop(row, record.key) and (row is None or viewer.box_of(row) is None)
+        whole_page = viewer.is_crop(row, record.key) and (row is None or _box(row) is None)
         for tag in tags[record.key]:
             label = tag_names(tag["tag"], names)
             items.append(Annotation(
@@ -121,7 +121,7 @@ def note_run(items, context):
     for item in items:
         for key, _ in item.images:
             row = viewer.find_row(rows, item.name, key)
-            unboxed += viewer.is_crop(row, key) and (row is None or viewer.box_of(row) is None)
+            unboxed += viewer.is_crop(row, key) and (row is None or _box(row) is None)
     if unboxed:
         log.warning("%s named like NDL's ({pid}_{page}_{n}) %s no box in a crawl's manifest.csv: their annotations "
                     "target the whole page, and say so in their label", files.count(unboxed, "crop"),

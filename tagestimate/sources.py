@@ -10,7 +10,7 @@ import io
 import logging
 import os
 
-from tagestimate import files, ndl, storage, viewer
+from tagestimate import files, ndl, storage
 from tagestimate.manifest import MANIFEST_NAME
 from tagestimate.records import RunContext
 
@@ -47,12 +47,21 @@ def ndl_page(row, key):
         return None
 
 
+def parent_folder(folder):
+    """The folder above `folder` (a path, or a URI below its bucket), or None."""
+    if storage.on_disk(folder):
+        parent = os.path.dirname(os.path.abspath(folder))
+        return parent if parent != os.path.abspath(folder) else None
+    scheme, _, rest = folder.rstrip("/").partition("://")
+    return f"{scheme}://{rest.rsplit('/', 1)[0]}" if "/" in rest else None
+
+
 def provenance(input_dir):
     """{(folder, id): row} of the crawler's `manifest.csv` in `input_dir`, else in the folder above it (the
     input is one folder of a crawl, e.g. datasetpdm/stamp), or {} when there is none."""
     if not input_dir:
         return {}
-    for folder in (input_dir, viewer.parent_folder(input_dir)):
+    for folder in (input_dir, parent_folder(input_dir)):
         path = storage.join(folder, MANIFEST_NAME) if folder else None
         version = storage.version(path) if path else None
         if version is not None:

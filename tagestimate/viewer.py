@@ -20,12 +20,12 @@ import copy
 import dataclasses
 import json
 import logging
-import os
 import re
 import threading
 import urllib.parse
 
 from tagestimate import files, httpclient, iiif, ndl, storage
+from tagestimate.sources import box_of, parent_folder
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +95,6 @@ def is_crop(row, key):
     if row and row.get("canvas"):
         return False
     return bool(row and row.get("pid")) or files.NDL_NAME.fullmatch(key.rsplit("/", 1)[-1]) is not None
-
-
-def box_of(row):
-    try:
-        box = tuple(float(row[key]) for key in ("x", "y", "w", "h"))
-        ndl.check_box(*box)
-        return box
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _ndl_origin(row, key):
@@ -194,15 +185,6 @@ def _copy_paths(item_name, input_dir):
     if parent and storage.basename(input_dir) == item_name:  # loose images: the input is one folder of a crawl
         paths.append(storage.join(parent, copy_name(item_name)))
     return paths
-
-
-def parent_folder(folder):
-    """The folder above `folder` (a path, or a URI below its bucket), or None."""
-    if storage.on_disk(folder):
-        parent = os.path.dirname(os.path.abspath(folder))
-        return parent if parent != os.path.abspath(folder) else None
-    scheme, _, rest = folder.rstrip("/").partition("://")
-    return f"{scheme}://{rest.rsplit('/', 1)[0]}" if "/" in rest else None
 
 
 def fetch(url):
