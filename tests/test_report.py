@@ -137,6 +137,21 @@ def test_sidecar_of_a_replaced_output_is_not_trusted(run_output):
         r'data-p="[^"]*"', page).group(0)
 
 
+def test_an_extra_tag_in_the_output_keeps_the_probabilities(run_output):
+    """--extra-tags adds a tag the sidecar (the model's labels) does not hold: the card still gets
+    every label's probability, and the extra tag shows as a chip."""
+    output, config = run_output
+    data = json.loads(read(output / "a.json"))
+    data["p1"].append({"tag": "ukiyoe", "confidence": 0.77})
+    (output / "a.json").write_text(json.dumps(data))
+    report.build_report(str(output), progress=False)
+    page = item_page(output, "a")
+    card = re.search(r'<figure[^>]*id="[^"]*p1[^"]*"[^>]*>', page).group(0)
+    values = json.loads(html.unescape(re.search(r'data-p="([^"]*)"', card).group(1)))
+    assert len(values) == len(config.labels) and values["graphic_map"] == 0.9 and "ukiyoe" not in values
+    assert "<bdi>ukiyoe</bdi> 0.770" in page
+
+
 def test_big_items_are_paginated(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "PAGE_SIZE", 4)
     output = tmp_path / "out"

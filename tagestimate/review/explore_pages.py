@@ -126,9 +126,13 @@ class Explorer:
 
     def finish(self, labels, thresholds, write):
         """Write the tag pages and the map; returns what index_page shows of them."""
-        def thumb(item, key):
-            path = self.thumb_path(item, key)
-            return os.path.relpath(path, self.pages_dir) if os.path.exists(path) else None
+        known = {}
+
+        def thumb(item, key):  # each image is on the page of each of its tags: look it up once
+            if (item, key) not in known:
+                path = self.thumb_path(item, key)
+                known[item, key] = os.path.relpath(path, self.pages_dir) if os.path.exists(path) else None
+            return known[item, key]
 
         first = {}
         for label, entries in self.entries.items():

@@ -214,10 +214,11 @@ def read_sidecar(output_dir, item_name):
 
 def agrees(tags, values, labels, thresholds):
     """Whether rounded probabilities give the tags an output file holds (a sidecar left by a
-    run that --no-report --overwrite replaced does not); rounding may flip values at the threshold."""
+    run that --no-report --overwrite replaced does not); rounding may flip values at the threshold.
+    Only the model's labels are compared: an --extra-tags tag is in the output, not in the sidecar."""
     kept = {tag for tag, _ in tags}
     return all((label in kept) == (value > threshold) or abs(value - threshold) <= 0.001
-               for label, value, threshold in zip(labels, values, thresholds)) and kept <= set(labels)
+               for label, value, threshold in zip(labels, values, thresholds))
 
 
 def read_item(output_dir, item_name, path, sources, default_labels, default_thresholds):

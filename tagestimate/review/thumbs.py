@@ -6,6 +6,7 @@ prefix of [A-Za-z0-9._-] and appends a hash of the full text (distinct names nev
 even on case-insensitive disks).
 """
 
+import functools
 import hashlib
 import io
 import os
@@ -22,6 +23,7 @@ QUALITY = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a report names each item and image several times (cards, tags, map)
 def safe_name(text, limit=40):
     """A file-name stem made only of [A-Za-z0-9._-] for any text, distinct for distinct texts."""
     digest = hashlib.sha1(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:10]
@@ -72,8 +74,10 @@ def make_thumbnail(path, size=THUMB_SIZE):
 
 def shrink(image, size=THUMB_SIZE):
     """An upright RGB image shrunk in place to fit size x size (aspect kept): every thumbnail's
-    last step, whether its pixels come from make_thumbnail or from the decode tagging made."""
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    last step, whether its pixels come from make_thumbnail or from the decode tagging made.
+    Bicubic: as sharp as Lanczos at 160 px to the eye, and 0.6 ms a crop where Lanczos takes 0.95
+    (this runs once per image of every default run, in the decoding threads beside the model)."""
+    image.thumbnail((size, size), Image.Resampling.BICUBIC)
     return image
 
 
