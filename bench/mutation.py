@@ -95,6 +95,14 @@ MODULES = {
 # be in the mutant's diff, reason). The fragment guards against mutmut renumbering the mutants
 # after a code change: when it no longer matches, the survivor counts against the score again.
 EQUIVALENT = [
+    ("losses", "tagestimate.train.losses.xǁAsymmetricLossǁcall__mutmut_9", "if (self.clip > 0) or True else p",
+     "with clip 0, maximum(p - 0, 0) is p: every p is clipped to at least EPSILON first"),
+    ("losses", "tagestimate.train.losses.xǁAsymmetricLossǁcall__mutmut_16", "if self.clip >= 0 else p",
+     "with clip 0, maximum(p - 0, 0) is p: every p is clipped to at least EPSILON first"),
+    ("losses", "tagestimate.train.losses.xǁAsymmetricLossǁcall__mutmut_50", "axis=+1)",
+     "the outputs are (images, labels): axis 1 is the last axis"),
+    ("losses", "tagestimate.train.losses.xǁFocalLossǁcall__mutmut_28", "axis=+1)",
+     "the outputs are (images, labels): axis 1 is the last axis"),
     ("results", "tagestimate.formats.x_item_json__mutmut_5", "ensure_ascii=None)}: {json",
      "ensure_ascii=None is falsy, the same as False"),
     ("results", "tagestimate.formats.x_item_json__mutmut_10", "ensure_ascii=None)}\"",

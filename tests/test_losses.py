@@ -95,6 +95,56 @@ def test_half_precision_outputs_are_computed_in_float32(batch, name, dtype):
     assert np.all(np.isfinite(value)) and np.allclose(value, exact, rtol=1e-6)
 
 
-def test_unknown_loss_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+@pytest.mark.parametrize("name", ["asl", "focal"])
+def test_float32_even_when_keras_default_float_is_half(batch, name):
+    """float32 by name, not Keras' default float type: with floatx set to float16 the loss
+    still casts both the labels and the outputs to float32."""
+    import keras
+
+    y, p = batch
+    saved = keras.config.floatx()
+    keras.config.set_floatx("float16")
+    try:
+        value = losses.make_loss(name).call(keras.ops.cast(y, "float16"), keras.ops.cast(p, "float16"))
+    finally:
+        keras.config.set_floatx(saved)
+    assert keras.backend.standardize_dtype(value.dtype) == "float32"
+
+
+def test_unknown_loss_names_the_choices():
+    with pytest.raises(ValueError, match="^unknown loss 'hinge'; choose one of bce, asl, focal$"):
         losses.make_loss("hinge")
+
+
+def test_the_classes_defaults_are_make_losss_and_the_papers():
+    """--loss asl / focal without their parameters, and the classes built bare (as Keras' own
+    deserialisation may), are one loss: gamma_neg 4, gamma_pos 0, clip 0.05; focal gamma 2."""
+    assert losses.make_loss("focal").gamma == losses.FocalLoss().gamma == 2.0
+    bare, made = losses.AsymmetricLoss(), losses.make_loss("asl")
+    assert (bare.gamma_neg, bare.gamma_pos, bare.clip) == (made.gamma_neg, made.gamma_pos, made.clip) == (4.0, 0.0, 0.05)
+
+
+@pytest.mark.parametrize("loss, name, params", [
+    (losses.AsymmetricLoss(3.0, 1.0, 0.07), "asymmetric_loss", {"gamma_neg": 3.0, "gamma_pos": 1.0, "clip": 0.07}),
+    (losses.FocalLoss(1.5), "focal_loss", {"gamma": 1.5}),
+])
+def test_a_loss_survives_keras_serialisation_with_its_name_and_parameters(batch, loss, name, params):
+    """A compiled model's config holds its loss: Keras rebuilds it from get_config, by its registered
+    name, with every parameter (a key misspelt in get_config would not come back)."""
+    import keras
+
+    y, p = batch
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(again) is type(loss) and again.name == loss.name == name
+    assert {key: again.get_config()[key] for key in params} == params
+    assert np.allclose(np.asarray(again.call(y, p)), np.asarray(loss.call(y, p)))
+
+
+@pytest.mark.parametrize("make", [lambda **kw: losses.AsymmetricLoss(**kw), lambda **kw: losses.FocalLoss(**kw)])
+def test_keras_options_reach_the_base_class(batch, make):
+    """reduction (and name) pass through to keras.losses.Loss: "sum" adds the images' losses up."""
+    y, p = batch
+    mean, total = make(), make(reduction="sum", name="mine")
+    assert total.name == "mine"
+    assert np.isclose(float(total(y, p)), float(np.sum(np.asarray(mean.call(y, p)))), rtol=1e-5)
+    assert np.isclose(float(total(y, p)), float(mean(y, p)) * len(y), rtol=1e-5)

@@ -24,8 +24,9 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
          "--window-size=1280,1000")
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def start_chromium(tmp_path_factory, prefs=None):
+    """A headless Chromium of its own (a fresh profile; `prefs`: e.g. the download folder), or a skip
+    when Selenium, Chromium or chromedriver is missing. The caller quits it."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                     "(pip install -r requirements-dev.txt)")
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
@@ -37,9 +38,17 @@ def browser(tmp_path_factory):
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    if prefs:
+        options.add_experimental_option("prefs", prefs)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = start_chromium(tmp_path_factory)
     yield driver
     driver.quit()
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from test_report import HOSTILE_LABELS, image, tag_output, trained_config
-from test_report_browser import CHROMEDRIVER, CHROMIUM, FLAGS, console_errors
+from test_report_browser import artifacts, console_errors, start_chromium  # noqa: F401 (fixture)
 
 from tagestimate import corrections
 from tagestimate.review import report
@@ -28,33 +28,11 @@ def downloads(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, downloads):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
-                                    "(pip install -r requirements-dev.txt)")
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("Chromium or chromedriver not found (apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.add_experimental_option("prefs", {"download.default_directory": downloads,
-                                              "download.prompt_for_download": False,
-                                              "download.directory_upgrade": True})
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_chromium(tmp_path_factory, {"download.default_directory": downloads,
+                                               "download.prompt_for_download": False,
+                                               "download.directory_upgrade": True})
     yield driver
     driver.quit()
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    folder = os.environ.get("TAGESTIMATE_ARTIFACTS") or str(tmp_path_factory.mktemp("screenshots"))
-    os.makedirs(folder, exist_ok=True)
-    print(f"\nscreenshots in {folder}")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,15 @@ def summary(n, **changes):
     return found
 
 
-@pytest.mark.parametrize("n, images, items, files_, done", [
-    (1, "1 image", "1 item", "1 file", "1 item"), (2, "2 images", "2 items", "2 files", "2 items")])
-def test_the_tag_summary_says_1_image_and_2_images(capsys, n, images, items, files_, done):
+@pytest.mark.parametrize("n, images, items, files_, done, them", [
+    (1, "1 image", "1 item", "1 file", "1 item", "it"), (2, "2 images", "2 items", "2 files", "2 items", "them")])
+def test_the_tag_summary_says_1_image_and_2_images(capsys, n, images, items, files_, done, them):
     assert tag.report(summary(n), "out") == 0
     assert capsys.readouterr().out == (f"{images} tagged in {items}, {files_} skipped (see out/errors.json), "
                                        f"{done} already done; {n}.0 images/s\n")
     assert tag.report(summary(n, items=0), "out") == 0
     assert capsys.readouterr().out == (f"{done} already done in out, nothing to tag ({files_} skipped (see "
-                                       "out/errors.json)); pass --overwrite to tag them again\n")
+                                       f"out/errors.json)); pass --overwrite to tag {them} again\n")
     assert tag.report(summary(n, interrupted=True, finished_items=0), "out") == EXIT_INTERRUPTED
     assert capsys.readouterr().err == (f"interrupted: 0 of {items} finished ({images} tagged) in out (see "
                                        "out/errors.json); run the same command again to tag the rest\n")

@@ -249,7 +249,7 @@ def report(summary, output_dir):
         skipped = (f" ({_n(summary['skipped_images'], 'file')} skipped{errors_note})" if summary["skipped_images"]
                    else "")
         print(f"{_n(summary['skipped_items'], 'item')} already done in {output}, nothing to tag{skipped}; "
-              "pass --overwrite to tag them again")
+              f"pass --overwrite to tag {'it' if summary['skipped_items'] == 1 else 'them'} again")
         return 0
     print(f"{_n(summary['images'], 'image')} tagged in {_n(summary['items'], 'item')}, "
           f"{_n(summary['skipped_images'], 'file')} skipped{errors_note}, {_n(summary['skipped_items'], 'item')} "
