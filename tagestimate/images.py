@@ -34,6 +34,7 @@ _BAND_PIXELS = 1 << 22
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
             8: Image.Transpose.ROTATE_90}
+_SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations shown turned by 90 degrees: width and height trade places
 # At most one full-size decode of a large image at a time: eight workers meeting eight
 # 100-megapixel scans would otherwise need eight times 400 MB.
 _LARGE_DECODE = threading.Lock()
@@ -167,6 +168,7 @@ def resize_bilinear(pixels, size):
 
 def load_image(path, size, channel_order="RGB", draft=True, data=None, keep=None):
     """Read one image as a (size, size, 3) uint8 array; ImageError if it cannot be used.
+    (decode_image does the same and also gives the image's size as shown.)
 
     With `data` (the file's bytes, e.g. read from object storage) the image is decoded from
     memory and `path` only names it in messages. `keep(image, reduced)`, if given, is called
@@ -179,6 +181,13 @@ def load_image(path, size, channel_order="RGB", draft=True, data=None, keep=None
     Images over Pillow's decompression-bomb warning limit (89 megapixels by default) are
     decoded reduced whatever `draft` says, and images over twice that are refused.
     """
+    return decode_image(path, size, channel_order, draft, data, keep)[0]
+
+
+def decode_image(path, size, channel_order="RGB", draft=True, data=None, keep=None):
+    """(pixels, (width, height)): load_image's array, and the file's full size as shown (sides
+    swapped by an EXIF orientation that turns it), from the same decode: reading the orientation
+    again afterwards would decode a PNG a second time (Pillow loads a PNG to look for its EXIF)."""
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel order must be one of {CHANNEL_ORDERS}, not {channel_order!r}")
     try:
@@ -186,6 +195,7 @@ def load_image(path, size, channel_order="RGB", draft=True, data=None, keep=None
             raise ImageError(path, "empty file (0 bytes); delete it or fetch it again")
         with (open(path, "rb") if data is None else io.BytesIO(data)) as handle, _open(handle, path) as image:
             large, refused = pixel_limits()
+            source, shown = image, image.size  # before draft() shrinks it
             count = image.width * image.height
             if refused is not None and count > refused:
                 raise ImageError(path, f"too many pixels to decode safely ({image.width} x {image.height}, over "
@@ -203,6 +213,9 @@ def load_image(path, size, channel_order="RGB", draft=True, data=None, keep=None
             pixels = resize_bilinear(np.asarray(image, dtype=np.uint8), size)  # a copy: keep may change image
             if keep is not None:
                 keep(image, image.width * image.height < count)
+            # Read by exif_transpose or _decode_reduced above: Pillow keeps it, nothing is decoded again.
+            if source.getexif().get(ExifTags.Base.Orientation) in _SWAPS_SIDES:
+                shown = shown[::-1]
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
@@ -213,7 +226,7 @@ def load_image(path, size, channel_order="RGB", draft=True, data=None, keep=None
         raise ImageError(path, f"corrupt or truncated image ({error})") from None
     if channel_order == "BGR":
         pixels = pixels[..., ::-1]
-    return np.ascontiguousarray(pixels)
+    return np.ascontiguousarray(pixels), shown
 
 
 open_image = _open  # public name for the trainer's quick header check (tagestimate.train.dataset)

@@ -364,3 +364,27 @@ def test_an_image_beyond_the_hard_limit_gets_one_clear_reason(tmp_path, recwarn)
     assert caught.value.reason == ("too many pixels to decode safely (20000 x 10000, over Pillow's "
                                    "decompression-bomb limit of 178,956,970); scale the image down")
     assert not recwarn.list and Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's guard left as it was
+
+
+@pytest.mark.parametrize("name, stored, orientation, draft, limit", [
+    ("turned.jpg", (900, 500), 6, True, None),     # decoded at 1/4 for the model: the file's size still
+    ("mirrored.jpg", (900, 500), 2, True, None),   # a flip keeps the sides
+    ("turned.png", (90, 50), 8, True, None),       # Pillow reads a PNG's EXIF only by decoding it
+    ("upright.png", (90, 50), None, True, None),
+    ("turned.tif", (300, 100), 5, True, 20_000),   # large: decoded reduced, band by band
+    ("full.jpg", (900, 500), 7, False, None),
+])
+def test_decode_image_gives_the_full_size_as_shown(tmp_path, monkeypatch, name, stored, orientation, draft, limit):
+    """The (width, height) that outputs and IIIF boxes use: the file's own size, sides swapped for the
+    orientations shown turned (5-8), whatever scale the pixels were decoded at."""
+    if limit:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    path = str(tmp_path / name)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    Image.new("RGB", stored, (10, 120, 200)).save(path, exif=exif)
+    pixels, shown = images.decode_image(path, 64, draft=draft)
+    assert pixels.shape == (64, 64, 3)
+    assert shown == (stored[::-1] if orientation in (5, 6, 7, 8) else stored)
+    np.testing.assert_array_equal(pixels, images.load_image(path, 64, draft=draft))

@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tagestimate import images as image_files
 from tagestimate import storage
-from tagestimate.images import ImageError, is_image_name, is_utf8_name, load_image
+from tagestimate.images import ImageError, decode_image, is_image_name, is_utf8_name
 from tagestimate.files import printable_path
 from tagestimate.formats import FORMATS, Record, natural_key
 
@@ -149,16 +148,6 @@ def _exists_function(output_dir):
     return set(storage.files_in(output_dir)).__contains__
 
 
-def source_size(path, data=None):
-    """(width, height) of an image as shown (after EXIF orientation), read from its header."""
-    import io
-
-    with (open(path, "rb") if data is None else io.BytesIO(data)) as handle, image_files._open(handle, path) as image:
-        width, height = image.size
-        rotated = image.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap the sides
-    return (height, width) if rotated else (width, height)
-
-
 def load_batches(images, size, channel_order, batch_size, workers, draft=True, on_image=None):
     """Yield lists of (item, key, path, (pixels, source size) or ImageError), in order.
 
@@ -174,13 +163,9 @@ def load_batches(images, size, channel_order, batch_size, workers, draft=True, o
         try:
             if not storage.on_disk(path):  # read once, decoded from memory; local files as they are
                 data = _read_remote(path)
-            pixels = load_image(path, size, channel_order, draft, data=data, keep=keep)
+            return decode_image(path, size, channel_order, draft, data=data, keep=keep)
         except ImageError as error:
             return error
-        try:
-            return pixels, source_size(path, data)
-        except (OSError, SyntaxError, ValueError):  # decoded a moment ago: gone or changed since
-            return pixels, None
 
     window = max(2 * batch_size, 4 * workers)
     batch = []
