@@ -70,8 +70,12 @@ MODULES = {
                        "the crawler's manifest.csv and its reconciliation with the folders"),
     "storage": Target({"tagestimate/storage.py": ["*"]}, ["tests/test_storage.py", "-m", "not slow"],
                       "local paths and s3:// URIs (a loopback S3): reads, atomic writes, listing, errors"),
-    "annotations": Target({"tagestimate/annotations.py": ["*"]}, ["tests/test_annotations.py", "-m", "not slow"],
-                          "--format iiif: the AnnotationPage, its targets, ids and provenance"),
+    "annotations": Target({"tagestimate/annotations.py": ["*"]},
+                          ["tests/test_annotations.py", "tests/test_viewer.py", "tests/test_formats.py", "-m", "not slow"],
+                          "--format iiif: the AnnotationPage, its targets, ids and provenance, the run's notes"),
+    "run": Target({"tagestimate/tag/run.py": ["*"]},
+                  ["tests/test_inference.py", "tests/test_wording.py", "-m", "not slow"],
+                  "a tag run's plan, counts, errors.json and the planned-against-written check (both engines)"),
     "iiif": Target({"tagestimate/iiif.py": ["*"]}, ["tests/test_iiif.py", "tests/test_viewer.py", "-m", "not slow"],
                    "IIIF Presentation 2.1/3.0 documents the crawler reads: canvases, image URLs, slugs"),
     "report": Target({"tagestimate/review/report.py": ["*"]}, ["tests/test_report.py", "-m", "not slow"],
@@ -87,7 +91,8 @@ MODULES = {
                       "--explain: Grad-CAM heat maps of the tags, their overlays (slow: builds models)"),
     "ray_engine": Target({"tagestimate/tag/ray_engine.py": [
         "x_pending_path", "x_merge_pending", "x_connect", "x__probe", "x_pool_size", "x_weight_files",
-        "x__first_line", "x_run", "x__drop_pending", "x__remove_empty_pending"]}, ["tests/test_ray_engine.py"],
+        "x__first_line", "x_run", "x__drop_pending", "x__remove_empty_pending"],
+        "tagestimate/tag/raywatch.py": ["*"]}, ["tests/test_ray_engine.py", "tests/test_ray_lifecycle.py"],
         "--engine ray's driver: pending errors, Ray start and its errors, pool size (slow: starts Ray)"),
 }
 

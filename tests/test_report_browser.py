@@ -173,14 +173,16 @@ def test_inference_report_in_chromium(browser, tagged, artifacts):
     assert console_errors(browser) == []
 
 
-def test_items_table_fits_a_1400_px_window(browser, tmp_path):
-    """Every label a column, a long item name, four-digit counts: still no horizontal scrolling."""
+@pytest.mark.parametrize("names", [("1054192",), ("1054192", "R100000039-I000012345-" + "x" * 60)])
+def test_items_table_fits_a_1400_px_window(browser, tmp_path, names):
+    """Every label a column, four-digit counts, with or without a long item name: still no horizontal
+    scrolling, and a short name is not broken inside."""
     from test_report import image, tag_output, trained_config
 
     config = trained_config()
     output = tmp_path / "out"
     path = image(tmp_path / "in" / "k.jpg")
-    for name in ("1054192", "R100000039-I000012345-" + "x" * 60):
+    for name in names:
         tag_output(output, name, [(f"k{n}", path, [0.9] * len(config.labels)) for n in range(1000)], config)
     report.build_report(str(output), progress=False)
     browser.set_window_size(1400, 1000)
@@ -190,6 +192,11 @@ def test_items_table_fits_a_1400_px_window(browser, tmp_path):
         assert width <= 1400
         assert browser.execute_script("return document.getElementById('items').getBoundingClientRect().right") <= width
         assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        # A short name (an NDL book id) stays on one line: the column is not squeezed to break inside it.
+        lines = browser.execute_script(
+            "const a = [...document.querySelectorAll('#items a.item')].find(e => e.textContent === '1054192');"
+            "return a.getClientRects().length")
+        assert lines == 1
     finally:
         browser.set_window_size(1280, 1000)
 
