@@ -252,9 +252,8 @@ def test_note_run_logs_crops_whose_box_is_unknown_and_ids_not_on_http(tmp_path, 
     assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "tagestimate.annotations"] == expected
 
 
-@pytest.mark.xfail(strict=True, reason="note_run checks the scheme case-sensitively: --id-base HTTPS://... is "
-                                       "accepted (cli.url_problem lowers the scheme) yet said to be unloadable")
 def test_an_upper_case_http_scheme_is_a_url_a_viewer_loads(tmp_path, caplog):
+    """--id-base HTTPS://... is accepted (URL schemes ignore case) and is not said to be unloadable."""
     with caplog.at_level(logging.INFO, logger="tagestimate.annotations"):
         annotations.note_run([], context(tmp_path, id_base="HTTPS://example.org/tags"))
     assert [r.getMessage() for r in caplog.records if r.name == "tagestimate.annotations"] == []
