@@ -166,3 +166,49 @@ def test_jpegs_are_draft_decoded_by_default(tmp_path):
     default = load_image(str(path), 64)
     assert np.array_equal(default, load_image(str(path), 64, draft=True))
     assert not np.array_equal(default, load_image(str(path), 64, draft=False))
+
+
+def noisy_jpeg(path, size, fmt="JPEG"):
+    """A JPEG (or MPO) whose draft decode differs from its full decode: fine noise."""
+    pixels = np.random.default_rng(7).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    extra = {"save_all": True, "append_images": [image]} if fmt == "MPO" else {}  # two pictures: opened as MPO
+    image.save(path, fmt, quality=90, **extra)
+    return str(path)
+
+
+def test_bytes_given_are_decoded_and_the_path_only_names_them(tmp_path):
+    """data= (an object-store read): the file at `path` is never opened, not even for its size."""
+    source = noisy_jpeg(tmp_path / "real.jpg", (300, 200))
+    data = open(source, "rb").read()
+    named = str(tmp_path / "elsewhere" / "absent.jpg")
+    pixels, shown = images.decode_image(named, 64, data=data)
+    np.testing.assert_array_equal(pixels, load_image(source, 64))
+    assert shown == (300, 200)
+    np.testing.assert_array_equal(load_image(named, 64, data=data), pixels)
+    with pytest.raises(ImageError, match="absent.jpg: empty file"):
+        load_image(named, 64, data=b"")
+
+
+@pytest.mark.parametrize("name, fmt, size, decoded_size", [
+    ("small.jpg", "JPEG", (120, 80), None),       # decoded whole: the thumbnail must not think it is reduced
+    ("page.jpg", "JPEG", (900, 600), (113, 75)),  # libjpeg at 1/8 (still >= 64 px) for a 64 px model
+    ("page.mpo", "MPO", (900, 600), (113, 75)),   # a camera's multi-picture JPEG: the same reduced decode
+    ("page.png", "PNG", (900, 600), None),        # no reduced decode for PNG below the large limit
+])
+def test_keep_gets_the_decoded_image_and_whether_it_was_reduced(tmp_path, name, fmt, size, decoded_size):
+    path = noisy_jpeg(tmp_path / name, size, fmt)
+    kept = []
+    pixels = load_image(path, 64, keep=lambda image, smaller: kept.append((image.mode, image.size, smaller)))
+    assert len(kept) == 1 and pixels.shape == (64, 64, 3)
+    mode, decoded, smaller = kept[0]
+    assert mode == "RGB" and smaller is (decoded_size is not None)
+    assert decoded == (decoded_size or size)
+
+
+def test_decode_image_drafts_by_default_as_load_image_does(tmp_path):
+    path = noisy_jpeg(tmp_path / "page.jpg", (900, 600))
+    drafted, full = load_image(path, 64, draft=True), load_image(path, 64, draft=False)
+    assert np.abs(drafted.astype(int) - full).max() > 0  # the two decodes differ on this file
+    np.testing.assert_array_equal(images.decode_image(path, 64)[0], drafted)
+    np.testing.assert_array_equal(load_image(path, 64), drafted)
