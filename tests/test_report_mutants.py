@@ -297,6 +297,11 @@ def test_report_files_are_read_as_utf8_whatever_the_locale(tmp_path, monkeypatch
     (out / "errors.json").write_text(json.dumps([{"item": "畫", "path": "壊.jpg", "reason": "empty file"}, 3],
                                                 ensure_ascii=False), encoding="utf-8")
     report.write_run_info(str(out), str(tmp_path / "重み.h5"), "keras-weights", "openvino", trained_config(), False)
+    sidecar = report.sidecar_path(str(out), "畫")  # JSON is UTF-8: a sidecar written unescaped reads the same
+    with open(sidecar, encoding="utf-8") as handle:
+        data = json.load(handle)
+    with open(sidecar, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, ensure_ascii=False)
     monkeypatch.setattr(report, "open", ascii_locale_open(), raising=False)
     assert report.read_tags(str(out / "畫.json")) == {"頁1": [("graphic_map", 0.9)]}
     assert report.read_errors(str(out)) == [{"item": "畫", "path": "壊.jpg", "reason": "empty file"}]
