@@ -29,6 +29,15 @@ from tagestimate.review.thumbs import THUMB_SIZE, safe_name
 S = safe_name
 
 
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path, monkeypatch):
+    """Each test runs in an empty folder of its own: a path taken relative to the working folder by
+    mistake finds nothing there (and writes nothing into the checkout)."""
+    folder = tmp_path / "cwd"
+    os.makedirs(folder)
+    monkeypatch.chdir(folder)
+
+
 # ---------------------------------------------------------------- file layout
 
 def test_the_files_of_an_item_are_named_under_html():
@@ -390,11 +399,8 @@ def test_an_unreadable_output_does_not_stop_the_items_after_it(tmp_path, monkeyp
     out = tmp_path / "out"
     write_outputs(out, {"b": {"k": [("stamp", 0.5)]}})
     (out / "a.json").write_text("{not json")
-    elsewhere = tmp_path / "elsewhere"
-    os.makedirs(elsewhere)
-    monkeypatch.chdir(elsewhere)
     index_path = report.build_report(str(out), progress=False)
-    assert index_path == os.path.join(str(out), "index.html") and os.listdir(elsewhere) == []
+    assert index_path == os.path.join(str(out), "index.html") and os.listdir(os.getcwd()) == []
     index = read(index_path)
     assert "cannot read a.json (" in index and overview(index)["items"] == "1"
     assert os.path.exists(out / "html" / report.page_names("b", 1)[0])
