@@ -15,6 +15,7 @@ import os
 import urllib.parse
 
 from tagestimate import ndl, sources, storage
+from tagestimate.files import csv_dict_writer
 from tagestimate.labels import LANGUAGES, config_names, tag_names
 from tagestimate.records import RunContext, natural_key, tags_of
 
@@ -29,7 +30,7 @@ def render(item_name, records, config, context=None):
     names = config_names(config)
     tags = tags_of(records, config)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CATALOGUE_FIELDS, lineterminator="\n")
+    writer = csv_dict_writer(buffer, CATALOGUE_FIELDS)
     writer.writeheader()
     for record in sorted(records, key=lambda record: natural_key(record.key)):
         where = locate(item_name, record, context, rows.get((item_name, record.key)))

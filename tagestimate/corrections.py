@@ -17,7 +17,7 @@ import io
 import os
 
 from tagestimate.errors import UserError
-from tagestimate.files import write_atomic
+from tagestimate.files import CsvWriter, write_atomic
 
 HEADER = ("image", "item", "tag", "decision", "reviewer", "time")
 DECISIONS = ("confirm", "reject", "add")
@@ -33,7 +33,7 @@ class CorrectionsError(UserError, ValueError):
 
 def to_text(rows):
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = CsvWriter(buffer)
     writer.writerow(HEADER)
     writer.writerows(tuple(row) for row in rows)
     return buffer.getvalue()

@@ -1,6 +1,7 @@
 """Small shared helpers: counted nouns, atomic writes, printable paths, file hashes, NDL file names."""
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -82,3 +83,29 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         return action.help if action.default is None else super()._get_help_string(action)
+
+
+class CsvWriter:
+    """csv.writer with "\n" line ends, for every CSV we write. It also quotes a field holding a lone
+    carriage return: csv quotes only the line terminator's characters, so a key like "p\r1" would be
+    written bare and read back as two rows."""
+
+    def __init__(self, handle):
+        self._plain = csv.writer(handle, lineterminator="\n")
+        self._quoted = csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, row):
+        row = list(row)
+        writer = self._quoted if any(isinstance(value, str) and "\r" in value for value in row) else self._plain
+        return writer.writerow(row)
+
+    def writerows(self, rows):
+        for row in rows:
+            self.writerow(row)
+
+
+def csv_dict_writer(handle, fieldnames):
+    """csv.DictWriter over a CsvWriter (same line ends, lone carriage returns quoted)."""
+    writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
+    writer.writer = CsvWriter(handle)
+    return writer

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 from typing import Callable, Optional
+from tagestimate.files import CsvWriter
 
 # Re-exported: the formats' callers and tests have always found these here.
 from tagestimate.records import (  # noqa: F401
@@ -60,7 +61,7 @@ def item_csv(tags_by_key, extra_column=False):
     """Long CSV: one row per (image, tag); an image with no tag gets one row with an empty tag.
     extra_column (a run with --extra-tags): a fourth column `extra`, 1 on the extra tags' rows."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = CsvWriter(buffer)
     writer.writerow(["image", "tag", "confidence"] + (["extra"] if extra_column else []))
     for key in sorted(tags_by_key, key=natural_key):
         tags = tags_by_key[key] or [{"tag": "", "confidence": ""}]

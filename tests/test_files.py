@@ -148,3 +148,28 @@ def test_help_formatter_shows_defaults_except_none():
     text = " ".join(parser.format_help().split())
     assert "image size (default: 224)" in text
     assert "a JSON label map" in text and "default: None" not in text
+
+
+@pytest.mark.parametrize("value", ["p\r1", "a\r\nb", "x\ny", 'q"r', "plain"])
+def test_every_csv_we_write_reads_back_whole(tmp_path, value):
+    """A lone carriage return is quoted like a line break (csv alone would write "p\\r1" bare, read back as
+    two rows): the tag CSV, corrections.csv and a DictWriter's rows each read back as written."""
+    import csv
+    import io
+
+    from tagestimate import corrections, formats
+    from tagestimate.files import CsvWriter, csv_dict_writer
+
+    buffer = io.StringIO()
+    CsvWriter(buffer).writerows([[value, 1], ["next", 2]])
+    assert list(csv.reader(io.StringIO(buffer.getvalue(), newline=""))) == [[value, "1"], ["next", "2"]]
+    assert buffer.getvalue().endswith("next,2\n")  # "\n" line ends; only the odd row is quoted
+    assert formats.parse_csv(formats.item_csv({value: [{"tag": "stamp", "confidence": 0.9}], "k2": []})) == {
+        value: [("stamp", 0.9)], "k2": []}
+    buffer = io.StringIO()
+    writer = csv_dict_writer(buffer, ["a", "b"])
+    writer.writeheader()
+    writer.writerow({"a": value, "b": "z"})
+    assert list(csv.DictReader(io.StringIO(buffer.getvalue(), newline=""))) == [{"a": value, "b": "z"}]
+    text = corrections.to_text([("/img/1.jpg", "book", "stamp", "confirm", value, "2026-12-05T08:00:00+00:00")])
+    assert list(csv.reader(io.StringIO(text, newline="")))[1][4] == value

@@ -284,8 +284,6 @@ def test_read_tags_keeps_a_line_break_in_a_csv_key(tmp_path):
                                                                      "q": [("graphic_map", 0.9)]}
 
 
-@pytest.mark.xfail(strict=True, reason="formats.render_csv leaves a key with a lone carriage return unquoted "
-                                       "(csv lineterminator '\\n'): it is read back as two keys")
 def test_a_csv_key_with_a_lone_carriage_return_is_read_back_whole(tmp_path):
     assert report.read_tags(write_csv(tmp_path, ["p\r1"])) == {"p\r1": [("graphic_map", 0.9)]}
 

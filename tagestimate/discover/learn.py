@@ -11,7 +11,6 @@ gives when multiinference.py --extra-tags applies the saved tag.
     OUTPUT/learned/NAME.html   the top N with thumbnails (the report's, else the image files)
 """
 
-import csv
 import io
 import os
 import urllib.parse
@@ -21,7 +20,7 @@ import numpy as np
 from tagestimate import extratags, storage
 from tagestimate.discover import nearest, where
 from tagestimate.discover.index import SearchError
-from tagestimate.files import count, printable_path
+from tagestimate.files import CsvWriter, count, printable_path
 
 FOLDER = "learned"
 NEGATIVES_PER_POSITIVE = 20
@@ -81,7 +80,7 @@ def learn(index, name, positives, positive_rows=(), negatives=None, negative_row
 def write_csv(index, name, values, order, roles):
     """OUTPUT/learned/NAME.csv, atomically; its path."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = CsvWriter(buffer)
     writer.writerow(CSV_COLUMNS)
     described = index.describe(order)
     for rank, (row, (item, key, path, _)) in enumerate(zip(order, described), start=1):

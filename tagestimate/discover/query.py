@@ -7,7 +7,6 @@ An image is embedded on the fly with the weights that made the index (--weights,
 the output's run.json names, else those multiinference.py would use), refused if they differ.
 """
 
-import csv
 import io
 import json
 import logging
@@ -18,7 +17,7 @@ import numpy as np
 from tagestimate import embeddings
 from tagestimate.discover import where
 from tagestimate.discover.index import SearchError
-from tagestimate.files import printable_path
+from tagestimate.files import csv_dict_writer, printable_path
 
 KEY_PREFIX = "key:"
 COLUMNS = ("rank", "score", "item", "key", "path", "iiif")
@@ -122,7 +121,7 @@ def render(found, output_format):
         return json.dumps(found, ensure_ascii=False, indent=1) + "\n"
     if output_format == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+        writer = csv_dict_writer(buffer, COLUMNS)
         writer.writeheader()
         writer.writerows(found)
         return buffer.getvalue()
