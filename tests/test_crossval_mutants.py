@@ -45,7 +45,8 @@ def make_data(root):
         os.makedirs(os.path.join(root, folder))
         for item in range(ITEMS):
             for page in range(PAGES):
-                Image.new("RGB", (8, 8), colour).save(os.path.join(root, folder, f"{1000 * (k + 1) + item}_{page + 1}_0.jpg"))
+                name = f"{1000 * (k + 1) + item}_{page + 1}_0.jpg"
+                Image.new("RGB", (8, 8), colour).save(os.path.join(root, folder, name))
     for name in EMPTY:
         open(os.path.join(root, name), "wb").close()
     with open(os.path.join(root, "manifest.csv"), "w", newline="", encoding="utf-8") as handle:
@@ -235,7 +236,8 @@ def summary_report(final):
         "thresholds": {"graphic_map": {"threshold": 0.35}, "stamp": {"threshold": 0.4}},
         "out_of_fold": {"images": 45, "macro_f1": 0.71234},
         "out_of_fold_tuned": {"macro_f1": 0.73456},
-        "folds_count": 3, "macro_f1": {"mean": 0.6, "std": 0.05, "n": 3}, "micro_f1": {"mean": 0.65, "std": 0.04, "n": 3},
+        "folds_count": 3, "macro_f1": {"mean": 0.6, "std": 0.05, "n": 3},
+        "micro_f1": {"mean": 0.65, "std": 0.04, "n": 3},
         "default_threshold": 0.4, "median_best_epoch": 4, "out": "/runs/cv 3", "final": final,
     }
 
@@ -367,7 +369,8 @@ def test_interrupted_message_lines(tmp_path):
     with open(os.path.join(out, crossval.CV_SETTINGS), "w") as handle:
         json.dump({"folds": 3}, handle)
     command = f"python multitrain_efficientnet.py --out '{out}' --folds 3 --resume"
-    assert crossval.interrupted_message(settings) == f"interrupted; 0 of 3 folds finished and are kept; continue with: {command}"
+    kept = "folds finished and are kept; continue with: " + command
+    assert crossval.interrupted_message(settings) == f"interrupted; 0 of 3 {kept}"
     # folds 1 and 3 finished, 2 stopped before its first epoch (no state.json); fold0 and fold4 are not folds
     for name, state in (("fold0", {"finished": True}), ("fold1", {"finished": True}), ("fold2", None),
                         ("fold3", {"finished": True}), ("fold4", {"finished": True})):
@@ -375,7 +378,7 @@ def test_interrupted_message_lines(tmp_path):
         if state is not None:
             with open(os.path.join(out, name, "state.json"), "w") as handle:
                 json.dump(state, handle)
-    assert crossval.interrupted_message(settings) == f"interrupted; 2 of 3 folds finished and are kept; continue with: {command}"
+    assert crossval.interrupted_message(settings) == f"interrupted; 2 of 3 {kept}"
     settings = TrainSettings(out=out, folds=4)
     assert crossval.interrupted_message(settings).startswith("interrupted; 3 of 4 folds finished")
 
@@ -434,6 +437,11 @@ def test_prepare_overwrite_removes_the_cross_validation_only(tmp_path):
                  "best.weights.h5", "state.json", "notes.txt", "fold3", "foldnotes.txt"):
         open(os.path.join(out, name), "w").close()
     settings = TrainSettings(out=out, folds=2, overwrite=True)
+    assert crossval._prepare(settings, None) is settings
+    assert sorted(os.listdir(out)) == ["12", "fold3", "foldA", "fold_x", "foldnotes.txt", "keep", "notes.txt"]
+    # only fold folders and cv.json left by an interrupted start
+    os.makedirs(os.path.join(out, "fold2"))
+    open(os.path.join(out, "cv.json"), "w").close()
     assert crossval._prepare(settings, None) is settings
     assert sorted(os.listdir(out)) == ["12", "fold3", "foldA", "fold_x", "foldnotes.txt", "keep", "notes.txt"]
 
@@ -497,6 +505,8 @@ def test_run_fold_keeps_a_finished_fold_and_continues_a_stopped_one(tmp_path, fa
     settings = TrainSettings(data=data, out=out, folds=2, final=True, weights="none")
     for number in (1, 2):
         crossval._run_fold(settings, None, number, samples, folds_of, data)
+    # a continued fold is its own run: neither --overwrite nor another split reaches it
+    settings = dataclasses.replace(settings, overwrite=True, split="other.csv")
     with open(os.path.join(out, "fold2", "state.json"), "w") as handle:
         json.dump({"finished": False}, handle)
     fake.calls.clear()
