@@ -22,7 +22,7 @@ from PIL import Image
 
 import tagestimate
 from tagestimate import model as tag_model
-from tagestimate.labels import default_labelmap
+from tagestimate.labels import default_labelmap, load_labelmap
 from tagestimate.train import crossval, dataset, label_issues, metrics, provenance
 from tagestimate.train import state as train_state
 from tagestimate.train.settings import TrainingError, TrainSettings
@@ -59,8 +59,8 @@ def probability(relative, j):
     return (zlib.crc32(f"{relative}|{j}".encode()) % 1000) / 1000
 
 
-def readable_samples(data):
-    samples = dataset.list_samples(data, default_labelmap())
+def readable_samples(data, labels_map=None):
+    samples = dataset.list_samples(data, labels_map or default_labelmap())
     return samples.subset([os.path.relpath(p, data) not in EMPTY for p in samples.paths])
 
 
@@ -68,12 +68,12 @@ def relative(path, data):
     return os.path.relpath(path, data).replace(os.sep, "/")
 
 
-def fold_report(number, val_targets):
+def fold_report(number, val_targets, labels=tuple(LABELS)):
     support = val_targets.sum(axis=0)
     return {"per_class": {label: {"precision": round(0.2 + 0.1 * number + 0.01 * j, 4),
                                   "recall": round(0.3 + 0.1 * number + 0.005 * j, 4),
                                   "f1": round(0.25 + 0.1 * number + 0.002 * j, 4), "support": int(support[j])}
-                          for j, label in enumerate(LABELS)},
+                          for j, label in enumerate(labels)},
             "macro_f1": 0.4 + 0.1 * number, "micro_f1": 0.45 + 0.05 * number,
             "tuned": {"macro_f1": 0.5 + 0.02 * number}, "best_epoch": {1: 1, 2: 4, 3: 2}[number],
             "epochs_done": 5 + number, "evaluated_images": len(val_targets)}
@@ -82,9 +82,11 @@ def fold_report(number, val_targets):
 class FakeTraining:
     """training.train / training.train_all: records what it is given, writes what a run writes."""
 
-    def __init__(self, data):
+    def __init__(self, data, labels_map=None):
         self.data, self.calls, self.final_calls, self.tuned = data, [], [], []
-        truth = readable_samples(data)
+        self.labels_map = labels_map or default_labelmap()
+        self.labels = list(self.labels_map.labels)
+        truth = readable_samples(data, self.labels_map)
         self.truth = {relative(p, data): (f, t) for p, f, t in zip(truth.paths, truth.folders, truth.targets)}
 
     def train(self, settings, explicit=None, write_report=None):
@@ -102,14 +104,15 @@ class FakeTraining:
         number = int(os.path.basename(settings.out)[4:])
         text = io.StringIO(newline="")
         writer = csv.writer(text)
-        writer.writerow(["path", "folder", *LABELS])
+        writer.writerow(["path", "folder", *self.labels])
         for path in val:
-            writer.writerow([path, self.truth[path][0], *(f"{probability(path, j):.3f}" for j in range(len(LABELS)))])
+            scores = [f"{probability(path, j):.3f}" for j in range(len(self.labels))]
+            writer.writerow([path, self.truth[path][0], *scores])
         # a stray row of an image the cross-validation does not hold: left out of the OOF file
-        writer.writerow(["stamp/0000_1_0.jpg", "stamp", *("0.5" for _ in LABELS)])
+        writer.writerow(["stamp/0000_1_0.jpg", "stamp", *("0.5" for _ in self.labels)])
         with open(os.path.join(settings.out, "val_predictions.csv"), "w", newline="", encoding="utf-8") as handle:
             handle.write(text.getvalue())
-        report = fold_report(number, np.array([self.truth[p][1] for p in val]))
+        report = fold_report(number, np.array([self.truth[p][1] for p in val]), self.labels)
         for name, content in (("report.json", report), ("state.json", {"finished": True, "epochs_done": 5 + number})):
             with open(os.path.join(settings.out, name), "w", encoding="utf-8") as handle:
                 json.dump(content, handle)
@@ -118,7 +121,7 @@ class FakeTraining:
     def train_all(self, spec, samples, thresholds, extra):
         self.final_calls.append({"spec": spec, "samples": samples, "thresholds": thresholds, "extra": extra})
         out = spec.settings.out
-        tag_model.write_config(out, tag_model.ModelConfig(labels=tuple(LABELS), thresholds=thresholds,
+        tag_model.write_config(out, tag_model.ModelConfig(labels=tuple(self.labels), thresholds=thresholds,
                                                           training={"epochs_done": spec.settings.epochs}))
         open(os.path.join(out, "best.weights.h5"), "wb").close()
 
@@ -130,10 +133,7 @@ def tuned_thresholds(targets, probabilities, labels):
                     "tuned": True} for j, label in enumerate(labels)}
 
 
-@pytest.fixture
-def fake(monkeypatch, tmp_path):
-    training = FakeTraining(make_data(str(tmp_path / "data")))
-
+def install(monkeypatch, training):
     def tune(targets, probabilities, labels):
         training.tuned.append((targets.tolist(), probabilities.tolist(), labels))
         return tuned_thresholds(targets, probabilities, labels)
@@ -143,6 +143,11 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tagestimate.train.training", module)
     monkeypatch.setattr(tagestimate.train, "training", module, raising=False)
     return training
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    return install(monkeypatch, FakeTraining(make_data(str(tmp_path / "data"))))
 
 
 class _Records(logging.Handler):
@@ -544,29 +549,30 @@ def test_train_final_trains_on_every_image(tmp_path, fake, messages, images, epo
 # ---------------------------------------------------------------- the whole cross-validation
 
 def expected_report(fake, settings, folds_of, final):
-    data, out, samples = settings.data, settings.out, readable_samples(settings.data)
-    reports = [fold_report(k, samples.targets[folds_of == k]) for k in (1, 2, 3)]
+    data, out, samples = settings.data, settings.out, readable_samples(settings.data, fake.labels_map)
+    reports = [fold_report(k, samples.targets[folds_of == k], fake.labels) for k in (1, 2, 3)]
     order = sorted(range(len(samples.paths)), key=lambda i: relative(samples.paths[i], data))
     paths = [relative(samples.paths[i], data) for i in order]
     folders = [samples.folders[i] for i in order]
     targets = samples.targets[order]
-    probabilities = np.array([[float(f"{probability(p, j):.3f}") for j in range(len(LABELS))] for p in paths])
-    assert fake.tuned[-1] == (targets.tolist(), probabilities.tolist(), LABELS)
-    thresholds = tuned_thresholds(targets, probabilities, LABELS)
-    chosen = {label: thresholds[label]["threshold"] for label in LABELS}
+    probabilities = np.array([[float(f"{probability(p, j):.3f}") for j in range(len(fake.labels))] for p in paths])
+    assert fake.tuned[-1] == (targets.tolist(), probabilities.tolist(), fake.labels)
+    thresholds = tuned_thresholds(targets, probabilities, fake.labels)
+    chosen = {label: thresholds[label]["threshold"] for label in fake.labels}
     full = [os.path.join(data, p) for p in paths]
-    rows = label_issues.issue_rows([os.path.abspath(p) for p in full], folders, targets, probabilities, LABELS,
+    rows = label_issues.issue_rows([os.path.abspath(p) for p in full], folders, targets, probabilities, fake.labels,
                                    {os.path.abspath(p): o for p, o in provenance.lookup(full, data).items()},
                                    label_issues.OUT_OF_FOLD)
     origins = provenance.lookup(samples.paths, data)
-    report = dict(crossval.aggregate(reports, LABELS), labels=LABELS, folds_count=3, seed=settings.seed,
-                  default_threshold=0.4, out_of_fold=dict(metrics.evaluate(targets, probabilities, LABELS), images=24),
-                  thresholds=thresholds, out_of_fold_tuned=metrics.evaluate(targets, probabilities, LABELS, chosen),
+    labels = fake.labels
+    report = dict(crossval.aggregate(reports, labels), labels=labels, folds_count=3, seed=settings.seed,
+                  default_threshold=0.4, out_of_fold=dict(metrics.evaluate(targets, probabilities, labels), images=24),
+                  thresholds=thresholds, out_of_fold_tuned=metrics.evaluate(targets, probabilities, labels, chosen),
                   out=os.path.abspath(out), final=final,
                   label_issues=label_issues.summary(rows, 24, 24, label_issues.OUT_OF_FOLD),
                   data=os.path.abspath(data),
                   provenance=provenance.summary(samples.folders, samples.paths, origins, settings.reviewed_weight))
-    oof = "path,folder,fold," + ",".join(LABELS) + "\r\n" + "".join(
+    oof = "path,folder,fold," + ",".join(fake.labels) + "\r\n" + "".join(
         f"{p},{f},{folds_of[i]}," + ",".join(f"{v:.6f}" for v in probabilities[n]) + "\r\n"
         for n, (i, p, f) in enumerate(zip(order, paths, folders)))
     return as_json(report), oof.encode(), chosen, rows
@@ -653,3 +659,19 @@ def test_cross_validate_resume_leaves_out_images_not_in_folds_csv(tmp_path, fake
     again = crossval.cross_validate(TrainSettings(out=out, folds=3, resume=True), {"out", "folds", "resume"})
     assert as_json(again) == as_json(first)
     assert len(fake.calls) == 3
+
+
+def test_cross_validate_with_a_label_map(tmp_path, monkeypatch):
+    data, out = make_data(str(tmp_path / "data")), str(tmp_path / "cv")
+    labelmap = str(tmp_path / "labels.json")
+    with open(labelmap, "w", encoding="utf-8") as handle:
+        json.dump({"labels": ["stamp", "picture", "graphic_map"],
+                   "tags": {"stamp": ["stamp"], "picture_indoor": ["picture"], "picture_landmark": ["picture"],
+                            "graphic_map": ["graphic_map"]}}, handle)
+    fake = install(monkeypatch, FakeTraining(data, load_labelmap(labelmap)))
+    settings = TrainSettings(data=data, out=out, folds=3, weights="none", seed=11, labelmap=labelmap)
+    report = crossval.cross_validate(settings)
+    folds_of = dataset.assign_folds(readable_samples(data, fake.labels_map), 3, 11)
+    expected, oof, _, _ = expected_report(fake, settings, folds_of, None)
+    assert as_json(report) == expected and expected["labels"] == ["stamp", "picture", "graphic_map"]
+    assert read_bytes(os.path.join(out, "oof_predictions.csv")) == oof
