@@ -127,7 +127,7 @@ class FakeTraining:
 
 
 def tuned_thresholds(targets, probabilities, labels):
-    """Stands in for metrics.tune_thresholds (tested in test_metrics; scikit-learn's F1 over its whole grid
+    """Stands in for metrics.tune_thresholds (tested in test_split_metrics; scikit-learn's F1 over its whole grid
     takes seconds): a distinct threshold per label."""
     return {label: {"threshold": round(0.3 + 0.05 * j, 2), "f1": 0.5, "support": int(np.sum(targets[:, j])),
                     "tuned": True} for j, label in enumerate(labels)}
