@@ -661,9 +661,9 @@ def test_cross_validate_resume_leaves_out_images_not_in_folds_csv(tmp_path, fake
     assert len(fake.calls) == 3
 
 
-def test_cross_validate_with_a_label_map(tmp_path, monkeypatch):
-    data, out = make_data(str(tmp_path / "data")), str(tmp_path / "cv")
-    labelmap = str(tmp_path / "labels.json")
+def test_cross_validate_with_a_label_map_and_relative_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data, out, labelmap = make_data("data"), "cv", "labels.json"
     with open(labelmap, "w", encoding="utf-8") as handle:
         json.dump({"labels": ["stamp", "picture", "graphic_map"],
                    "tags": {"stamp": ["stamp"], "picture_indoor": ["picture"], "picture_landmark": ["picture"],
@@ -675,3 +675,5 @@ def test_cross_validate_with_a_label_map(tmp_path, monkeypatch):
     expected, oof, _, _ = expected_report(fake, settings, folds_of, None)
     assert as_json(report) == expected and expected["labels"] == ["stamp", "picture", "graphic_map"]
     assert read_bytes(os.path.join(out, "oof_predictions.csv")) == oof
+    with open(os.path.join(out, "cv.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["data"] == str(tmp_path / "data")  # --resume may run from another folder
