@@ -71,7 +71,7 @@ MODULES = {
                            "state.json and model.json as --resume reads them, field by field"),
     "manifest": Target({"tagestimate/manifest.py": ["xǁManifestǁ*"]},
                        ["tests/test_manifest.py", "tests/test_corrections_apply.py", "tests/test_crawler.py",
-                        "-m", "not slow", "-k", "not documented"],  # docs/ is not in mutmut's tree
+                        "-m", "not slow"],
                        "the crawler's manifest.csv and its reconciliation with the folders"),
     "storage": Target({"tagestimate/storage.py": ["*"]},
                       ["tests/test_storage.py", "tests/test_storage_mutants.py", "-m", "not slow"],
@@ -82,7 +82,7 @@ MODULES = {
                           "--format iiif: the AnnotationPage, its targets, ids and provenance, the run's notes"),
     "run": Target({"tagestimate/tag/run.py": ["*"]},
                   ["tests/test_inference.py", "tests/test_wording.py", "-m", "not slow", "-k",
-                   "not offline_main_job and not documented"],  # input/ and docs/ are not in mutmut's tree
+                   "not offline_main_job"],  # that one tags the demo input/, which is not in mutmut's tree
                   "a tag run's plan, counts, errors.json and the planned-against-written check (both engines)"),
     "iiif": Target({"tagestimate/iiif.py": ["*"]},
                    ["tests/test_iiif.py", "tests/test_iiif_mutants.py", "tests/test_viewer.py", "-m", "not slow"],
@@ -403,7 +403,7 @@ def write_config(destination, target):
         "[mutmut]",
         "source_paths =\n    tagestimate/\n    labelmap.py",
         "only_mutate =\n" + "\n".join(f"    {source}" for source in target.sources),
-        "also_copy =\n" + "\n".join(f"    {n}" for n in top_level + ["pytest.ini"]),
+        "also_copy =\n" + "\n".join(f"    {n}" for n in top_level + ["pytest.ini", "docs"]),  # docs: read by some tests
         "pytest_add_cli_args_test_selection =\n" + "\n".join(f"    {t}" for t in tests),
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q",
         "timeout_multiplier = 5.0",
