@@ -5,6 +5,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from tagestimate.model import ModelConfig
 from tagestimate.formats import (FORMATS, Record, item_csv, item_json, natural_key, parse_csv, parse_json,
@@ -113,3 +114,30 @@ def test_writers_threshold_the_full_probabilities_with_the_config():
         "1054192_10_0,graphic,0.4\n"
         "1054192_10_0,stamp,0.41\n"
     )
+
+
+def test_the_csv_of_a_run_with_extra_tags_is_exact_and_reads_back():
+    """--extra-tags: a fourth column `extra`, 1 on the extra tags' rows; an untagged image keeps its
+    empty row; parse_csv reads the model's and the extra tags back alike."""
+    tags = {"p10": [{"tag": "stamp", "confidence": 0.71}, {"tag": "ukiyoe", "confidence": 0.64, "extra": True}],
+            "p2": [], "p1": [{"tag": "graphic_map", "confidence": 0.93}]}
+    text = item_csv(tags, extra_column=True)
+    assert text == ("image,tag,confidence,extra\n"
+                    "p1,graphic_map,0.93,\n"
+                    "p2,,,\n"
+                    "p10,stamp,0.71,\n"
+                    "p10,ukiyoe,0.64,1\n")
+    assert parse_csv(text) == {"p1": [("graphic_map", 0.93)], "p2": [], "p10": [("stamp", 0.71), ("ukiyoe", 0.64)]}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "not a JSON object"),
+    ('{"k1": {"tag": "x"}}', "the value of 'k1' is not a list"),
+])
+def test_parse_json_names_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        parse_json(text)
+
+
+def test_parse_json_reads_tags_as_text_and_confidences_as_numbers():
+    assert parse_json('{"b": [{"tag": 7, "confidence": "0.25"}], "a": []}') == {"b": [("7", 0.25)], "a": []}
