@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -109,3 +110,16 @@ def csv_dict_writer(handle, fieldnames):
     writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
     writer.writer = CsvWriter(handle)
     return writer
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a report names each item and image several times (cards, tags, map)
+def safe_name(text, limit=40):
+    """A file-name stem made only of [A-Za-z0-9._-] for any text, distinct for distinct texts: a
+    readable prefix and a hash of the full text (no collision, even on case-insensitive disks).
+    The review report names its pages and thumbnails with it, and discover/ finds them by it."""
+    digest = hashlib.sha1(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    stem = _UNSAFE.sub("_", str(text))[:limit].strip("._-") or "x"
+    return f"{stem}-{digest}"

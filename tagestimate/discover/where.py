@@ -11,14 +11,13 @@ else it is left empty. Everything here is best effort: a file that cannot be rea
 """
 
 import csv
-import hashlib
 import io
 import json
 import logging
-import re
 import urllib.parse
 
 from tagestimate import files, ndl, storage
+from tagestimate.files import safe_name  # noqa: F401 (the report's file names, found again here)
 from tagestimate.manifest import MANIFEST_NAME
 
 PAGES = "html"  # the review report's folder in OUTPUT (tagestimate/review/report.py: PAGES, DATA, ...)
@@ -27,16 +26,7 @@ THUMBS = "thumbs"
 RUN_INFO = "run.json"
 IIIF_EXTENSION = "iiif.json"
 MAX_BYTES = 256 << 20
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 log = logging.getLogger(__name__)
-
-
-def safe_name(text, limit=40):
-    """The report's file-name stem of `text` (= review.thumbs.safe_name; a test keeps them equal):
-    discover/ sits beside review/ and never imports it."""
-    digest = hashlib.sha1(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    stem = _UNSAFE.sub("_", str(text))[:limit].strip("._-") or "x"
-    return f"{stem}-{digest}"
 
 
 def read_json(path):

@@ -6,29 +6,17 @@ prefix of [A-Za-z0-9._-] and appends a hash of the full text (distinct names nev
 even on case-insensitive disks).
 """
 
-import functools
-import hashlib
 import io
 import os
-import re
 
 from PIL import Image, ImageOps
 
 from tagestimate import images
-from tagestimate.files import write_atomic
+from tagestimate.files import safe_name, write_atomic  # noqa: F401 (safe_name: the reports' import)
 from tagestimate.images import ImageError
 
 THUMB_SIZE = 160  # longest side in pixels: about 5-8 KB as JPEG
 QUALITY = 80
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-@functools.lru_cache(maxsize=1 << 16)  # a report names each item and image several times (cards, tags, map)
-def safe_name(text, limit=40):
-    """A file-name stem made only of [A-Za-z0-9._-] for any text, distinct for distinct texts."""
-    digest = hashlib.sha1(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    stem = _UNSAFE.sub("_", str(text))[:limit].strip("._-") or "x"
-    return f"{stem}-{digest}"
 
 
 def is_current(target, *sources):
