@@ -7,6 +7,7 @@ turns an item's records into its output file (tags_of), so every format keeps th
 import collections
 import dataclasses
 import re
+import uuid
 
 DIGITS = re.compile(r"(\d+)")  # runs of decimal digits (Nd) in any script; int() reads them all
 
@@ -37,6 +38,9 @@ class RunContext:
     version: str = SOFTWARE_VERSION
     created: str = ""           # ISO 8601 time of the run, UTC
     fetch_manifests: bool = False  # fetch an item's source manifest when the crawl saved none (viewer.py)
+    # Which run this is, for what a run remembers in a long-lived process (viewer.py: hosts that never
+    # answered); copies sent to Ray workers keep it. Not part of equality: it names, it does not describe.
+    run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex, compare=False)
 
 
 def natural_key(text):

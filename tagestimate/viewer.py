@@ -37,7 +37,7 @@ FETCH_RETRIES = 1
 WHOLE_PAGE_NOTE = "the crop's box is unknown: this tag targets the whole page the crop was cut from"
 _SERVICE_PAGE = re.compile(r"/(?P<pid>[0-9A-Za-z_-]{1,64})/R(?P<page>\d{7})/?$")
 plain_text = iiif.plain_text  # labels as plain text: markup stripped (annotations.py takes it from here)
-_unreachable = set()  # hosts that never answered in this process: not asked again
+_unreachable = (None, set())  # (run_id, hosts that never answered in that run): not asked again in it
 _pending = threading.local()  # the Source render_page resolved, for the companion of the same item
 
 
@@ -148,7 +148,7 @@ def _load(source, item_name, context):
         source.problem = f"the source manifest {source.manifest_id} was neither saved by the crawl nor fetched"
         return
     try:
-        data = fetch(source.manifest_id)
+        data = fetch(source.manifest_id, getattr(context, "run_id", None))
         document = iiif.load_json(data, source.manifest_id)
         identifier = iiif.document_id(document)
         if identifier and identifier.startswith(("http://", "https://")):
@@ -187,20 +187,31 @@ def _copy_paths(item_name, input_dir):
     return paths
 
 
-def fetch(url):
-    """The manifest at `url` (capped, timed out, one retry); a host that never answered is not asked again."""
+def fetch(url, run_id=None):
+    """The manifest at `url` (capped, timed out, one retry); a host that never answered is not asked again
+    in the same run (run_id). The next run asks again: the host may be back, or its port another server's."""
     host = urllib.parse.urlsplit(url).netloc
-    if host in _unreachable:
+    unreachable = _unreachable_in(run_id)
+    if host in unreachable:
         raise httpclient.Unreachable(f"{host} did not answer earlier in this run")
     client = httpclient.HttpClient(timeout=FETCH_TIMEOUT, retries=FETCH_RETRIES, backoff=0.5, max_wait=5.0,
                                    user_agent="tagestimate")
     try:
         return client.get(url, max_bytes=iiif.MAX_BYTES, accept=iiif.ACCEPT)
     except httpclient.Unreachable:
-        _unreachable.add(host)
+        unreachable.add(host)
         raise
     finally:
         client.close()
+
+
+def _unreachable_in(run_id):
+    """The set of hosts that never answered in run `run_id`; a new run starts with none (one run's kept)."""
+    global _unreachable
+    held = _unreachable
+    if held[0] != run_id:
+        held = _unreachable = (run_id, set())
+    return held[1]
 
 
 def _place(source, item_name, keys, rows):

@@ -112,7 +112,8 @@ def crop(page_image, region, size):
 class NdlEmulator:
     """Both services on 127.0.0.1, in a thread; `requests` logs (service, path) of every request."""
 
-    def __init__(self, records=(), *, pages=None, latency=0.0, filter_tags=True, seed=0, on_request=None):
+    def __init__(self, records=(), *, pages=None, latency=0.0, filter_tags=True, seed=0, on_request=None, port=0):
+        self.port = port  # 0: a free one; a stopped emulator's port starts another at the same address
         self.records = list(records)
         self.on_request = on_request  # called with (service, path) as each request arrives
         self.pages = pages  # {(pid, page): PIL image}; None: synthetic pages for any pid/page
@@ -131,7 +132,8 @@ class NdlEmulator:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self):
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        self.port = self._server.server_address[1]
         self._server.daemon_threads = True
         self._server.emulator = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

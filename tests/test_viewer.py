@@ -174,6 +174,31 @@ def test_a_source_manifest_that_vanished_is_one_sentence_and_no_copy(tmp_path, f
         "no 1054192.manifest.json this time (its tags are in 1054192.iiif.json, with plain targets)")
 
 
+def test_a_host_that_never_answered_is_skipped_for_the_rest_of_its_run_only(tmp_path, caplog):
+    """A refused host is not asked again in the run that met it (its other items do not wait again), but
+    the next run in the same process asks: the host may be back, or its port another server's now."""
+    boxes = {"1054192_3_0": ("10.0", "20.5", "35.0", "50.25")}
+    with NdlEmulator() as gone:
+        inputs, port = ndl_crawl(tmp_path, gone, boxes), gone.port
+    records = [tagged(inputs, "1054192", "1054192_3_0")]
+    first_run = run_context(inputs)
+    with caplog.at_level(logging.WARNING, logger="tagestimate.viewer"):
+        refused = write(tmp_path / "refused", "1054192", records, first_run)
+        with NdlEmulator(port=port) as back:
+            back.documents["1054192/manifest.json"] = v2_manifest(back, "1054192/manifest.json", "1054192", [3])
+            same_run = write(tmp_path / "same", "1054192", records, first_run)
+            asked_by_the_same_run = list(back.requests)
+            next_run = write(tmp_path / "next", "1054192", records, run_context(inputs))
+            asked_by_the_next_run = [path for _, path in back.requests]
+    assert sorted(refused) == sorted(same_run) == ["1054192.iiif.json"]
+    assert asked_by_the_same_run == []
+    assert asked_by_the_next_run == ["/api/iiif/1054192/manifest.json"]
+    assert sorted(next_run) == ["1054192.iiif.json", "1054192.manifest.json"]
+    reasons = [r.getMessage().split("(", 1)[1].split(")")[0] for r in caplog.records if r.name == "tagestimate.viewer"]
+    assert len(reasons) == 2 and "refused" in reasons[0].lower()
+    assert reasons[1] == f"127.0.0.1:{port} did not answer earlier in this run"
+
+
 def test_a_manifest_changed_since_the_crawl_is_one_sentence_and_no_copy(tmp_path, caplog):
     with NdlEmulator() as emulator:
         inputs, source = v3_crawl(tmp_path, emulator)
