@@ -51,11 +51,14 @@ def temporary_path(path):
     return os.path.join(folder, f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
 
 
-def write_atomic(path, data):
+def write_atomic(path, data, sync=True):
     """Make `path` hold `data` (str or bytes), visible only once complete and fsynced.
 
     The temporary file is hidden, in the same folder (so the rename never crosses file
     systems), created with the usual 0666-minus-umask mode, and removed on any failure.
+    sync=False skips the fsync, for previews made again at will (thumbnails): still whole or
+    absent while the system runs, but a power cut may leave one empty (thumbs.is_current says
+    an empty file is not current).
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -65,7 +68,8 @@ def write_atomic(path, data):
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
         temporary = None
     finally:

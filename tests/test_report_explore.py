@@ -7,6 +7,7 @@ import html
 import json
 import os
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -290,6 +291,34 @@ def test_a_rebuild_without_changes_reuses_the_cached_neighbours_and_layout(colle
     (output / "html" / explore.CACHE).write_bytes(b"damaged")
     report.build_report(str(output), progress=False)
     assert calls == [1, 1]
+
+
+def test_the_map_layout_runs_beside_the_item_pages_and_its_error_reaches_the_caller(collection, monkeypatch):
+    """The layout leaves the GIL (numpy), so it runs in a thread while the item pages render: here it
+    waits for the first item page, which a layout run before the pages would never see."""
+    output, _, _ = collection
+    first_page, seen = threading.Event(), []
+    real_write, real_layout = report.write_atomic, layout.pca_2d
+
+    def write(path, data, **kwargs):
+        if os.path.basename(path).startswith(("a-", "b-")):
+            first_page.set()
+        return real_write(path, data, **kwargs)
+
+    def lay_out(vectors):
+        seen.append((threading.current_thread() is threading.main_thread(), first_page.wait(timeout=10)))
+        return real_layout(vectors)
+
+    monkeypatch.setattr(report, "write_atomic", write)
+    monkeypatch.setattr(layout, "pca_2d", lay_out)
+    report.build_report(str(output), progress=False)
+    assert seen == [(False, True)]
+    page, data = map_data(output)
+    assert len(data["x"]) == 7  # the map was drawn with the thread's layout
+    os.remove(output / "html" / explore.CACHE)
+    monkeypatch.setattr(layout, "pca_2d", lambda vectors: (_ for _ in ()).throw(MemoryError("no room for the map")))
+    with pytest.raises(MemoryError, match="no room for the map"):
+        report.build_report(str(output), progress=False)
 
 
 def test_above_its_limit_the_map_shows_a_sample_and_says_so(collection, monkeypatch):

@@ -17,6 +17,8 @@ import hashlib
 import io
 import logging
 import os
+import threading
+import types
 
 import numpy as np
 
@@ -62,6 +64,7 @@ class Collection:
         self.neighbours = None  # (indices, scores), (n, k)
         self.points = None  # (n, 2) map coordinates of the images self.shown lists
         self.shown = None
+        self._layout = None  # the map layout's thread while it runs (compute, wait)
 
     def __len__(self):
         return len(self.keys)
@@ -156,17 +159,29 @@ class Collection:
             self.neighbours = neighbours.nearest(self.vectors, limit=neighbours.EXACT_LIMIT, progress=bar.update,
                                                  centre=True)
         self.shown = layout.sample(len(self), layout.MAP_LIMIT)
+        # The map is drawn last, after every item page: its layout (numpy, which leaves the GIL for the
+        # eigenvectors) runs on another core while those pages render in Python on one. wait() joins it.
+        self._layout = _Background(lambda: self._lay_out(digest, cache))
+        return self
+
+    def _lay_out(self, digest, cache):
         self.points = layout.pca_2d(self.vectors[self.shown])
         buffer = io.BytesIO()
         np.savez(buffer, digest=np.array(digest), indices=self.neighbours[0], scores=self.neighbours[1],
                  shown=self.shown, points=self.points)
         write_atomic(cache, buffer.getvalue())
+
+    def wait(self):
+        """The collection once compute's map layout is done (and cached); its error, if any, raised here."""
+        running, self._layout = self._layout, None
+        if running is not None:
+            running.result()
         return self
 
     # ---------------------------------------------------------------- what the pages show
 
     def similar(self, item_name, key, link, thumb):
-        """[{href, thumb, title, score}] of an image's neighbours; [] when it has none.
+        """[namespace(href, anchor, thumb, item, key, score)] of an image's neighbours; [] when it has none.
 
         link(item, position) is the href of the item page that shows the card at `position`,
         thumb(item, key) its thumbnail's href."""
@@ -179,10 +194,30 @@ class Collection:
             if other < 0:
                 continue
             name, other_key = self.items[self.owner[other]], self.keys[other]
-            found.append({"href": link(name, self.position[other]), "anchor": anchor(other_key),
-                          "thumb": thumb(name, other_key),
-                          "item": name, "key": other_key, "score": float(score)})
+            found.append(types.SimpleNamespace(href=link(name, self.position[other]), anchor=anchor(other_key),
+                                               thumb=thumb(name, other_key), item=name, key=other_key,
+                                               score=float(score)))  # attributes: see pages.Fields
         return found
+
+
+class _Background(threading.Thread):
+    """`work()` in a thread of its own, started at once; result() joins it and raises what it raised."""
+
+    def __init__(self, work):
+        super().__init__(name="report-map", daemon=True)
+        self.work, self.error = work, None
+        self.start()
+
+    def run(self):
+        try:
+            self.work()
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            self.error = error
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 def tag_entries(entries, item_name, item_index, tags, keys):

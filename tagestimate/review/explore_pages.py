@@ -40,8 +40,8 @@ def tag_pages(label, entries, page_size, pages_dir, link, thumb, threshold):
     for number, name in enumerate(names):
         cards = []
         for negative, _, position, item, key in entries[number * page_size:(number + 1) * page_size]:
-            cards.append({"item": item, "key": key, "confidence": -negative, "thumb": thumb(item, key),
-                          "href": link(item, position), "anchor": explore.anchor(key)})
+            cards.append(views.Fields(item=item, key=key, confidence=-negative, thumb=thumb(item, key),
+                                      href=link(item, position), anchor=explore.anchor(key)))
         out.append((name, views.render("tag.html", title=f"{label} - all images", styles=views.INFERENCE_STYLES,
                                        scripts=("explore.js",), label=label, count=len(entries), number=number,
                                        names=names, cards=cards, threshold=threshold, page_size=page_size)))
@@ -142,7 +142,7 @@ class Explorer:
             first[label] = pages[0][0]
         map_name = None
         if len(self.collection):
-            text = map_page(self.collection, labels, self.tops, safe_name,
+            text = map_page(self.collection.wait(), labels, self.tops, safe_name,
                             lambda item, key: os.path.exists(self.thumb_path(item, key)))
             write(os.path.join(self.pages_dir, explore.MAP), text)
             map_name = explore.MAP

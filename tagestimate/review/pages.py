@@ -14,6 +14,7 @@ import contextvars
 import functools
 import json
 import os
+import types
 import urllib.parse
 
 import jinja2
@@ -30,6 +31,7 @@ TEMPLATES = os.path.join(HERE, "templates")
 STATIC = os.path.join(HERE, "static")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a report links each thumbnail and page several times (cards, tags)
 def href(path):
     """A relative file path as a URL, each part percent-encoded."""
     # surrogateescape: a folder name that is not UTF-8 keeps its bytes (%83), as the disk has them
@@ -113,6 +115,12 @@ ITEM_SCRIPTS = ("item.js", "explore.js", "review.js")  # review.js: confirm, rej
 MAX_ERRORS_SHOWN = 1000
 
 
+# What a template shows of one card, chip or link: attributes, not dict keys, because Jinja looks an
+# attribute up first and a dict's miss raises and catches an exception, for each field of thousands of
+# cards (a tenth of a report's build).
+Fields = types.SimpleNamespace
+
+
 def card(item, key, thresholds, border, thumb, cams):
     """What an item page shows of one image: thumbnail, tags, borderline labels below threshold.
 
@@ -125,16 +133,15 @@ def card(item, key, thresholds, border, thumb, cams):
     for tag, confidence in tags:
         cam, flat = cams.get(tag, (None, False))
         near = tag in thresholds and abs(round(confidence, 3) - thresholds[tag]) <= border
-        chips.append({"tag": tag, "confidence": confidence, "cam": cam, "flat": flat, "near": near,
-                      "threshold": thresholds.get(tag, 0.0)})
+        chips.append(Fields(tag=tag, confidence=confidence, cam=cam, flat=flat, near=near,
+                            threshold=thresholds.get(tag, 0.0)))
     # Known only with the sidecar's full probabilities: labels just below their threshold.
-    below = [{"tag": label, "value": value, "threshold": thresholds[label]}
+    below = [Fields(tag=label, value=value, threshold=thresholds[label])
              for label, value in (full or {}).items()
              if label not in kept and label in thresholds and abs(round(value, 3) - thresholds[label]) <= border]
     probabilities = full or {tag: confidence for tag, confidence in tags}
-    return {"key": key, "thumb": thumb, "chips": chips, "below": below,
-            "tags": [tag for tag, _ in tags],
-            "probabilities": {label: round(value, 3) for label, value in probabilities.items()}}
+    return Fields(key=key, thumb=thumb, chips=chips, below=below, tags=[tag for tag, _ in tags],
+                  probabilities={label: round(value, 3) for label, value in probabilities.items()})
 
 
 def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, overlay, similar=None):
@@ -158,9 +165,9 @@ def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, 
             if found:
                 cams[tag] = (os.path.relpath(found[0], pages_dir), found[1])
         made = card(item, key, thresholds, border, local(thumb(key)), cams)
-        made["source"] = os.path.relpath(item.paths[key], pages_dir) if item.paths.get(key) else None
-        made["image"] = review_image(item.paths.get(key))  # for review.js: data-review-image
-        made["anchor"], made["similar"] = anchor(key), similar(key) if similar else []
+        made.source = os.path.relpath(item.paths[key], pages_dir) if item.paths.get(key) else None
+        made.image = review_image(item.paths.get(key))  # for review.js: data-review-image
+        made.anchor, made.similar = anchor(key), similar(key) if similar else []
         return made
 
     return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=ITEM_SCRIPTS,

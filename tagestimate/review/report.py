@@ -328,8 +328,11 @@ def _build_report(output_dir, items, progress, workers):
             for label in item.labels:
                 if label not in labels:
                     labels.append(label)
-            list(pool.map(lambda key: ensure_thumbnail(item.paths[key], thumb_path(output_dir, name, key)),
-                          [key for key in item.tags if key in item.paths]))
+            # after a default run every thumbnail is current (made while tagging): two stats each, here,
+            # rather than a thread hand-off each; the pool makes the missing ones
+            missing = [(item.paths[key], target) for key in item.tags if key in item.paths
+                       if not is_current(target := thumb_path(output_dir, name, key), item.paths[key])]
+            list(pool.map(lambda pair: ensure_thumbnail(*pair), missing))
             for tag in {tag for tags in item.tags.values() for tag, _ in tags}:
                 if tag not in labels:
                     labels.append(tag)
