@@ -126,7 +126,7 @@ def note_run(items, context):
         log.warning("%s named like NDL's ({pid}_{page}_{n}) %s no box in a crawl's manifest.csv: their annotations "
                     "target the whole page, and say so in their label", files.count(unboxed, "crop"),
                     "has" if unboxed == 1 else "have")
-    if not context.id_base.lower().startswith(("http://", "https://")):  # schemes ignore case (HTTPS://)
+    if not files.is_web_url(context.id_base):
         log.info("no --id-base: the pages' and annotated manifests' ids are %s URLs, which a viewer cannot load; "
                  "tag with --id-base URL where the output folder will be published", context.id_base.split(":")[0])
 

@@ -24,6 +24,12 @@ def count(number, noun, many=None):
     return f"{number:,} {plural(number, noun, many)}"
 
 
+def is_web_url(text):
+    """Whether `text` is an http(s) URL, whatever the scheme's case (HTTPS://...): the only links
+    our pages and documents follow (never javascript:, file: or data:)."""
+    return isinstance(text, str) and text[:8].lower().startswith(("http://", "https://"))
+
+
 def sha256_file(path, chunk=1 << 20):
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

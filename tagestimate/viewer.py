@@ -151,7 +151,7 @@ def _load(source, item_name, context):
         data = fetch(source.manifest_id, getattr(context, "run_id", None))
         document = iiif.load_json(data, source.manifest_id)
         identifier = iiif.document_id(document)
-        if identifier and identifier.startswith(("http://", "https://")):
+        if files.is_web_url(identifier):
             source.manifest_id = identifier  # its own id, not the URL it was asked at (www.dl.ndl.go.jp, a redirect)
     except RecursionError:
         source.problem = f"the source manifest {source.manifest_id} is nested too deeply to be a manifest"

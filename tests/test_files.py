@@ -197,3 +197,11 @@ def test_every_csv_we_write_reads_back_whole(tmp_path, value):
     assert list(csv.DictReader(io.StringIO(buffer.getvalue(), newline=""))) == [{"a": value, "b": "z"}]
     text = corrections.to_text([("/img/1.jpg", "book", "stamp", "confirm", value, "2026-12-05T08:00:00+00:00")])
     assert list(csv.reader(io.StringIO(text, newline="")))[1][4] == value
+
+
+@pytest.mark.parametrize("text,web", [("https://example.org/a", True), ("HTTP://EXAMPLE.ORG", True),
+                                      ("hTTpS://x", True), ("javascript:alert(1)", False), ("file:///etc/passwd", False),
+                                      ("data:text/html,x", False), ("https:/x", False), ("", False), (None, False),
+                                      (" https://x", False), ("httpx://x", False)])
+def test_is_web_url_takes_http_and_https_in_any_case_only(text, web):
+    assert files.is_web_url(text) is web

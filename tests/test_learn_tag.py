@@ -2,6 +2,7 @@
 and the saved extra tag; random negatives; bad names."""
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -119,3 +120,21 @@ def test_an_unknown_positive_gets_one_sentence(clusters, capsys):
 
 def test_the_command_is_listed():
     assert "learn-tag" in entry.COMMANDS
+
+
+
+def test_the_page_links_a_card_to_its_iiif_target_only_by_a_web_url_in_any_case(tmp_path, capsys):
+    output = tmp_path / "out"
+    output.mkdir()
+    targets = {"a": "HTTPS://iiif.example.org/canvas/1#xywh=1,2,3,4", "b": "javascript:alert(1)",
+               "c": "http://iiif.example.org/canvas/3"}
+    write_item(output, "book", {key: np.arange(8.0) + n for n, key in enumerate(targets)})
+    (output / "book.iiif.json").write_text(json.dumps({"items": [
+        {"id": f"https://tags.example.org/book.iiif.json#{key}/picture", "target": target}
+        for key, target in targets.items()]}), encoding="utf-8")
+    status, _, err = run(["learn-tag", str(output), "n", "--positive", "book/a", "--top", "3"], capsys)
+    assert status == 0, err
+    page = (output / "learned" / "n.html").read_text()
+    assert f'href="{targets["a"]}"' in page and f'href="{targets["c"]}"' in page
+    assert "javascript:" not in page
+

@@ -174,6 +174,21 @@ def test_a_source_manifest_that_vanished_is_one_sentence_and_no_copy(tmp_path, f
         "no 1054192.manifest.json this time (its tags are in 1054192.iiif.json, with plain targets)")
 
 
+@pytest.mark.parametrize("scheme,adopted", [("HTTPS://", True), ("Http://", True), ("javascript:", False)])
+def test_a_fetched_manifest_s_own_id_is_adopted_when_it_is_a_web_url_in_any_case(tmp_path, scheme, adopted):
+    """Schemes ignore case, so HTTPS://... is the manifest's id too; anything else is not a link to keep."""
+    boxes = {"1054192_3_0": ("10.0", "20.5", "35.0", "50.25")}
+    with NdlEmulator() as emulator:
+        inputs = ndl_crawl(tmp_path, emulator, boxes)
+        source = v2_manifest(emulator, "1054192/manifest.json", "1054192", [3])
+        own = scheme + "www.dl.ndl.go.jp/api/iiif/1054192/manifest.json"
+        source["@id"] = own
+        emulator.documents["1054192/manifest.json"] = source
+        written = write(tmp_path / "out", "1054192", [tagged(inputs, "1054192", "1054192_3_0")], run_context(inputs))
+    expected = own if adopted else f"{emulator.iiif_base}/1054192/manifest.json"
+    assert written["1054192.iiif.json"]["partOf"] == [{"id": expected, "type": "Manifest"}]
+
+
 def test_a_host_that_never_answered_is_skipped_for_the_rest_of_its_run_only(tmp_path, caplog):
     """A refused host is not asked again in the run that met it (its other items do not wait again), but
     the next run in the same process asks: the host may be back, or its port another server's now."""

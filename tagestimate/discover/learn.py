@@ -17,7 +17,7 @@ import urllib.parse
 
 import numpy as np
 
-from tagestimate import extratags, storage
+from tagestimate import extratags, files, storage
 from tagestimate.discover import nearest, where
 from tagestimate.discover.index import SearchError
 from tagestimate.files import CsvWriter, count, printable_path
@@ -100,7 +100,7 @@ def write_html(index, name, values, order, roles, top, tag):
     for row, (item, key, path, target) in zip(order[:top], index.describe(order[:top])):
         cards.append({"rank": len(cards) + 1, "score": f"{values[row]:.3f}", "item": item, "key": key,
                       "src": _image_url(index.output_dir, page, where.thumbnail(index.output_dir, item, key) or path),
-                      "target": target if target.startswith(("http://", "https://")) else "", "role": roles.get(int(row), "")})
+                      "target": target if files.is_web_url(target) else "", "role": roles.get(int(row), "")})
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     text = environment.from_string(PAGE).render(
         name=name, cards=cards, total=count(len(index), "image"), shown=len(cards), tag=tag,
@@ -122,7 +122,7 @@ def _image_url(output_dir, page, path):
     if storage.on_disk(path) and storage.on_disk(page):
         relative = os.path.relpath(os.path.abspath(path), os.path.dirname(os.path.abspath(page)))
         return urllib.parse.quote(relative.replace(os.sep, "/"))
-    return path if path.startswith(("http://", "https://")) else ""
+    return path if files.is_web_url(path) else ""
 
 
 PAGE = """<!DOCTYPE html>
