@@ -67,10 +67,10 @@ def make_thumbnail(path, size=THUMB_SIZE):
 def shrink(image, size=THUMB_SIZE):
     """An upright RGB image shrunk in place to fit size x size (aspect kept): every thumbnail's
     last step, whether its pixels come from make_thumbnail or from the decode tagging made.
-    Bilinear (Pillow's, which widens its filter when shrinking, so it does not alias): a little
-    softer than Lanczos at 160 px, and a 256 px crop takes 0.38 ms where bicubic takes 0.58 and
+    A box filter (each pixel the mean of the area it covers, so nothing aliases): at 160 px it looks
+    like Lanczos, and a 256 px crop takes 0.23 ms where bilinear takes 0.33, bicubic 0.53 and
     Lanczos 0.77. This runs once per image of every default run, beside the model on its cores."""
-    image.thumbnail((size, size), Image.Resampling.BILINEAR)
+    image.thumbnail((size, size), Image.Resampling.BOX)
     return image
 
 
