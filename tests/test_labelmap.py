@@ -288,3 +288,58 @@ def test_a_label_maps_names_override_and_extend_and_reach_to_dict():
 def test_bad_names_in_a_label_map(names, needle):
     with pytest.raises(LabelMapError, match=needle):
         from_dict({"labels": ["stamp"], "names": names})
+
+
+# ---------------------------------------------------------------- what the mutation campaign found untested
+
+def test_the_command_s_usage_and_interrupt_lines_name_it(capsys, monkeypatch):
+    from tagestimate.commands import labels as command
+
+    assert command.build_parser("tagestimate labels").format_usage().startswith("usage: tagestimate labels [-h]")
+    with pytest.raises(SystemExit) as stop:
+        command.main(["--bogus"], prog="tagestimate labels")
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith("usage: tagestimate labels [-h]")
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "load_labelmap", interrupted)
+    assert command.main([]) == 130
+    assert capsys.readouterr().err == "interrupted; labelmap.py only reads, so nothing changed\n"
+
+
+@pytest.mark.parametrize("names, message", [
+    ([], """'names' must map a tag to its names, e.g. {"my_tag": {"en": "my tag", "ja": "私のタグ"}}"""),
+    ({"stamp": "seal stamp"}, "the names of 'stamp' must map en or ja to a non-empty name"),
+    ({"stamp": {}}, "the names of 'stamp' must map en or ja to a non-empty name"),
+    ({"stamp": {"en": " "}}, "the names of 'stamp' must map en or ja to a non-empty name"),
+])
+def test_a_bad_names_entry_is_one_sentence_naming_the_file(names, message):
+    with pytest.raises(LabelMapError) as error:
+        from_dict({"labels": ["stamp"], "names": names}, source="my_map.json")
+    assert str(error.value) == f"my_map.json: {message}"
+
+
+def test_names_may_name_a_folder_that_is_not_a_label_and_tag_names_uses_them():
+    from tagestimate import labels
+
+    table = from_dict({"labels": ["print", "stamp"], "tags": {"ukiyoe": ["print"]},
+                       "names": {"ukiyoe": {"en": "woodblock print", "ja": "浮世絵"}}})
+    assert table.name("ukiyoe", "en") == "woodblock print"
+    assert labels.tag_names("ukiyoe", table.names) == {"en": "woodblock print", "ja": "浮世絵"}
+    assert labels.tag_names("ukiyoe") == {"en": "ukiyoe", "ja": "ukiyoe"}
+
+
+def test_config_names_are_a_copy_of_the_model_s_label_map_names():
+    from types import SimpleNamespace
+
+    from tagestimate import labels
+
+    names = {"ukiyoe": {"en": "woodblock print", "ja": "浮世絵"}, "stamp": {"ja": "蔵書印"}}
+    found = labels.config_names(SimpleNamespace(labelmap={"labels": ["ukiyoe", "stamp"], "names": names}))
+    assert found == names
+    found["ukiyoe"]["en"] = "changed"
+    assert names["ukiyoe"]["en"] == "woodblock print"  # a copy: the model's config is not changed through it
+    assert labels.config_names(SimpleNamespace(labelmap={"labels": ["stamp"]})) == {}
+    assert labels.config_names(SimpleNamespace(labelmap=None)) == {}
+    assert labels.config_names(object()) == {}  # a config without a label map (NDL's weight file)
