@@ -117,8 +117,8 @@ class CsvWriter:
 
 def csv_dict_writer(handle, fieldnames):
     """csv.DictWriter over a CsvWriter (same line ends, lone carriage returns quoted)."""
-    writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
-    writer.writer = CsvWriter(handle)
+    writer = csv.DictWriter(handle, fieldnames=fieldnames)
+    writer.writer = CsvWriter(handle)  # its own writer replaced: the line ends are CsvWriter's
     return writer
 
 

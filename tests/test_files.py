@@ -205,3 +205,17 @@ def test_every_csv_we_write_reads_back_whole(tmp_path, value):
                                       (" https://x", False), ("httpx://x", False)])
 def test_is_web_url_takes_http_and_https_in_any_case_only(text, web):
     assert files.is_web_url(text) is web
+
+
+def test_csv_rows_end_in_a_newline_quoted_or_not():
+    import io
+
+    text = io.StringIO()
+    writer = files.CsvWriter(text)
+    writer.writerows([["a", "b"], ["p\r1", 2]])
+    dict_text = io.StringIO()
+    rows = files.csv_dict_writer(dict_text, ["key", "n"])
+    rows.writeheader()
+    rows.writerow({"key": "q\r2", "n": 3})
+    assert text.getvalue() == 'a,b\n"p\r1","2"\n'
+    assert dict_text.getvalue() == 'key,n\n"q\r2","3"\n'
