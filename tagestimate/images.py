@@ -171,10 +171,11 @@ def load_image(path, size, channel_order="RGB", draft=True, data=None, keep=None
     (decode_image does the same and also gives the image's size as shown.)
 
     With `data` (the file's bytes, e.g. read from object storage) the image is decoded from
-    memory and `path` only names it in messages. `keep(image, reduced)`, if given, is called
-    with the decoded image (upright 8-bit RGB, before the resize; the caller may change it) and
+    memory and `path` only names it in messages. `keep(decoded, reduced)`, if given, is called
+    with the decoded image (an (H, W, 3) uint8 array, upright RGB, before the resize) and
     whether it was decoded smaller than the file's size, so that a thumbnail needs no second
-    decode; it must not raise.
+    decode; it must neither raise nor change the array (it may be the very pixels returned, when
+    the image has the model's size).
 
     draft=True lets libjpeg decode a JPEG at least twice `size` at 1/2..1/8 scale: 5-8x
     faster on page scans, but not the full-size decode NDL's original script made.
@@ -209,10 +210,10 @@ def decode_image(path, size, channel_order="RGB", draft=True, data=None, keep=No
                 image = _decode_reduced(image, size)
             else:
                 image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
-            pixels = resize_bilinear(np.asarray(image, dtype=np.uint8), size)  # a copy: keep may change image
+            decoded = np.asarray(_to_rgb(image), dtype=np.uint8)
+            pixels = resize_bilinear(decoded, size)
             if keep is not None:
-                keep(image, image.width * image.height < count)
+                keep(decoded, decoded.shape[0] * decoded.shape[1] < count)
             # Read by exif_transpose or _decode_reduced above: Pillow keeps it, nothing is decoded again.
             if source.getexif().get(ExifTags.Base.Orientation) in _SWAPS_SIDES:
                 shown = shown[::-1]

@@ -199,11 +199,12 @@ def test_bytes_given_are_decoded_and_the_path_only_names_them(tmp_path):
 def test_keep_gets_the_decoded_image_and_whether_it_was_reduced(tmp_path, name, fmt, size, decoded_size):
     path = noisy_jpeg(tmp_path / name, size, fmt)
     kept = []
-    pixels = load_image(path, 64, keep=lambda image, smaller: kept.append((image.mode, image.size, smaller)))
+    pixels = load_image(path, 64, keep=lambda image, smaller: kept.append((image.dtype, image.shape, smaller)))
     assert len(kept) == 1 and pixels.shape == (64, 64, 3)
-    mode, decoded, smaller = kept[0]
-    assert mode == "RGB" and smaller is (decoded_size is not None)
-    assert decoded == (decoded_size or size)
+    dtype, shape, smaller = kept[0]
+    assert dtype == np.uint8 and smaller is (decoded_size is not None)
+    width, height = decoded_size or size
+    assert shape == (height, width, 3)
 
 
 def test_decode_image_drafts_by_default_as_load_image_does(tmp_path):

@@ -622,6 +622,53 @@ def test_the_tagging_pass_makes_the_thumbnails_from_its_one_decode(tmp_path, dec
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
 
 
+def test_a_thumbnail_has_the_size_pillow_s_thumbnail_gives():
+    """thumbs.fitted rounds each side as Image.thumbnail does (sizes the report-only path had before
+    and that the pages' layout was made for), over every shape from a sliver to a square."""
+    from tagestimate.review.thumbs import THUMB_SIZE, fitted
+
+    sizes = [(w, h) for w in (1, 7, 99, 159, 160, 161, 243, 256, 300, 458, 1000, 4999) for h in (1, 3, 80, 160, 161, 255,
+                                                                                                     641, 3001)]
+    for width, height in sizes:
+        expected = Image.new("L", (width, height))
+        expected.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        assert fitted(width, height) == expected.size, (width, height)
+
+
+def halftone(width, height):
+    """Black and white stripes one pixel apart, turned a little: the fine print a shrink aliases into moire."""
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    stripes = ((x + y // 7) % 2 * 255).astype(np.uint8)
+    return np.repeat(stripes[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize("size", [(256, 256), (300, 200), (458, 255), (509, 256), (255, 700), (3000, 41)])
+def test_a_thumbnail_shrinks_fine_stripes_to_grey_and_leaves_its_pixels_alone(size):
+    """Stripes one pixel apart, shrunk, should be flat mid grey (the halftone screen of a printed photo
+    becomes its tone). shrink() stays nearer grey than a plain bilinear resize (moire: whole stripes
+    picked) and than Pillow's box filter, the thumbnails' filter before; the input array is never
+    changed, and one that already fits is given back."""
+    import cv2
+
+    from tagestimate.review.thumbs import fitted, shrink
+
+    def off_grey(pixels):
+        return np.abs(pixels.astype(float) - 127.5).mean()
+
+    pixels = halftone(*size)
+    before = pixels.copy()
+    small = shrink(pixels)
+    np.testing.assert_array_equal(pixels, before)
+    target = fitted(*size)
+    assert small.shape == (target[1], target[0], 3) and small.dtype == np.uint8
+    plain = cv2.resize(pixels, target, interpolation=cv2.INTER_LINEAR)
+    box = np.asarray(Image.fromarray(pixels).resize(target, Image.Resampling.BOX))
+    assert off_grey(small) < 20 and off_grey(small) * 3 < off_grey(plain), (off_grey(small), off_grey(plain))
+    assert off_grey(small) <= off_grey(box), (off_grey(small), off_grey(box))
+    fits = halftone(160, 90)
+    assert shrink(fits) is fits
+
+
 def test_a_run_without_the_report_makes_no_thumbnail_and_decodes_once(tmp_path, decodes, monkeypatch):
     from tagestimate.review import thumbs
 

@@ -139,6 +139,11 @@ def test_the_recorder_writes_the_sidecar_and_remembers_what_to_explain(tmp_path)
     assert report.read_sidecar(str(tmp_path), "b")[2] == {"k3": ("/in/b/3.jpg", [0.2, 0.51, 0.4])}
 
 
+def rgb(size, colour=(0, 0, 0)):
+    """A decoded image as keep() gives it to on_image: an (H, W, 3) uint8 array, for a (width, height)."""
+    return np.full((size[1], size[0], 3), colour, np.uint8)
+
+
 def thumb_of(tmp_path, key):
     path = report.thumb_path(str(tmp_path / "out"), "a", key)
     return Image.open(path).size if os.path.exists(path) else None
@@ -150,27 +155,48 @@ def test_on_image_makes_thumbnails_of_local_images_large_enough(tmp_path, monkey
     source = image(tmp_path / "in" / "a.jpg", size=(400, 200))
     for key, size, reduced in [("full", (400, 200), False), ("edge", (THUMB_SIZE, 80), True),
                                ("small", (THUMB_SIZE - 1, 80), True), ("plain", (100, 50), False)]:
-        recorder.on_image(out, "a", key, source, Image.new("RGB", size, (10, 200, 10)), reduced)
+        recorder.on_image(out, "a", key, source, rgb(size, (10, 200, 10)), reduced)
     assert [thumb_of(tmp_path, key) for key in ("full", "edge", "small", "plain")] == [
         (160, 80), (160, 80), None, (100, 50)]
     monkeypatch.setattr(report.storage, "on_disk", lambda path: not str(path).startswith("s3://"))
-    recorder.on_image(out, "a", "remote", "s3://bucket/a.jpg", Image.new("RGB", (400, 200)), False)
+    recorder.on_image(out, "a", "remote", "s3://bucket/a.jpg", rgb((400, 200)), False)
     assert thumb_of(tmp_path, "remote") is None
 
 
 def test_on_image_redoes_a_thumbnail_older_than_its_image(tmp_path):
-    recorder = report.ReportRecorder()
+    """Each run has its own recorder: the second and third runs find the first run's folder."""
     out = str(tmp_path / "out")
     source = image(tmp_path / "in" / "a.jpg", size=(400, 200))
-    recorder.on_image(out, "a", "k", source, Image.new("RGB", (400, 200), (0, 0, 0)), False)
+    report.ReportRecorder().on_image(out, "a", "k", source, rgb((400, 200), (0, 0, 0)), False)
     target = report.thumb_path(out, "a", "k")
     os.utime(target, (1e9, 1e9))
     os.utime(source, (1e9 - 10, 1e9 - 10))
-    recorder.on_image(out, "a", "k", source, Image.new("RGB", (400, 200), (255, 255, 255)), False)
+    report.ReportRecorder().on_image(out, "a", "k", source, rgb((400, 200), (255, 255, 255)), False)
     assert os.stat(target).st_mtime == 1e9  # current: kept
     os.utime(source, (1e9 + 10, 1e9 + 10))
-    recorder.on_image(out, "a", "k", source, Image.new("RGB", (400, 200), (255, 255, 255)), False)
+    report.ReportRecorder().on_image(out, "a", "k", source, rgb((400, 200), (255, 255, 255)), False)
     assert Image.open(target).getpixel((5, 5))[0] > 200  # redone from the new decode
+
+
+def test_on_image_checks_nothing_in_a_folder_its_run_made_and_makes_each_folder_once(tmp_path, monkeypatch):
+    """The thumbnails of an item whose folder this run made are written without a stat: nothing there
+    predates the run. An item folder an earlier run left is checked image by image."""
+    out = str(tmp_path / "out")
+    source = image(tmp_path / "in" / "a.jpg", size=(400, 200))
+    os.makedirs(os.path.dirname(report.thumb_path(out, "old", "k")))  # an earlier run's folder
+    checked, made = [], []
+    real_is_current, real_mkdir = report.is_current, os.mkdir
+    monkeypatch.setattr(report, "is_current", lambda target, *sources: checked.append(target) or
+                        real_is_current(target, *sources))
+    monkeypatch.setattr(os, "mkdir", lambda path, *args: made.append(path) or real_mkdir(path, *args))
+    recorder = report.ReportRecorder()
+    for item, key in [("new", "k1"), ("new", "k2"), ("old", "k1"), ("old", "k2"), ("new", "k3")]:
+        recorder.on_image(out, item, key, source, rgb((400, 200)), False)
+    assert checked == [report.thumb_path(out, "old", "k1"), report.thumb_path(out, "old", "k2")]
+    folders = [os.path.dirname(report.thumb_path(out, item, "k")) for item in ("new", "old")]
+    assert [path for path in made if path in folders] == folders  # once each
+    for item, key in [("new", "k1"), ("new", "k2"), ("new", "k3"), ("old", "k1"), ("old", "k2")]:
+        assert Image.open(report.thumb_path(out, item, key)).size == (160, 80)
 
 
 def test_on_image_never_raises_and_logs_why(tmp_path, caplog):
@@ -178,7 +204,7 @@ def test_on_image_never_raises_and_logs_why(tmp_path, caplog):
     blocked.write_text("a file where the output folder should be")
     source = image(tmp_path / "in" / "a.jpg")
     with caplog.at_level(logging.DEBUG, logger="tagestimate.review.report"):
-        report.ReportRecorder().on_image(str(blocked), "a", "k", source, Image.new("RGB", (300, 200)), False)
+        report.ReportRecorder().on_image(str(blocked), "a", "k", source, rgb((300, 200)), False)
     [record] = [r for r in caplog.records if r.name == "tagestimate.review.report"]
     assert record.levelno == logging.DEBUG
     assert re.fullmatch(rf"thumbnail of {re.escape(source)} not made while tagging \(\[Errno \d+\] .+\)",

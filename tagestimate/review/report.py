@@ -79,6 +79,7 @@ class ReportRecorder:
     def __init__(self, explain=False):
         self.explain = explain
         self.explained = []
+        self._folders = {}  # thumbnail folder -> made by this run (ReportRecorder._made_folder)
 
     def __call__(self, output_dir, item_name, records, config):
         write_sidecar(output_dir, item_name, records, config)
@@ -88,21 +89,38 @@ class ReportRecorder:
                                 [j for j, (p, t) in enumerate(zip(record.probabilities, thresholds)) if p > t])
                                for record in records]
 
-    def on_image(self, output_dir, item_name, key, path, image, reduced):
-        """Write the thumbnail of an image tagging just decoded (upright RGB; `reduced`: decoded
-        smaller than the file, to no less than the model's size), in the decoding thread:
+    def on_image(self, output_dir, item_name, key, path, pixels, reduced):
+        """Write the thumbnail of an image tagging just decoded (an upright RGB array; `reduced`:
+        decoded smaller than the file, to no less than the model's size), in the decoding thread:
         build_report then finds it current and decodes nothing. Never raises: a thumbnail not
         made here is made by build_report."""
         if not storage.on_disk(path):  # as build_report: thumbnails of local images only
             return
-        if reduced and max(image.size) < THUMB_SIZE:  # a model under THUMB_SIZE px: too small to shrink
+        if reduced and max(pixels.shape[:2]) < THUMB_SIZE:  # a model under THUMB_SIZE px: too small to shrink
             return
         target = thumb_path(output_dir, item_name, key)
         try:
-            if not is_current(target, path):
-                write_jpeg(target, shrink(image))
+            # In a folder this run made, nothing is older than its image: no stat needed.
+            if self._made_folder(os.path.dirname(target)) or not is_current(target, path):
+                write_jpeg(target, shrink(pixels), folder_exists=True)
         except Exception as error:  # noqa: BLE001 - a thumbnail must never cost the image its tags
             log.debug("thumbnail of %s not made while tagging (%s)", printable_path(path), error)
+
+    def _made_folder(self, folder):
+        """Make sure `folder` exists (once per run and process: a thumbnail's folder is its item's,
+        so all but the first image of an item skip these system calls); True when this run made it."""
+        made = self._folders.get(folder)
+        if made is None:
+            try:
+                os.mkdir(folder)
+                made = True
+            except FileExistsError:
+                made = False
+            except FileNotFoundError:
+                os.makedirs(folder, exist_ok=True)
+                made = True
+            self._folders[folder] = made
+        return made
 
 
 def write_run_info(output_dir, weights, kind, backend, config, explain, input_dir=None):

@@ -6,9 +6,11 @@ prefix of [A-Za-z0-9._-] and appends a hash of the full text (distinct names nev
 even on case-insensitive disks).
 """
 
-import io
+import math
 import os
 
+import cv2
+import numpy as np
 from PIL import Image, ImageOps
 
 from tagestimate import images
@@ -39,7 +41,7 @@ def is_current(target, *sources):
 
 
 def make_thumbnail(path, size=THUMB_SIZE):
-    """The image at `path`, upright and RGB, shrunk to fit size x size (aspect kept).
+    """The image at `path`, upright and RGB, shrunk to fit size x size (aspect kept), as a Pillow image.
 
     Decodes as images.load_image does (libjpeg's reduced decode, the same pixel limits, any
     colour mode flattened on white); ImageError when the file cannot be used.
@@ -57,36 +59,68 @@ def make_thumbnail(path, size=THUMB_SIZE):
                 image = images._decode_reduced(image, size)
             else:
                 image = ImageOps.exif_transpose(image)
-            return shrink(images._to_rgb(image), size).copy()
+            return Image.fromarray(shrink(np.asarray(images._to_rgb(image), dtype=np.uint8), size))
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageError(path, f"cannot make a thumbnail ({error})") from None
 
 
-def shrink(image, size=THUMB_SIZE):
-    """An upright RGB image shrunk in place to fit size x size (aspect kept): every thumbnail's
-    last step, whether its pixels come from make_thumbnail or from the decode tagging made.
-    A box filter (each pixel the mean of the area it covers, so nothing aliases): at 160 px it looks
-    like Lanczos, and a 256 px crop takes 0.23 ms where bilinear takes 0.33, bicubic 0.53 and
-    Lanczos 0.77. This runs once per image of every default run, beside the model on its cores."""
-    image.thumbnail((size, size), Image.Resampling.BOX)
-    return image
+def fitted(width, height, size=THUMB_SIZE):
+    """(width, height) shrunk to fit size x size with the aspect kept, as Pillow's thumbnail() rounds:
+    each side a whole number of pixels, the one that keeps the aspect closest; unchanged if it fits."""
+    if width <= size and height <= size:
+        return width, height
+    aspect = width / height
+    if aspect >= 1:
+        return size, max(1, min(math.floor(size / aspect), math.ceil(size / aspect),
+                                key=lambda n: abs(aspect - size / n) if n else math.inf))
+    return max(1, min(math.floor(size * aspect), math.ceil(size * aspect), key=lambda n: abs(aspect - n / size))), size
+
+
+def shrink(pixels, size=THUMB_SIZE):
+    """An upright RGB image, an (H, W, 3) uint8 array, shrunk to fit size x size (aspect kept): every
+    thumbnail's last step, whether its pixels come from make_thumbnail or from the decode tagging made.
+    Returns a new array, or `pixels` itself when it already fits; never changes `pixels`.
+
+    Each thumbnail pixel is about the mean of the pixels it covers, so the halftone screens of old
+    printed photos shrink to grey rather than to moire. OpenCV averages whole 2x2, 3x3... blocks fast
+    but fractional ones slowly, so the image is first reduced by whole blocks, then what is left (a
+    factor under 2) goes bilinear up to twice the thumbnail's size and is averaged 2x2. On a 256 px
+    crop that takes 0.16 ms, against 0.29 for the exact fractional mean and for Pillow's box filter:
+    this runs once per image of every default run, beside the model on its cores. (The whole-block
+    step drops the last rows or columns that do not fill a block: invisible once shrunk.)"""
+    height, width = pixels.shape[:2]
+    target = fitted(width, height, size)
+    if target == (width, height):
+        return pixels
+    factor = min(width // target[0], height // target[1])
+    if factor >= 2:
+        pixels = cv2.resize(pixels[:height - height % factor, :width - width % factor],
+                            (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    if pixels.shape[:2] != (target[1], target[0]):
+        double = cv2.resize(pixels, (2 * target[0], 2 * target[1]), interpolation=cv2.INTER_LINEAR)
+        pixels = cv2.resize(double, target, interpolation=cv2.INTER_AREA)
+    return pixels
 
 
 def jpeg_bytes(image, quality=QUALITY):
-    # No optimize=True: its second pass for Huffman tables made a 160 px thumbnail 0.22 ms instead
-    # of 0.09, for files a few per cent smaller.
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
+    """A Pillow image or an (H, W, 3) uint8 RGB array as JPEG bytes.
+    OpenCV's encoder: 0.08 ms for a 160 px thumbnail where Pillow's took 0.11 (and 0.22 with
+    optimize=True, whose second pass for Huffman tables makes files only a few per cent smaller)."""
+    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
+    done, data = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), (cv2.IMWRITE_JPEG_QUALITY, quality))
+    if not done:
+        raise OSError("the JPEG encoder failed")
+    return data.tobytes()
 
 
-def write_jpeg(path, image):
-    """Save a Pillow image as JPEG at `path`, atomically (folders made as needed). A preview, made
-    again from its source at will: written without fsync (write_atomic's sync), which cost 0.1 ms
-    of CPU and a wait on the disk for each image of a run."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def write_jpeg(path, image, folder_exists=False):
+    """Save a Pillow image or an RGB array as JPEG at `path`, atomically (folders made unless
+    `folder_exists`). A preview, made again from its source at will: written without fsync
+    (write_atomic's sync), which cost 0.1 ms of CPU and a wait on the disk for each image of a run."""
+    if not folder_exists:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     write_atomic(path, jpeg_bytes(image), sync=False)
     return path
 
