@@ -74,6 +74,29 @@ def item_page(output, name):
     return read(os.path.join(output, "html", report.page_names(name, 1)[0]))
 
 
+def test_tags_an_output_names_without_run_json_come_in_a_fixed_order(tmp_path):
+    """A --no-report output has no run.json to list the labels: the tags its items carry become the
+    report's columns and filter options in natural order, item by item, the same in every build (a
+    set's order changed with each process's string hashing)."""
+    import subprocess
+    import sys
+
+    config = trained_config()
+    output = tmp_path / "out"
+    tag_output(output, "b", [("k", "", probabilities(stamp=0.9, graphic_map=0.8))], config, sidecar=False)
+    tag_output(output, "a", [("k1", "", probabilities(picture_outdoor=0.9)), ("k2", "", probabilities(graphic=0.7))],
+               config, sidecar=False)
+    pages = []
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-m", "tagestimate.review.report", str(output), "--quiet"], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, cwd=os.path.dirname(os.path.dirname(__file__)))
+        pages.append(read(output / "index.html"))
+    assert pages[0] == pages[1]
+    header = re.search(r'<table id="items"><tr>(.*?)</tr>', pages[0]).group(1)
+    assert re.findall(r'<th class="label">(.*?)</th>', header) == [
+        "graphic", "picture_<wbr>outdoor", "graphic_<wbr>map", "stamp"]
+
+
 def test_report_has_overview_one_card_per_image_and_thumbnails(run_output):
     output, _ = run_output
     index = read(report.build_report(str(output), progress=False))

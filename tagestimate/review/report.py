@@ -351,7 +351,8 @@ def _build_report(output_dir, items, progress, workers):
             missing = [(item.paths[key], target) for key in item.tags if key in item.paths
                        if not is_current(target := thumb_path(output_dir, name, key), item.paths[key])]
             list(pool.map(lambda pair: ensure_thumbnail(*pair), missing))
-            for tag in {tag for tags in item.tags.values() for tag, _ in tags}:
+            # tags the model's labels do not list (an output without run.json): in a fixed order, not a set's
+            for tag in sorted({tag for tags in item.tags.values() for tag, _ in tags}, key=natural_key):
                 if tag not in labels:
                     labels.append(tag)
             pages = item_pages(output_dir, item, labels, run_info, explorer.similar(name))
