@@ -420,6 +420,64 @@ def test_hostile_labels_and_keys_show_as_text_everywhere(tmp_path):
     assert json.loads(page.having("body")[0]["data-thresholds"]) == {label: 0.4 for label in labels}
 
 
+def test_every_field_of_a_card_is_printed_as_text_and_given_back_intact():
+    """cards.py prints the cards without a template: each field, hostile, comes back from a browser's
+    parse as it went in (attributes, text, links percent-encoded), with no element or attribute of its
+    own; a card with no tag says so; a neighbour without a thumbnail shows its key."""
+    import types
+
+    from tagestimate.review import cards
+
+    def hostile(name):
+        return f"{name}<i onclick=alert(1)>\"'&amp; \u05e9"
+
+    chips = [types.SimpleNamespace(tag=hostile("cam"), confidence=0.8768, cam=hostile("cam/o") + ".jpg", flat=True,
+                                   near=True, threshold=0.8),
+             types.SimpleNamespace(tag=hostile("near"), confidence=0.4321, cam=None, flat=False, near=True,
+                                   threshold=0.41)]
+    below = [types.SimpleNamespace(tag=hostile("below"), value=0.3456, threshold=0.39)]
+    similar = [types.SimpleNamespace(href="a-1.html", anchor="c-k-2", thumb=None, item=hostile("other item"),
+                                     key=hostile("other key"), score=0.9123)]
+    card = types.SimpleNamespace(key=hostile("key"), thumb=hostile("thumbs/t") + ".jpg", source=hostile("../in/s"),
+                                 image=hostile("/in/s"), anchor="c-key-1", chips=chips, below=below,
+                                 tags=[chip.tag for chip in chips], probabilities={hostile("p"): 0.5}, similar=similar)
+    from markupsafe import escape
+
+    page = Parsed(cards.item_card(card, escape(hostile("item")), escape("0.1")))
+    assert {tag for tag, _ in page.elements} <= PAGE_ELEMENTS | {"details", "summary"}  # details: similar images
+    assert {name for _, attrs in page.elements for name in attrs} <= PAGE_ATTRIBUTES
+    [figure] = page.having("figure")
+    assert (figure["data-review-image"], figure["data-review-item"]) == (card.image, hostile("item"))
+    assert json.loads(figure["data-t"]) == card.tags and json.loads(figure["data-p"]) == card.probabilities
+    assert urllib.parse.unquote(page.having("a")[0]["href"]) == card.source
+    assert page.having("img")[0]["alt"] == card.key and urllib.parse.unquote(page.having("img")[0]["src"]) == card.thumb
+    [cam] = page.having("span", data_flat="1")
+    assert (cam["data-tag"], urllib.parse.unquote(cam["data-cam"]), cam["class"]) == (chips[0].tag, chips[0].cam,
+                                                                                     "tag cam near")
+    [near] = page.having("span", **{"class": "tag near"})
+    assert (near["data-review-tag"], near["title"]) == (chips[1].tag, "borderline: within 0.1 of the threshold 0.41")
+    [suggested] = page.having("span", **{"class": "tag below"})
+    assert suggested["data-review-suggest"] == below[0].tag
+    [link] = page.having("a", **{"class": "sim"})
+    assert link["title"] == f"{similar[0].item} / {similar[0].key}: similarity 0.912"
+    text = "".join(page.text)
+    for expected in (f"{card.key}", f"{chips[0].tag} 0.877", f"{chips[1].tag} 0.432", f"{below[0].tag} 0.346 \u25be",
+                     "similar (1)", similar[0].key):
+        assert expected in text, expected
+    bare = types.SimpleNamespace(**{**vars(card), "chips": [], "below": [], "similar": [], "image": None,
+                                    "source": None, "thumb": None})
+    shown = cards.item_card(bare, escape("i"), escape("0.1"))
+    assert '<span class="none">no tag</span>' in shown and '<span class="missing">no preview</span>' in shown
+    assert "review-card" not in shown and "<details" not in shown and "<a " not in shown
+    body = cards.tag_card_body(hostile("item"), hostile("key"), None, hostile("page") + ".html", "c-key-1")
+    page = Parsed(cards.tag_card(0.98765, body, escape(hostile("label"))))
+    assert {tag for tag, _ in page.elements} <= PAGE_ELEMENTS
+    assert page.having("figure")[0]["data-c"] == "0.9877"
+    assert urllib.parse.unquote(page.having("a")[0]["href"]) == hostile("page") + ".html#c-key-1"
+    assert [text for text in page.text if text.strip()] == ["no preview", hostile("key"), hostile("item"),
+                                                            hostile("label"), " 0.988"]
+
+
 def test_borderline_labels_and_the_legend(run_output):
     """The orange border is explained; a label just below its threshold (not a tag, not on the
     card's tags) is shown dashed, a tag just above it outlined."""

@@ -6,10 +6,11 @@ import collections
 import json
 import os
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from tagestimate.review import explore, layout
 from tagestimate.review import pages as views
+from tagestimate.review.cards import tag_card, tag_card_body
 from tagestimate.review.thumbs import safe_name
 
 report_thumbs = "thumbs"  # report.THUMBS (report imports this module)
@@ -33,15 +34,15 @@ def script_json(value):
                   .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def tag_pages(label, entries, page_size, pages_dir, link, thumb, threshold):
-    """[(file name, html)] of a tag's pages; entries sorted (explore.tag_entries)."""
+def tag_pages(label, entries, page_size, card_body, threshold):
+    """[(file name, html)] of a tag's pages; entries sorted (explore.tag_entries); card_body(item, key,
+    position): what each card shows of its image (cards.tag_card_body)."""
     names = explore.tag_page_names(label, len(entries), page_size)
+    shown = escape(views.tag_name(label))
     out = []
     for number, name in enumerate(names):
-        cards = []
-        for negative, _, position, item, key in entries[number * page_size:(number + 1) * page_size]:
-            cards.append(views.Fields(item=item, key=key, confidence=-negative, thumb=thumb(item, key),
-                                      href=link(item, position), anchor=explore.anchor(key)))
+        cards = Markup("".join(tag_card(-negative, card_body(item, key, position), shown)
+                               for negative, _, position, item, key in entries[number * page_size:(number + 1) * page_size]))
         out.append((name, views.render("tag.html", title=f"{label} - all images", styles=views.INFERENCE_STYLES,
                                        scripts=("explore.js",), label=label, count=len(entries), number=number,
                                        names=names, cards=cards, threshold=threshold, page_size=page_size)))
@@ -126,18 +127,20 @@ class Explorer:
 
     def finish(self, labels, thresholds, write):
         """Write the tag pages and the map; returns what index_page shows of them."""
-        known = {}
+        bodies = {}
 
-        def thumb(item, key):  # each image is on the page of each of its tags: look it up once
-            if (item, key) not in known:
-                path = self.thumb_path(item, key)
-                known[item, key] = os.path.relpath(path, self.pages_dir) if os.path.exists(path) else None
-            return known[item, key]
+        def card_body(item, key, position):  # each image is on the page of each of its tags: made once
+            made = bodies.get((item, key))
+            if made is None:
+                thumb = self.thumb(item, key) if os.path.exists(self.thumb_path(item, key)) else None
+                made = bodies[item, key] = tag_card_body(item, key, thumb, self.link(item, position),
+                                                         explore.anchor(key))
+            return made
 
         first = {}
         for label, entries in self.entries.items():
             entries.sort()
-            pages = tag_pages(label, entries, self.page_size, self.pages_dir, self.link, thumb, thresholds.get(label))
+            pages = tag_pages(label, entries, self.page_size, card_body, thresholds.get(label))
             write_pages(pages, self.pages_dir, write)
             first[label] = pages[0][0]
         map_name = None

@@ -147,7 +147,7 @@ def card(item, key, thresholds, border, thumb, cams):
 def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, overlay, similar=None):
     """[(file name, html)] of an item's gallery pages: `names`, `page_size` images each.
 
-    thumb(key): a thumbnail's path; overlay(key, tag): (Grad-CAM overlay's path, flat) or None
+    thumb(key): a thumbnail's path from pages_dir, or None; overlay(key, tag): (Grad-CAM overlay's path, flat) or None
     (overlay itself None: the item has no overlays); similar(key): the card's neighbours
     (explore.Collection.similar) or None.
     """
@@ -155,8 +155,13 @@ def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, 
     thresholds = dict(zip(item.labels, item.thresholds))
     body_data = (("thresholds", json_text(thresholds)), ("border", f"{border:g}"))
 
-    def local(path):
-        return os.path.relpath(path, pages_dir) if path and os.path.exists(path) else None
+    relative = {}  # folder -> its path from pages_dir: an item's images share a few folders (relpath is slow)
+
+    def source(path):
+        folder, name = os.path.split(path)
+        if folder not in relative:
+            relative[folder] = os.path.relpath(folder or ".", pages_dir)
+        return os.path.join(relative[folder], name)
 
     def one_card(key):
         cams = {}
@@ -164,16 +169,20 @@ def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, 
             found = overlay(key, tag)
             if found:
                 cams[tag] = (os.path.relpath(found[0], pages_dir), found[1])
-        made = card(item, key, thresholds, border, local(thumb(key)), cams)
-        made.source = os.path.relpath(item.paths[key], pages_dir) if item.paths.get(key) else None
+        made = card(item, key, thresholds, border, thumb(key), cams)
+        made.source = source(item.paths[key]) if item.paths.get(key) else None
         made.image = review_image(item.paths.get(key))  # for review.js: data-review-image
         made.anchor, made.similar = anchor(key), similar(key) if similar else []
         return made
 
+    from tagestimate.review.cards import gallery, item_card  # cards.py imports this module
+
+    shown_name, shown_border = escape(item.name), escape(f"{border:g}")
     return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=ITEM_SCRIPTS,
                           body_data=body_data, item_name=item.name, count=len(keys), number=number, names=names,
                           labels=labels, border=f"{border:g}", has_cams=overlay is not None, index=index,
-                          cards=[one_card(key) for key in keys[number * page_size:(number + 1) * page_size]],
+                          cards=gallery([one_card(key) for key in keys[number * page_size:(number + 1) * page_size]],
+                                        item_card, shown_name, shown_border),
                           full=len(item.probabilities) == len(keys)))
             for number, name in enumerate(names)]
 

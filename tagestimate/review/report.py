@@ -145,7 +145,12 @@ def flat_marker(cam):
 
 
 def thumb_path(output_dir, item_name, key):
-    return os.path.join(output_dir, PAGES, THUMBS, safe_name(item_name), safe_name(key) + ".jpg")
+    return os.path.join(output_dir, PAGES, thumb_href(item_name, key))
+
+
+def thumb_href(item_name, key):
+    """A thumbnail's path from html/, where the pages are."""
+    return os.path.join(THUMBS, safe_name(item_name), safe_name(key) + ".jpg")
 
 
 def write_explanations(output_dir, entries, explainer, weights=None, progress=True):
@@ -286,8 +291,9 @@ def page_names(item_name, count):
     return [f"{stem}.html" if n == 0 else f"{stem}.p{n + 1}.html" for n in range(pages)]
 
 
-def item_pages(output_dir, item, labels, run_info, similar=None):
-    """[(file name, html)] of an item's gallery pages; similar(key): a card's neighbours."""
+def item_pages(output_dir, item, labels, run_info, similar=None, thumbs=None):
+    """[(file name, html)] of an item's gallery pages; similar(key): a card's neighbours; thumbs: the
+    keys whose thumbnail exists (None: look on disk)."""
     has_cams = os.path.isdir(os.path.join(output_dir, PAGES, CAMS, safe_name(item.name)))
 
     def overlay(key, tag):  # (its path, whether its map is flat) or None
@@ -296,8 +302,27 @@ def item_pages(output_dir, item, labels, run_info, similar=None):
 
     return views.item_pages(item, labels, page_names(item.name, len(item.tags)), PAGE_SIZE,
                             os.path.join(output_dir, PAGES), BORDER, INDEX,
-                            lambda key: thumb_path(output_dir, item.name, key), overlay if has_cams else None,
-                            similar)
+                            lambda key: thumb_href(item.name, key) if (key in thumbs if thumbs is not None else
+                                                                      os.path.exists(thumb_path(output_dir, item.name, key)))
+                            else None, overlay if has_cams else None, similar)
+
+
+def present_thumbnails(output_dir, item, pool):
+    """The keys of an item whose thumbnail exists once those missing or older than their image are
+    made (in `pool`). After a default run every thumbnail is current, made while tagging: two stats
+    each, here, rather than a thread hand-off each. A thumbnail whose image is unknown (an item tagged
+    without the report, no --inputpath) or could not be read again is shown if an earlier run left it."""
+    present, missing = set(), []
+    for key in item.tags:
+        target = thumb_path(output_dir, item.name, key)
+        if key in item.paths and not is_current(target, item.paths[key]):
+            missing.append((key, item.paths[key], target))
+        elif key in item.paths or os.path.exists(target):
+            present.add(key)
+    for (key, _, target), made in zip(missing, pool.map(lambda entry: ensure_thumbnail(*entry[1:]), missing)):
+        if made or os.path.exists(target):
+            present.add(key)
+    return present
 
 
 def build_report(output_dir, items=(), progress=True, workers=4, lang=None):
@@ -346,16 +371,12 @@ def _build_report(output_dir, items, progress, workers):
             for label in item.labels:
                 if label not in labels:
                     labels.append(label)
-            # after a default run every thumbnail is current (made while tagging): two stats each, here,
-            # rather than a thread hand-off each; the pool makes the missing ones
-            missing = [(item.paths[key], target) for key in item.tags if key in item.paths
-                       if not is_current(target := thumb_path(output_dir, name, key), item.paths[key])]
-            list(pool.map(lambda pair: ensure_thumbnail(*pair), missing))
+            thumbs = present_thumbnails(output_dir, item, pool)
             # tags the model's labels do not list (an output without run.json): in a fixed order, not a set's
             for tag in sorted({tag for tags in item.tags.values() for tag, _ in tags}, key=natural_key):
                 if tag not in labels:
                     labels.append(tag)
-            pages = item_pages(output_dir, item, labels, run_info, explorer.similar(name))
+            pages = item_pages(output_dir, item, labels, run_info, explorer.similar(name), thumbs)
             for page_name, text in pages:
                 write_atomic(os.path.join(pages_dir, page_name), text)
             explorer.add(item, sorted(item.tags, key=natural_key))
