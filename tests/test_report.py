@@ -115,6 +115,26 @@ def test_report_has_overview_one_card_per_image_and_thumbnails(run_output):
     assert 'src="thumbs/' in page and "<script>" in page and "http" not in page  # offline: no CDN
 
 
+def test_the_pages_are_written_whole_without_fsync_and_the_sidecar_with_it(run_output, monkeypatch):
+    """The report's pages are made again from the outputs at will: like the thumbnails, they skip the
+    fsync (whole or absent all the same: no temporary file is left). The sidecar holds what only the
+    run knew (every label's probability): it is still fsynced."""
+    output, config = run_output
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda descriptor: synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+                        or real_fsync(descriptor))
+    report.build_report(str(output), progress=False)
+    assert synced == []
+    pages = [name for name in os.listdir(output / "html") if name.endswith(".html")]
+    assert len(pages) >= 5 and all(read(output / "html" / name).rstrip().endswith("</html>") for name in pages)
+    assert not [name for root, _, names in os.walk(output) for name in names if name.startswith(".")]
+    report.write_sidecar(str(output), "c", [Record("k", "", (10, 10), np.asarray(probabilities(), np.float32))],
+                         config)
+    [temporary] = synced  # the sidecar's, fsynced before its rename
+    assert os.path.basename(temporary).startswith("." + os.path.basename(report.sidecar_path(str(output), "c")) + ".")
+
+
 def test_hostile_names_are_escaped_and_files_safely_named(run_output):
     output, _ = run_output
     index = read(report.build_report(str(output), progress=False))

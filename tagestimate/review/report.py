@@ -144,6 +144,13 @@ def flat_marker(cam):
     return cam[:-len(".jpg")] + ".flat"
 
 
+def write_page(path, text):
+    """A report page, whole or absent (write_atomic) but without fsync: the pages, like the thumbnails,
+    are made again from the outputs at will (python -m tagestimate.review.report), and a report of
+    many items would otherwise wait on the disk for each page."""
+    return write_atomic(path, text, sync=False)
+
+
 def thumb_path(output_dir, item_name, key):
     return os.path.join(output_dir, PAGES, thumb_href(item_name, key))
 
@@ -378,7 +385,7 @@ def _build_report(output_dir, items, progress, workers):
                     labels.append(tag)
             pages = item_pages(output_dir, item, labels, run_info, explorer.similar(name), thumbs)
             for page_name, text in pages:
-                write_atomic(os.path.join(pages_dir, page_name), text)
+                write_page(os.path.join(pages_dir, page_name), text)
             explorer.add(item, sorted(item.tags, key=natural_key))
             counts = collections.Counter(tag for tags in item.tags.values() for tag, _ in tags)
             untagged = sum(1 for tags in item.tags.values() if not tags)
@@ -393,9 +400,9 @@ def _build_report(output_dir, items, progress, workers):
             totals["items"].update(counts.keys())
             rows.append((name, pages[0][0], len(item.tags), untagged, counts))
     bar.close()
-    explored = explorer.finish(labels, dict(zip(default_labels, default_thresholds)), write_atomic)
+    explored = explorer.finish(labels, dict(zip(default_labels, default_thresholds)), write_page)
     index = os.path.join(output_dir, INDEX)
-    write_atomic(index, views.index_page(output_dir, rows, labels, totals, errors, run_info, unreadable, PAGES, BORDER,
+    write_page(index, views.index_page(output_dir, rows, labels, totals, errors, run_info, unreadable, PAGES, BORDER,
                                          explored))
     return index
 
