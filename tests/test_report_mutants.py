@@ -21,6 +21,7 @@ from PIL import Image
 from modelfiles import trained_config
 from test_report import Parsed, image, item_page, probabilities, read, tag_output
 from test_report_explore import embed, similar_links, unit
+from tagestimate import storage
 from tagestimate.errors import UserError
 from tagestimate.formats import Record
 from tagestimate.review import explore, report
@@ -158,7 +159,7 @@ def test_on_image_makes_thumbnails_of_local_images_large_enough(tmp_path, monkey
         recorder.on_image(out, "a", key, source, rgb(size, (10, 200, 10)), reduced)
     assert [thumb_of(tmp_path, key) for key in ("full", "edge", "small", "plain")] == [
         (160, 80), (160, 80), None, (100, 50)]
-    monkeypatch.setattr(report.storage, "on_disk", lambda path: not str(path).startswith("s3://"))
+    monkeypatch.setattr(storage, "on_disk", lambda path: not str(path).startswith("s3://"))
     recorder.on_image(out, "a", "remote", "s3://bucket/a.jpg", rgb((400, 200)), False)
     assert thumb_of(tmp_path, "remote") is None
 
@@ -185,8 +186,10 @@ def test_on_image_checks_nothing_in_a_folder_its_run_made_and_makes_each_folder_
     source = image(tmp_path / "in" / "a.jpg", size=(400, 200))
     os.makedirs(os.path.dirname(report.thumb_path(out, "old", "k")))  # an earlier run's folder
     checked, made = [], []
-    real_is_current, real_mkdir = report.is_current, os.mkdir
-    monkeypatch.setattr(report, "is_current", lambda target, *sources: checked.append(target) or
+    from tagestimate.review import recorder
+
+    real_is_current, real_mkdir = recorder.is_current, os.mkdir
+    monkeypatch.setattr(recorder, "is_current", lambda target, *sources: checked.append(target) or
                         real_is_current(target, *sources))
     monkeypatch.setattr(os, "mkdir", lambda path, *args: made.append(path) or real_mkdir(path, *args))
     recorder = report.ReportRecorder()
@@ -203,9 +206,9 @@ def test_on_image_never_raises_and_logs_why(tmp_path, caplog):
     blocked = tmp_path / "out"
     blocked.write_text("a file where the output folder should be")
     source = image(tmp_path / "in" / "a.jpg")
-    with caplog.at_level(logging.DEBUG, logger="tagestimate.review.report"):
+    with caplog.at_level(logging.DEBUG, logger="tagestimate.review.recorder"):
         report.ReportRecorder().on_image(str(blocked), "a", "k", source, rgb((300, 200)), False)
-    [record] = [r for r in caplog.records if r.name == "tagestimate.review.report"]
+    [record] = [r for r in caplog.records if r.name == "tagestimate.review.recorder"]
     assert record.levelno == logging.DEBUG
     assert re.fullmatch(rf"thumbnail of {re.escape(source)} not made while tagging \(\[Errno \d+\] .+\)",
                         record.getMessage())

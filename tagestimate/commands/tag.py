@@ -193,7 +193,7 @@ def tag(args):
                      "python -m tagestimate.review.report on it")
     recorder = None
     if settings.with_report:  # the engines hand it each item's full probabilities for the report
-        from tagestimate.review.report import ReportRecorder
+        from tagestimate.review.recorder import ReportRecorder
 
         recorder = ReportRecorder(explain=settings.explain)
     if settings.engine == "ray":  # imported here: the local engine never loads Ray

@@ -14,7 +14,7 @@ that is printed once per page, stay in templates/.
 
 from markupsafe import Markup, escape
 
-from tagestimate.review.pages import href, json_text, tag_name
+from tagestimate.review.text import href, json_text, tag_name
 
 
 def e(value):

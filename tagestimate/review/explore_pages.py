@@ -11,9 +11,8 @@ from markupsafe import Markup, escape
 from tagestimate.review import explore, layout
 from tagestimate.review import pages as views
 from tagestimate.review.cards import tag_card, tag_card_body
+from tagestimate.review.paths import THUMBS
 from tagestimate.review.thumbs import safe_name
-
-report_thumbs = "thumbs"  # report.THUMBS (report imports this module)
 
 # Colours of the map's points by top tag: a qualitative palette (then generated hues), grey for none.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -109,7 +108,7 @@ class Explorer:
         stem = self.stems.get(item)
         if stem is None:
             stem = self.stems[item] = safe_name(item)
-        return f"{report_thumbs}/{stem}/{safe_name(key)}.jpg"
+        return f"{THUMBS}/{stem}/{safe_name(key)}.jpg"
 
     def similar(self, item_name):
         """similar(key) for an item's cards (thumbnails of items not yet reached may not exist yet:

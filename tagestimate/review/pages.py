@@ -10,7 +10,6 @@ encoded, then escaped), links (percent-encoded by `href`, then escaped).
 To add a section: compute its data in Python, pass it to `render`, print it in the template.
 """
 
-import contextvars
 import functools
 import json
 import os
@@ -20,23 +19,17 @@ import urllib.parse
 import jinja2
 from markupsafe import Markup, escape
 
-from tagestimate import labels, storage
+from tagestimate import storage
 from tagestimate.files import printable_path
 from tagestimate.formats import natural_key
+from tagestimate.review.cards import gallery, item_card
 from tagestimate.review.explore import anchor
+from tagestimate.review.text import NAMING, href, json_text, tag_name  # noqa: F401 (NAMING: report.py's)
 from tagestimate.tag.inference import ERRORS_NAME
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = os.path.join(HERE, "templates")
 STATIC = os.path.join(HERE, "static")
-
-
-@functools.lru_cache(maxsize=1 << 16)  # a report links each thumbnail and page several times (cards, tags)
-def href(path):
-    """A relative file path as a URL, each part percent-encoded."""
-    # surrogateescape: a folder name that is not UTF-8 keeps its bytes (%83), as the disk has them
-    return "/".join(urllib.parse.quote(part, errors="surrogateescape")
-                    for part in str(path).replace(os.sep, "/").split("/"))
 
 
 def quote_all(text):
@@ -47,11 +40,6 @@ def quote_all(text):
 def breakable(text):
     """Escaped text that may wrap after each "_" (long labels in narrow table headers)."""
     return Markup("_<wbr>").join(escape(part) for part in str(text).split("_"))
-
-
-def json_text(value):
-    """JSON for a data-* attribute; autoescape then escapes it like any other text."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def script_json(value):
@@ -88,19 +76,6 @@ def environment():
     env.filters.update(tagname=tag_name)
     env.globals.update(static=static, body_class="", body_data=(), scripts=())
     return env
-
-
-# (language, {tag: {language: name}}) while a report is built with --lang en or ja; None: machine tags
-NAMING = contextvars.ContextVar("report_naming", default=None)
-
-
-def tag_name(tag):
-    """The name a page shows for a tag: its English or Japanese name under --lang, else the tag itself."""
-    naming = NAMING.get()
-    if naming is None:
-        return tag
-    language, names = naming
-    return names.get(tag, {}).get(language) or labels.tag_name(tag, language)
 
 
 def render(template, **context):
@@ -174,8 +149,6 @@ def item_pages(item, labels, names, page_size, pages_dir, border, index, thumb, 
         made.image = review_image(item.paths.get(key))  # for review.js: data-review-image
         made.anchor, made.similar = anchor(key), similar(key) if similar else []
         return made
-
-    from tagestimate.review.cards import gallery, item_card  # cards.py imports this module
 
     shown_name, shown_border = escape(item.name), escape(f"{border:g}")
     return [(name, render("item.html", title=f"{item.name} - tags", styles=INFERENCE_STYLES, scripts=ITEM_SCRIPTS,
