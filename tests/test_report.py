@@ -730,6 +730,7 @@ def test_a_thumbnail_has_the_size_pillow_s_thumbnail_gives():
 
     sizes = [(w, h) for w in (1, 7, 99, 159, 160, 161, 243, 256, 300, 458, 1000, 4999) for h in (1, 3, 80, 160, 161, 255,
                                                                                                      641, 3001)]
+    sizes += [(192, 99), (182, 29), (141, 192), (204, 256)]  # where rounding the other side's size would differ
     for width, height in sizes:
         expected = Image.new("L", (width, height))
         expected.thumbnail((THUMB_SIZE, THUMB_SIZE))
