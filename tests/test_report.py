@@ -442,27 +442,35 @@ def test_hostile_labels_and_keys_show_as_text_everywhere(tmp_path):
 
 def test_every_field_of_a_card_is_printed_as_text_and_given_back_intact():
     """cards.py prints the cards without a template: each field, hostile, comes back from a browser's
-    parse as it went in (attributes, text, links percent-encoded), with no element or attribute of its
-    own; a card with no tag says so; a neighbour without a thumbnail shows its key."""
+    parse as it went in (attributes, text, links percent-encoded), with no element, attribute or text
+    of its own; a card with no tag says so; a neighbour without a thumbnail shows its key."""
     import types
+
+    from markupsafe import escape
 
     from tagestimate.review import cards
 
     def hostile(name):
         return f"{name}<i onclick=alert(1)>\"'&amp; \u05e9"
 
+    def parsed_text(page):
+        return [text for text in page.text if text.strip()]
+
     chips = [types.SimpleNamespace(tag=hostile("cam"), confidence=0.8768, cam=hostile("cam/o") + ".jpg", flat=True,
                                    near=True, threshold=0.8),
+             types.SimpleNamespace(tag=hostile("cam2"), confidence=0.7, cam="cam/p.jpg", flat=False, near=False,
+                                   threshold=0.4),
              types.SimpleNamespace(tag=hostile("near"), confidence=0.4321, cam=None, flat=False, near=True,
                                    threshold=0.41)]
-    below = [types.SimpleNamespace(tag=hostile("below"), value=0.3456, threshold=0.39)]
+    below = [types.SimpleNamespace(tag=hostile("below"), value=0.3456, threshold=0.39),
+             types.SimpleNamespace(tag="low", value=0.35, threshold=0.4)]
     similar = [types.SimpleNamespace(href="a-1.html", anchor="c-k-2", thumb=None, item=hostile("other item"),
-                                     key=hostile("other key"), score=0.9123)]
+                                     key=hostile("other key"), score=0.9123),
+               types.SimpleNamespace(href="b-2.html", anchor="c-j-3", thumb="thumbs/b/j.jpg", item="b", key=hostile("j"),
+                                     score=0.5)]
     card = types.SimpleNamespace(key=hostile("key"), thumb=hostile("thumbs/t") + ".jpg", source=hostile("../in/s"),
                                  image=hostile("/in/s"), anchor="c-key-1", chips=chips, below=below,
                                  tags=[chip.tag for chip in chips], probabilities={hostile("p"): 0.5}, similar=similar)
-    from markupsafe import escape
-
     page = Parsed(cards.item_card(card, escape(hostile("item")), escape("0.1")))
     assert {tag for tag, _ in page.elements} <= PAGE_ELEMENTS | {"details", "summary"}  # details: similar images
     assert {name for _, attrs in page.elements for name in attrs} <= PAGE_ATTRIBUTES
@@ -474,28 +482,53 @@ def test_every_field_of_a_card_is_printed_as_text_and_given_back_intact():
     [cam] = page.having("span", data_flat="1")
     assert (cam["data-tag"], urllib.parse.unquote(cam["data-cam"]), cam["class"]) == (chips[0].tag, chips[0].cam,
                                                                                      "tag cam near")
+    [plain_cam] = page.having("span", data_cam="cam/p.jpg")
+    assert plain_cam["class"] == "tag cam" and "data-flat" not in plain_cam
     [near] = page.having("span", **{"class": "tag near"})
-    assert (near["data-review-tag"], near["title"]) == (chips[1].tag, "borderline: within 0.1 of the threshold 0.41")
-    [suggested] = page.having("span", **{"class": "tag below"})
-    assert suggested["data-review-suggest"] == below[0].tag
-    [link] = page.having("a", **{"class": "sim"})
-    assert link["title"] == f"{similar[0].item} / {similar[0].key}: similarity 0.912"
-    text = "".join(page.text)
-    for expected in (f"{card.key}", f"{chips[0].tag} 0.877", f"{chips[1].tag} 0.432", f"{below[0].tag} 0.346 \u25be",
-                     "similar (1)", similar[0].key):
-        assert expected in text, expected
+    assert (near["data-review-tag"], near["title"]) == (chips[2].tag, "borderline: within 0.1 of the threshold 0.41")
+    assert [attrs["data-review-suggest"] for attrs in page.having("span", **{"class": "tag below"})] == [below[0].tag,
+                                                                                                        "low"]
+    links = page.having("a", **{"class": "sim"})
+    assert [link["title"] for link in links] == [f"{similar[0].item} / {similar[0].key}: similarity 0.912",
+                                                 f"b / {similar[1].key}: similarity 0.500"]
+    assert [(attrs["src"], attrs["alt"]) for attrs in page.having("img")][1:] == [("thumbs/b/j.jpg", similar[1].key)]
+    assert parsed_text(page) == [card.key, chips[0].tag, " 0.877", chips[1].tag, " 0.700", chips[2].tag, " 0.432",
+                                 below[0].tag, " 0.346 \u25be", "low", " 0.350 \u25be", "similar (2)", similar[0].key]
     bare = types.SimpleNamespace(**{**vars(card), "chips": [], "below": [], "similar": [], "image": None,
                                     "source": None, "thumb": None})
     shown = cards.item_card(bare, escape("i"), escape("0.1"))
-    assert '<span class="none">no tag</span>' in shown and '<span class="missing">no preview</span>' in shown
-    assert "review-card" not in shown and "<details" not in shown and "<a " not in shown
-    body = cards.tag_card_body(hostile("item"), hostile("key"), None, hostile("page") + ".html", "c-key-1")
-    page = Parsed(cards.tag_card(0.98765, body, escape(hostile("label"))))
-    assert {tag for tag, _ in page.elements} <= PAGE_ELEMENTS
-    assert page.having("figure")[0]["data-c"] == "0.9877"
-    assert urllib.parse.unquote(page.having("a")[0]["href"]) == hostile("page") + ".html#c-key-1"
-    assert [text for text in page.text if text.strip()] == ["no preview", hostile("key"), hostile("item"),
-                                                            hostile("label"), " 0.988"]
+    page = Parsed(shown)
+    assert page.having("figure")[0]["class"] == "card"
+    assert {name for _, attrs in page.elements for name in attrs} == {"class", "id", "data-t", "data-p"}
+    assert parsed_text(page) == ["no preview", card.key, "no tag"]
+    assert "<details" not in shown and "<a " not in shown
+    assert cards.gallery([card, bare], cards.item_card, escape("i"), escape("0.1")) == (
+        cards.item_card(card, escape("i"), escape("0.1")) + shown)
+    for thumb in (None, hostile("thumbs/x") + ".jpg"):
+        body = cards.tag_card_body(hostile("item"), hostile("key"), thumb, hostile("page") + ".html", "c-key-1")
+        page = Parsed(cards.tag_card(0.98765, body, escape(hostile("label"))))
+        assert {tag for tag, _ in page.elements} <= PAGE_ELEMENTS
+        assert page.having("figure")[0]["data-c"] == "0.9877"
+        assert urllib.parse.unquote(page.having("a")[0]["href"]) == hostile("page") + ".html#c-key-1"
+        assert parsed_text(page) == (["no preview"] if thumb is None else []) + [
+            hostile("key"), hostile("item"), hostile("label"), " 0.988"]
+        if thumb:
+            [img] = page.having("img")
+            assert (urllib.parse.unquote(img["src"]), img["alt"]) == (thumb, hostile("key"))
+
+
+def test_a_card_escapes_each_special_character_alone_and_leaves_plain_text_as_it_is():
+    """cards.e: each of & < > " ' is escaped even when it is the only one; text with none of them is
+    given back as the very same string (the fast path: no escape call, no new object)."""
+    from markupsafe import escape
+
+    from tagestimate.review import cards
+
+    for special in "&<>\"'":
+        assert str(cards.e(f"a{special}b")) == str(escape(f"a{special}b")) != f"a{special}b"
+    plain = "1054192_11_0.jpg thumbs/a-1/b.jpg"
+    assert cards.e(plain) is plain
+    assert cards.e(0.5) == "0.5"
 
 
 def test_borderline_labels_and_the_legend(run_output):

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 import types
@@ -200,6 +201,36 @@ def test_on_image_checks_nothing_in_a_folder_its_run_made_and_makes_each_folder_
     assert [path for path in made if path in folders] == folders  # once each
     for item, key in [("new", "k1"), ("new", "k2"), ("new", "k3"), ("old", "k1"), ("old", "k2")]:
         assert Image.open(report.thumb_path(out, item, key)).size == (160, 80)
+
+
+def test_on_image_in_a_fresh_output_makes_the_folders_and_trusts_them_even_when_another_thread_won(tmp_path,
+                                                                                                     monkeypatch):
+    """No html/thumbs/ yet: the first image makes the folders (makedirs), and the item's next images are
+    written without a stat. A decoding thread that finds the folder made by another one between its
+    two attempts still writes its thumbnail."""
+    from tagestimate.review import recorder
+
+    out = str(tmp_path / "out")
+    source = image(tmp_path / "in" / "a.jpg", size=(400, 200))
+    checked, real_is_current, real_mkdir = [], recorder.is_current, os.mkdir
+    monkeypatch.setattr(recorder, "is_current", lambda target, *sources: checked.append(target) or
+                        real_is_current(target, *sources))
+    made = recorder.ReportRecorder()
+    for key in ("k1", "k2"):
+        made.on_image(out, "a", key, source, rgb((400, 200)), False)
+    assert checked == [] and all(os.path.getsize(report.thumb_path(out, "a", key)) for key in ("k1", "k2"))
+    raced = os.path.dirname(report.thumb_path(out, "b", "k"))
+
+    def other_thread_first(path, *args):  # the parent is missing for us, then the other thread makes it all
+        if path == raced and not os.path.exists(os.path.dirname(path)):
+            os.makedirs(path)
+            raise FileNotFoundError(path)
+        return real_mkdir(path, *args)
+
+    shutil.rmtree(os.path.join(out, "html"))
+    monkeypatch.setattr(os, "mkdir", other_thread_first)
+    recorder.ReportRecorder().on_image(out, "b", "k", source, rgb((400, 200)), False)
+    assert os.path.getsize(report.thumb_path(out, "b", "k"))
 
 
 def test_on_image_never_raises_and_logs_why(tmp_path, caplog):
