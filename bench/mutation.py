@@ -157,7 +157,7 @@ EQUIVALENT = [
     ("cards", "tagestimate.review.recorder.xǁReportRecorderǁon_image__mutmut_5", "max(pixels.shape[:3])",
      "the third dimension is the 3 colour channels: max(H, W, 3) < THUMB_SIZE exactly when max(H, W) < THUMB_SIZE"),
     ("report", "tagestimate.review.report.x__build_report__mutmut_154",
-     "item_pages(output_dir, item, labels, None, explorer.similar(name))", "item_pages takes run_info but never reads it"),
+     "item_pages(output_dir, item, labels, None, thumbs, explorer.similar(name))", "item_pages takes run_info but never reads it"),
     ("report", "tagestimate.review.report.x__build_report__mutmut_90", "disable=not progress, file=None)",
      "tqdm's file=None is sys.stderr"),
     ("report", "tagestimate.review.report.x__build_report__mutmut_95", 'desc="report", disable=not progress, )',

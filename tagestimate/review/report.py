@@ -192,9 +192,9 @@ def page_names(item_name, count):
     return [f"{stem}.html" if n == 0 else f"{stem}.p{n + 1}.html" for n in range(pages)]
 
 
-def item_pages(output_dir, item, labels, run_info, similar=None, thumbs=None):
-    """[(file name, html)] of an item's gallery pages; similar(key): a card's neighbours; thumbs: the
-    keys whose thumbnail exists (None: look on disk)."""
+def item_pages(output_dir, item, labels, run_info, thumbs, similar=None):
+    """[(file name, html)] of an item's gallery pages; thumbs: the keys whose thumbnail exists
+    (present_thumbnails); similar(key): a card's neighbours."""
     has_cams = os.path.isdir(os.path.join(output_dir, PAGES, CAMS, safe_name(item.name)))
 
     def overlay(key, tag):  # (its path, whether its map is flat) or None
@@ -203,9 +203,8 @@ def item_pages(output_dir, item, labels, run_info, similar=None, thumbs=None):
 
     return views.item_pages(item, labels, page_names(item.name, len(item.tags)), PAGE_SIZE,
                             os.path.join(output_dir, PAGES), BORDER, INDEX,
-                            lambda key: thumb_href(item.name, key) if (key in thumbs if thumbs is not None else
-                                                                      os.path.exists(thumb_path(output_dir, item.name, key)))
-                            else None, overlay if has_cams else None, similar)
+                            lambda key: thumb_href(item.name, key) if key in thumbs else None,
+                            overlay if has_cams else None, similar)
 
 
 def present_thumbnails(output_dir, item, pool):
@@ -277,7 +276,7 @@ def _build_report(output_dir, items, progress, workers):
             for tag in sorted({tag for tags in item.tags.values() for tag, _ in tags}, key=natural_key):
                 if tag not in labels:
                     labels.append(tag)
-            pages = item_pages(output_dir, item, labels, run_info, explorer.similar(name), thumbs)
+            pages = item_pages(output_dir, item, labels, run_info, thumbs, explorer.similar(name))
             for page_name, text in pages:
                 write_page(os.path.join(pages_dir, page_name), text)
             explorer.add(item, sorted(item.tags, key=natural_key))
