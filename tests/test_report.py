@@ -756,6 +756,27 @@ def test_the_tagging_pass_makes_the_thumbnails_from_its_one_decode(tmp_path, dec
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
 
 
+def test_the_thumbnails_are_written_in_the_backlog_thread_and_all_there_when_the_run_returns(tmp_path, monkeypatch):
+    """Off the decoding threads, at the lowest priority (review/backlog.py); slowed here, so that a run
+    returning before its backlog is done would leave thumbnails missing."""
+    import threading
+    import time
+
+    from tagestimate.review import recorder
+
+    source = thumbnail_input(tmp_path / "in")
+    real, threads = recorder.write_jpeg, []
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder, "write_jpeg", slow)
+    tag_with(source, tmp_path / "out", report_on=True)
+    assert len(thumbnails(tmp_path / "out")) == 5 and threads == ["backlog"] * 5
+
+
 def test_a_thumbnail_has_the_size_pillow_s_thumbnail_gives():
     """thumbs.fitted rounds each side as Image.thumbnail does (sizes the report-only path had before
     and that the pages' layout was made for), over every shape from a sliver to a square."""

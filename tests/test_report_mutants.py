@@ -146,6 +146,13 @@ def rgb(size, colour=(0, 0, 0)):
     return np.full((size[1], size[0], 3), colour, np.uint8)
 
 
+def now(recorder, *image):
+    """on_image, then images_done, as the engines call them: the thumbnail is written on return."""
+    recorder.on_image(*image)
+    recorder.images_done()
+    return recorder
+
+
 def thumb_of(tmp_path, key):
     path = report.thumb_path(str(tmp_path / "out"), "a", key)
     return Image.open(path).size if os.path.exists(path) else None
@@ -158,10 +165,11 @@ def test_on_image_makes_thumbnails_of_local_images_large_enough(tmp_path, monkey
     for key, size, reduced in [("full", (400, 200), False), ("edge", (THUMB_SIZE, 80), True),
                                ("small", (THUMB_SIZE - 1, 80), True), ("plain", (100, 50), False)]:
         recorder.on_image(out, "a", key, source, rgb(size, (10, 200, 10)), reduced)
+    recorder.images_done()
     assert [thumb_of(tmp_path, key) for key in ("full", "edge", "small", "plain")] == [
         (160, 80), (160, 80), None, (100, 50)]
     monkeypatch.setattr(storage, "on_disk", lambda path: not str(path).startswith("s3://"))
-    recorder.on_image(out, "a", "remote", "s3://bucket/a.jpg", rgb((400, 200)), False)
+    now(recorder, out, "a", "remote", "s3://bucket/a.jpg", rgb((400, 200)), False)
     assert thumb_of(tmp_path, "remote") is None
 
 
@@ -169,14 +177,14 @@ def test_on_image_redoes_a_thumbnail_older_than_its_image(tmp_path):
     """Each run has its own recorder: the second and third runs find the first run's folder."""
     out = str(tmp_path / "out")
     source = image(tmp_path / "in" / "a.jpg", size=(400, 200))
-    report.ReportRecorder().on_image(out, "a", "k", source, rgb((400, 200), (0, 0, 0)), False)
+    now(report.ReportRecorder(), out, "a", "k", source, rgb((400, 200), (0, 0, 0)), False)
     target = report.thumb_path(out, "a", "k")
     os.utime(target, (1e9, 1e9))
     os.utime(source, (1e9 - 10, 1e9 - 10))
-    report.ReportRecorder().on_image(out, "a", "k", source, rgb((400, 200), (255, 255, 255)), False)
+    now(report.ReportRecorder(), out, "a", "k", source, rgb((400, 200), (255, 255, 255)), False)
     assert os.stat(target).st_mtime == 1e9  # current: kept
     os.utime(source, (1e9 + 10, 1e9 + 10))
-    report.ReportRecorder().on_image(out, "a", "k", source, rgb((400, 200), (255, 255, 255)), False)
+    now(report.ReportRecorder(), out, "a", "k", source, rgb((400, 200), (255, 255, 255)), False)
     assert Image.open(target).getpixel((5, 5))[0] > 200  # redone from the new decode
 
 
@@ -196,6 +204,7 @@ def test_on_image_checks_nothing_in_a_folder_its_run_made_and_makes_each_folder_
     recorder = report.ReportRecorder()
     for item, key in [("new", "k1"), ("new", "k2"), ("old", "k1"), ("old", "k2"), ("new", "k3")]:
         recorder.on_image(out, item, key, source, rgb((400, 200)), False)
+    recorder.images_done()
     assert checked == [report.thumb_path(out, "old", "k1"), report.thumb_path(out, "old", "k2")]
     folders = [os.path.dirname(report.thumb_path(out, item, "k")) for item in ("new", "old")]
     assert [path for path in made if path in folders] == folders  # once each
@@ -218,6 +227,7 @@ def test_on_image_in_a_fresh_output_makes_the_folders_and_trusts_them_even_when_
     made = recorder.ReportRecorder()
     for key in ("k1", "k2"):
         made.on_image(out, "a", key, source, rgb((400, 200)), False)
+    made.images_done()
     assert checked == [] and all(os.path.getsize(report.thumb_path(out, "a", key)) for key in ("k1", "k2"))
     raced = os.path.dirname(report.thumb_path(out, "b", "k"))
 
@@ -229,7 +239,7 @@ def test_on_image_in_a_fresh_output_makes_the_folders_and_trusts_them_even_when_
 
     shutil.rmtree(os.path.join(out, "html"))
     monkeypatch.setattr(os, "mkdir", other_thread_first)
-    recorder.ReportRecorder().on_image(out, "b", "k", source, rgb((400, 200)), False)
+    now(recorder.ReportRecorder(), out, "b", "k", source, rgb((400, 200)), False)
     assert os.path.getsize(report.thumb_path(out, "b", "k"))
 
 
@@ -238,7 +248,7 @@ def test_on_image_never_raises_and_logs_why(tmp_path, caplog):
     blocked.write_text("a file where the output folder should be")
     source = image(tmp_path / "in" / "a.jpg")
     with caplog.at_level(logging.DEBUG, logger="tagestimate.review.recorder"):
-        report.ReportRecorder().on_image(str(blocked), "a", "k", source, rgb((300, 200)), False)
+        now(report.ReportRecorder(), str(blocked), "a", "k", source, rgb((300, 200)), False)
     [record] = [r for r in caplog.records if r.name == "tagestimate.review.recorder"]
     assert record.levelno == logging.DEBUG
     assert re.fullmatch(rf"thumbnail of {re.escape(source)} not made while tagging \(\[Errno \d+\] .+\)",

@@ -11,6 +11,7 @@ import os
 from tagestimate import storage
 from tagestimate.files import printable_path, write_atomic
 from tagestimate.labels import config_names, tag_names
+from tagestimate.review.backlog import Backlog
 from tagestimate.review.paths import PAGES, RUN_INFO, sidecar_path, thumb_path
 from tagestimate.review.thumbs import THUMB_SIZE, is_current, shrink, write_jpeg
 
@@ -34,12 +35,13 @@ class ReportRecorder:
     """The item hook (tag/run.py) of a run with the report: writes each item's probabilities
     (html/data/{item}.json) before its output, remembers which (item, key, path, kept label
     indices) --explain should explain, and (on_image) makes each image's thumbnail from the decode
-    tagging does. Picklable: Ray workers call it too."""
+    tagging does, in its backlog (images_done waits for them). Picklable: Ray workers call it too."""
 
     def __init__(self, explain=False):
         self.explain = explain
         self.explained = []
         self._folders = {}  # thumbnail folder -> made by this run (ReportRecorder._made_folder)
+        self.backlog = Backlog()
 
     def __call__(self, output_dir, item_name, records, config):
         write_sidecar(output_dir, item_name, records, config)
@@ -50,15 +52,23 @@ class ReportRecorder:
                                for record in records]
 
     def on_image(self, output_dir, item_name, key, path, pixels, reduced):
-        """Write the thumbnail of an image tagging just decoded (an upright RGB array; `reduced`:
-        decoded smaller than the file, to no less than the model's size), in the decoding thread:
-        build_report then finds it current and decodes nothing. Never raises: a thumbnail not
-        made here is made by build_report."""
+        """Have the thumbnail of an image tagging just decoded (an upright RGB array; `reduced`:
+        decoded smaller than the file, to no less than the model's size) written in the backlog's
+        thread, at the lowest priority, or in the decoding thread if much waits already: the run
+        calls images_done before the report, whose build then finds it current and decodes nothing.
+        Never raises: a thumbnail not made here is made by build_report."""
         if not storage.on_disk(path):  # as build_report: thumbnails of local images only
             return
         if reduced and max(pixels.shape[:2]) < THUMB_SIZE:  # a model under THUMB_SIZE px: too small to shrink
             return
-        target = thumb_path(output_dir, item_name, key)
+        # The decode is not copied: nothing changes it once decoded (images.load_image's `keep`).
+        self.backlog.add(pixels.nbytes, self._write_thumbnail, thumb_path(output_dir, item_name, key), pixels, path)
+
+    def images_done(self):
+        """Wait until the thumbnails of every image given to on_image are written."""
+        self.backlog.drain()
+
+    def _write_thumbnail(self, target, pixels, path):
         try:
             # In a folder this run made, nothing is older than its image: no stat needed.
             if self._made_folder(os.path.dirname(target)) or not is_current(target, path):

@@ -210,7 +210,8 @@ def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=N
     Yields per model call, in order: (batch, records, errors) with batch the call's entries
     as load_batches gives them, records [(item name, Record)] of the images read and errors
     [(item name, printable path, reason)] of those that could not be. The images of one
-    call may belong to several items. on_image: see load_batches (image_hook makes one).
+    call may belong to several items. on_image: see load_batches (image_hook makes one); its
+    close(), if it has one, is called once the stream ends, however it ends.
     vectors: the run's vectors.VectorPlan; when it needs them, each record carries its raw vector.
     """
     batches = load_batches(entries, config.image_size, config.channel_order, batch_size,
@@ -234,6 +235,8 @@ def tag_images(entries, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=N
             yield batch, records, errors
     finally:
         batches.close()
+        if hasattr(on_image, "close"):  # e.g. the report's thumbnails, still being written
+            on_image.close()
 
 
 def tag_item(item, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, draft=True, on_image=None,
@@ -249,13 +252,28 @@ def tag_item(item, runner, config, batch_size=DEFAULT_BATCH_SIZE, workers=None, 
 
 
 def image_hook(on_item, output_dir):
-    """The per-image callback of an item hook (tag/run.py), for tag_images' on_image: its
-    on_image(output_dir, item, key, path, image, reduced) method bound to the output folder, or
-    None when it has none (no hook: a run without the report does nothing more per image)."""
-    method = getattr(on_item, "on_image", None)
-    if method is None:
+    """The per-image callback of an item hook (tag/run.py), for tag_images' on_image, or None when
+    the hook has no on_image method (no hook: a run without the report does nothing more per image)."""
+    if getattr(on_item, "on_image", None) is None:
         return None
-    return lambda *image: method(output_dir, *image)
+    return ImageHook(on_item, output_dir)
+
+
+class ImageHook:
+    """An item hook's on_image(output_dir, item, key, path, image, reduced) bound to the output folder.
+    close() calls its images_done(), if it has one, which waits for what on_image left to do later
+    (tag_images calls it once the last image is decoded)."""
+
+    def __init__(self, on_item, output_dir):
+        self.on_item, self.output_dir = on_item, output_dir
+
+    def __call__(self, *image):
+        self.on_item.on_image(self.output_dir, *image)
+
+    def close(self):
+        done = getattr(self.on_item, "images_done", None)
+        if done is not None:
+            done()
 
 
 def write_item(output_dir, item_name, records, config, output_format="json", context=None, vectors=None):

@@ -1,0 +1,100 @@
+"""Side work that a run can leave for its idle moments: the report's thumbnails.
+
+Tagging keeps the CPUs almost busy (OpenVINO alone takes 1.9 of 2 cores), so work done beside
+it in the decoding threads shows almost whole in the run's wall time. A Backlog hands that work
+to one thread at the lowest CPU priority (Linux: nice 19 for that thread alone), which runs when
+the model's threads leave a core idle: between model calls, while a batch is gathered. What
+waits is bounded in bytes; beyond that the caller does the work itself, as before, so a machine
+with no idle moment is no slower than without the backlog and memory stays flat.
+"""
+
+import collections
+import logging
+import os
+import sys
+import threading
+
+log = logging.getLogger(__name__)
+
+LIMIT = 64 << 20  # bytes of work waiting (decoded pixels): 340 crops of 256 px, or 200 scans decoded at 1/8
+NICE = 19  # the lowest priority: the thread runs when nothing else of the machine's would
+
+
+class Backlog:
+    """add(weight, function, *args) calls function(*args) later, in this backlog's thread, or now in
+    the caller's thread when `limit` bytes of work already wait. drain() returns once all is done.
+    The functions must not raise (what one raises is logged, and the rest still run). Thread-safe;
+    picklable (a Ray worker gets an empty backlog of its own)."""
+
+    def __init__(self, limit=LIMIT):
+        self.limit = limit
+        self._setup()
+
+    def _setup(self):
+        self._lock = threading.Lock()
+        self._jobs = collections.deque()
+        self._ready = threading.Condition(self._lock)
+        self._waiting = 0  # weight of the jobs in _jobs and of the one running
+        self._thread = None
+
+    def __getstate__(self):
+        return {"limit": self.limit}
+
+    def __setstate__(self, state):
+        self.limit = state["limit"]
+        self._setup()
+
+    def add(self, weight, function, *args):
+        with self._lock:
+            queued = self._waiting + weight <= self.limit
+            if queued:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name="backlog", daemon=True)
+                    self._thread.start()
+                self._waiting += weight
+                self._jobs.append((weight, function, args))
+                self._ready.notify()
+        if not queued:
+            _run(function, args)
+
+    def drain(self):
+        """Wait until every job added is done; the thread ends (a later add starts another)."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._jobs.append(None)
+            self._ready.notify()
+            self._thread = None
+        thread.join()
+
+    def _work(self):
+        lower_priority()
+        while True:
+            with self._lock:
+                while not self._jobs:
+                    self._ready.wait()
+                job = self._jobs.popleft()
+            if job is None:
+                return
+            weight, function, args = job
+            _run(function, args)
+            with self._lock:
+                self._waiting -= weight
+
+
+def _run(function, args):
+    try:
+        function(*args)
+    except Exception:  # noqa: BLE001 - one job's failure must not stop the others
+        log.exception("side work %s failed", getattr(function, "__name__", function))
+
+
+def lower_priority():
+    """Give the calling thread the lowest CPU priority. Linux only: there a thread's nice value is its
+    own; elsewhere setpriority would lower the whole process, the model's threads included."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        except OSError as error:  # e.g. a sandbox that forbids it: the work runs all the same
+            log.debug("backlog thread keeps its priority (%s)", error)

@@ -1,0 +1,113 @@
+"""review/backlog.py: side work done later, in one thread at the lowest priority, bounded in bytes."""
+
+import logging
+import os
+import pickle
+import sys
+import threading
+
+import pytest
+
+from tagestimate.review.backlog import NICE, Backlog
+
+
+def recording(log, gate=None):
+    """A job that waits for `gate` (if given), then notes its argument, its thread and that thread's nice."""
+    def job(value):
+        if gate is not None:
+            assert gate.wait(10)
+        log.append((value, threading.get_ident(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    return job
+
+
+def test_jobs_run_later_in_order_in_one_other_thread_and_drain_waits_for_all():
+    log, gate = [], threading.Event()
+    backlog = Backlog(limit=100)
+    for value in ("a", "b", "c"):
+        backlog.add(10, recording(log, gate), value)
+    assert log == []  # not done in the caller's thread
+    gate.set()
+    backlog.drain()
+    assert [value for value, _, _ in log] == ["a", "b", "c"]
+    assert len({thread for _, thread, _ in log}) == 1 and log[0][1] != threading.get_ident()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the thread's own nice value is Linux's")
+def test_the_backlog_thread_alone_runs_at_the_lowest_priority():
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    log = []
+    backlog = Backlog()
+    backlog.add(1, recording(log), "x")
+    backlog.drain()
+    assert log[0][2] == NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's is untouched
+    later = threading.Thread(target=recording(log), args=("later",))  # a thread made later starts as usual
+    later.start()
+    later.join()
+    assert log[1][2] == mine
+
+
+def test_beyond_the_limit_the_caller_does_the_work_itself_until_room_is_made():
+    log, gate = [], threading.Event()
+    backlog = Backlog(limit=25)
+    job = recording(log, gate)
+    backlog.add(10, job, "queued 1")
+    backlog.add(15, job, "queued 2")  # 25: exactly the limit
+    backlog.add(1, recording(log), "over: done now")  # while the thread waits at the gate in "queued 1"
+    assert log[-1][0] == "over: done now" and log[-1][1] == threading.get_ident()
+    gate.set()
+    backlog.drain()
+    backlog.add(25, recording(log), "room again")  # all done: the full limit is free
+    backlog.drain()
+    assert log[-1][0] == "room again" and log[-1][1] != threading.get_ident()
+    assert sorted(value for value, _, _ in log) == ["over: done now", "queued 1", "queued 2", "room again"]
+
+
+def test_a_job_heavier_than_the_limit_is_done_at_once():
+    log = []
+    backlog = Backlog(limit=5)
+    backlog.add(6, recording(log), "big")
+    assert log and log[0][1] == threading.get_ident()
+    backlog.drain()  # nothing started: nothing to wait for
+
+
+def test_a_failing_job_is_logged_and_the_others_still_run(caplog):
+    log = []
+
+    def broken(value):
+        raise ValueError(f"bad {value}")
+
+    backlog = Backlog()
+    with caplog.at_level(logging.ERROR, logger="tagestimate.review.backlog"):
+        backlog.add(1, broken, "one")
+        backlog.add(1, recording(log), "two")
+        backlog.drain()
+    assert [value for value, _, _ in log] == ["two"]
+    [record] = caplog.records
+    assert record.getMessage() == "side work broken failed" and "bad one" in caplog.text
+
+
+def test_drain_ends_the_thread_and_a_later_add_starts_another():
+    log = []
+    backlog = Backlog()
+    backlog.add(1, recording(log), 1)
+    backlog.drain()
+    assert not [thread for thread in threading.enumerate() if thread.name == "backlog" and thread.is_alive()]
+    backlog.add(1, recording(log), 2)
+    backlog.drain()
+    assert [value for value, _, _ in log] == [1, 2] and log[0][1] != threading.get_ident() != log[1][1]
+
+
+def test_a_pickled_backlog_keeps_its_limit_and_nothing_else():
+    """A Ray worker unpickles the recorder: its backlog starts empty, with its own thread."""
+    log, gate = [], threading.Event()
+    backlog = Backlog(limit=30)
+    backlog.add(10, recording(log, gate), "left behind")
+    copy = pickle.loads(pickle.dumps(backlog))
+    assert copy.limit == 30
+    copy.add(30, recording(log), "copy")  # the original's 10 bytes waiting do not count here
+    copy.drain()
+    assert [value for value, _, _ in log] == ["copy"] and log[0][1] != threading.get_ident()
+    gate.set()
+    backlog.drain()
+    assert [value for value, _, _ in log] == ["copy", "left behind"]
