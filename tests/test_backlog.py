@@ -1,4 +1,5 @@
-"""review/backlog.py: side work done later, in one thread at the lowest priority, bounded in bytes."""
+"""review/backlog.py: side work done later, in one thread at the lowest priority, bounded in bytes;
+drain() does what is left in the caller's thread."""
 
 import logging
 import os
@@ -11,35 +12,58 @@ import pytest
 from tagestimate.review.backlog import NICE, Backlog
 
 
-def recording(log, gate=None):
-    """A job that waits for `gate` (if given), then notes its argument, its thread and that thread's nice."""
+def recording(log, gate=None, done=None):
+    """A job that waits for `gate` (if given), then notes its argument, its thread and that thread's
+    nice value, then sets `done` (if given)."""
     def job(value):
         if gate is not None:
-            assert gate.wait(10)
+            assert gate.wait(5)
         log.append((value, threading.get_ident(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        if done is not None:
+            done.set()
     return job
 
 
-def test_jobs_run_later_in_order_in_one_other_thread_and_drain_waits_for_all():
-    log, gate = [], threading.Event()
+def test_jobs_run_later_in_order_in_one_other_thread():
+    log, gate, done = [], threading.Event(), threading.Event()
     backlog = Backlog(limit=100)
-    for value in ("a", "b", "c"):
+    for value in ("a", "b"):
         backlog.add(10, recording(log, gate), value)
+    backlog.add(10, recording(log, gate, done), "c")
     assert log == []  # not done in the caller's thread
     gate.set()
+    assert done.wait(5)
     backlog.drain()
     assert [value for value, _, _ in log] == ["a", "b", "c"]
     assert len({thread for _, thread, _ in log}) == 1 and log[0][1] != threading.get_ident()
 
 
+def test_drain_does_the_jobs_not_yet_started_in_the_caller_s_thread_and_waits_for_the_one_running():
+    """The backlog's thread is held in "a" until "b" runs: only the caller can run "b"."""
+    log, gate, running = [], threading.Event(), threading.Event()
+    backlog = Backlog()
+    backlog.add(1, lambda value: running.set() or recording(log, gate)(value), "a")
+    backlog.add(1, lambda value: gate.set() or recording(log)(value), "b")
+    backlog.add(1, recording(log), "c")
+    assert running.wait(5)
+    backlog.drain()
+    ran = {value: thread for value, thread, _ in log}
+    assert sorted(ran) == ["a", "b", "c"]  # "a" too: drain waited for it
+    assert ran["b"] == ran["c"] == threading.get_ident() != ran["a"]
+    backlog.add(5, recording(log), "d")  # the limit's bytes were given back: queued again
+    backlog.drain()
+    assert backlog._waiting == 0
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the thread's own nice value is Linux's")
 def test_the_backlog_thread_alone_runs_at_the_lowest_priority():
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    log = []
+    log, done = [], threading.Event()
     backlog = Backlog()
-    backlog.add(1, recording(log), "x")
+    backlog.add(1, recording(log, done=done), "x")
+    assert done.wait(5)
     backlog.drain()
-    assert log[0][2] == NICE == 19
+    assert log[0][1] != threading.get_ident() and log[0][2] == NICE == 19
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's is untouched
     later = threading.Thread(target=recording(log), args=("later",))  # a thread made later starts as usual
     later.start()
@@ -48,7 +72,7 @@ def test_the_backlog_thread_alone_runs_at_the_lowest_priority():
 
 
 def test_beyond_the_limit_the_caller_does_the_work_itself_until_room_is_made():
-    log, gate = [], threading.Event()
+    log, gate, done = [], threading.Event(), threading.Event()
     backlog = Backlog(limit=25)
     job = recording(log, gate)
     backlog.add(10, job, "queued 1")
@@ -57,7 +81,8 @@ def test_beyond_the_limit_the_caller_does_the_work_itself_until_room_is_made():
     assert log[-1][0] == "over: done now" and log[-1][1] == threading.get_ident()
     gate.set()
     backlog.drain()
-    backlog.add(25, recording(log), "room again")  # all done: the full limit is free
+    backlog.add(25, recording(log, done=done), "room again")  # all done: the full limit is free
+    assert done.wait(5)
     backlog.drain()
     assert log[-1][0] == "room again" and log[-1][1] != threading.get_ident()
     assert sorted(value for value, _, _ in log) == ["over: done now", "queued 1", "queued 2", "room again"]
@@ -72,7 +97,7 @@ def test_a_job_heavier_than_the_limit_is_done_at_once():
 
 
 def test_a_failing_job_is_logged_and_the_others_still_run(caplog):
-    log = []
+    log, done = [], threading.Event()
 
     def broken(value):
         raise ValueError(f"bad {value}")
@@ -80,32 +105,36 @@ def test_a_failing_job_is_logged_and_the_others_still_run(caplog):
     backlog = Backlog()
     with caplog.at_level(logging.ERROR, logger="tagestimate.review.backlog"):
         backlog.add(1, broken, "one")
-        backlog.add(1, recording(log), "two")
+        backlog.add(1, recording(log, done=done), "two")
+        assert done.wait(5)  # in the backlog's thread, after the failure
+        backlog.add(1, broken, "three")
         backlog.drain()
     assert [value for value, _, _ in log] == ["two"]
-    [record] = caplog.records
-    assert record.getMessage() == "side work broken failed" and "bad one" in caplog.text
+    assert [record.getMessage() for record in caplog.records] == ["side work broken failed"] * 2
+    assert "bad one" in caplog.text and "bad three" in caplog.text
 
 
 def test_drain_ends_the_thread_and_a_later_add_starts_another():
     log = []
     backlog = Backlog()
-    backlog.add(1, recording(log), 1)
-    backlog.drain()
-    assert not [thread for thread in threading.enumerate() if thread.name == "backlog" and thread.is_alive()]
-    backlog.add(1, recording(log), 2)
-    backlog.drain()
+    for value in (1, 2):
+        done = threading.Event()
+        backlog.add(1, recording(log, done=done), value)
+        assert done.wait(5)
+        backlog.drain()
+        assert not [thread for thread in threading.enumerate() if thread.name == "backlog" and thread.is_alive()]
     assert [value for value, _, _ in log] == [1, 2] and log[0][1] != threading.get_ident() != log[1][1]
 
 
 def test_a_pickled_backlog_keeps_its_limit_and_nothing_else():
     """A Ray worker unpickles the recorder: its backlog starts empty, with its own thread."""
-    log, gate = [], threading.Event()
+    log, gate, done = [], threading.Event(), threading.Event()
     backlog = Backlog(limit=30)
     backlog.add(10, recording(log, gate), "left behind")
     copy = pickle.loads(pickle.dumps(backlog))
     assert copy.limit == 30
-    copy.add(30, recording(log), "copy")  # the original's 10 bytes waiting do not count here
+    copy.add(30, recording(log, done=done), "copy")  # the original's 10 bytes waiting do not count here
+    assert done.wait(5)
     copy.drain()
     assert [value for value, _, _ in log] == ["copy"] and log[0][1] != threading.get_ident()
     gate.set()

@@ -5,7 +5,8 @@ it in the decoding threads shows almost whole in the run's wall time. A Backlog 
 to one thread at the lowest CPU priority (Linux: nice 19 for that thread alone), which runs when
 the model's threads leave a core idle: between model calls, while a batch is gathered. What
 waits is bounded in bytes; beyond that the caller does the work itself, as before, so a machine
-with no idle moment is no slower than without the backlog and memory stays flat.
+with no idle moment is no slower than without the backlog and memory stays flat. What is still
+waiting when the run asks for it (drain) is done by the run's own thread, at its priority.
 """
 
 import collections
@@ -58,14 +59,22 @@ class Backlog:
             _run(function, args)
 
     def drain(self):
-        """Wait until every job added is done; the thread ends (a later add starts another)."""
+        """Return once every job added is done, doing those not yet started in the caller's thread:
+        on a machine busy with other work the backlog's thread may get almost no CPU, and the run
+        waits for this. The thread ends after the job it is on (a later add starts another)."""
         with self._lock:
             thread = self._thread
             if thread is None:
                 return
+            left = list(self._jobs)
+            self._jobs.clear()
             self._jobs.append(None)
             self._ready.notify()
             self._thread = None
+        for weight, function, args in left:
+            _run(function, args)
+            with self._lock:
+                self._waiting -= weight
         thread.join()
 
     def _work(self):
