@@ -71,21 +71,27 @@ def test_the_backlog_thread_alone_runs_at_the_lowest_priority():
     assert log[1][2] == mine
 
 
-def test_beyond_the_limit_the_caller_does_the_work_itself_until_room_is_made():
-    log, gate, done = [], threading.Event(), threading.Event()
+def test_once_the_limit_is_reached_the_callers_do_the_work_and_take_back_what_waits_until_drain():
+    """A backlog `limit` behind means a machine with no idle moment for its thread: from then on each
+    add runs its own job and one that waits, in the caller's thread, until drain."""
+    log, gate, running, done = [], threading.Event(), threading.Event(), threading.Event()
     backlog = Backlog(limit=25)
-    job = recording(log, gate)
-    backlog.add(10, job, "queued 1")
-    backlog.add(15, job, "queued 2")  # 25: exactly the limit
-    backlog.add(1, recording(log), "over: done now")  # while the thread waits at the gate in "queued 1"
-    assert log[-1][0] == "over: done now" and log[-1][1] == threading.get_ident()
+    me = threading.get_ident()
+    backlog.add(10, lambda value: running.set() or recording(log, gate)(value), "queued 1")
+    assert running.wait(5)
+    backlog.add(15, recording(log), "queued 2")  # 25: exactly the limit, still queued
+    backlog.add(1, recording(log), "over")  # the thread is held at the gate in "queued 1"
+    assert [(value, thread) for value, thread, _ in log] == [("over", me), ("queued 2", me)]
+    backlog.add(1, recording(log), "room, but behind")  # 10 bytes wait: room for 1, yet done now
+    assert log[-1][:2] == ("room, but behind", me)
     gate.set()
     backlog.drain()
-    backlog.add(25, recording(log, done=done), "room again")  # all done: the full limit is free
+    assert log[-1][0] == "queued 1" and log[-1][1] != me
+    backlog.add(25, recording(log, done=done), "after drain")  # queued again, the full limit free
     assert done.wait(5)
     backlog.drain()
-    assert log[-1][0] == "room again" and log[-1][1] != threading.get_ident()
-    assert sorted(value for value, _, _ in log) == ["over: done now", "queued 1", "queued 2", "room again"]
+    assert log[-1][0] == "after drain" and log[-1][1] != me
+    assert backlog._waiting == 0
 
 
 def test_a_job_heavier_than_the_limit_is_done_at_once():

@@ -23,7 +23,8 @@ NICE = 19  # the lowest priority: the thread runs when nothing else of the machi
 
 class Backlog:
     """add(weight, function, *args) calls function(*args) later, in this backlog's thread, or now in
-    the caller's thread when `limit` bytes of work already wait. drain() returns once all is done.
+    the caller's thread once `limit` bytes of work wait (and from then on until drain, taking back
+    one waiting job each time). drain() returns once all is done.
     The functions must not raise (what one raises is logged, and the rest still run). Thread-safe;
     picklable (a Ray worker gets an empty backlog of its own)."""
 
@@ -36,6 +37,7 @@ class Backlog:
         self._jobs = collections.deque()
         self._ready = threading.Condition(self._lock)
         self._waiting = 0  # weight of the jobs in _jobs and of the one running
+        self._behind = False  # fell `limit` behind since the last drain: the callers do the work
         self._thread = None
 
     def __getstate__(self):
@@ -46,8 +48,9 @@ class Backlog:
         self._setup()
 
     def add(self, weight, function, *args):
+        taken = None
         with self._lock:
-            queued = self._waiting + weight <= self.limit
+            queued = not self._behind and self._waiting + weight <= self.limit
             if queued:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._work, name="backlog", daemon=True)
@@ -55,14 +58,26 @@ class Backlog:
                 self._waiting += weight
                 self._jobs.append((weight, function, args))
                 self._ready.notify()
+            else:
+                # `limit` behind (or one job heavier than it): this machine has no idle moments for
+                # the thread (other jobs keep its cores busy). Stop queueing until drain, and take back
+                # what waits, one job per call: a thread at nice 19 can be set aside for long while
+                # it holds Python's GIL, and then every thread of the run waits for it.
+                if weight <= self.limit:
+                    self._behind = True
+                if self._jobs and self._jobs[0] is not None:
+                    taken = self._jobs.popleft()
         if not queued:
             _run(function, args)
+        if taken is not None:
+            self._done(taken)
 
     def drain(self):
         """Return once every job added is done, doing those not yet started in the caller's thread:
         on a machine busy with other work the backlog's thread may get almost no CPU, and the run
         waits for this. The thread ends after the job it is on (a later add starts another)."""
         with self._lock:
+            self._behind = False
             thread = self._thread
             if thread is None:
                 return
@@ -71,10 +86,8 @@ class Backlog:
             self._jobs.append(None)
             self._ready.notify()
             self._thread = None
-        for weight, function, args in left:
-            _run(function, args)
-            with self._lock:
-                self._waiting -= weight
+        for job in left:
+            self._done(job)
         thread.join()
 
     def _work(self):
@@ -86,10 +99,13 @@ class Backlog:
                 job = self._jobs.popleft()
             if job is None:
                 return
-            weight, function, args = job
-            _run(function, args)
-            with self._lock:
-                self._waiting -= weight
+            self._done(job)
+
+    def _done(self, job):
+        weight, function, args = job
+        _run(function, args)
+        with self._lock:
+            self._waiting -= weight
 
 
 def _run(function, args):
