@@ -3,6 +3,8 @@
     python bench/bench_report.py                    # the 60 demo crops x4 (240 images), 6 rounds
     python bench/bench_report.py --repeat 10 --scans 40 --rounds 8 --backend tensorflow
     python bench/bench_report.py --root ../main          # another checkout's code (e.g. before a change)
+    python bench/bench_report.py --repeat 20 --inline --busy 2   # also the report without its backlog,
+                                                                  # with 2 CPU-bound processes beside
 
 Each round runs multiinference.main twice on the same input, each into a fresh output folder:
 with the report (the default) and with --no-report, in turn first (report first in odd rounds),
@@ -12,6 +14,9 @@ included, as a user waits for it). The figure is the median over rounds of repor
 with its range; a 1-minute load average above the core count means other jobs shared the CPUs.
 The CPU milliseconds per image (all of this process's threads) say what the report adds in work,
 which other jobs on the machine change much less than the wall time.
+--inline adds a third run to each round (the three in turn first): the report with its thumbnails
+made in the decoding threads, as before review/backlog.py, against the same --no-report run.
+--busy N runs N CPU-bound processes beside the bench (a machine shared with other jobs).
 Uses NDL's replica weights from ../shared when present, else a randomly initialised model.
 """
 
@@ -47,9 +52,11 @@ def cpu_model():
     return from_cpuinfo()
 
 
-def images_per_second(input_dir, output, weights, backend, count, report):
+def images_per_second(input_dir, output, weights, backend, count, report, inline=False):
     """(images/s over the wall time, CPU ms per image: this process's threads, so other jobs sharing
-    the machine change it much less)."""
+    the machine change it much less). inline: the report's thumbnails in the decoding threads."""
+    if report:
+        backlog_limit(0 if inline else None)
     started, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):  # its summary line: the table says it
         code = multiinference.main(["--inputpath", input_dir, "--outputpath", output, "--weights", weights,
@@ -58,6 +65,31 @@ def images_per_second(input_dir, output, weights, backend, count, report):
     assert code == 0, code
     assert os.path.exists(os.path.join(output, "index.html")) == report
     return count / seconds, cpu * 1000 / count
+
+
+def backlog_limit(limit, default=[]):
+    """Set review.backlog.LIMIT to `limit` (0: every thumbnail in its decoding thread), or back to
+    its own value (None). A checkout from before the backlog has none: only --inline needs it."""
+    try:
+        from tagestimate.review import backlog
+    except ImportError:
+        if limit is None:
+            return
+        sys.exit("--inline: this checkout has no tagestimate/review/backlog.py; leave --inline out")
+    if not default:
+        default.append(backlog.LIMIT)
+    backlog.LIMIT = default[0] if limit is None else limit
+
+
+def busy(count):
+    """`count` CPU-bound processes, to stop with stop_busy."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def stop_busy(processes):
+    for process in processes:
+        process.kill()
+        process.wait()
 
 
 def inputs(workdir, repeat, scans):
@@ -70,47 +102,74 @@ def inputs(workdir, repeat, scans):
     return folder, count
 
 
+def order_of(round_, kinds):
+    """The kind that ran first in round number `round_` (from 0)."""
+    return kinds[round_ % len(kinds)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=4, help="copies of the 60 demo crops (default: 4)")
     parser.add_argument("--scans", type=int, default=0, help="3000x2200 JPEG pages added (default: 0)")
     parser.add_argument("--rounds", type=int, default=6,
-                        help="rounds of one run each way, each way first in every other round: an even number puts "
-                             "each first equally often (default: 6)")
+                        help="rounds of one run each way, each way first in turn: an even number puts each first "
+                             "equally often (with --inline, a multiple of 3) (default: 6)")
     parser.add_argument("--backend", default="auto", help="backend of the tagging (default: auto)")
     parser.add_argument("--root", default=HERE, help="the checkout to measure (default: this one)")
+    parser.add_argument("--inline", action="store_true",
+                        help="also run the report with its thumbnails in the decoding threads (no backlog)")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="CPU-bound processes running beside the bench, as other jobs on a shared machine "
+                             "(default: 0)")
     args = parser.parse_args(argv)
+    kinds = ["report", "no-report"] + (["inline"] if args.inline else [])
     with tempfile.TemporaryDirectory(prefix="bench-report-") as workdir:
         weights = weights_file(workdir)
         input_dir, count = inputs(workdir, args.repeat, args.scans)
         images_per_second(input_dir, os.path.join(workdir, "warm-up"), weights, args.backend, count, False)
         print(f"{count} images ({args.repeat} x 60 demo crops of 256 px, {args.scans} pages of 3000x2200); "
-              f"backend {args.backend}; {cpu_model()}, {os.cpu_count()} cores; code: {os.path.dirname(os.path.dirname(sys.modules['tagestimate'].__file__))}; weights: {weights}\n")
-        print(f"{'round':<6} {'first':<10} {'no-report img/s':>16} {'report img/s':>13} {'report/no-report':>17} "
-              f"{'CPU ms/img (no-report, report)':>31} {'load (1 min)':>13}")
-        ratios, rates, cpus = [], {True: [], False: []}, {True: [], False: []}
-        for round_ in range(args.rounds):
-            order = (True, False) if round_ % 2 == 0 else (False, True)
-            rate, cpu = {}, {}
-            for report in order:
-                output = os.path.join(workdir, f"out-{round_}-{'report' if report else 'plain'}")
-                rate[report], cpu[report] = images_per_second(input_dir, output, weights, args.backend, count, report)
-                rates[report].append(rate[report])
-                cpus[report].append(cpu[report])
-            ratios.append(rate[True] / rate[False])
-            print(f"{round_ + 1:<6} {'report' if order[0] else 'no-report':<10} {rate[False]:>16.1f} "
-                  f"{rate[True]:>13.1f} {ratios[-1]:>17.0%} {f'{cpu[False]:.1f}, {cpu[True]:.1f}':>31} "
-                  f"{os.getloadavg()[0]:>13.1f}")
-        median, low, high = spread(ratios)
+              f"backend {args.backend}; {cpu_model()}, {os.cpu_count()} cores; code: {os.path.dirname(os.path.dirname(sys.modules['tagestimate'].__file__))}; weights: {weights}"
+              + (f"; {args.busy} CPU-bound processes beside" if args.busy else "") + "\n")
+        header = f"{'round':<6} {'first':<10} {'no-report img/s':>16} {'report img/s':>13} {'report/no-report':>17} "
+        if args.inline:
+            header += f"{'inline img/s':>13} {'inline/no-report':>17} "
+        print(header + f"{'CPU ms/img (' + ', '.join(kinds) + ')':>31} {'load (1 min)':>13}")
+        ratios, rates, cpus = {"report": [], "inline": []}, {kind: [] for kind in kinds}, {kind: [] for kind in kinds}
+        others = busy(args.busy)
+        try:
+            for round_ in range(args.rounds):
+                turn = round_ % len(kinds)
+                order = kinds[turn:] + kinds[:turn]  # each first in turn
+                rate, cpu = {}, {}
+                for kind in order:
+                    output = os.path.join(workdir, f"out-{round_}-{kind}")
+                    rate[kind], cpu[kind] = images_per_second(input_dir, output, weights, args.backend, count,
+                                                              kind != "no-report", inline=kind == "inline")
+                    rates[kind].append(rate[kind])
+                    cpus[kind].append(cpu[kind])
+                line = f"{round_ + 1:<6} {order[0]:<10} {rate['no-report']:>16.1f} "
+                for kind in kinds[::2]:  # report, inline
+                    ratios[kind].append(rate[kind] / rate["no-report"])
+                    line += f"{rate[kind]:>{13}.1f} {ratios[kind][-1]:>17.0%} "
+                print(line + f"{', '.join(f'{cpu[kind]:.1f}' for kind in kinds):>31} {os.getloadavg()[0]:>13.1f}")
+        finally:
+            stop_busy(others)
+        median, low, high = spread(ratios["report"])
         # The second run of a round tends to be the faster one; each order's median shows how much.
-        firsts = {order: [r for n, r in enumerate(ratios) if (n % 2 == 0) == order] for order in (True, False)}
-        by_order = "; ".join(f"{'report' if order else 'no-report'} first: median {spread(values)[0]:.0%} of {len(values)}"
-                             for order, values in firsts.items() if values)
-        print(f"\nno-report median {spread(rates[False])[0]:.1f} images/s, report median {spread(rates[True])[0]:.1f}; "
-              f"report/no-report: median {median:.0%} of {args.rounds} rounds, range {low:.0%}-{high:.0%} "
-              f"(goal: at least 95%; {by_order}). CPU per image, median: no-report {spread(cpus[False])[0]:.1f} ms, report "
-              f"{spread(cpus[True])[0]:.1f} ms. Load average now: "
-              + ", ".join(f"{value:.1f}" for value in os.getloadavg()) + f" on {os.cpu_count()} cores.")
+        firsts = {kind: [r for n, r in enumerate(ratios["report"]) if order_of(n, kinds) == kind]
+                  for kind in ("report", "no-report")}
+        by_order = "; ".join(f"{kind} first: median {spread(values)[0]:.0%} of {len(values)}"
+                             for kind, values in firsts.items() if values)
+        print(f"\nno-report median {spread(rates['no-report'])[0]:.1f} images/s, report median "
+              f"{spread(rates['report'])[0]:.1f}; report/no-report: median {median:.0%} of {args.rounds} rounds, "
+              f"range {low:.0%}-{high:.0%} (goal: at least 95%; {by_order}).")
+        if args.inline:
+            median, low, high = spread(ratios["inline"])
+            print(f"Report with its thumbnails in the decoding threads (no backlog): median {median:.0%}, "
+                  f"range {low:.0%}-{high:.0%} of --no-report.")
+        print("CPU per image, median: " + ", ".join(f"{kind} {spread(cpus[kind])[0]:.1f} ms" for kind in kinds)
+              + ". Load average now: " + ", ".join(f"{value:.1f}" for value in os.getloadavg())
+              + f" on {os.cpu_count()} cores.")
     return 0
 
 

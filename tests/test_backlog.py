@@ -146,3 +146,25 @@ def test_a_pickled_backlog_keeps_its_limit_and_nothing_else():
     gate.set()
     backlog.drain()
     assert [value for value, _, _ in log] == ["copy", "left behind"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the thread's own nice value is Linux's")
+def test_a_thread_not_allowed_to_lower_its_priority_still_does_the_work(monkeypatch, caplog):
+    from tagestimate.review import backlog as module
+
+    asked = []
+
+    def refused(which, who, value):
+        asked.append((which, who, value))
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(module.os, "setpriority", refused)
+    log, done = [], threading.Event()
+    backlog = Backlog()
+    with caplog.at_level(logging.DEBUG, logger="tagestimate.review.backlog"):
+        backlog.add(1, recording(log, done=done), "x")
+        assert done.wait(5)
+        backlog.drain()
+    assert log[0][1] != threading.get_ident() and asked == [(os.PRIO_PROCESS, asked[0][1], 19)]
+    assert asked[0][1] not in (0, threading.get_native_id())  # the backlog thread's own id
+    assert caplog.messages == ["backlog thread keeps its priority ([Errno 1] Operation not permitted)"]
