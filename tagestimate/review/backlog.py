@@ -73,9 +73,10 @@ class Backlog:
             self._done(taken)
 
     def drain(self):
-        """Return once every job added is done, doing those not yet started in the caller's thread:
-        on a machine busy with other work the backlog's thread may get almost no CPU, and the run
-        waits for this. The thread ends after the job it is on (a later add starts another)."""
+        """Return once every job added is done: the thread ends after the job it is on (a later add
+        starts another), then the caller's thread does those not yet started. On a machine busy with
+        other work the backlog's thread may get almost no CPU, and the run waits for this. One after
+        the other, so that jobs added from one thread never run at the same time (unless behind)."""
         with self._lock:
             self._behind = False
             thread = self._thread
@@ -86,9 +87,9 @@ class Backlog:
             self._jobs.append(None)
             self._ready.notify()
             self._thread = None
+        thread.join()
         for job in left:
             self._done(job)
-        thread.join()
 
     def _work(self):
         lower_priority()
