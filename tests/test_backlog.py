@@ -168,3 +168,48 @@ def test_a_thread_not_allowed_to_lower_its_priority_still_does_the_work(monkeypa
     assert log[0][1] != threading.get_ident() and asked == [(os.PRIO_PROCESS, asked[0][1], 19)]
     assert asked[0][1] not in (0, threading.get_native_id())  # the backlog thread's own id
     assert caplog.messages == ["backlog thread keeps its priority ([Errno 1] Operation not permitted)"]
+
+
+def test_a_job_of_exactly_the_limit_that_does_not_fit_puts_the_backlog_behind_too():
+    log, gate, running = [], threading.Event(), threading.Event()
+    backlog = Backlog(limit=10)
+    me = threading.get_ident()
+    backlog.add(1, lambda value: running.set() or recording(log, gate)(value), "held")
+    assert running.wait(5)
+    backlog.add(4, recording(log), "waiting")
+    backlog.add(10, recording(log), "limit")  # 5 + 10 > 10: done now, and "waiting" taken back
+    backlog.add(1, recording(log), "small")  # 1 + 1 would fit, but the backlog is behind
+    assert [(value, thread == me) for value, thread, _ in log] == [("limit", True), ("waiting", True), ("small", True)]
+    gate.set()
+    backlog.drain()
+
+
+def test_a_failing_job_without_a_name_is_logged_by_what_it_is(caplog):
+    class Job:
+        def __call__(self):
+            raise ValueError("no name")
+
+        def __repr__(self):
+            return "<the nameless job>"
+
+    backlog = Backlog()
+    with caplog.at_level(logging.ERROR, logger="tagestimate.review.backlog"):
+        backlog.add(1, Job())
+        backlog.drain()
+    assert caplog.messages == ["side work <the nameless job> failed"]
+
+
+def test_a_process_that_never_drains_still_exits(tmp_path):
+    """A run that stops on an error it does not catch never drains: the backlog's thread, waiting for
+    work or stuck in a job, must not keep the process alive."""
+    import subprocess
+
+    here = Backlog()  # in this process too: mutmut runs a test for a mutant only if the test reached its function
+    here.add(1, len, "x")
+    here.drain()
+    script = ("import threading, time\nfrom tagestimate.review.backlog import Backlog\nbacklog = Backlog()\n"
+              "started = threading.Event()\nbacklog.add(1, lambda: started.set() or time.sleep(600))\n"
+              "started.wait(10)\nprint('leaving')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and done.stdout == "leaving\n", done.stderr
