@@ -102,11 +102,6 @@ def inputs(workdir, repeat, scans):
     return folder, count
 
 
-def order_of(round_, kinds):
-    """The kind that ran first in round number `round_` (from 0)."""
-    return kinds[round_ % len(kinds)]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=4, help="copies of the 60 demo crops (default: 4)")
@@ -135,6 +130,7 @@ def main(argv=None):
             header += f"{'inline img/s':>13} {'inline/no-report':>17} "
         print(header + f"{'CPU ms/img (' + ', '.join(kinds) + ')':>31} {'load (1 min)':>13}")
         ratios, rates, cpus = {"report": [], "inline": []}, {kind: [] for kind in kinds}, {kind: [] for kind in kinds}
+        firsts = {kind: [] for kind in kinds}  # report/no-report of the rounds each kind ran first
         others = busy(args.busy)
         try:
             for round_ in range(args.rounds):
@@ -151,15 +147,14 @@ def main(argv=None):
                 for kind in kinds[::2]:  # report, inline
                     ratios[kind].append(rate[kind] / rate["no-report"])
                     line += f"{rate[kind]:>{13}.1f} {ratios[kind][-1]:>17.0%} "
+                firsts[order[0]].append(ratios["report"][-1])
                 print(line + f"{', '.join(f'{cpu[kind]:.1f}' for kind in kinds):>31} {os.getloadavg()[0]:>13.1f}")
         finally:
             stop_busy(others)
         median, low, high = spread(ratios["report"])
         # The second run of a round tends to be the faster one; each order's median shows how much.
-        firsts = {kind: [r for n, r in enumerate(ratios["report"]) if order_of(n, kinds) == kind]
-                  for kind in ("report", "no-report")}
-        by_order = "; ".join(f"{kind} first: median {spread(values)[0]:.0%} of {len(values)}"
-                             for kind, values in firsts.items() if values)
+        by_order = "; ".join(f"{kind} first: median {spread(firsts[kind])[0]:.0%} of {len(firsts[kind])}"
+                             for kind in ("report", "no-report") if firsts[kind])
         print(f"\nno-report median {spread(rates['no-report'])[0]:.1f} images/s, report median "
               f"{spread(rates['report'])[0]:.1f}; report/no-report: median {median:.0%} of {args.rounds} rounds, "
               f"range {low:.0%}-{high:.0%} (goal: at least 95%; {by_order}).")
